@@ -1,0 +1,45 @@
+# Edge inference node. `make help` lists the targets.
+SHELL := /bin/bash
+CACHE ?= $(CURDIR)/.cache
+ORT_LIB ?= $(CACHE)/libonnxruntime.so
+MODELS ?= $(CACHE)/models
+HTTP_ADDR ?= 127.0.0.1:8080
+GO ?= go
+FUZZTIME ?= 15s
+BENCHTIME ?= 1x
+export ONNXRUNTIME_LIB := $(ORT_LIB)
+export EDGE_MODELS_DIR := $(MODELS)
+
+.PHONY: help setup deps build run test test-race bench fuzz lint
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: ## fetch ONNX Runtime and the sample models into .cache (sha256-pinned), once
+	@scripts/setup.sh
+
+deps: setup ## setup, plus the test-only system packages (mosquitto) when missing
+	@scripts/test-deps.sh
+
+build: ## build bin/edge-node and bin/edgectl
+	$(GO) build -trimpath -o bin/ ./cmd/...
+
+run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured)
+	bin/edge-node --http-addr $(HTTP_ADDR) --model-repository $(MODELS) --ort-lib $(ORT_LIB) --data-dir $(CACHE)/data
+
+test: deps ## vet, then every test (the race detector on the concurrent packages)
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 15m ./...
+
+test-race: deps ## every test under the race detector
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+bench: deps ## the benchmarks of docs/performance.md, in one run
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count=1 -timeout 30m ./...
+
+fuzz: deps ## each fuzz target for $(FUZZTIME)
+	@scripts/fuzz-all.sh $(FUZZTIME)
+
+lint: ## gofmt and go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...

@@ -1,0 +1,163 @@
+// Command edge-node is the edge inference node daemon: it serves ONNX models
+// over the KServe v2 REST protocol, keeps model versions in a local store, and
+// takes new versions and rollout instructions from the cloud over MQTT.
+//
+// This file only parses flags, environment and the config file, builds the
+// logger, and hands a node.Config to package node.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/edgeai/edge-node/node"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "edge-node:", err)
+		os.Exit(1)
+	}
+}
+
+// envPrefix names the environment variables that mirror flags:
+// --http-addr is EDGE_NODE_HTTP_ADDR.
+const envPrefix = "EDGE_NODE_"
+
+func newRootCommand() *cobra.Command {
+	var configPath string
+	var showVersion bool
+	cfg := node.DefaultConfig()
+	cmd := &cobra.Command{
+		Use:           "edge-node",
+		Short:         "Serve ONNX models on an edge device (KServe v2 REST), synced from the cloud over MQTT",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if showVersion {
+				fmt.Fprintf(cmd.OutOrStdout(), "edge-node %s\n", version)
+				return nil
+			}
+			final, err := resolveConfig(cmd.Flags(), configPath)
+			if err != nil {
+				return err
+			}
+			return serve(final)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "YAML config file (flags and EDGE_NODE_* environment override it)")
+	f.BoolVar(&showVersion, "version", false, "print the version and exit")
+	bindConfigFlags(f, &cfg)
+	return cmd
+}
+
+// resolveConfig layers the configuration: defaults, then the config file,
+// then EDGE_NODE_* environment, then flags given on the command line.
+func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error) {
+	cfg := node.DefaultConfig()
+	if configPath != "" {
+		var err error
+		if cfg, err = node.LoadConfigFile(configPath, cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.ORTLibrary == "" {
+		cfg.ORTLibrary = os.Getenv("ONNXRUNTIME_LIB")
+	}
+	// Environment, then explicit flags, both applied through the flag set so
+	// that each value is parsed exactly as its flag would be.
+	var err error
+	apply := func(fl *pflag.Flag, val string) {
+		if err == nil {
+			if e := fl.Value.Set(val); e != nil {
+				err = fmt.Errorf("--%s %q: %w", fl.Name, val, e)
+			}
+		}
+	}
+	overlay := pflag.NewFlagSet("overlay", pflag.ContinueOnError)
+	bindConfigFlags(overlay, &cfg)
+	flags.VisitAll(func(fl *pflag.Flag) {
+		if o := overlay.Lookup(fl.Name); o != nil {
+			if v, ok := os.LookupEnv(envPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))); ok {
+				apply(o, v)
+			}
+		}
+	})
+	flags.Visit(func(fl *pflag.Flag) {
+		if o := overlay.Lookup(fl.Name); o != nil {
+			apply(o, fl.Value.String())
+		}
+	})
+	if err != nil {
+		return cfg, err
+	}
+	return cfg, cfg.Validate()
+}
+
+// bindConfigFlags binds the config-carrying flags to cfg. The root command
+// uses it for parsing and help; resolveConfig uses it again to apply
+// environment and flag values onto a config that came from a file.
+func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
+	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of the REST API (KServe v2 and admin)")
+	f.StringVar(&cfg.ModelRepository, "model-repository", cfg.ModelRepository, "Triton-style model folder <dir>/<name>/<version>/model.onnx imported and served at boot")
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "folder of the model store")
+	f.StringVar(&cfg.ORTLibrary, "ort-lib", cfg.ORTLibrary, "path of libonnxruntime.so (also env ONNXRUNTIME_LIB)")
+	f.Int64Var(&cfg.MaxRequestBytes, "max-request-bytes", cfg.MaxRequestBytes, "largest /infer body accepted (413 above)")
+	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long shutdown waits for in-flight requests")
+	f.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve /debug/pprof/ on the HTTP address")
+	f.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token required on /admin/ calls")
+	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "trace, debug, info, warn or error")
+	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "json, console, or auto (console on a terminal)")
+}
+
+// newLogger builds the process logger: JSON lines, or human-readable output
+// when stderr is a terminal and the format is auto.
+func newLogger(c node.LogConfig, w io.Writer, terminal bool) (zerolog.Logger, error) {
+	level, err := zerolog.ParseLevel(c.Level)
+	if err != nil {
+		return zerolog.Nop(), err
+	}
+	if c.Format == "console" || (c.Format == "auto" && terminal) {
+		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+	}
+	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+func serve(cfg node.Config) error {
+	logger, err := newLogger(cfg.Log, os.Stderr, isatty.IsTerminal(os.Stderr.Fd()))
+	if err != nil {
+		return err
+	}
+	// Signals are registered before the slow start-up (loading models), so a
+	// SIGTERM during start-up still stops the node cleanly.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	n, err := node.New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	runErr := n.Run(ctx)
+	closeErr := n.Close()
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return runErr
+	}
+	return closeErr
+}

@@ -1,0 +1,68 @@
+package edgenode_test
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestImportBoundaries enforces the project's two hard import rules:
+// only cgo/... has import "C", and only inference/... imports
+// onnxruntime_go. It also checks that every package has a doc comment.
+func TestImportBoundaries(t *testing.T) {
+	const ort = "github.com/yalue/onnxruntime_go"
+	docs := map[string]bool{} // package dir -> has a doc comment
+	fset := token.NewFileSet()
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != "." && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin" || name == "dist") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, parser.ImportsOnly|parser.ParseComments)
+		if err != nil {
+			return err
+		}
+		dir := filepath.ToSlash(filepath.Dir(path))
+		if !strings.HasSuffix(path, "_test.go") {
+			if _, seen := docs[dir]; !seen {
+				docs[dir] = false
+			}
+			if f.Doc != nil && strings.HasPrefix(strings.TrimSpace(f.Doc.Text()), "Package "+f.Name.Name) ||
+				f.Doc != nil && f.Name.Name == "main" && strings.HasPrefix(strings.TrimSpace(f.Doc.Text()), "Command ") {
+				docs[dir] = true
+			}
+		}
+		for _, imp := range f.Imports {
+			p := strings.Trim(imp.Path.Value, `"`)
+			switch {
+			case p == "C" && !strings.HasPrefix(dir, "cgo/") && dir != "cgo":
+				t.Errorf("%s: import \"C\" outside cgo/", path)
+			case p == ort && !strings.HasPrefix(dir, "inference"):
+				t.Errorf("%s: imports onnxruntime_go outside inference/", path)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) < 5 {
+		t.Fatalf("walked only %d packages; is the test running from the module root?", len(docs))
+	}
+	for dir, ok := range docs {
+		if !ok && dir != "." {
+			t.Errorf("package in %s has no doc comment (// Package x ... or // Command x ...)", dir)
+		}
+	}
+}

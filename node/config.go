@@ -1,0 +1,122 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the node's whole configuration: a plain struct, filled from
+// defaults, then the YAML config file, then environment, then flags (the
+// command does that layering; this package only validates).
+type Config struct {
+	// HTTPAddr is where the KServe v2 and admin REST APIs listen. Loopback
+	// by default: exposing inference beyond the device is a deliberate act.
+	HTTPAddr string `yaml:"http_addr"`
+	// ModelRepository is a Triton-style folder <dir>/<name>/<version>/model.onnx
+	// served (imported into the store) at boot. Optional.
+	ModelRepository string `yaml:"model_repository"`
+	// DataDir holds the model store (blobs and the bbolt catalog).
+	DataDir string `yaml:"data_dir"`
+	// ORTLibrary is the path of libonnxruntime.so.
+	ORTLibrary string `yaml:"ort_library"`
+	// MaxRequestBytes bounds an /infer body; larger bodies get 413.
+	MaxRequestBytes int64 `yaml:"max_request_bytes"`
+	// DrainTimeout bounds how long shutdown waits for in-flight requests.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+	// Pprof serves /debug/pprof/ on the HTTP address when true.
+	Pprof bool `yaml:"pprof"`
+	// AdminToken, when set, is required as a Bearer token on /admin/ calls.
+	AdminToken string `yaml:"admin_token"`
+	// Log configures logging.
+	Log LogConfig `yaml:"log"`
+}
+
+// LogConfig configures the zerolog logger.
+type LogConfig struct {
+	// Level is trace, debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json, console, or auto (console on a terminal).
+	Format string `yaml:"format"`
+}
+
+// DefaultConfig returns a fresh Config with the defaults filled in.
+func DefaultConfig() Config {
+	return Config{
+		HTTPAddr:        "127.0.0.1:8080",
+		DataDir:         "/var/lib/edge-node",
+		MaxRequestBytes: 64 << 20,
+		DrainTimeout:    15 * time.Second,
+		Log:             LogConfig{Level: "info", Format: "auto"},
+	}
+}
+
+// maxConfigBytes bounds the config file: it is small by nature, and a huge
+// file is a mistake, not a configuration.
+const maxConfigBytes = 1 << 20
+
+// DecodeConfig reads YAML from r on top of base. Unknown fields are an error
+// (a typo in a config file should not be silently ignored).
+func DecodeConfig(r io.Reader, base Config) (Config, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxConfigBytes+1))
+	if err != nil {
+		return base, fmt.Errorf("reading config: %w", err)
+	}
+	if len(data) > maxConfigBytes {
+		return base, fmt.Errorf("config is larger than %d bytes", maxConfigBytes)
+	}
+	cfg := base
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return base, fmt.Errorf("config: %w", err)
+	}
+	return cfg, cfg.Validate()
+}
+
+// LoadConfigFile reads the YAML config file at path on top of base.
+func LoadConfigFile(path string, base Config) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return base, err
+	}
+	defer f.Close()
+	cfg, err := DecodeConfig(f, base)
+	if err != nil {
+		return base, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Validate reports the first problem with c, naming the field.
+func (c Config) Validate() error {
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("http_addr %q: %w", c.HTTPAddr, err)
+	}
+	if c.DataDir == "" {
+		return errors.New("data_dir must be set")
+	}
+	if c.MaxRequestBytes <= 0 {
+		return fmt.Errorf("max_request_bytes must be positive, got %d", c.MaxRequestBytes)
+	}
+	if c.DrainTimeout < 0 {
+		return fmt.Errorf("drain_timeout must not be negative, got %v", c.DrainTimeout)
+	}
+	switch c.Log.Level {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log.level %q: want trace, debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "console", "auto":
+	default:
+		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
+	}
+	return nil
+}

@@ -86,8 +86,22 @@ def dynamic_model():
     save(g, "dynamic_concat")
 
 
+def nonzero_model():
+    # x [N] FP32 -> y = NonZero(x) INT64 [1, K]: K depends on the data, not
+    # on the input shape, so an output shape learned from one run can be
+    # wrong for the next run with the same input shape.
+    g = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["y"])],
+        "nonzero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [1, "K"])],
+    )
+    save(g, "nonzero")
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     identity_models()
     scalar_model()
     dynamic_model()
+    nonzero_model()

@@ -39,6 +39,11 @@ type Environment struct {
 	libPath string
 	version string
 
+	// life is held shared by each Load in progress and exclusively by
+	// Close while it destroys the ONNX Runtime environment, so a Load never
+	// runs against a destroyed environment.
+	life sync.RWMutex
+
 	// mu guards closed and sessions.
 	mu       sync.Mutex
 	closed   bool
@@ -192,6 +197,8 @@ func (e *Environment) Close() error {
 	for _, s := range open {
 		errs = append(errs, s.Close())
 	}
+	e.life.Lock() // wait for Loads in progress (they fail to register)
+	defer e.life.Unlock()
 	liveMu.Lock()
 	defer liveMu.Unlock()
 	if err := ort.DestroyEnvironment(); err != nil {

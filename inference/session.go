@@ -101,6 +101,11 @@ type Session struct {
 // ErrInvalidArgument (config), ErrNotFound (no file), ErrUnsupported (a
 // tensor type this package cannot serve) or ErrUnavailable.
 func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error) {
+	e.life.RLock()
+	defer e.life.RUnlock()
+	if e.Closed() {
+		return nil, fmt.Errorf("load %s/%s: onnx runtime environment is closed: %w", spec.Model, spec.Version, ErrUnavailable)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w: %w", spec.Model, spec.Version, ErrUnavailable, err)
 	}

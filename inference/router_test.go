@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -174,6 +175,7 @@ func TestRouterHotSwap(t *testing.T) {
 	}
 	// Let some traffic reach version 1 first.
 	for served[1].Load() < 20 && len(errs) == 0 {
+		runtime.Gosched()
 	}
 	if err := r.Add(loadVersion(t, "2"), true); err != nil {
 		t.Fatal(err)
@@ -183,6 +185,7 @@ func TestRouterHotSwap(t *testing.T) {
 	}
 	before := served[1].Load()
 	for served[2].Load() < 20 && len(errs) == 0 {
+		runtime.Gosched()
 	}
 	stop.Store(true)
 	wg.Wait()

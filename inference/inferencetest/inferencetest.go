@@ -159,6 +159,37 @@ func RawRun(t testing.TB, path string, inputs []inference.Tensor) []inference.Te
 	return out
 }
 
+// RunOnly is the bare onnxruntime_go cost of a run, the baseline of
+// benchmarks: input tensors over the caller's bytes, Run with outputs
+// allocated by ONNX Runtime (copied into Go memory by onnxruntime_go), and
+// the outputs destroyed without converting them. inputs must be in the
+// model's input order.
+func (r *RawSession) RunOnly(inputs []inference.Tensor) error {
+	in := make([]ort.Value, len(r.inputs))
+	defer func() {
+		for _, v := range in {
+			if v != nil {
+				v.Destroy()
+			}
+		}
+	}()
+	for i := range r.inputs {
+		v, err := rawValue(&inputs[i])
+		if err != nil {
+			return err
+		}
+		in[i] = v
+	}
+	out := make([]ort.Value, len(r.outputs))
+	err := r.s.Run(in, out)
+	for _, v := range out {
+		if v != nil {
+			v.Destroy()
+		}
+	}
+	return err
+}
+
 // Run runs the model on inputs (matched to the model by name) and returns
 // every output in model order with its bytes in fresh Go memory.
 //

@@ -453,9 +453,8 @@ func (s *Session) RunWithStats(ctx context.Context, inputs []Tensor, outputs []s
 	defer release()
 	t1 := time.Now()
 	st.Queue = t1.Sub(t0)
-	defer func() { st.Compute = time.Since(t1) }()
-
 	res, err := s.run(ctx, ds, ordered, want, alloc, &st)
+	st.Compute = time.Since(t1)
 	return res, st, err
 }
 

@@ -126,6 +126,9 @@ func TestRealModelsMatchRaw(t *testing.T) {
 					t.Fatalf("run %d: %v", run, err)
 				}
 				requireSameTensors(t, got, want)
+				if st.Compute <= 0 || st.Runs != 1 {
+					t.Errorf("run %d stats: %+v", run, st)
+				}
 				if run == 1 && !st.Preallocated {
 					t.Errorf("second run with the same input shapes was not preallocated: %+v", st)
 				}

@@ -1,0 +1,158 @@
+package inference_test
+
+import (
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+
+	"github.com/edgeai/edge-node/inference"
+)
+
+func TestParseSessionConfig(t *testing.T) {
+	cfg, err := inference.ParseSessionConfig([]byte(`
+providers:
+  - name: tensorrt
+    options: {fp16: true, engine_cache_dir: /var/cache/trt, workspace_bytes: 1073741824, ep_context: true}
+  - name: cuda
+    options: {device_id: 1, arena_limit_bytes: 2147483648, cudnn_conv_algo_search: heuristic}
+  - name: cpu
+intra_op_threads: 2
+inter_op_threads: 1
+graph_optimization: extended
+max_batch: 8
+max_concurrency: 4
+instances: 1
+mem_arena: false
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Providers) != 3 || cfg.Providers[1].Options.DeviceID != 1 || !cfg.Providers[0].Options.FP16 ||
+		cfg.IntraOpThreads != 2 || cfg.GraphOptimization != "extended" || cfg.MaxConcurrency != 4 ||
+		cfg.MemArena == nil || *cfg.MemArena || cfg.MemPattern != nil {
+		t.Errorf("decoded %+v", cfg)
+	}
+	empty, err := inference.ParseSessionConfig(nil)
+	if err != nil || len(empty.Providers) != 0 {
+		t.Errorf("empty config: %+v, %v", empty, err)
+	}
+}
+
+func TestParseSessionConfigRejects(t *testing.T) {
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown provider", "providers: [{name: openvino}]", `unknown provider "openvino"`},
+		{"provider without name", "providers: [{options: {}}]", "provider without a name"},
+		{"provider twice", "providers: [{name: cpu}, {name: cpu}]", `"cpu" listed twice`},
+		{"negative intra threads", "intra_op_threads: -1", "intra_op_threads is -1"},
+		{"negative inter threads", "inter_op_threads: -3", "inter_op_threads is -3"},
+		{"negative max_concurrency", "max_concurrency: -1", "max_concurrency is -1"},
+		{"too many instances", "instances: 1000", "instances is 1000"},
+		{"bad optimization level", "graph_optimization: turbo", `graph_optimization "turbo"`},
+		{"unknown field", "intra_op_thread: 2", "field intra_op_thread not found"},
+		{"unknown option", "providers: [{name: cuda, options: {gpu: 1}}]", "field gpu not found"},
+		{"trt option on cuda", "providers: [{name: cuda, options: {fp16: true}}]", "cuda takes no TensorRT options"},
+		{"cuda option on trt", "providers: [{name: tensorrt, options: {arena_limit_bytes: 5}}]", "tensorrt takes no arena_limit_bytes"},
+		{"options on cpu", "providers: [{name: cpu, options: {device_id: 1}}]", "cpu takes no options"},
+		{"bad algo search", "providers: [{name: cuda, options: {cudnn_conv_algo_search: fast}}]", `cudnn_conv_algo_search "fast"`},
+		{"negative device", "providers: [{name: cuda, options: {device_id: -1}}]", "device_id is -1"},
+		{"negative workspace", "providers: [{name: tensorrt, options: {workspace_bytes: -1}}]", "byte sizes must be >= 0"},
+		{"wrong type", "max_batch: lots", "cannot unmarshal"},
+		{"not a mapping", "- 1\n- 2", "cannot unmarshal"},
+		{"too big", "# " + strings.Repeat("x", inference.MaxConfigSize), "more than"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := inference.ParseSessionConfig([]byte(tc.yaml))
+			if !errors.Is(err, inference.ErrInvalidArgument) {
+				t.Fatalf("error %v does not wrap ErrInvalidArgument", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseSessionConfig(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"providers: [{name: tensorrt, options: {fp16: true}}, {name: cuda}, {name: cpu}]\nintra_op_threads: 2",
+		"graph_optimization: all\nmem_arena: true\nmax_concurrency: 3",
+		"providers: [{name: cuda, options: {extra: {a: b}}}]",
+		"instances: -1",
+		"{",
+		"&a [*a]",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := inference.ParseSessionConfig(data)
+		if err != nil {
+			if !errors.Is(err, inference.ErrInvalidArgument) {
+				t.Fatalf("error %v does not wrap ErrInvalidArgument", err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("parsed config does not validate: %v", err)
+		}
+		for _, p := range cfg.Providers {
+			// The mappings are total on valid configs.
+			_ = inference.TensorRTOptions(p.Options, "/models/m/1")
+			_ = inference.CUDAOptions(p.Options)
+		}
+	})
+}
+
+func TestTensorRTOptions(t *testing.T) {
+	off := false
+	for _, tc := range []struct {
+		name string
+		in   inference.ProviderOptions
+		want map[string]string
+	}{
+		{"defaults: caches in the version folder", inference.ProviderOptions{}, map[string]string{
+			"device_id": "0", "trt_fp16_enable": "0",
+			"trt_engine_cache_enable": "1", "trt_engine_cache_path": "/models/m/1/trt_cache",
+			"trt_timing_cache_enable": "1", "trt_timing_cache_path": "/models/m/1/trt_cache",
+		}},
+		{"everything", inference.ProviderOptions{
+			DeviceID: 1, FP16: true, EngineCacheDir: "/c", TimingCacheDir: "/t", WorkspaceBytes: 1 << 30,
+			EPContext: true, Extra: map[string]string{"trt_builder_optimization_level": "5", "trt_fp16_enable": "1"},
+		}, map[string]string{
+			"device_id": "1", "trt_fp16_enable": "1",
+			"trt_engine_cache_enable": "1", "trt_engine_cache_path": "/c",
+			"trt_timing_cache_enable": "1", "trt_timing_cache_path": "/t",
+			"trt_max_workspace_size":    "1073741824",
+			"trt_dump_ep_context_model": "1", "trt_ep_context_file_path": "/models/m/1/model_ctx.onnx",
+			"trt_builder_optimization_level": "5",
+		}},
+		{"caches off, explicit EPContext path", inference.ProviderOptions{EngineCache: &off, TimingCache: &off, EPContext: true, EPContextPath: "/x/ctx.onnx"}, map[string]string{
+			"device_id": "0", "trt_fp16_enable": "0",
+			"trt_engine_cache_enable": "0", "trt_timing_cache_enable": "0",
+			"trt_dump_ep_context_model": "1", "trt_ep_context_file_path": "/x/ctx.onnx",
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := inference.TensorRTOptions(tc.in, "/models/m/1"); !maps.Equal(got, tc.want) {
+				t.Errorf("got  %v\nwant %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestCUDAOptions(t *testing.T) {
+	for _, tc := range []struct {
+		in   inference.ProviderOptions
+		want map[string]string
+	}{
+		{inference.ProviderOptions{}, map[string]string{"device_id": "0"}},
+		{inference.ProviderOptions{DeviceID: 2, ArenaLimitBytes: 1 << 31, CudnnConvAlgoSearch: "heuristic", Extra: map[string]string{"do_copy_in_default_stream": "1"}},
+			map[string]string{"device_id": "2", "gpu_mem_limit": "2147483648", "cudnn_conv_algo_search": "HEURISTIC", "do_copy_in_default_stream": "1"}},
+		{inference.ProviderOptions{CudnnConvAlgoSearch: "exhaustive"}, map[string]string{"device_id": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}},
+	} {
+		if got := inference.CUDAOptions(tc.in); !maps.Equal(got, tc.want) {
+			t.Errorf("%+v: got %v, want %v", tc.in, got, tc.want)
+		}
+	}
+}

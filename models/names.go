@@ -66,3 +66,45 @@ func ValidFilePath(p string) error {
 	}
 	return nil
 }
+
+// CompareVersions orders version strings: two all-digit versions compare
+// numerically ("9" < "10"), anything else compares as strings, and an
+// all-digit version sorts before a non-numeric one.
+func CompareVersions(a, b string) int {
+	na, nb := allDigits(a), allDigits(b)
+	switch {
+	case na && nb:
+		a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+		if len(a) != len(b) {
+			return cmpInt(len(a), len(b))
+		}
+		return strings.Compare(a, b)
+	case na:
+		return -1
+	case nb:
+		return 1
+	}
+	return strings.Compare(a, b)
+}
+
+func cmpInt(a, b int) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func allDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -151,7 +151,10 @@ func TestPointersAndOutbox(t *testing.T) {
 		t.Fatalf("failed version still Previous: %+v", mi)
 	}
 	// Illegal move: rejected, nothing written.
-	err := c.Update(ctx, func(tx *Tx) error { _, err := tx.Transition("m", "1", models.Ready, models.TransitionOptions{}); return err })
+	err := c.Update(ctx, func(tx *Tx) error {
+		_, err := tx.Transition("m", "1", models.Ready, models.TransitionOptions{})
+		return err
+	})
 	var te *models.TransitionError
 	if !errors.As(err, &te) || te.From != models.Active || te.To != models.Ready || te.Model != "m" {
 		t.Fatalf("illegal move: %v", err)

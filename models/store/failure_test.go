@@ -261,4 +261,3 @@ func TestAnnounceSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-

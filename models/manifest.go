@@ -1,5 +1,17 @@
 package models
 
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
 // Manifest describes one model version as the cloud publishes it: the files
 // that make it up, each named by sha256 and cut into content-defined chunks
 // for transfer. It travels as the JSON payload of a SignedManifest.
@@ -62,4 +74,236 @@ type SignedManifest struct {
 	Payload   []byte `json:"payload"`
 	KeyID     string `json:"key_id"`
 	Signature []byte `json:"signature"`
+}
+
+// ManifestProtocol is the only manifest format version this node accepts.
+const ManifestProtocol = 1
+
+// Limits on manifests. A manifest bigger than these is refused before any
+// work is done on it.
+const (
+	MaxManifestBytes = 4 << 20  // encoded Manifest JSON
+	MaxSignedBytes   = 6 << 20  // encoded SignedManifest JSON (base64 payload)
+	MaxFiles         = 64       // files per version
+	MaxFileSize      = 64 << 30 // one file
+	MaxChunkSize     = 64 << 20 // one content-defined chunk
+	MaxChunks        = 1 << 20  // chunks per file
+	MaxConfigBytes   = 1 << 20  // Manifest.Config
+	MaxGoldenCases   = 64
+)
+
+// File roles.
+const (
+	RoleModel        = "model"
+	RoleExternalData = "external_data"
+	RoleConfig       = "config"
+)
+
+// Validate checks everything the store relies on: protocol, names (see
+// ValidModelName and ValidVersion), exactly one "model" file, safe unique
+// paths, well-formed digests and sizes, chunk lists that add up. Errors wrap
+// ErrInvalidArgument.
+func (m *Manifest) Validate() error {
+	if m.Protocol != ManifestProtocol {
+		return fmt.Errorf("manifest: protocol %d, want %d: %w", m.Protocol, ManifestProtocol, ErrInvalidArgument)
+	}
+	if err := ValidModelName(m.Model); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if err := ValidVersion(m.Version); err != nil {
+		return fmt.Errorf("manifest: %w", err)
+	}
+	if m.Created != "" {
+		if _, err := time.Parse(time.RFC3339, m.Created); err != nil {
+			return fmt.Errorf("manifest: created %q is not RFC 3339: %w", m.Created, ErrInvalidArgument)
+		}
+	}
+	if len(m.Files) == 0 || len(m.Files) > MaxFiles {
+		return fmt.Errorf("manifest: %d files (want 1..%d): %w", len(m.Files), MaxFiles, ErrInvalidArgument)
+	}
+	if len(m.Config) > MaxConfigBytes {
+		return fmt.Errorf("manifest: config of %d bytes (max %d): %w", len(m.Config), MaxConfigBytes, ErrInvalidArgument)
+	}
+	if len(m.Golden) > MaxGoldenCases {
+		return fmt.Errorf("manifest: %d golden cases (max %d): %w", len(m.Golden), MaxGoldenCases, ErrInvalidArgument)
+	}
+	paths := make(map[string]bool, len(m.Files))
+	nmodel := 0
+	for i := range m.Files {
+		f := &m.Files[i]
+		if err := ValidFilePath(f.Path); err != nil {
+			return fmt.Errorf("manifest: file %d: %w", i, err)
+		}
+		if paths[f.Path] {
+			return fmt.Errorf("manifest: file path %q twice: %w", f.Path, ErrInvalidArgument)
+		}
+		paths[f.Path] = true
+		switch f.Role {
+		case RoleModel:
+			nmodel++
+		case RoleExternalData, RoleConfig:
+		default:
+			return fmt.Errorf("manifest: file %q: role %q: %w", f.Path, f.Role, ErrInvalidArgument)
+		}
+		if err := ValidDigest(f.SHA256); err != nil {
+			return fmt.Errorf("manifest: file %q: %w", f.Path, err)
+		}
+		if f.Size < 0 || f.Size > MaxFileSize {
+			return fmt.Errorf("manifest: file %q: size %d: %w", f.Path, f.Size, ErrInvalidArgument)
+		}
+		if len(f.Chunks) > MaxChunks {
+			return fmt.Errorf("manifest: file %q: %d chunks: %w", f.Path, len(f.Chunks), ErrInvalidArgument)
+		}
+		var sum int64
+		for j, c := range f.Chunks {
+			if err := ValidDigest(c.SHA256); err != nil {
+				return fmt.Errorf("manifest: file %q chunk %d: %w", f.Path, j, err)
+			}
+			if c.Size <= 0 || c.Size > MaxChunkSize {
+				return fmt.Errorf("manifest: file %q chunk %d: size %d: %w", f.Path, j, c.Size, ErrInvalidArgument)
+			}
+			sum += c.Size
+		}
+		if len(f.Chunks) > 0 && sum != f.Size {
+			return fmt.Errorf("manifest: file %q: chunks add up to %d, size is %d: %w", f.Path, sum, f.Size, ErrInvalidArgument)
+		}
+	}
+	if nmodel != 1 {
+		return fmt.Errorf("manifest: %d files with role %q, want exactly 1: %w", nmodel, RoleModel, ErrInvalidArgument)
+	}
+	return nil
+}
+
+// ModelFile returns the file with Role "model".
+func (m *Manifest) ModelFile() (FileRef, bool) {
+	for _, f := range m.Files {
+		if f.Role == RoleModel {
+			return f, true
+		}
+	}
+	return FileRef{}, false
+}
+
+// DecodeManifest parses and validates a manifest's JSON bytes. Unknown
+// fields, trailing data and anything over MaxManifestBytes are refused.
+// Errors wrap ErrInvalidArgument.
+func DecodeManifest(b []byte) (Manifest, error) {
+	var m Manifest
+	if len(b) > MaxManifestBytes {
+		return m, fmt.Errorf("manifest: %d bytes (max %d): %w", len(b), MaxManifestBytes, ErrInvalidArgument)
+	}
+	if err := decodeStrict(b, &m); err != nil {
+		return Manifest{}, fmt.Errorf("manifest: %v: %w", err, ErrInvalidArgument)
+	}
+	if err := m.Validate(); err != nil {
+		return Manifest{}, err
+	}
+	return m, nil
+}
+
+// EncodeManifest validates m and returns its JSON bytes (the bytes that get
+// signed).
+func EncodeManifest(m Manifest) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(m)
+}
+
+// DecodeSignedManifest parses a SignedManifest envelope (it does not verify
+// it: see VerifyManifest). Errors wrap ErrInvalidArgument.
+func DecodeSignedManifest(b []byte) (SignedManifest, error) {
+	var sm SignedManifest
+	if len(b) > MaxSignedBytes {
+		return sm, fmt.Errorf("signed manifest: %d bytes (max %d): %w", len(b), MaxSignedBytes, ErrInvalidArgument)
+	}
+	if err := decodeStrict(b, &sm); err != nil {
+		return SignedManifest{}, fmt.Errorf("signed manifest: %v: %w", err, ErrInvalidArgument)
+	}
+	if len(sm.Payload) == 0 {
+		return SignedManifest{}, fmt.Errorf("signed manifest: empty payload: %w", ErrInvalidArgument)
+	}
+	return sm, nil
+}
+
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errors.New("trailing data after JSON value")
+	}
+	return nil
+}
+
+// KeySet is the set of trusted manifest-signing keys, by key ID. Several
+// keys are trusted at once so that keys can be rotated: publish with the new
+// key while nodes still trust the old one, then drop the old one.
+type KeySet map[string]ed25519.PublicKey
+
+// ParseTrustedKeys builds a KeySet from config: key ID → standard base64 of
+// a 32-byte ed25519 public key. Errors wrap ErrInvalidArgument.
+func ParseTrustedKeys(cfg map[string]string) (KeySet, error) {
+	ks := make(KeySet, len(cfg))
+	for id, s := range cfg {
+		if !keyIDPattern.MatchString(id) {
+			return nil, fmt.Errorf("trusted key id %q: want %s: %w", id, keyIDPattern, ErrInvalidArgument)
+		}
+		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+		if err != nil {
+			return nil, fmt.Errorf("trusted key %q: %v: %w", id, err, ErrInvalidArgument)
+		}
+		if len(b) != ed25519.PublicKeySize {
+			return nil, fmt.Errorf("trusted key %q: %d bytes, want %d: %w", id, len(b), ed25519.PublicKeySize, ErrInvalidArgument)
+		}
+		ks[id] = ed25519.PublicKey(b)
+	}
+	return ks, nil
+}
+
+var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+
+// SignManifest encodes m and signs the bytes with priv under keyID.
+func SignManifest(m Manifest, keyID string, priv ed25519.PrivateKey) (SignedManifest, error) {
+	payload, err := EncodeManifest(m)
+	if err != nil {
+		return SignedManifest{}, err
+	}
+	if len(priv) != ed25519.PrivateKeySize {
+		return SignedManifest{}, fmt.Errorf("sign manifest: private key of %d bytes: %w", len(priv), ErrInvalidArgument)
+	}
+	return SignedManifest{Payload: payload, KeyID: keyID, Signature: ed25519.Sign(priv, payload)}, nil
+}
+
+// VerifyManifest checks sm's signature against the trusted keys and then
+// decodes and validates the payload. An unsigned envelope, an unknown key
+// ID or a bad signature wrap ErrSignatureInvalid; a payload that verifies
+// but does not decode wraps ErrInvalidArgument.
+func VerifyManifest(sm SignedManifest, keys KeySet) (Manifest, error) {
+	if len(sm.Signature) == 0 {
+		return Manifest{}, fmt.Errorf("manifest unsigned: %w", ErrSignatureInvalid)
+	}
+	pub, ok := keys[sm.KeyID]
+	if !ok {
+		return Manifest{}, fmt.Errorf("manifest signed by untrusted key %q: %w", sm.KeyID, ErrSignatureInvalid)
+	}
+	if len(sm.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, sm.Payload, sm.Signature) {
+		return Manifest{}, fmt.Errorf("manifest signature by key %q does not verify: %w", sm.KeyID, ErrSignatureInvalid)
+	}
+	return DecodeManifest(sm.Payload)
+}
+
+// OpenSignedManifest is DecodeSignedManifest followed by VerifyManifest.
+func OpenSignedManifest(b []byte, keys KeySet) (SignedManifest, Manifest, error) {
+	sm, err := DecodeSignedManifest(b)
+	if err != nil {
+		return SignedManifest{}, Manifest{}, err
+	}
+	m, err := VerifyManifest(sm, keys)
+	if err != nil {
+		return sm, Manifest{}, err
+	}
+	return sm, m, nil
 }

@@ -36,6 +36,34 @@ type Config struct {
 	AdminToken string `yaml:"admin_token"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
+	// Pinned configures the pinned host buffers that carry tensor bytes.
+	Pinned PinnedConfig `yaml:"pinned"`
+	// Store configures the model store.
+	Store StoreConfig `yaml:"store"`
+}
+
+// PinnedConfig configures the pool of pinned host buffers (package
+// cgo/pinned) that request and response tensors live in.
+type PinnedConfig struct {
+	// BudgetBytes bounds the C memory the pool holds; requests that find
+	// it exhausted wait up to MaxWait, then get 503 with Retry-After.
+	BudgetBytes int64 `yaml:"budget_bytes"`
+	// MaxWait bounds that wait.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// DisableCUDA skips cudaHostAlloc even when libcudart is present.
+	DisableCUDA bool `yaml:"disable_cuda"`
+	// CUDARuntime is the libcudart to dlopen ("" searches the loader path).
+	CUDARuntime string `yaml:"cuda_runtime"`
+}
+
+// StoreConfig configures the model store.
+type StoreConfig struct {
+	// KeepVersions is how many versions per model garbage collection keeps
+	// besides the Active, Previous and Canary ones.
+	KeepVersions int `yaml:"keep_versions"`
+	// TrustedKeys are the ed25519 public keys (key id → base64) that
+	// cloud manifests must be signed with; several allow key rotation.
+	TrustedKeys map[string]string `yaml:"trusted_keys"`
 }
 
 // LogConfig configures the zerolog logger.
@@ -54,6 +82,8 @@ func DefaultConfig() Config {
 		MaxRequestBytes: 64 << 20,
 		DrainTimeout:    15 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
+		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
+		Store:           StoreConfig{KeepVersions: 2},
 	}
 }
 
@@ -107,6 +137,12 @@ func (c Config) Validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		return fmt.Errorf("drain_timeout must not be negative, got %v", c.DrainTimeout)
+	}
+	if c.Pinned.BudgetBytes < 0 || c.Pinned.MaxWait < 0 {
+		return fmt.Errorf("pinned: budget_bytes and max_wait must not be negative")
+	}
+	if c.Store.KeepVersions < 0 {
+		return fmt.Errorf("store.keep_versions must not be negative, got %d", c.Store.KeepVersions)
 	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":

@@ -1,0 +1,280 @@
+package node
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/models"
+)
+
+// engine turns store versions into routed inference sessions.
+type engine struct {
+	env    *inference.Environment
+	router *inference.Router
+	log    zerolog.Logger
+
+	// mu serialises promotions, so that "which versions of a model stay
+	// loaded" is decided by one promotion at a time.
+	mu sync.Mutex
+}
+
+// load creates the session for a materialised version folder.
+func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*inference.Session, error) {
+	mf, ok := v.Manifest.ModelFile()
+	if !ok {
+		return nil, fmt.Errorf("version %s/%s has no model file", v.Model, v.Version)
+	}
+	cfg, err := ParseModelConfig([]byte(v.Manifest.Config))
+	if err != nil {
+		return nil, err
+	}
+	return e.env.Load(ctx, inference.LoadSpec{
+		Model:   v.Model,
+		Version: v.Version,
+		Path:    filepath.Join(dir, mf.Path),
+		Config:  cfg.Session(),
+	})
+}
+
+// serve loads an Active version at boot and routes to it as the default.
+func (e *engine) serve(ctx context.Context, v models.VersionInfo, dir string) error {
+	s, err := e.load(ctx, v, dir)
+	if err != nil {
+		return err
+	}
+	if err := e.router.Add(s, true); err != nil {
+		s.Close()
+		return err
+	}
+	e.log.Info().Str("model", v.Model).Str("version", v.Version).Str("provider", s.Provider()).Msg("serving")
+	return nil
+}
+
+// promote routes new traffic to s, a version the store just made Active.
+// The version that was the default stays loaded as the instant rollback
+// target; any other loaded version of the model is removed once its
+// in-flight requests finish.
+func (e *engine) promote(s *inference.Session, v models.VersionInfo) error {
+	if s == nil {
+		return fmt.Errorf("promote %s/%s: no loaded session", v.Model, v.Version)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	previous := ""
+	for _, ix := range e.router.Index() {
+		if ix.Model == v.Model && ix.Default {
+			previous = ix.Version
+		}
+	}
+	if previous == v.Version { // already routed (re-activation of a loaded version)
+		s.Close()
+		return nil
+	}
+	if err := e.router.Add(s, true); err != nil {
+		s.Close()
+		return err
+	}
+	for _, ix := range e.router.Index() {
+		if ix.Model == v.Model && ix.Version != v.Version && ix.Version != previous {
+			if err := e.router.Remove(ix.Model, ix.Version); err != nil {
+				e.log.Warn().Err(err).Str("model", ix.Model).Str("version", ix.Version).Msg("unloading an old version")
+			}
+		}
+	}
+	e.log.Info().Str("model", v.Model).Str("version", v.Version).Str("previous", previous).Str("provider", s.Provider()).Msg("promoted")
+	return nil
+}
+
+// close has nothing of its own to release: sessions belong to the router.
+func (e *engine) close() error { return nil }
+
+// loader returns a models.Loader for one activation.
+func (e *engine) loader() *versionLoader { return &versionLoader{e: e} }
+
+// versionLoader implements models.Loader: Load creates the session, Warmup
+// runs the manifest's golden cases against it. The session is handed to
+// promote with take once the store has made the version Active, or closed by
+// discard when activation failed.
+type versionLoader struct {
+	e *engine
+	s *inference.Session
+}
+
+// Load implements models.Loader.
+func (l *versionLoader) Load(ctx context.Context, v models.VersionInfo, dir string) error {
+	s, err := l.e.load(ctx, v, dir)
+	if err != nil {
+		return err
+	}
+	l.s = s
+	return nil
+}
+
+// Warmup implements models.Loader. Each golden case runs once; float outputs
+// must match within the case's tolerance, others exactly.
+func (l *versionLoader) Warmup(ctx context.Context, v models.VersionInfo) (models.WarmupResult, error) {
+	res := models.WarmupResult{Cases: len(v.Manifest.Golden)}
+	if l.s == nil {
+		return res, errors.New("warm-up before load")
+	}
+	res.Provider = l.s.Provider()
+	start := time.Now()
+	defer func() { res.Duration = time.Since(start) }()
+	for i, c := range v.Manifest.Golden {
+		if err := runGolden(ctx, l.s, c); err != nil {
+			res.Duration = time.Since(start)
+			res.Error = fmt.Sprintf("golden case %d: %v", i, err)
+			return res, errors.New(res.Error)
+		}
+		res.Passed++
+	}
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+func (l *versionLoader) take() *inference.Session {
+	s := l.s
+	l.s = nil
+	return s
+}
+
+func (l *versionLoader) discard() {
+	if l.s != nil {
+		l.s.Close()
+		l.s = nil
+	}
+}
+
+// runGolden runs one golden case and compares its outputs.
+func runGolden(ctx context.Context, m inference.Model, c models.GoldenCase) error {
+	ins := make([]inference.Tensor, len(c.Inputs))
+	for i, g := range c.Inputs {
+		t, err := goldenTensor(g)
+		if err != nil {
+			return fmt.Errorf("input %q: %w", g.Name, err)
+		}
+		ins[i] = t
+	}
+	names := make([]string, len(c.Outputs))
+	for i, g := range c.Outputs {
+		names[i] = g.Name
+	}
+	outs, err := m.Run(ctx, ins, names, inference.HeapAllocator{})
+	if err != nil {
+		return err
+	}
+	for i, g := range c.Outputs {
+		got, err := tensorFloats(outs[i])
+		if err != nil {
+			return fmt.Errorf("output %q: %w", g.Name, err)
+		}
+		if len(got) != len(g.Data) {
+			return fmt.Errorf("output %q has %d elements, want %d", g.Name, len(got), len(g.Data))
+		}
+		for j := range got {
+			if d := math.Abs(got[j] - g.Data[j]); !(d <= c.Tolerance) {
+				return fmt.Errorf("output %q element %d is %g, want %g ± %g", g.Name, j, got[j], g.Data[j], c.Tolerance)
+			}
+		}
+	}
+	return nil
+}
+
+// goldenTensor encodes a golden tensor's float64 data in its datatype.
+func goldenTensor(g models.GoldenTensor) (inference.Tensor, error) {
+	dt, ok := inference.ParseDataType(g.Datatype)
+	if !ok || dt == inference.Bytes {
+		return inference.Tensor{}, fmt.Errorf("datatype %q is not a numeric protocol datatype", g.Datatype)
+	}
+	n, err := inference.ElementCount(g.Shape)
+	if err != nil {
+		return inference.Tensor{}, err
+	}
+	if n != int64(len(g.Data)) {
+		return inference.Tensor{}, fmt.Errorf("shape %v needs %d elements, data has %d", g.Shape, n, len(g.Data))
+	}
+	size := dt.Size()
+	buf := make([]byte, int(n)*size)
+	for i, f := range g.Data {
+		putNumber(buf[i*size:], dt, f)
+	}
+	return inference.Tensor{Name: g.Name, DataType: dt, Shape: g.Shape, Data: buf}, nil
+}
+
+func putNumber(b []byte, dt inference.DataType, f float64) {
+	le := binary.LittleEndian
+	switch dt {
+	case inference.Bool:
+		b[0] = 0
+		if f != 0 {
+			b[0] = 1
+		}
+	case inference.Uint8, inference.Int8:
+		b[0] = byte(int64(f))
+	case inference.Uint16, inference.Int16:
+		le.PutUint16(b, uint16(int64(f)))
+	case inference.Uint32, inference.Int32:
+		le.PutUint32(b, uint32(int64(f)))
+	case inference.Uint64:
+		le.PutUint64(b, uint64(f))
+	case inference.Int64:
+		le.PutUint64(b, uint64(int64(f)))
+	case inference.FP16:
+		le.PutUint16(b, float64ToFP16(f))
+	case inference.BF16:
+		le.PutUint16(b, float64ToBF16(f))
+	case inference.FP32:
+		le.PutUint32(b, math.Float32bits(float32(f)))
+	case inference.FP64:
+		le.PutUint64(b, math.Float64bits(f))
+	}
+}
+
+// tensorFloats decodes a numeric tensor's elements as float64.
+func tensorFloats(t inference.Tensor) ([]float64, error) {
+	size := t.DataType.Size()
+	if size == 0 {
+		return nil, fmt.Errorf("datatype %s is not numeric", t.DataType)
+	}
+	le := binary.LittleEndian
+	out := make([]float64, len(t.Data)/size)
+	for i := range out {
+		b := t.Data[i*size:]
+		switch t.DataType {
+		case inference.Bool, inference.Uint8:
+			out[i] = float64(b[0])
+		case inference.Int8:
+			out[i] = float64(int8(b[0]))
+		case inference.Uint16:
+			out[i] = float64(le.Uint16(b))
+		case inference.Int16:
+			out[i] = float64(int16(le.Uint16(b)))
+		case inference.Uint32:
+			out[i] = float64(le.Uint32(b))
+		case inference.Int32:
+			out[i] = float64(int32(le.Uint32(b)))
+		case inference.Uint64:
+			out[i] = float64(le.Uint64(b))
+		case inference.Int64:
+			out[i] = float64(int64(le.Uint64(b)))
+		case inference.FP16:
+			out[i] = fp16ToFloat64(le.Uint16(b))
+		case inference.BF16:
+			out[i] = bf16ToFloat64(le.Uint16(b))
+		case inference.FP32:
+			out[i] = float64(math.Float32frombits(le.Uint32(b)))
+		case inference.FP64:
+			out[i] = math.Float64frombits(le.Uint64(b))
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,296 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/cgo/pinned"
+	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/models/store"
+)
+
+// Version is the node's version, reported by GET /v2 (set by the command).
+var Version = "dev"
+
+// Node is the daemon. Build it with New, run it with Run, stop it with Close.
+type Node struct {
+	cfg Config
+	log zerolog.Logger
+
+	reg    *prometheus.Registry
+	pool   *pinned.Pool
+	env    *inference.Environment
+	store  *store.Store
+	router *inference.Router
+	engine *engine
+
+	ln  net.Listener
+	srv *http.Server
+
+	// ready is true between the end of start-up and the start of shutdown.
+	ready atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New builds the node in dependency order — metrics, pinned pool, ONNX
+// Runtime, store, models, HTTP listener — and closes what it opened when a
+// step fails. Every Active version in the store (and the model repository,
+// if configured) is loaded before New returns, with no network needed.
+func New(ctx context.Context, cfg Config, logger zerolog.Logger) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    logger.With().Str("component", "node").Logger(),
+		reg:    prometheus.NewRegistry(),
+		router: inference.NewRouter(),
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	popts := pinned.DefaultOptions()
+	if cfg.Pinned.BudgetBytes > 0 {
+		popts.Budget = cfg.Pinned.BudgetBytes
+	}
+	if cfg.Pinned.MaxWait > 0 {
+		popts.MaxWait = cfg.Pinned.MaxWait
+	}
+	popts.DisableCUDA = cfg.Pinned.DisableCUDA
+	popts.CUDARuntimePath = cfg.Pinned.CUDARuntime
+	if n.pool, err = pinned.NewPool(popts, logger, n.reg); err != nil {
+		return nil, fmt.Errorf("pinned buffers: %w", err)
+	}
+
+	if n.env, err = inference.NewEnvironment(inference.EnvironmentConfig{LibraryPath: cfg.ORTLibrary}, logger); err != nil {
+		return nil, err
+	}
+
+	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
+	sopts.KeepVersions = cfg.Store.KeepVersions
+	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
+	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
+		return nil, fmt.Errorf("store.trusted_keys: %w", err)
+	}
+	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
+		return nil, err
+	}
+	n.engine = &engine{env: n.env, router: n.router, log: logger.With().Str("component", "engine").Logger()}
+
+	if err := n.loadModels(ctx); err != nil {
+		return nil, err
+	}
+
+	handler, err := n.newHandler()
+	if err != nil {
+		return nil, err
+	}
+	// The listener is opened here, not in Run, so that a port in use is a
+	// start-up error and Addr is known before Run (tests use port 0).
+	if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http_addr: %w", err)
+	}
+	n.srv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          nil,
+	}
+	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
+		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Msg("node started")
+	return n, nil
+}
+
+// loadModels serves what the store says is Active (the offline boot), then
+// imports the model repository folder and activates any model's newest
+// version that is not yet Active.
+func (n *Node) loadModels(ctx context.Context) error {
+	report, err := n.store.Boot(ctx)
+	if err != nil {
+		return fmt.Errorf("store boot check: %w", err)
+	}
+	for _, f := range report.Failed {
+		n.log.Warn().Str("model", f.Model).Str("version", f.Version).Str("reason", string(f.Reason)).Str("detail", f.Detail).Msg("version failed the boot check")
+	}
+	for _, s := range report.Serve {
+		if err := n.engine.serve(ctx, s.Info, s.Dir); err != nil {
+			n.log.Error().Err(err).Str("model", s.Model).Str("version", s.Version).Msg("cannot load active version")
+			if _, ferr := n.store.Fail(ctx, s.Model, s.Version, models.ReasonLoadError, err.Error()); ferr != nil {
+				n.log.Error().Err(ferr).Msg("recording the load failure")
+			}
+		}
+	}
+	if n.cfg.ModelRepository == "" {
+		return nil
+	}
+	res, err := n.store.ImportRepository(ctx, n.cfg.ModelRepository)
+	if err != nil {
+		return fmt.Errorf("model repository %s: %w", n.cfg.ModelRepository, err)
+	}
+	touched := map[string]bool{}
+	for _, v := range res.Imported {
+		touched[v.Model] = true
+	}
+	for name := range touched {
+		mi, err := n.store.Model(ctx, name)
+		if err != nil {
+			return err
+		}
+		latest, ok := store.LatestReady(mi)
+		if !ok || (mi.Active != "" && models.CompareVersions(latest, mi.Active) <= 0) {
+			continue
+		}
+		if err := n.activate(ctx, name, latest); err != nil {
+			n.log.Error().Err(err).Str("model", name).Str("version", latest).Msg("cannot activate imported version")
+		}
+	}
+	return nil
+}
+
+// activate drives one version through Loading → Warming → Active, then routes
+// traffic to it. The version that was Active stays loaded (the instant
+// rollback target); older ones are unloaded.
+func (n *Node) activate(ctx context.Context, model, version string) error {
+	l := n.engine.loader()
+	defer l.discard()
+	v, err := n.store.Activate(ctx, model, version, l)
+	if err != nil {
+		return err
+	}
+	return n.engine.promote(l.take(), v)
+}
+
+// Addr is the HTTP listener's address.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// Acquire implements Backend.
+func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {
+	return n.router.Acquire(model, version)
+}
+
+// Ready implements Backend: true once start-up finished, false again once
+// shutdown began.
+func (n *Node) Ready() bool { return n.ready.Load() }
+
+// Run serves HTTP until ctx is done, then stops intake and drains in-flight
+// requests for up to Config.DrainTimeout. A cancelled ctx is a clean stop:
+// Run returns ctx's error, which callers treat as success.
+func (n *Node) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- n.srv.Serve(n.ln) }()
+	n.ready.Store(true)
+	n.log.Info().Msg("ready")
+	select {
+	case err := <-errc:
+		n.ready.Store(false)
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	n.ready.Store(false)
+	n.log.Info().Dur("drain_timeout", n.cfg.DrainTimeout).Msg("stopping: draining in-flight requests")
+	dctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
+	defer cancel()
+	if err := n.srv.Shutdown(dctx); err != nil {
+		n.log.Warn().Err(err).Msg("drain deadline passed; closing remaining connections")
+		n.srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return ctx.Err()
+}
+
+// Close releases everything in reverse start-up order: HTTP server, model
+// sessions (each after its in-flight requests), ONNX Runtime, store, pinned
+// buffers. It is idempotent.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.ready.Store(false)
+		var errs []error
+		if n.srv != nil {
+			errs = append(errs, ignoreClosed(n.srv.Close()))
+		} else if n.ln != nil {
+			errs = append(errs, n.ln.Close())
+		}
+		if n.router != nil {
+			errs = append(errs, n.router.Close())
+		}
+		if n.engine != nil {
+			errs = append(errs, n.engine.close())
+		}
+		if n.env != nil {
+			errs = append(errs, n.env.Close())
+		}
+		if n.store != nil {
+			errs = append(errs, n.store.Close())
+		}
+		if n.pool != nil {
+			errs = append(errs, n.pool.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, http.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// newHandler mounts the KServe v2 API, the admin API and /metrics on one mux.
+func (n *Node) newHandler() (http.Handler, error) {
+	opts := DefaultOptions()
+	opts.ServerVersion = Version
+	opts.MaxBodyBytes = n.cfg.MaxRequestBytes
+	opts.Registerer = n.reg
+	opts.EnablePprof = n.cfg.Pprof
+	opts.NewAllocator = n.newAllocator
+	kserve, err := NewHandler(n, n.log, opts)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.Handle("/admin/", newAdminHandler(n, n.cfg.AdminToken, n.log))
+	mux.Handle("/", kserve)
+	return mux, nil
+}
+
+// newAllocator gives each request a lease on the pinned pool: its tensors
+// live in pinned C memory, which ONNX Runtime reads and writes in place.
+// Running out of pool budget is "unavailable" (503 with Retry-After).
+func (n *Node) newAllocator() (inference.Allocator, func()) {
+	l := n.pool.Lease()
+	return leaseAllocator{l}, l.Release
+}
+
+type leaseAllocator struct{ l *pinned.Lease }
+
+func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
+	b, err := a.l.Alloc(ctx, size)
+	if errors.Is(err, pinned.ErrExhausted) {
+		return nil, fmt.Errorf("%w: %w", inference.ErrUnavailable, err)
+	}
+	return b, err
+}

@@ -11,18 +11,18 @@ import (
 // Rejection reasons, the "reason" label of the rejected-requests metric. The
 // set is fixed so that the label's cardinality is bounded.
 const (
-	reasonJSON        = "json"         // malformed or unexpected JSON
-	reasonHeader      = "header"       // bad Inference-Header-Content-Length
-	reasonInput       = "input"        // missing, unknown or duplicate input, bad datatype or shape
-	reasonOutput      = "output"       // unknown or duplicate requested output
-	reasonData        = "data"         // element values or counts that don't fit datatype and shape
-	reasonBinary      = "binary"       // binary section sizes or layout
-	reasonTooLarge    = "too_large"    // body over the configured limit
-	reasonNotFound    = "not_found"    // unknown model or version
-	reasonUnavailable = "unavailable"  // model not ready or buffers exhausted
-	reasonUnsupported = "unsupported"  // a protocol feature we don't implement
-	reasonInvalid     = "invalid"      // the model rejected the request
-	reasonInternal    = "internal"     // anything else
+	reasonJSON        = "json"        // malformed or unexpected JSON
+	reasonHeader      = "header"      // bad Inference-Header-Content-Length
+	reasonInput       = "input"       // missing, unknown or duplicate input, bad datatype or shape
+	reasonOutput      = "output"      // unknown or duplicate requested output
+	reasonData        = "data"        // element values or counts that don't fit datatype and shape
+	reasonBinary      = "binary"      // binary section sizes or layout
+	reasonTooLarge    = "too_large"   // body over the configured limit
+	reasonNotFound    = "not_found"   // unknown model or version
+	reasonUnavailable = "unavailable" // model not ready or buffers exhausted
+	reasonUnsupported = "unsupported" // a protocol feature we don't implement
+	reasonInvalid     = "invalid"     // the model rejected the request
+	reasonInternal    = "internal"    // anything else
 )
 
 // apiError is an error with the HTTP status and rejection reason it maps to.

@@ -36,10 +36,10 @@ func TestFloat64ToFP16Rounding(t *testing.T) {
 		{1, 0x3c00},
 		{-2, 0xc000},
 		{65504, 0x7bff},
-		{65520, 0x7c00},             // halfway to the next binade rounds to even: infinity
-		{65519.99, 0x7bff},          // just below halfway
-		{1 + 1.0/2048, 0x3c00},      // tie between 1 and 1+2^-10 goes to even (1)
-		{1 + 3.0/2048, 0x3c02},      // tie goes to even (1+2^-9)
+		{65520, 0x7c00},              // halfway to the next binade rounds to even: infinity
+		{65519.99, 0x7bff},           // just below halfway
+		{1 + 1.0/2048, 0x3c00},       // tie between 1 and 1+2^-10 goes to even (1)
+		{1 + 3.0/2048, 0x3c02},       // tie goes to even (1+2^-9)
 		{math.Ldexp(1, -24), 0x0001}, // smallest subnormal
 		{math.Ldexp(1, -25), 0x0000}, // tie with zero goes to even (zero)
 		{math.Ldexp(1.5, -25), 0x0001},

@@ -1,0 +1,290 @@
+package inference
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Execution provider names, as written in SessionConfig.Providers and
+// returned by Model.Provider.
+const (
+	ProviderTensorRT = "tensorrt"
+	ProviderCUDA     = "cuda"
+	ProviderCPU      = "cpu"
+)
+
+// MaxConfigSize bounds a config.yaml file.
+const MaxConfigSize = 64 << 10
+
+// SessionConfig is how one model version is run. It is the format of the
+// per-model config file of a Triton-style model repository,
+// <dir>/<name>/config.yaml, for example:
+//
+//	providers:
+//	  - name: tensorrt
+//	    options: {fp16: true, workspace_bytes: 1073741824}
+//	  - name: cuda
+//	    options: {device_id: 0, cudnn_conv_algo_search: heuristic}
+//	  - name: cpu
+//	intra_op_threads: 2
+//	graph_optimization: all
+//	max_concurrency: 4
+//
+// The zero value runs on the CPU with ONNX Runtime's defaults.
+type SessionConfig struct {
+	// Providers in preference order. Each one that cannot be used here
+	// (not in this ONNX Runtime build, no device) is skipped with one log
+	// line. Empty means [cpu]. Without cpu in the list, a session whose
+	// providers all fail does not load.
+	Providers []ProviderConfig `yaml:"providers"`
+	// IntraOpThreads and InterOpThreads size ONNX Runtime's thread pools
+	// per ORT session; 0 keeps ONNX Runtime's default (one per core).
+	IntraOpThreads int `yaml:"intra_op_threads"`
+	InterOpThreads int `yaml:"inter_op_threads"`
+	// GraphOptimization is disable, basic, extended or all ("" = all,
+	// ONNX Runtime's default).
+	GraphOptimization string `yaml:"graph_optimization"`
+	// MaxBatch is the largest batch (first dimension) the batcher may
+	// form; 0 means the model does not batch. Session itself does not use it.
+	MaxBatch int `yaml:"max_batch"`
+	// MaxConcurrency bounds concurrent Runs of this version; more wait
+	// (queue time). 0 means unbounded (bounded by Instances when >1).
+	MaxConcurrency int `yaml:"max_concurrency"`
+	// Instances is the number of ONNX Runtime sessions behind this
+	// version. 1 (the default) shares one ORT session between all
+	// concurrent Runs; see docs/architecture-inference.md for why.
+	Instances int `yaml:"instances"`
+	// MemArena and MemPattern switch ONNX Runtime's CPU memory arena and
+	// memory pattern optimisation; nil keeps ONNX Runtime's default (on).
+	MemArena   *bool `yaml:"mem_arena"`
+	MemPattern *bool `yaml:"mem_pattern"`
+}
+
+// ProviderConfig is one execution provider and its options.
+type ProviderConfig struct {
+	Name    string          `yaml:"name"`
+	Options ProviderOptions `yaml:"options"`
+}
+
+// ProviderOptions holds the typed options of the tensorrt and cuda providers;
+// a field that does not apply to the named provider is a config error.
+type ProviderOptions struct {
+	// DeviceID is the GPU (tensorrt, cuda).
+	DeviceID int `yaml:"device_id"`
+
+	// FP16 lets TensorRT build FP16 kernels.
+	FP16 bool `yaml:"fp16"`
+	// EngineCache keeps built TensorRT engines on disk (default true), in
+	// EngineCacheDir (default <model version dir>/trt_cache).
+	EngineCache    *bool  `yaml:"engine_cache"`
+	EngineCacheDir string `yaml:"engine_cache_dir"`
+	// TimingCache keeps TensorRT's layer timing cache (default true), in
+	// TimingCacheDir (default: the engine cache dir).
+	TimingCache    *bool  `yaml:"timing_cache"`
+	TimingCacheDir string `yaml:"timing_cache_dir"`
+	// WorkspaceBytes bounds TensorRT's builder workspace; 0 = its default.
+	WorkspaceBytes int64 `yaml:"workspace_bytes"`
+	// EPContext makes TensorRT write an EPContext model (the ONNX model
+	// with the built engine embedded by reference) to EPContextPath
+	// (default <model version dir>/model_ctx.onnx), which later loads
+	// without rebuilding the engine.
+	EPContext     bool   `yaml:"ep_context"`
+	EPContextPath string `yaml:"ep_context_path"`
+
+	// ArenaLimitBytes bounds the CUDA memory arena (gpu_mem_limit); 0 =
+	// no limit.
+	ArenaLimitBytes int64 `yaml:"arena_limit_bytes"`
+	// CudnnConvAlgoSearch is exhaustive, heuristic or default.
+	CudnnConvAlgoSearch string `yaml:"cudnn_conv_algo_search"`
+
+	// Extra is passed to the provider as is, after the typed fields (it
+	// wins on conflicts): the escape hatch for options without a field.
+	Extra map[string]string `yaml:"extra"`
+}
+
+// ParseSessionConfig decodes and validates a config.yaml. Unknown fields are
+// errors (a typo must not silently fall back to a default). Errors wrap
+// ErrInvalidArgument.
+func ParseSessionConfig(data []byte) (SessionConfig, error) {
+	var cfg SessionConfig
+	if len(data) > MaxConfigSize {
+		return cfg, fmt.Errorf("session config is %d bytes, more than %d: %w", len(data), MaxConfigSize, ErrInvalidArgument)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return SessionConfig{}, fmt.Errorf("session config: %v: %w", err, ErrInvalidArgument)
+	}
+	if err := cfg.Validate(); err != nil {
+		return SessionConfig{}, err
+	}
+	return cfg, nil
+}
+
+// Validate checks cfg; errors name the field and wrap ErrInvalidArgument.
+func (c SessionConfig) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("session config: "+format+": %w", append(args, ErrInvalidArgument)...)
+	}
+	seen := map[string]bool{}
+	for i, p := range c.Providers {
+		if seen[p.Name] {
+			return bad("providers[%d]: %q listed twice", i, p.Name)
+		}
+		seen[p.Name] = true
+		if err := p.validate(); err != nil {
+			return bad("providers[%d]: %v", i, err)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"intra_op_threads", c.IntraOpThreads},
+		{"inter_op_threads", c.InterOpThreads},
+		{"max_batch", c.MaxBatch},
+		{"max_concurrency", c.MaxConcurrency},
+		{"instances", c.Instances},
+	} {
+		if f.v < 0 {
+			return bad("%s is %d, must be >= 0", f.name, f.v)
+		}
+	}
+	if c.Instances > 64 {
+		return bad("instances is %d, more than 64", c.Instances)
+	}
+	if _, err := graphOptimizationLevel(c.GraphOptimization); err != nil {
+		return bad("%v", err)
+	}
+	return nil
+}
+
+func (p ProviderConfig) validate() error {
+	o := p.Options
+	if o.DeviceID < 0 {
+		return fmt.Errorf("device_id is %d, must be >= 0", o.DeviceID)
+	}
+	if o.WorkspaceBytes < 0 || o.ArenaLimitBytes < 0 {
+		return fmt.Errorf("byte sizes must be >= 0")
+	}
+	trtOnly := o.FP16 || o.EngineCache != nil || o.EngineCacheDir != "" || o.TimingCache != nil ||
+		o.TimingCacheDir != "" || o.WorkspaceBytes != 0 || o.EPContext || o.EPContextPath != ""
+	cudaOnly := o.ArenaLimitBytes != 0 || o.CudnnConvAlgoSearch != ""
+	switch p.Name {
+	case ProviderTensorRT:
+		if cudaOnly {
+			return fmt.Errorf("tensorrt takes no arena_limit_bytes or cudnn_conv_algo_search (set them on cuda)")
+		}
+	case ProviderCUDA:
+		if trtOnly {
+			return fmt.Errorf("cuda takes no TensorRT options (fp16, engine_cache*, timing_cache*, workspace_bytes, ep_context*)")
+		}
+		if _, ok := cudnnAlgoSearch[o.CudnnConvAlgoSearch]; !ok {
+			return fmt.Errorf("cudnn_conv_algo_search %q: want exhaustive, heuristic or default", o.CudnnConvAlgoSearch)
+		}
+	case ProviderCPU:
+		if trtOnly || cudaOnly || o.DeviceID != 0 || len(o.Extra) != 0 {
+			return fmt.Errorf("cpu takes no options")
+		}
+	case "":
+		return fmt.Errorf("provider without a name")
+	default:
+		return fmt.Errorf("unknown provider %q: want tensorrt, cuda or cpu", p.Name)
+	}
+	return nil
+}
+
+var cudnnAlgoSearch = map[string]string{
+	"":           "",
+	"exhaustive": "EXHAUSTIVE",
+	"heuristic":  "HEURISTIC",
+	"default":    "DEFAULT",
+	"EXHAUSTIVE": "EXHAUSTIVE",
+	"HEURISTIC":  "HEURISTIC",
+	"DEFAULT":    "DEFAULT",
+}
+
+// GraphOptimization levels accepted in SessionConfig.
+var graphOptimizationLevels = map[string]int{"disable": 0, "basic": 1, "extended": 2, "all": 99, "": 99}
+
+func graphOptimizationLevel(s string) (int, error) {
+	l, ok := graphOptimizationLevels[s]
+	if !ok {
+		return 0, fmt.Errorf("graph_optimization %q: want disable, basic, extended or all", s)
+	}
+	return l, nil
+}
+
+// TensorRTOptions maps typed TensorRT options to ONNX Runtime's
+// TensorRT provider option keys. versionDir is the model version's folder,
+// where caches and the EPContext model go unless configured elsewhere.
+func TensorRTOptions(o ProviderOptions, versionDir string) map[string]string {
+	m := map[string]string{
+		"device_id":       strconv.Itoa(o.DeviceID),
+		"trt_fp16_enable": boolOpt(o.FP16),
+	}
+	cacheDir := o.EngineCacheDir
+	if cacheDir == "" {
+		cacheDir = filepath.Join(versionDir, "trt_cache")
+	}
+	if o.EngineCache == nil || *o.EngineCache {
+		m["trt_engine_cache_enable"] = "1"
+		m["trt_engine_cache_path"] = cacheDir
+	} else {
+		m["trt_engine_cache_enable"] = "0"
+	}
+	if o.TimingCache == nil || *o.TimingCache {
+		m["trt_timing_cache_enable"] = "1"
+		dir := o.TimingCacheDir
+		if dir == "" {
+			dir = cacheDir
+		}
+		m["trt_timing_cache_path"] = dir
+	} else {
+		m["trt_timing_cache_enable"] = "0"
+	}
+	if o.WorkspaceBytes > 0 {
+		m["trt_max_workspace_size"] = strconv.FormatInt(o.WorkspaceBytes, 10)
+	}
+	if o.EPContext {
+		p := o.EPContextPath
+		if p == "" {
+			p = filepath.Join(versionDir, "model_ctx.onnx")
+		}
+		m["trt_dump_ep_context_model"] = "1"
+		m["trt_ep_context_file_path"] = p
+	}
+	for k, v := range o.Extra {
+		m[k] = v
+	}
+	return m
+}
+
+// CUDAOptions maps typed CUDA options to ONNX Runtime's CUDA provider
+// option keys.
+func CUDAOptions(o ProviderOptions) map[string]string {
+	m := map[string]string{"device_id": strconv.Itoa(o.DeviceID)}
+	if o.ArenaLimitBytes > 0 {
+		m["gpu_mem_limit"] = strconv.FormatInt(o.ArenaLimitBytes, 10)
+	}
+	if v := cudnnAlgoSearch[o.CudnnConvAlgoSearch]; v != "" {
+		m["cudnn_conv_algo_search"] = v
+	}
+	for k, v := range o.Extra {
+		m[k] = v
+	}
+	return m
+}
+
+func boolOpt(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}

@@ -18,6 +18,7 @@ const (
 	reasonData        = "data"        // element values or counts that don't fit datatype and shape
 	reasonBinary      = "binary"      // binary section sizes or layout
 	reasonTooLarge    = "too_large"   // body over the configured limit
+	reasonMethod      = "method"      // a route's wrong HTTP method
 	reasonNotFound    = "not_found"   // unknown model or version
 	reasonUnavailable = "unavailable" // model not ready or buffers exhausted
 	reasonUnsupported = "unsupported" // a protocol feature we don't implement

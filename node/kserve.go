@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -115,17 +116,17 @@ func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 	h.log = log.With().Str("component", "kserve").Logger()
 	h.errLog = h.log.Sample(&zerolog.BurstSampler{Burst: opts.ErrorLogBurst, Period: opts.ErrorLogPeriod})
 
-	h.mux.HandleFunc("GET /v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	h.mux.HandleFunc("GET /v2/health/ready", h.serveReady)
-	h.mux.HandleFunc("GET /v2", h.serveServerMetadata)
-	h.mux.HandleFunc("GET /v2/models/{model}", h.serveModelMetadata)
-	h.mux.HandleFunc("GET /v2/models/{model}/versions/{version}", h.serveModelMetadata)
-	h.mux.HandleFunc("GET /v2/models/{model}/ready", h.serveModelReady)
-	h.mux.HandleFunc("GET /v2/models/{model}/versions/{version}/ready", h.serveModelReady)
-	h.mux.HandleFunc("POST /v2/models/{model}/infer", h.serveInfer)
-	h.mux.HandleFunc("POST /v2/models/{model}/versions/{version}/infer", h.serveInfer)
+	h.route("GET", "/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	h.route("GET", "/v2/health/ready", h.serveReady)
+	h.route("GET", "/v2", h.serveServerMetadata)
+	h.route("GET", "/v2/models/{model}", h.serveModelMetadata)
+	h.route("GET", "/v2/models/{model}/versions/{version}", h.serveModelMetadata)
+	h.route("GET", "/v2/models/{model}/ready", h.serveModelReady)
+	h.route("GET", "/v2/models/{model}/versions/{version}/ready", h.serveModelReady)
+	h.route("POST", "/v2/models/{model}/infer", h.serveInfer)
+	h.route("POST", "/v2/models/{model}/versions/{version}/infer", h.serveInfer)
 	if _, ok := b.(ModelIndexer); ok {
-		h.mux.HandleFunc("POST /v2/repository/index", h.serveIndex)
+		h.route("POST", "/v2/repository/index", h.serveIndex)
 	}
 	if opts.EnablePprof {
 		h.mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -138,6 +139,18 @@ func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 		h.writeError(w, r, &apiError{status: http.StatusNotFound, reason: reasonNotFound, msg: "no route for " + r.Method + " " + r.URL.Path})
 	})
 	return h, nil
+}
+
+// route registers handler for method and path, and a JSON 405 for the
+// path's other methods (a method-less pattern is less specific, so it only
+// sees those).
+func (h *Handler) route(method, path string, handler http.HandlerFunc) {
+	h.mux.HandleFunc(method+" "+path, handler)
+	h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		h.writeError(w, r, &apiError{status: http.StatusMethodNotAllowed, reason: reasonMethod,
+			msg: r.Method + " is not allowed on " + r.URL.Path + " (use " + method + ")"})
+	})
 }
 
 // ServeHTTP implements http.Handler.
@@ -298,6 +311,12 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// statsRunner is implemented by models that split a Run's time into queue
+// and compute (*inference.Session does); others are timed around Run.
+type statsRunner interface {
+	RunWithStats(ctx context.Context, inputs []inference.Tensor, outputs []string, alloc inference.Allocator) ([]inference.Tensor, inference.RunStats, error)
+}
+
 const headerContentLength = "Inference-Header-Content-Length"
 
 // serveInfer runs one inference request: acquire the model, decode the
@@ -374,12 +393,24 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 			names[i] = o.name
 		}
 	}
-	outs, err := m.Run(r.Context(), inputs, names, alloc)
+	var outs []inference.Tensor
+	if sr, ok := m.(statsRunner); ok {
+		var st inference.RunStats
+		outs, st, err = sr.RunWithStats(r.Context(), inputs, names, alloc)
+		if err == nil {
+			h.metrics.queueDur.With(labels).Observe(st.Queue.Seconds())
+			h.metrics.computeDur.With(labels).Observe(st.Compute.Seconds())
+		}
+	} else {
+		outs, err = m.Run(r.Context(), inputs, names, alloc)
+		if err == nil {
+			h.metrics.computeDur.With(labels).Observe(time.Since(decoded).Seconds())
+		}
+	}
 	if err != nil {
 		return 0, 0, err
 	}
 	ran := time.Now()
-	h.metrics.computeDur.With(labels).Observe(ran.Sub(decoded).Seconds())
 
 	binary := make([]bool, len(outs))
 	anyBinary := false

@@ -14,7 +14,8 @@ type metrics struct {
 	rejected      *prometheus.CounterVec   // reason
 	duration      *prometheus.HistogramVec // model, version: whole request
 	inputDur      *prometheus.HistogramVec // model, version: reading and decoding the body
-	computeDur    *prometheus.HistogramVec // model, version: Model.Run
+	queueDur      *prometheus.HistogramVec // model, version: waiting for a session slot
+	computeDur    *prometheus.HistogramVec // model, version: Model.Run less queue time
 	outputDur     *prometheus.HistogramVec // model, version: encoding and writing the response
 	requestBytes  *prometheus.CounterVec   // model, version
 	responseBytes *prometheus.CounterVec   // model, version
@@ -50,9 +51,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edge_inference_compute_input_duration_seconds", Buckets: latencyBuckets,
 			Help: "Time reading and decoding request tensors into input buffers.",
 		}, mv),
+		queueDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_inference_queue_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time a request waited inside the model for a free session (Triton: nv_inference_queue_duration_us).",
+		}, mv),
 		computeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "edge_inference_compute_infer_duration_seconds", Buckets: latencyBuckets,
-			Help: "Time in Model.Run (includes any wait inside the model for a free session).",
+			Help: "Time running the model, queue time excluded (includes it for models that don't report it).",
 		}, mv),
 		outputDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "edge_inference_compute_output_duration_seconds", Buckets: latencyBuckets,
@@ -71,7 +76,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.success, m.failure, m.rejected, m.duration,
-		m.inputDur, m.computeDur, m.outputDur, m.requestBytes, m.responseBytes} {
+		m.inputDur, m.queueDur, m.computeDur, m.outputDur, m.requestBytes, m.responseBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

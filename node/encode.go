@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"strconv"
-	"sync"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -17,20 +16,35 @@ import (
 // over element slices and, once the pool is warm, no per-request garbage
 // proportional to the output size.
 
-// maxPooledBuffer is the largest buffer returned to the pool; larger ones
-// (a huge JSON output) are left to the collector.
+// maxPooledBuffer is the largest buffer kept for reuse; larger ones (a huge
+// JSON output) are left to the collector.
 const maxPooledBuffer = 16 << 20
 
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+// bufferPool is a bounded free list rather than a sync.Pool: a sync.Pool is
+// emptied by every second GC, and a multi-megabyte JSON response makes GCs
+// frequent, so it would hand out fresh buffers most of the time. At most
+// cap(bufferPool) buffers are kept.
+var bufferPool = make(chan *[]byte, 8)
 
-func getBuffer() *[]byte { return bufferPool.Get().(*[]byte) }
+func getBuffer() *[]byte {
+	select {
+	case b := <-bufferPool:
+		return b
+	default:
+		b := make([]byte, 0, 4096)
+		return &b
+	}
+}
 
 func putBuffer(b *[]byte) {
 	if cap(*b) > maxPooledBuffer {
 		return
 	}
 	*b = (*b)[:0]
-	bufferPool.Put(b)
+	select {
+	case bufferPool <- b:
+	default:
+	}
 }
 
 // appendResponseHeader appends the JSON response for outs. Outputs with

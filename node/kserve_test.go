@@ -400,6 +400,9 @@ func TestInferRejectsBadRequests(t *testing.T) {
 		{"binary truncated", h, "POST", silero, hl(goodHL), goodBin[:len(goodBin)-10], 400, `input "c": binary_data_size 512 is past the end of the body (502 bytes left)`},
 		{"binary trailing", h, "POST", silero, hl(goodHL), append(append([]byte{}, goodBin...), 0), 400, "bytes after the last tensor"},
 		{"binary without header", h, "POST", silero, nil, goodBin, 400, "after the request's JSON object"},
+		{"index: ready not a bool", h, "POST", "/v2/repository/index", nil, []byte(`{"ready":"yes"}`), 400, "invalid repository index request"},
+		{"index: not JSON", h, "POST", "/v2/repository/index", nil, []byte(`ready`), 400, "invalid repository index request"},
+		{"index: over 64 KiB", h, "POST", "/v2/repository/index", nil, bytes.Repeat([]byte(" "), 65<<10), 413, "larger than the limit of 65536 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := do(tc.handler, tc.method, tc.path, tc.header, tc.body)

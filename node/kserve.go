@@ -1,0 +1,457 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/inference"
+)
+
+// Backend is what the HTTP layer needs from the inference engine.
+// inference.Router satisfies it.
+type Backend interface {
+	// Acquire returns the model version that serves (model, version) and a
+	// release func the caller calls exactly once when done with it; version
+	// "" is the model's default version. Errors wrap inference.ErrNotFound
+	// (no such model or version) or inference.ErrUnavailable (loading,
+	// closing).
+	Acquire(model, version string) (inference.Model, func(), error)
+	// Ready reports whether the node serves inference (store open, models
+	// loaded).
+	Ready() bool
+}
+
+// ModelIndexer is implemented by a Backend that can list its model
+// versions; with it the handler serves POST /v2/repository/index and
+// advertises the "model_repository" extension.
+type ModelIndexer interface {
+	Index() []ModelStatus
+}
+
+// ModelStatus is one model version in the repository index.
+type ModelStatus struct {
+	Name    string `json:"name"`
+	Version string `json:"version,omitempty"`
+	State   string `json:"state"` // "READY", "LOADING", "UNAVAILABLE", ...
+	Reason  string `json:"reason"`
+}
+
+// Options configure the handler. Start from DefaultOptions.
+type Options struct {
+	// ServerName and ServerVersion are reported by GET /v2.
+	ServerName    string
+	ServerVersion string
+	// MaxBodyBytes bounds request bodies; larger ones get 413.
+	MaxBodyBytes int64
+	// NewAllocator returns the allocator for one request's tensors and a
+	// func that releases everything it handed out, called once the
+	// response is written. The default allocates on the Go heap.
+	NewAllocator func() (alloc inference.Allocator, release func())
+	// Registerer receives the handler's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// EnablePprof serves net/http/pprof under /debug/pprof/.
+	EnablePprof bool
+	// ErrorLogBurst is how many per-request errors are logged per
+	// ErrorLogPeriod; the rest are dropped (they are still counted).
+	ErrorLogBurst  uint32
+	ErrorLogPeriod time.Duration
+}
+
+// DefaultOptions returns a fresh Options with the defaults.
+func DefaultOptions() Options {
+	return Options{
+		ServerName:     "edge-node",
+		ServerVersion:  "dev",
+		MaxBodyBytes:   64 << 20,
+		NewAllocator:   func() (inference.Allocator, func()) { return inference.HeapAllocator{}, func() {} },
+		ErrorLogBurst:  10,
+		ErrorLogPeriod: time.Second,
+	}
+}
+
+// Handler serves the KServe v2 REST API.
+type Handler struct {
+	backend Backend
+	opts    Options
+	log     zerolog.Logger // component=kserve
+	errLog  zerolog.Logger // log, rate-limited, for errors that fire per request
+	metrics *metrics
+	mux     *http.ServeMux
+}
+
+// NewHandler builds the handler. It fails only when registering its metrics
+// fails (for instance, twice on one registry).
+func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
+	def := DefaultOptions()
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = def.MaxBodyBytes
+	}
+	if opts.NewAllocator == nil {
+		opts.NewAllocator = def.NewAllocator
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = def.ServerName
+	}
+	if opts.ErrorLogBurst == 0 {
+		opts.ErrorLogBurst = def.ErrorLogBurst
+	}
+	if opts.ErrorLogPeriod <= 0 {
+		opts.ErrorLogPeriod = def.ErrorLogPeriod
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	h := &Handler{backend: b, opts: opts, metrics: m, mux: http.NewServeMux()}
+	h.log = log.With().Str("component", "kserve").Logger()
+	h.errLog = h.log.Sample(&zerolog.BurstSampler{Burst: opts.ErrorLogBurst, Period: opts.ErrorLogPeriod})
+
+	h.route("GET", "/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	h.route("GET", "/v2/health/ready", h.serveReady)
+	h.route("GET", "/v2", h.serveServerMetadata)
+	h.route("GET", "/v2/models/{model}", h.serveModelMetadata)
+	h.route("GET", "/v2/models/{model}/versions/{version}", h.serveModelMetadata)
+	h.route("GET", "/v2/models/{model}/ready", h.serveModelReady)
+	h.route("GET", "/v2/models/{model}/versions/{version}/ready", h.serveModelReady)
+	h.route("POST", "/v2/models/{model}/infer", h.serveInfer)
+	h.route("POST", "/v2/models/{model}/versions/{version}/infer", h.serveInfer)
+	if _, ok := b.(ModelIndexer); ok {
+		h.route("POST", "/v2/repository/index", h.serveIndex)
+	}
+	if opts.EnablePprof {
+		h.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		h.mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		h.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		h.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		h.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, &apiError{status: http.StatusNotFound, reason: reasonNotFound, msg: "no route for " + r.Method + " " + r.URL.Path})
+	})
+	return h, nil
+}
+
+// route registers handler for method and path, and a JSON 405 for the
+// path's other methods (a method-less pattern is less specific, so it only
+// sees those).
+func (h *Handler) route(method, path string, handler http.HandlerFunc) {
+	h.mux.HandleFunc(method+" "+path, handler)
+	h.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		h.writeError(w, r, &apiError{status: http.StatusMethodNotAllowed, reason: reasonMethod,
+			msg: r.Method + " is not allowed on " + r.URL.Path + " (use " + method + ")"})
+	})
+}
+
+// ServeHTTP implements http.Handler.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.mux.ServeHTTP(w, r)
+}
+
+func (h *Handler) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if h.backend.Ready() {
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	w.WriteHeader(http.StatusServiceUnavailable)
+}
+
+func (h *Handler) serveServerMetadata(w http.ResponseWriter, _ *http.Request) {
+	ext := []string{"binary_tensor_data"}
+	if _, ok := h.backend.(ModelIndexer); ok {
+		ext = append(ext, "model_repository")
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"name": h.opts.ServerName, "version": h.opts.ServerVersion, "extensions": ext,
+	})
+}
+
+type tensorMetadata struct {
+	Name     string  `json:"name"`
+	DataType string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+type modelMetadata struct {
+	Name     string           `json:"name"`
+	Versions []string         `json:"versions,omitempty"`
+	Platform string           `json:"platform"`
+	Inputs   []tensorMetadata `json:"inputs"`
+	Outputs  []tensorMetadata `json:"outputs"`
+}
+
+func tensorsMetadata(infos []inference.TensorInfo) []tensorMetadata {
+	out := make([]tensorMetadata, len(infos))
+	for i, info := range infos {
+		shape := info.Shape
+		if shape == nil {
+			shape = []int64{}
+		}
+		out[i] = tensorMetadata{Name: info.Name, DataType: info.DataType.String(), Shape: shape}
+	}
+	return out
+}
+
+func (h *Handler) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
+	m, release, err := h.backend.Acquire(r.PathValue("model"), r.PathValue("version"))
+	if err != nil {
+		h.writeError(w, r, toAPIError(err))
+		return
+	}
+	defer release()
+	md := modelMetadata{
+		Name: m.Name(), Platform: m.Platform(),
+		Inputs: tensorsMetadata(m.Inputs()), Outputs: tensorsMetadata(m.Outputs()),
+	}
+	if ix, ok := h.backend.(ModelIndexer); ok {
+		for _, st := range ix.Index() {
+			if st.Name == m.Name() && st.Version != "" {
+				md.Versions = append(md.Versions, st.Version)
+			}
+		}
+	}
+	if len(md.Versions) == 0 && m.Version() != "" {
+		md.Versions = []string{m.Version()}
+	}
+	writeJSON(w, http.StatusOK, md)
+}
+
+func (h *Handler) serveModelReady(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("model")
+	_, release, err := h.backend.Acquire(name, r.PathValue("version"))
+	if err == nil {
+		release()
+		writeJSON(w, http.StatusOK, map[string]any{"name": name, "ready": true})
+		return
+	}
+	if errors.Is(err, inference.ErrUnavailable) {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"name": name, "ready": false})
+		return
+	}
+	h.writeError(w, r, toAPIError(err))
+}
+
+func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Ready bool `json:"ready"`
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		h.writeError(w, r, toAPIError(err))
+		return
+	}
+	if len(body) > 0 {
+		if err := json.Unmarshal(body, &req); err != nil {
+			h.writeError(w, r, badRequest(reasonJSON, "invalid repository index request: %v", err))
+			return
+		}
+	}
+	list := []ModelStatus{}
+	for _, st := range h.backend.(ModelIndexer).Index() {
+		if !req.Ready || st.State == "READY" {
+			list = append(list, st)
+		}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil { // only our own plain types are marshalled
+		status, b = http.StatusInternalServerError, []byte(`{"error":"encoding the response failed"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+// writeError answers {"error": msg} with the error's status, counts the
+// rejection and logs it, rate-limited.
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError) {
+	h.metrics.rejected.WithLabelValues(e.reason).Inc()
+	ev := h.errLog.Warn()
+	if e.status >= 500 {
+		ev = h.errLog.Error()
+	}
+	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", e.status).
+		Str("reason", e.reason).Str("error", e.msg).Msg("request rejected")
+	b := append(make([]byte, 0, len(e.msg)+16), `{"error":`...)
+	b, _ = jsontext.AppendQuote(b, e.msg) // invalid UTF-8 is replaced, which is fine here
+	b = append(b, '}')
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	if e.status == http.StatusServiceUnavailable {
+		// Buffers or a loading model free up quickly; tell clients to back off briefly.
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(e.status)
+	_, _ = w.Write(b)
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// statsRunner is implemented by models that split a Run's time into queue
+// and compute (*inference.Session does); others are timed around Run.
+type statsRunner interface {
+	RunWithStats(ctx context.Context, inputs []inference.Tensor, outputs []string, alloc inference.Allocator) ([]inference.Tensor, inference.RunStats, error)
+}
+
+const headerContentLength = "Inference-Header-Content-Length"
+
+// serveInfer runs one inference request: acquire the model, decode the
+// body into buffers from a request-scoped allocator, run, and write the
+// outputs (binary ones straight from the output buffers).
+func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	modelName, version := r.PathValue("model"), r.PathValue("version")
+	m, release, err := h.backend.Acquire(modelName, version)
+	if err != nil {
+		ae := toAPIError(err)
+		h.metrics.requests.WithLabelValues("", "", strconv.Itoa(ae.status)).Inc()
+		h.writeError(w, r, ae)
+		return
+	}
+	defer release()
+	modelName, version = m.Name(), m.Version()
+	alloc, freeAlloc := h.opts.NewAllocator()
+	defer freeAlloc()
+
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)}
+	status, respBytes, err := h.infer(w, r, m, alloc, body, start)
+	if err != nil {
+		ae := toAPIError(err)
+		status = ae.status
+		h.metrics.failure.WithLabelValues(modelName, version, ae.reason).Inc()
+		h.writeError(w, r, ae)
+	} else {
+		h.metrics.success.WithLabelValues(modelName, version).Inc()
+		h.metrics.duration.WithLabelValues(modelName, version).Observe(time.Since(start).Seconds())
+	}
+	h.metrics.requests.WithLabelValues(modelName, version, strconv.Itoa(status)).Inc()
+	h.metrics.requestBytes.WithLabelValues(modelName, version).Add(float64(body.n))
+	h.metrics.responseBytes.WithLabelValues(modelName, version).Add(float64(respBytes))
+}
+
+// infer does the work of serveInfer. An error means nothing has been
+// written yet; once the response has started, write errors are only logged.
+func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Model, alloc inference.Allocator, body io.Reader, start time.Time) (int, int64, error) {
+	limits := decodeLimits{bodyBytes: h.opts.MaxBodyBytes, headerLen: -1}
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		return 0, 0, &http.MaxBytesError{Limit: h.opts.MaxBodyBytes}
+	}
+	if r.ContentLength >= 0 {
+		limits.bodyBytes = r.ContentLength
+	}
+	if hv := r.Header.Get(headerContentLength); hv != "" {
+		n, err := strconv.ParseInt(hv, 10, 64)
+		if err != nil || n < 0 {
+			return 0, 0, badRequest(reasonHeader, "%s %q is not a non-negative integer", headerContentLength, hv)
+		}
+		if n > limits.bodyBytes {
+			return 0, 0, badRequest(reasonHeader, "%s %d is past the end of the body (%d bytes)", headerContentLength, n, limits.bodyBytes)
+		}
+		limits.headerLen = n
+	}
+	rd := requestDecoder{ctx: r.Context(), alloc: alloc, inputs: m.Inputs(), outputs: m.Outputs(), limits: limits}
+	req, err := rd.decodeRequest(body)
+	if err != nil {
+		return 0, 0, err
+	}
+	labels := prometheus.Labels{"model": m.Name(), "version": m.Version()}
+	decoded := time.Now()
+	h.metrics.inputDur.With(labels).Observe(decoded.Sub(start).Seconds())
+
+	inputs := make([]inference.Tensor, len(req.inputs))
+	for i := range req.inputs {
+		inputs[i] = req.inputs[i].tensor
+	}
+	var names []string
+	if len(req.outputs) > 0 {
+		names = make([]string, len(req.outputs))
+		for i, o := range req.outputs {
+			names[i] = o.name
+		}
+	}
+	var outs []inference.Tensor
+	if sr, ok := m.(statsRunner); ok {
+		var st inference.RunStats
+		outs, st, err = sr.RunWithStats(r.Context(), inputs, names, alloc)
+		if err == nil {
+			h.metrics.queueDur.With(labels).Observe(st.Queue.Seconds())
+			h.metrics.computeDur.With(labels).Observe(st.Compute.Seconds())
+		}
+	} else {
+		outs, err = m.Run(r.Context(), inputs, names, alloc)
+		if err == nil {
+			h.metrics.computeDur.With(labels).Observe(time.Since(decoded).Seconds())
+		}
+	}
+	if err != nil {
+		return 0, 0, err
+	}
+	ran := time.Now()
+
+	binary := make([]bool, len(outs))
+	anyBinary := false
+	for i := range outs {
+		binary[i] = req.binaryOutput
+		for _, o := range req.outputs {
+			if o.name == outs[i].Name && o.hasBinary {
+				binary[i] = o.binary
+			}
+		}
+		anyBinary = anyBinary || binary[i]
+	}
+	buf := getBuffer()
+	defer putBuffer(buf)
+	hdr, err := appendResponseHeader((*buf)[:0], m.Name(), m.Version(), req.id, outs, binary)
+	*buf = hdr
+	if err != nil {
+		return 0, 0, &apiError{status: http.StatusInternalServerError, reason: reasonInternal, msg: err.Error(), err: err}
+	}
+	total := int64(len(hdr))
+	wh := w.Header()
+	if anyBinary {
+		for i := range outs {
+			if binary[i] {
+				total += tensorByteSize(&outs[i])
+			}
+		}
+		wh.Set("Content-Type", "application/octet-stream")
+		wh.Set(headerContentLength, strconv.Itoa(len(hdr)))
+	} else {
+		wh.Set("Content-Type", "application/json")
+	}
+	wh.Set("Content-Length", strconv.FormatInt(total, 10))
+	w.WriteHeader(http.StatusOK)
+	_, err = w.Write(hdr)
+	if err == nil && anyBinary {
+		err = writeBinarySections(w, outs, binary)
+	}
+	if err != nil {
+		h.errLog.Debug().Err(err).Str("model", m.Name()).Msg("writing the response failed")
+	}
+	h.metrics.outputDur.With(labels).Observe(time.Since(ran).Seconds())
+	return http.StatusOK, total, nil
+}

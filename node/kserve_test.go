@@ -1,0 +1,546 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/inferencetest"
+)
+
+// testBackend serves real inference.Sessions by name and version. It is a
+// lookup table, not a stand-in for ONNX Runtime: every Run is a real one.
+type testBackend struct {
+	models      map[string]*inference.Session // "name" (default version) and "name/version"
+	unavailable map[string]bool               // names that answer ErrUnavailable
+	ready       bool
+}
+
+func (b *testBackend) Acquire(model, version string) (inference.Model, func(), error) {
+	if b.unavailable[model] {
+		return nil, nil, fmt.Errorf("model %q is loading: %w", model, inference.ErrUnavailable)
+	}
+	key := model
+	if version != "" {
+		key += "/" + version
+	}
+	s, ok := b.models[key]
+	if !ok {
+		return nil, nil, fmt.Errorf("model %q version %q: %w", model, version, inference.ErrNotFound)
+	}
+	return s, func() {}, nil
+}
+
+func (b *testBackend) Ready() bool { return b.ready }
+
+func (b *testBackend) Index() []ModelStatus {
+	var out []ModelStatus
+	for k, s := range b.models {
+		if strings.Contains(k, "/") {
+			out = append(out, ModelStatus{Name: s.Name(), Version: s.Version(), State: "READY"})
+		}
+	}
+	out = append(out, ModelStatus{Name: "loading", Version: "3", State: "LOADING", Reason: "warming up"})
+	return out
+}
+
+var (
+	sessionsOnce sync.Once
+	sessions     map[string]*inference.Session
+)
+
+// testSessions loads silero_vad and ppocr_det once per test process (they
+// are closed by the process exit, as inferencetest's Environment is).
+func testSessions(t testing.TB) map[string]*inference.Session {
+	t.Helper()
+	sessionsOnce.Do(func() {
+		env := inferencetest.Env(t)
+		sessions = map[string]*inference.Session{}
+		for _, name := range []string{"silero_vad", "ppocr_det"} {
+			s, err := env.Load(context.Background(), inference.LoadSpec{
+				Model: name, Version: "1", Path: inferencetest.ModelPath(t, name),
+				Config: inference.SessionConfig{IntraOpThreads: 2},
+			})
+			if err != nil {
+				t.Fatalf("load %s: %v", name, err)
+			}
+			sessions[name] = s
+		}
+	})
+	if sessions == nil {
+		t.Fatal("sessions failed to load in an earlier test")
+	}
+	return sessions
+}
+
+func newTestBackend(t testing.TB) *testBackend {
+	b := &testBackend{models: map[string]*inference.Session{}, unavailable: map[string]bool{"loading": true}, ready: true}
+	for name, s := range testSessions(t) {
+		b.models[name] = s
+		b.models[name+"/1"] = s
+	}
+	return b
+}
+
+func newTestHandler(t testing.TB, b Backend, mod func(*Options)) (*Handler, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	opts := DefaultOptions()
+	opts.Registerer = reg
+	opts.MaxBodyBytes = 32 << 20
+	if mod != nil {
+		mod(&opts)
+	}
+	h, err := NewHandler(b, zerolog.Nop(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, reg
+}
+
+func do(h http.Handler, method, path string, header http.Header, body []byte) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, path, bytes.NewReader(body))
+	for k, v := range header {
+		r.Header[k] = v
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// sileroInputs is one 512-sample frame with zero state.
+func sileroInputs() []inference.Tensor {
+	samples := make([]float32, 512)
+	for i := range samples {
+		samples[i] = float32(math.Sin(float64(i)/7)) * 0.3
+	}
+	zero := make([]float32, 2*1*64)
+	return []inference.Tensor{
+		{Name: "input", DataType: inference.FP32, Shape: []int64{1, 512}, Data: f32le(samples...)},
+		{Name: "sr", DataType: inference.Int64, Shape: []int64{}, Data: i64le(16000)},
+		{Name: "h", DataType: inference.FP32, Shape: []int64{2, 1, 64}, Data: f32le(zero...)},
+		{Name: "c", DataType: inference.FP32, Shape: []int64{2, 1, 64}, Data: f32le(zero...)},
+	}
+}
+
+// detInput is a 1×3×size×size image with a few bright rectangles.
+func detInput(size int) []inference.Tensor {
+	img := make([]float32, 3*size*size)
+	for c := 0; c < 3; c++ {
+		for y := 0; y < size; y++ {
+			for x := 0; x < size; x++ {
+				v := float32(-0.5)
+				if (y/8)%3 == 1 && x > size/8 && x < size*7/8 {
+					v = 0.9
+				}
+				img[(c*size+y)*size+x] = v
+			}
+		}
+	}
+	return []inference.Tensor{{Name: "x", DataType: inference.FP32, Shape: []int64{1, 3, int64(size), int64(size)}, Data: f32le(img...)}}
+}
+
+func f32s(b []byte) []float32 {
+	out := make([]float32, len(b)/4)
+	for i := range out {
+		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return out
+}
+
+// jsonRequest builds a JSON body with encoding/json (independent of our
+// encoder). Only FP32 and INT64 inputs, which is what the sample models take.
+func jsonRequest(t testing.TB, id string, ins []inference.Tensor, outputs []string, binaryOut bool) []byte {
+	type input struct {
+		Name     string  `json:"name"`
+		Shape    []int64 `json:"shape"`
+		DataType string  `json:"datatype"`
+		Data     any     `json:"data"`
+	}
+	req := map[string]any{"id": id}
+	var inputs []input
+	for _, in := range ins {
+		var data any
+		switch in.DataType {
+		case inference.FP32:
+			data = f32s(in.Data)
+		case inference.Int64:
+			xs := make([]int64, len(in.Data)/8)
+			for i := range xs {
+				xs[i] = int64(binary.LittleEndian.Uint64(in.Data[8*i:]))
+			}
+			data = xs
+		default:
+			t.Fatalf("jsonRequest: %s not supported", in.DataType)
+		}
+		inputs = append(inputs, input{Name: in.Name, Shape: in.Shape, DataType: in.DataType.String(), Data: data})
+	}
+	req["inputs"] = inputs
+	if outputs != nil {
+		var outs []map[string]any
+		for _, o := range outputs {
+			outs = append(outs, map[string]any{"name": o})
+		}
+		req["outputs"] = outs
+	}
+	if binaryOut {
+		req["parameters"] = map[string]any{"binary_data_output": true}
+	}
+	b, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// binaryRequest builds a binary-extension body: every input as a binary
+// section. It returns the body and the header length.
+func binaryRequest(t testing.TB, id string, ins []inference.Tensor, binaryOut bool) ([]byte, int) {
+	type input struct {
+		Name       string         `json:"name"`
+		Shape      []int64        `json:"shape"`
+		DataType   string         `json:"datatype"`
+		Parameters map[string]any `json:"parameters"`
+	}
+	var inputs []input
+	var tail []byte
+	for _, in := range ins {
+		inputs = append(inputs, input{Name: in.Name, Shape: in.Shape, DataType: in.DataType.String(),
+			Parameters: map[string]any{"binary_data_size": len(in.Data)}})
+		tail = append(tail, in.Data...)
+	}
+	req := map[string]any{"id": id, "inputs": inputs}
+	if binaryOut {
+		req["parameters"] = map[string]any{"binary_data_output": true}
+	}
+	hdr, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(hdr, tail...), len(hdr)
+}
+
+type responseOutput struct {
+	Name       string          `json:"name"`
+	DataType   string          `json:"datatype"`
+	Shape      []int64         `json:"shape"`
+	Data       json.RawMessage `json:"data"`
+	Parameters struct {
+		BinaryDataSize *int64 `json:"binary_data_size"`
+	} `json:"parameters"`
+	raw []byte // binary section, or the JSON data re-encoded little-endian (FP32 only)
+}
+
+type inferResponse struct {
+	ModelName    string           `json:"model_name"`
+	ModelVersion string           `json:"model_version"`
+	ID           string           `json:"id"`
+	Outputs      []responseOutput `json:"outputs"`
+}
+
+// parseResponse splits a response into its JSON header and binary sections
+// and fills each output's raw bytes.
+func parseResponse(t testing.TB, header http.Header, body []byte) inferResponse {
+	t.Helper()
+	hdr := body
+	var tail []byte
+	if hl := header.Get(headerContentLength); hl != "" {
+		n, err := strconv.Atoi(hl)
+		if err != nil || n > len(body) {
+			t.Fatalf("bad %s %q for a %d-byte body", headerContentLength, hl, len(body))
+		}
+		if ct := header.Get("Content-Type"); ct != "application/octet-stream" {
+			t.Errorf("binary response has Content-Type %q", ct)
+		}
+		hdr, tail = body[:n], body[n:]
+	}
+	var resp inferResponse
+	if err := json.Unmarshal(hdr, &resp); err != nil {
+		t.Fatalf("response header: %v\n%.300s", err, hdr)
+	}
+	for i := range resp.Outputs {
+		o := &resp.Outputs[i]
+		if o.Parameters.BinaryDataSize != nil {
+			n := int(*o.Parameters.BinaryDataSize)
+			if n > len(tail) {
+				t.Fatalf("output %s: binary_data_size %d past the body", o.Name, n)
+			}
+			o.raw, tail = tail[:n], tail[n:]
+			continue
+		}
+		if o.DataType != "FP32" {
+			t.Fatalf("output %s: parseResponse handles FP32 JSON only, got %s", o.Name, o.DataType)
+		}
+		var fs []float32
+		if err := json.Unmarshal(o.Data, &fs); err != nil {
+			t.Fatalf("output %s data: %v", o.Name, err)
+		}
+		o.raw = f32le(fs...)
+	}
+	if len(tail) != 0 {
+		t.Fatalf("%d bytes after the last binary output", len(tail))
+	}
+	return resp
+}
+
+func TestHealthAndMetadata(t *testing.T) {
+	b := newTestBackend(t)
+	h, _ := newTestHandler(t, b, nil)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string // substring of the body
+	}{
+		{"GET", "/v2/health/live", 200, ""},
+		{"GET", "/v2/health/ready", 200, ""},
+		{"GET", "/v2", 200, `"extensions":["binary_tensor_data","model_repository"]`},
+		{"GET", "/v2/models/silero_vad", 200, `"inputs":[{"name":"input","datatype":"FP32","shape":[-1,-1]},{"name":"sr","datatype":"INT64","shape":[]}`},
+		{"GET", "/v2/models/silero_vad", 200, `"versions":["1"],"platform":"onnxruntime_onnx"`},
+		{"GET", "/v2/models/ppocr_det/versions/1", 200, `"outputs":[{"name":"sigmoid_0.tmp_0","datatype":"FP32","shape":[-1,1,-1,-1]}]`},
+		{"GET", "/v2/models/silero_vad/ready", 200, `{"name":"silero_vad","ready":true}`},
+		{"GET", "/v2/models/silero_vad/versions/1/ready", 200, `"ready":true`},
+		{"GET", "/v2/models/loading/ready", 503, `"ready":false`},
+		{"GET", "/v2/models/nope", 404, `{"error":"model \"nope\" version \"\": not found"}`},
+		{"GET", "/v2/models/silero_vad/versions/9", 404, `version \"9\"`},
+		{"GET", "/v2/models/nope/ready", 404, `"error"`},
+		{"POST", "/v2/repository/index", 200, `"state":"LOADING","reason":"warming up"`},
+		{"GET", "/v2/nothing/here", 404, `no route for GET /v2/nothing/here`},
+	} {
+		w := do(h, tc.method, tc.path, nil, nil)
+		if w.Code != tc.status || !strings.Contains(w.Body.String(), tc.body) {
+			t.Errorf("%s %s: %d %s, want %d and %q", tc.method, tc.path, w.Code, w.Body, tc.status, tc.body)
+		}
+	}
+	w := do(h, "POST", "/v2/repository/index", nil, []byte(`{"ready":true}`))
+	if strings.Contains(w.Body.String(), "LOADING") || !strings.Contains(w.Body.String(), "silero_vad") {
+		t.Errorf("index with ready=true: %s", w.Body)
+	}
+	b.ready = false
+	if w := do(h, "GET", "/v2/health/ready", nil, nil); w.Code != 503 {
+		t.Errorf("ready while not ready: %d", w.Code)
+	}
+}
+
+// exhaustedAllocator is an Allocator whose pool is empty, as the pinned
+// pool's is under load: Alloc fails with ErrUnavailable.
+type exhaustedAllocator struct{}
+
+func (exhaustedAllocator) Alloc(ctx context.Context, n int) ([]byte, error) {
+	return nil, fmt.Errorf("pinned pool: no buffer of %d bytes free: %w", n, inference.ErrUnavailable)
+}
+
+// A table of bad requests against the real handler and real models: each
+// gets its status and a message that names the problem, is counted, and the
+// handler keeps serving.
+func TestInferRejectsBadRequests(t *testing.T) {
+	b := newTestBackend(t)
+	h, reg := newTestHandler(t, b, func(o *Options) { o.MaxBodyBytes = 1 << 20 })
+	hExhausted, _ := newTestHandler(t, b, func(o *Options) {
+		o.NewAllocator = func() (inference.Allocator, func()) { return exhaustedAllocator{}, func() {} }
+	})
+	good := jsonRequest(t, "ok", sileroInputs(), nil, false)
+	goodBin, goodHL := binaryRequest(t, "", sileroInputs(), false)
+	hl := func(n int) http.Header { return http.Header{headerContentLength: {strconv.Itoa(n)}} }
+	replace := func(body []byte, old, new string) []byte {
+		if !bytes.Contains(body, []byte(old)) {
+			t.Fatalf("test body has no %q", old)
+		}
+		return bytes.Replace(body, []byte(old), []byte(new), 1)
+	}
+	silero := "/v2/models/silero_vad/infer"
+	for _, tc := range []struct {
+		name    string
+		handler http.Handler
+		method  string
+		path    string
+		header  http.Header
+		body    []byte
+		status  int
+		msg     string
+	}{
+		{"unknown model", h, "POST", "/v2/models/nope/infer", nil, good, 404, `model "nope"`},
+		{"unknown version", h, "POST", "/v2/models/silero_vad/versions/7/infer", nil, good, 404, `version "7"`},
+		{"model loading", h, "POST", "/v2/models/loading/infer", nil, good, 503, "is loading"},
+		{"buffers exhausted", hExhausted, "POST", silero, nil, good, 503, "no buffer of"},
+		{"GET on infer", h, "GET", silero, nil, nil, 405, "GET is not allowed on /v2/models/silero_vad/infer (use POST)"},
+		{"body over limit", h, "POST", silero, nil, bytes.Repeat([]byte(" "), 2<<20), 413, "larger than the limit of 1048576 bytes"},
+		{"empty body", h, "POST", silero, nil, nil, 400, "ends in the middle"},
+		{"invalid JSON", h, "POST", silero, nil, []byte(`{"inputs":[{"name":}]}`), 400, "invalid JSON"},
+		{"trailing garbage", h, "POST", silero, nil, append(append([]byte{}, good...), "}}"...), 400, "after the request's JSON object"},
+		{"wrong datatype", h, "POST", silero, nil, replace(good, `"datatype":"INT64"`, `"datatype":"INT32"`), 400, `input "sr": datatype INT32 does not match the model's INT64`},
+		{"wrong shape", h, "POST", silero, nil, replace(good, `"shape":[2,1,64]`, `"shape":[3,1,64]`), 400, "shape [3 1 64] does not match the model's [2 -1 64]"},
+		{"negative dim", h, "POST", silero, nil, replace(good, `"shape":[1,512]`, `"shape":[-1,512]`), 400, "dimension 0 is -1"},
+		{"overflowing dims", h, "POST", silero, nil, replace(good, `"shape":[1,512]`, `"shape":[2,9223372036854775807]`), 400, "overflows"},
+		{"data shorter than shape", h, "POST", silero, nil, replace(good, `"shape":[1,512]`, `"shape":[1,513]`), 400, `input "input": "data" has 512 elements but shape [1 513] needs 513`},
+		{"missing input", h, "POST", silero, nil, replace(good, `{"name":"sr","shape":[],"datatype":"INT64","data":[16000]},`, ``), 400, `missing input "sr"`},
+		{"duplicate input", h, "POST", silero, nil, replace(good, `"name":"sr"`, `"name":"input"`), 400, `input "input" appears twice`},
+		{"unknown input", h, "POST", silero, nil, replace(good, `"name":"sr"`, `"name":"rate"`), 400, `unknown input "rate"`},
+		{"unknown output", h, "POST", silero, nil, replace(good, `"id":"ok"`, `"id":"ok","outputs":[{"name":"prob"}]`), 400, `unknown output "prob"`},
+		{"classification", h, "POST", silero, nil, replace(good, `"id":"ok"`, `"id":"ok","outputs":[{"name":"output","parameters":{"classification":2}}]`), 501, "classification"},
+		{"header not numeric", h, "POST", silero, http.Header{headerContentLength: {"12a"}}, goodBin, 400, `Inference-Header-Content-Length "12a" is not a non-negative integer`},
+		{"header negative", h, "POST", silero, hl(-5), goodBin, 400, "is not a non-negative integer"},
+		{"header past body", h, "POST", silero, hl(len(goodBin) + 1), goodBin, 400, fmt.Sprintf("Inference-Header-Content-Length %d is past the end of the body (%d bytes)", len(goodBin)+1, len(goodBin))},
+		{"header too short", h, "POST", silero, hl(goodHL - 1), goodBin, 400, "invalid JSON"},
+		{"binary size mismatch", h, "POST", silero, hl(goodHL), replace(goodBin, `"binary_data_size":2048`, `"binary_data_size":2044`), 400, `input "input": binary_data_size is 2044 but FP32 shape [1 512] needs 2048 bytes`},
+		{"binary truncated", h, "POST", silero, hl(goodHL), goodBin[:len(goodBin)-10], 400, `input "c": binary_data_size 512 is past the end of the body (502 bytes left)`},
+		{"binary trailing", h, "POST", silero, hl(goodHL), append(append([]byte{}, goodBin...), 0), 400, "bytes after the last tensor"},
+		{"binary without header", h, "POST", silero, nil, goodBin, 400, "after the request's JSON object"},
+		{"index: ready not a bool", h, "POST", "/v2/repository/index", nil, []byte(`{"ready":"yes"}`), 400, "invalid repository index request"},
+		{"index: not JSON", h, "POST", "/v2/repository/index", nil, []byte(`ready`), 400, "invalid repository index request"},
+		{"index: over 64 KiB", h, "POST", "/v2/repository/index", nil, bytes.Repeat([]byte(" "), 65<<10), 413, "larger than the limit of 65536 bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := do(tc.handler, tc.method, tc.path, tc.header, tc.body)
+			if w.Code != tc.status {
+				t.Fatalf("status %d (%s), want %d", w.Code, w.Body, tc.status)
+			}
+			if tc.msg == "" {
+				return
+			}
+			var e struct{ Error string }
+			if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil {
+				t.Fatalf("error body %q: %v", w.Body, err)
+			}
+			if !strings.Contains(e.Error, tc.msg) {
+				t.Fatalf("error %q does not contain %q", e.Error, tc.msg)
+			}
+			if got := w.Header().Get("Retry-After"); (tc.status == 503) != (got != "") {
+				t.Errorf("Retry-After %q with status %d", got, tc.status)
+			}
+		})
+	}
+	// Still serving.
+	if w := do(h, "POST", silero, nil, good); w.Code != 200 {
+		t.Fatalf("good request after the bad ones: %d %s", w.Code, w.Body)
+	}
+	if got := testutil.ToFloat64(h.metrics.rejected.WithLabelValues(reasonInput)); got < 5 {
+		t.Errorf("rejected{reason=input} = %v, want at least 5", got)
+	}
+	if got := testutil.ToFloat64(h.metrics.success.WithLabelValues("silero_vad", "1")); got != 1 {
+		t.Errorf("success{silero_vad,1} = %v, want 1", got)
+	}
+	for _, name := range []string{"edge_inference_request_duration_seconds", "edge_inference_queue_duration_seconds",
+		"edge_inference_compute_input_duration_seconds", "edge_inference_compute_infer_duration_seconds",
+		"edge_inference_compute_output_duration_seconds", "edge_inference_request_bytes_total"} {
+		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != 1 {
+			t.Errorf("%s: %d series, %v; want 1 (silero_vad/1)", name, n, err)
+		}
+	}
+}
+
+// Both sample models through the handler, with JSON and binary bodies and
+// JSON and binary outputs, give the same bytes as a raw onnxruntime_go run.
+func TestInferMatchesRawOnnxRuntime(t *testing.T) {
+	b := newTestBackend(t)
+	h, _ := newTestHandler(t, b, nil)
+	for _, model := range []struct {
+		name   string
+		inputs []inference.Tensor
+	}{
+		{"silero_vad", sileroInputs()},
+		{"ppocr_det", detInput(96)},
+	} {
+		want := inferencetest.RawRun(t, inferencetest.ModelPath(t, model.name), model.inputs)
+		for _, mode := range []struct {
+			name                string
+			binaryIn, binaryOut bool
+		}{{"json", false, false}, {"json in, binary out", false, true}, {"binary", true, true}, {"binary in, json out", true, false}} {
+			t.Run(model.name+"/"+mode.name, func(t *testing.T) {
+				var body []byte
+				header := http.Header{}
+				if mode.binaryIn {
+					var n int
+					body, n = binaryRequest(t, "req-1", model.inputs, mode.binaryOut)
+					header.Set(headerContentLength, strconv.Itoa(n))
+				} else {
+					body = jsonRequest(t, "req-1", model.inputs, nil, mode.binaryOut)
+				}
+				w := do(h, "POST", "/v2/models/"+model.name+"/infer", header, body)
+				if w.Code != 200 {
+					t.Fatalf("status %d: %s", w.Code, w.Body)
+				}
+				resp := parseResponse(t, w.Header(), w.Body.Bytes())
+				if resp.ID != "req-1" || resp.ModelName != model.name || resp.ModelVersion != "1" {
+					t.Errorf("id %q model %q version %q", resp.ID, resp.ModelName, resp.ModelVersion)
+				}
+				if len(resp.Outputs) != len(want) {
+					t.Fatalf("%d outputs, want %d", len(resp.Outputs), len(want))
+				}
+				for i, o := range resp.Outputs {
+					if o.Name != want[i].Name || fmt.Sprint(o.Shape) != fmt.Sprint(want[i].Shape) {
+						t.Errorf("output %d: %s %v, want %s %v", i, o.Name, o.Shape, want[i].Name, want[i].Shape)
+					}
+					if !bytes.Equal(o.raw, want[i].Data) {
+						t.Errorf("output %s differs from the raw onnxruntime_go run", o.Name)
+					}
+				}
+			})
+		}
+	}
+}
+
+// Requested outputs are respected, in the order asked, with per-output
+// binary_data overriding the request's binary_data_output.
+func TestInferRequestedOutputs(t *testing.T) {
+	b := newTestBackend(t)
+	h, _ := newTestHandler(t, b, nil)
+	body := jsonRequest(t, "x", sileroInputs(), []string{"cn", "output"}, true)
+	body = bytes.Replace(body, []byte(`{"name":"output"}`), []byte(`{"name":"output","parameters":{"binary_data":false}}`), 1)
+	w := do(h, "POST", "/v2/models/silero_vad/versions/1/infer", nil, body)
+	if w.Code != 200 {
+		t.Fatalf("status %d: %s", w.Code, w.Body)
+	}
+	resp := parseResponse(t, w.Header(), w.Body.Bytes())
+	if len(resp.Outputs) != 2 || resp.Outputs[0].Name != "cn" || resp.Outputs[1].Name != "output" {
+		t.Fatalf("outputs %+v", resp.Outputs)
+	}
+	if resp.Outputs[0].Parameters.BinaryDataSize == nil || resp.Outputs[1].Parameters.BinaryDataSize != nil {
+		t.Errorf("cn should be binary and output JSON: %+v", resp.Outputs)
+	}
+	if p := f32s(resp.Outputs[1].raw); len(p) != 1 || p[0] < 0 || p[0] > 1 {
+		t.Errorf("speech probability %v", p)
+	}
+}
+
+// A real loopback server answers the binary round trip too (headers and
+// Content-Length as a client sees them).
+func TestInferOverLoopback(t *testing.T) {
+	b := newTestBackend(t)
+	h, _ := newTestHandler(t, b, nil)
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	body, n := binaryRequest(t, "", sileroInputs(), true)
+	req, _ := http.NewRequest("POST", srv.URL+"/v2/models/silero_vad/infer", bytes.NewReader(body))
+	req.Header.Set(headerContentLength, strconv.Itoa(n))
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength != int64(len(got)) {
+		t.Fatalf("status %d, Content-Length %d for %d bytes", resp.StatusCode, resp.ContentLength, len(got))
+	}
+	out := parseResponse(t, resp.Header, got)
+	if len(out.Outputs) != 3 {
+		t.Fatalf("%d outputs", len(out.Outputs))
+	}
+}

@@ -1,0 +1,85 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the HTTP layer's Prometheus collectors. Names follow Triton's
+// nv_inference_* family with our own prefix and Prometheus conventions
+// (seconds, _total, _bytes).
+type metrics struct {
+	requests      *prometheus.CounterVec   // model, version, code
+	success       *prometheus.CounterVec   // model, version
+	failure       *prometheus.CounterVec   // model, version, reason
+	rejected      *prometheus.CounterVec   // reason
+	duration      *prometheus.HistogramVec // model, version: whole request
+	inputDur      *prometheus.HistogramVec // model, version: reading and decoding the body
+	queueDur      *prometheus.HistogramVec // model, version: waiting for a session slot
+	computeDur    *prometheus.HistogramVec // model, version: Model.Run less queue time
+	outputDur     *prometheus.HistogramVec // model, version: encoding and writing the response
+	requestBytes  *prometheus.CounterVec   // model, version
+	responseBytes *prometheus.CounterVec   // model, version
+}
+
+// latencyBuckets span 100µs to about 13s.
+var latencyBuckets = prometheus.ExponentialBuckets(100e-6, 2, 18)
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	mv := []string{"model", "version"}
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_http_requests_total",
+			Help: "Inference requests by model, version and HTTP status code.",
+		}, []string{"model", "version", "code"}),
+		success: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_request_success_total",
+			Help: "Inference requests that returned outputs (Triton: nv_inference_request_success).",
+		}, mv),
+		failure: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_request_failure_total",
+			Help: "Inference requests that failed, by reason (Triton: nv_inference_request_failure).",
+		}, []string{"model", "version", "reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_rejected_requests_total",
+			Help: "Requests of any route rejected with an error, by reason.",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_inference_request_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time from receiving an inference request to writing the last byte of its response.",
+		}, mv),
+		inputDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_inference_compute_input_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time reading and decoding request tensors into input buffers.",
+		}, mv),
+		queueDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_inference_queue_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time a request waited inside the model for a free session (Triton: nv_inference_queue_duration_us).",
+		}, mv),
+		computeDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_inference_compute_infer_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time running the model, queue time excluded (includes it for models that don't report it).",
+		}, mv),
+		outputDur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "edge_inference_compute_output_duration_seconds", Buckets: latencyBuckets,
+			Help: "Time encoding and writing the response.",
+		}, mv),
+		requestBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_request_bytes_total",
+			Help: "Bytes of inference request bodies read.",
+		}, mv),
+		responseBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_response_bytes_total",
+			Help: "Bytes of inference response bodies written.",
+		}, mv),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.success, m.failure, m.rejected, m.duration,
+		m.inputDur, m.queueDur, m.computeDur, m.outputDur, m.requestBytes, m.responseBytes} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

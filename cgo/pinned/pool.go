@@ -280,11 +280,11 @@ func (p *Pool) Get(ctx context.Context, n int) (*Buffer, error) {
 	}
 	p.m.gets.Inc()
 	p.mu.Lock()
+	p.st.Gets++
 	if p.closed {
 		p.mu.Unlock()
 		return nil, ErrClosed
 	}
-	p.st.Gets++
 	if p.waiters.Len() == 0 {
 		b, reserve, victims := p.acquireLocked(ci, n)
 		if b != nil || reserve {

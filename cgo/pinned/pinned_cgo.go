@@ -171,7 +171,7 @@ func openCUDA(path string) (*cudaLib, error) {
 		r := C.pinned_cuda_open(cp)
 		C.free(unsafe.Pointer(cp))
 		if r.lib == nil {
-			errs = append(errs, fmt.Errorf("%s", C.GoString(r.err)))
+			errs = append(errs, fmt.Errorf("%s: %s", p, C.GoString(r.err)))
 			C.free(unsafe.Pointer(r.err))
 			continue
 		}

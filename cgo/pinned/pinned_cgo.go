@@ -269,11 +269,12 @@ func (h hostBackend) alloc(size int) ([]byte, bool, error) {
 	return cBytes(r.p, size), degraded, nil
 }
 
-func (h hostBackend) free(mem []byte) {
+func (h hostBackend) free(mem []byte) error {
 	if h.lock {
 		C.pinned_munlock(ptr(mem), C.size_t(cap(mem))) // harmless if it was never locked
 	}
 	C.free(ptr(mem))
+	return nil
 }
 
 func (h hostBackend) register(b []byte) (Mode, error) {
@@ -310,8 +311,11 @@ func (c cudaBackend) alloc(size int) ([]byte, bool, error) {
 	return cBytes(r.p, size), false, nil
 }
 
-func (c cudaBackend) free(mem []byte) {
-	C.pinned_cuda_free_host(c.lib.c, ptr(mem))
+func (c cudaBackend) free(mem []byte) error {
+	if e := C.pinned_cuda_free_host(c.lib.c, ptr(mem)); e != 0 {
+		return fmt.Errorf("cudaFreeHost: %s", c.lib.errString(e))
+	}
+	return nil
 }
 
 func (c cudaBackend) register(b []byte) (Mode, error) {

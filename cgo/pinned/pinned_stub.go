@@ -14,7 +14,7 @@ func detect(Options) (backend, Mode, string) {
 type heapBackend struct{}
 
 func (heapBackend) alloc(size int) ([]byte, bool, error) { return make([]byte, size), false, nil }
-func (heapBackend) free([]byte)                          {}
+func (heapBackend) free([]byte) error                    { return nil }
 func (heapBackend) register([]byte) (Mode, error)        { return Plain, nil }
 func (heapBackend) unregister(Mode, []byte) error        { return nil }
 

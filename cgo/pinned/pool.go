@@ -462,7 +462,9 @@ func (p *Pool) freeAll(bufs []*Buffer) {
 }
 
 func (p *Pool) freeBuffer(v *Buffer) {
-	p.be.free(v.mem)
+	if err := p.be.free(v.mem); err != nil {
+		p.log.Error().Err(err).Int("size", cap(v.mem)).Msg("freeing a pinned buffer failed")
+	}
 	v.mem, v.b = nil, nil
 	p.mu.Lock()
 	p.st.CFrees++
@@ -651,7 +653,7 @@ type backend interface {
 	// alloc returns size bytes (page-aligned in cgo builds); degraded
 	// reports memory that could not be locked.
 	alloc(size int) (mem []byte, degraded bool, err error)
-	free(mem []byte)
+	free(mem []byte) error
 	register(b []byte) (Mode, error)
 	unregister(m Mode, b []byte) error
 }

@@ -431,6 +431,13 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// allocator is inference.Allocator, restated: cgo/ must not import inference.
+type allocator interface {
+	Alloc(ctx context.Context, n int) ([]byte, error)
+}
+
+var _ allocator = (*Lease)(nil)
+
 func TestLease(t *testing.T) {
 	p, _, _ := newTestPool(t, func(o *Options) { o.Budget = 1 << 20 })
 	ctx := context.Background()

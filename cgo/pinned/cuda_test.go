@@ -5,6 +5,7 @@ package pinned
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,6 +42,9 @@ int cudaGetDeviceCount(int *n) {
 }
 const char *cudaGetErrorString(int e) { return e == 100 ? "no CUDA-capable device is detected" : "stub error"; }
 int cudaHostAlloc(void **p, size_t n, unsigned int flags) {
+#ifdef FAIL_OVER
+	if (n > FAIL_OVER) return 2;
+#endif
 	if (flags != 1 || posix_memalign(p, 4096, n) != 0) return 2;
 	pthread_mutex_lock(&mu);
 	for (int i = 0; i < MAXLIVE; i++) if (!table[i]) { table[i] = *p; break; }
@@ -222,6 +226,32 @@ func TestStubCUDAFallsBack(t *testing.T) {
 			t.Fatal("cuda_host without a library")
 		}
 	})
+}
+
+// TestCUDAHostAllocFails: a failing cudaHostAlloc is an ErrExhausted (503)
+// that gives the budget back.
+func TestCUDAHostAllocFails(t *testing.T) {
+	lib := buildStubCUDA(t, "-DFAIL_OVER=1048576")
+	var logs bytes.Buffer
+	opts := DefaultOptions()
+	opts.CUDARuntimePath = lib
+	p, err := NewPool(opts, zerolog.New(&logs), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	_, err = p.Get(context.Background(), 2<<20)
+	var ee *ExhaustedError
+	if !errors.As(err, &ee) || !errors.Is(err, ErrExhausted) || !strings.Contains(err.Error(), "cudaHostAlloc") || ee.RetryAfter == 0 {
+		t.Fatalf("Get = %v, want an ExhaustedError from cudaHostAlloc", err)
+	}
+	if s := p.Stats(); s.HeldBytes != 0 || s.InUseBytes != 0 || s.RequestedBytes != 0 || s.CAllocs != 0 {
+		t.Errorf("after a failed allocation: %+v", s)
+	}
+	if !strings.Contains(logs.String(), "allocating a pinned buffer failed") {
+		t.Errorf("failure not logged: %s", logs.String())
+	}
+	p.Put(mustGet(t, p, 1<<20)) // smaller ones still work
 }
 
 func checkPageAligned(t *testing.T, b []byte) {

@@ -59,13 +59,13 @@ var (
 )
 
 // ExhaustedError is returned by Get and Lease.Alloc when no buffer became
-// free in time. It wraps ErrExhausted and, when the context ended the wait,
-// the context's error.
+// free in time or C memory could not be allocated. It wraps ErrExhausted
+// and its Cause (the context's error when the context ended the wait).
 type ExhaustedError struct {
 	Size       int           // bytes requested
 	Waited     time.Duration // how long the request waited
 	RetryAfter time.Duration // a suggested Retry-After (MaxWait rounded up to a second)
-	Cause      error         // ctx.Err() if the context ended the wait, else nil
+	Cause      error         // ctx.Err() if the context ended the wait, the C allocation's error if that failed, else nil
 }
 
 func (e *ExhaustedError) Error() string {
@@ -374,7 +374,7 @@ func (p *Pool) finish(g grant, ci, n int) (*Buffer, error) {
 			p.freeAll(victims)
 			p.m.exhausted.Inc()
 			p.log.Error().Err(err).Int("size", size).Msg("allocating a pinned buffer failed")
-			return nil, fmt.Errorf("%w: %w", ErrExhausted, err)
+			return nil, p.exhausted(n, 0, err)
 		}
 		b = &Buffer{pool: p, mem: mem, class: ci, out: true}
 		p.mu.Lock()

@@ -846,7 +846,7 @@ func (s *Session) runPreallocated(ctx context.Context, ds *ort.DynamicAdvancedSe
 			continue
 		}
 		if len(shapes[j]) == 0 && !scalarBytes(out[j], bufs[j]) {
-			return nil, fmt.Errorf("%s/%s: output %q: unexpected scalar value %T: %w", s.name, s.version, info.Name, out[j], ErrUnavailable)
+			return nil, fmt.Errorf("%s/%s: output %q: unexpected scalar value %T: %w", s.name, s.version, info.Name, out[j], ErrRunFailed)
 		}
 		res[i] = Tensor{Name: info.Name, DataType: info.DataType, Shape: cloneShape(shapes[j]), Data: bufs[j]}
 	}
@@ -860,11 +860,11 @@ func (s *Session) collect(ctx context.Context, info TensorInfo, v ort.Value, all
 	if info.DataType == Bytes {
 		st, ok := v.(*ort.StringTensor)
 		if !ok {
-			return t, fmt.Errorf("%s/%s: output %q: got %T for a string output: %w", s.name, s.version, info.Name, v, ErrUnavailable)
+			return t, fmt.Errorf("%s/%s: output %q: got %T for a string output: %w", s.name, s.version, info.Name, v, ErrRunFailed)
 		}
 		strs, err := st.GetContents()
 		if err != nil {
-			return t, fmt.Errorf("%s/%s: output %q: %v: %w", s.name, s.version, info.Name, err, ErrUnavailable)
+			return t, fmt.Errorf("%s/%s: output %q: %v: %w", s.name, s.version, info.Name, err, ErrRunFailed)
 		}
 		total := 0
 		for _, x := range strs {
@@ -885,7 +885,7 @@ func (s *Session) collect(ctx context.Context, info TensorInfo, v ort.Value, all
 	}
 	data, ok := valueBytes(v)
 	if !ok {
-		return t, fmt.Errorf("%s/%s: output %q: unexpected value %T: %w", s.name, s.version, info.Name, v, ErrUnavailable)
+		return t, fmt.Errorf("%s/%s: output %q: unexpected value %T: %w", s.name, s.version, info.Name, v, ErrRunFailed)
 	}
 	if _, heap := alloc.(HeapAllocator); heap {
 		// onnxruntime_go's copy is already a Go buffer nobody else
@@ -906,7 +906,7 @@ func (s *Session) runError(ctx context.Context, err error) error {
 	if cerr := ctx.Err(); cerr != nil {
 		return fmt.Errorf("%s/%s: run cancelled (%v): %w: %w", s.name, s.version, err, ErrUnavailable, cerr)
 	}
-	return fmt.Errorf("%s/%s: onnx runtime: %v: %w", s.name, s.version, err, ErrUnavailable)
+	return fmt.Errorf("%s/%s: onnx runtime: %v: %w", s.name, s.version, err, ErrRunFailed)
 }
 
 // runOptions returns RunOptions that are terminated when ctx is done (nil

@@ -20,6 +20,10 @@ var (
 	ErrUnavailable = errors.New("unavailable")
 	// ErrUnsupported: a feature the model or this build does not support.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrRunFailed: ONNX Runtime failed while running the model (a kernel
+	// error, an input the graph cannot process) or returned something this
+	// package cannot map. Retrying the same request will not help.
+	ErrRunFailed = errors.New("model run failed")
 )
 
 // TensorInfo describes one model input or output. A dimension of -1 is

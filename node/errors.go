@@ -23,6 +23,7 @@ const (
 	reasonUnavailable = "unavailable" // model not ready or buffers exhausted
 	reasonUnsupported = "unsupported" // a protocol feature we don't implement
 	reasonInvalid     = "invalid"     // the model rejected the request
+	reasonRunFailed   = "run_failed"  // ONNX Runtime failed running the model
 	reasonInternal    = "internal"    // anything else
 )
 
@@ -64,6 +65,8 @@ func toAPIError(err error) *apiError {
 		return &apiError{status: http.StatusNotImplemented, reason: reasonUnsupported, msg: err.Error(), err: err}
 	case errors.Is(err, inference.ErrInvalidArgument):
 		return &apiError{status: http.StatusBadRequest, reason: reasonInvalid, msg: err.Error(), err: err}
+	case errors.Is(err, inference.ErrRunFailed):
+		return &apiError{status: http.StatusInternalServerError, reason: reasonRunFailed, msg: err.Error(), err: err}
 	}
 	return &apiError{status: http.StatusInternalServerError, reason: reasonInternal, msg: err.Error(), err: err}
 }

@@ -294,3 +294,37 @@ func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
 	}
 	return b, err
 }
+
+// Index implements ModelIndexer (POST /v2/repository/index): every version
+// the store knows, in Triton's states. A version the router serves is READY;
+// Loading and Warming are LOADING; anything else is UNAVAILABLE with its
+// store state (and failure reason) as the reason.
+func (n *Node) Index() []ModelStatus {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ms, err := n.store.Models(ctx)
+	if err != nil {
+		n.log.Warn().Err(err).Msg("repository index: listing the store")
+		return nil
+	}
+	routed := map[[2]string]bool{}
+	for _, ix := range n.router.Index() {
+		routed[[2]string{ix.Model, ix.Version}] = ix.State == inference.StateServing
+	}
+	var out []ModelStatus
+	for _, m := range ms {
+		for _, v := range m.Versions {
+			st := ModelStatus{Name: m.Name, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
+			switch {
+			case routed[[2]string{m.Name, v.Version}]:
+				st.State, st.Reason = "READY", ""
+			case v.State == models.Loading || v.State == models.Warming:
+				st.State = "LOADING"
+			case v.State == models.Failed:
+				st.Reason = fmt.Sprintf("Failed(%s): %s", v.Reason, v.Detail)
+			}
+			out = append(out, st)
+		}
+	}
+	return out
+}

@@ -27,11 +27,11 @@ func benchmarkDecode(b *testing.B, binaryBody bool) {
 		d, _ := json.Marshal(data)
 		body = append(append([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3,640,640],"data":`), d...), "}]}"...)
 	}
-	a := newReuseAllocator()
+	_, lease := newTestPool(b)
 	rdr := bytes.NewReader(body)
 	b.SetBytes(int64(len(body)))
 	decode := func() {
-		alloc, release := a.newLease()
+		alloc, release := lease()
 		rdr.Reset(body)
 		rd := requestDecoder{ctx: context.Background(), alloc: alloc, inputs: infos,
 			limits: decodeLimits{bodyBytes: int64(len(body)), headerLen: hl}}
@@ -40,7 +40,7 @@ func benchmarkDecode(b *testing.B, binaryBody bool) {
 		}
 		release()
 	}
-	decode() // the allocator's first buffer is not the decoder's garbage
+	decode() // the pool's first buffer is not the decoder's garbage
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -210,32 +209,27 @@ func goldenTensor(g models.GoldenTensor) (inference.Tensor, error) {
 	return inference.Tensor{Name: g.Name, DataType: dt, Shape: g.Shape, Data: buf}, nil
 }
 
+// putNumber stores f as one element of dt, little-endian (integers
+// truncated toward zero, BOOL as 0/1).
 func putNumber(b []byte, dt inference.DataType, f float64) {
-	le := binary.LittleEndian
 	switch dt {
 	case inference.Bool:
 		b[0] = 0
 		if f != 0 {
 			b[0] = 1
 		}
-	case inference.Uint8, inference.Int8:
-		b[0] = byte(int64(f))
-	case inference.Uint16, inference.Int16:
-		le.PutUint16(b, uint16(int64(f)))
-	case inference.Uint32, inference.Int32:
-		le.PutUint32(b, uint32(int64(f)))
-	case inference.Uint64:
-		le.PutUint64(b, uint64(f))
-	case inference.Int64:
-		le.PutUint64(b, uint64(int64(f)))
 	case inference.FP16:
-		le.PutUint16(b, float64ToFP16(f))
+		putUint(b, 2, uint64(float64ToFP16(f)))
 	case inference.BF16:
-		le.PutUint16(b, float64ToBF16(f))
+		putUint(b, 2, uint64(float64ToBF16(f)))
 	case inference.FP32:
-		le.PutUint32(b, math.Float32bits(float32(f)))
+		putUint(b, 4, uint64(math.Float32bits(float32(f))))
 	case inference.FP64:
-		le.PutUint64(b, math.Float64bits(f))
+		putUint(b, 8, math.Float64bits(f))
+	case inference.Uint64:
+		putUint(b, 8, uint64(f))
+	default: // signed and narrower unsigned integers
+		putUint(b, dt.Size(), uint64(int64(f)))
 	}
 }
 
@@ -245,35 +239,22 @@ func tensorFloats(t inference.Tensor) ([]float64, error) {
 	if size == 0 {
 		return nil, fmt.Errorf("datatype %s is not numeric", t.DataType)
 	}
-	le := binary.LittleEndian
 	out := make([]float64, len(t.Data)/size)
 	for i := range out {
-		b := t.Data[i*size:]
+		x := getUint(t.Data[i*size:], size)
 		switch t.DataType {
-		case inference.Bool, inference.Uint8:
-			out[i] = float64(b[0])
-		case inference.Int8:
-			out[i] = float64(int8(b[0]))
-		case inference.Uint16:
-			out[i] = float64(le.Uint16(b))
-		case inference.Int16:
-			out[i] = float64(int16(le.Uint16(b)))
-		case inference.Uint32:
-			out[i] = float64(le.Uint32(b))
-		case inference.Int32:
-			out[i] = float64(int32(le.Uint32(b)))
-		case inference.Uint64:
-			out[i] = float64(le.Uint64(b))
-		case inference.Int64:
-			out[i] = float64(int64(le.Uint64(b)))
+		case inference.Int8, inference.Int16, inference.Int32, inference.Int64:
+			out[i] = float64(signExtend(x, size))
 		case inference.FP16:
-			out[i] = fp16ToFloat64(le.Uint16(b))
+			out[i] = fp16ToFloat64(uint16(x))
 		case inference.BF16:
-			out[i] = bf16ToFloat64(le.Uint16(b))
+			out[i] = bf16ToFloat64(uint16(x))
 		case inference.FP32:
-			out[i] = float64(math.Float32frombits(le.Uint32(b)))
+			out[i] = float64(math.Float32frombits(uint32(x)))
 		case inference.FP64:
-			out[i] = math.Float64frombits(le.Uint64(b))
+			out[i] = math.Float64frombits(x)
+		default: // BOOL and unsigned integers
+			out[i] = float64(x)
 		}
 	}
 	return out, nil

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -91,8 +93,10 @@ func DefaultConfig() Config {
 // file is a mistake, not a configuration.
 const maxConfigBytes = 1 << 20
 
-// DecodeConfig reads YAML from r on top of base. Unknown fields are an error
-// (a typo in a config file should not be silently ignored).
+// DecodeConfig reads one YAML document from r on top of base and validates
+// the result. Unknown fields are an error (a typo in a config file should not
+// be silently ignored), and so is a second document. On error base is
+// returned unchanged.
 func DecodeConfig(r io.Reader, base Config) (Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigBytes+1))
 	if err != nil {
@@ -101,13 +105,37 @@ func DecodeConfig(r io.Reader, base Config) (Config, error) {
 	if len(data) > maxConfigBytes {
 		return base, fmt.Errorf("config is larger than %d bytes", maxConfigBytes)
 	}
-	cfg := base
+	cfg, err := decodeConfigYAML(data, base)
+	if err != nil {
+		return base, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return base, err
+	}
+	return cfg, nil
+}
+
+// decodeConfigYAML decodes exactly one YAML document onto base. A second
+// document is an error: it would otherwise be silently ignored (a file
+// concatenated by mistake, or a "---" left in).
+func decodeConfigYAML(data []byte, base Config) (cfg Config, err error) {
+	defer func() {
+		// yaml.v3 has panicked on hostile input before; never crash on a config.
+		if r := recover(); r != nil {
+			cfg, err = base, fmt.Errorf("config: YAML decoder panic: %v", r)
+		}
+	}()
+	cfg = base
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return base, fmt.Errorf("config: %w", err)
+		return base, fmt.Errorf("config: %w", nameFields(data, err))
 	}
-	return cfg, cfg.Validate()
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return base, errors.New("config: more than one YAML document")
+	}
+	return cfg, nil
 }
 
 // LoadConfigFile reads the YAML config file at path on top of base.
@@ -126,8 +154,14 @@ func LoadConfigFile(path string, base Config) (Config, error) {
 
 // Validate reports the first problem with c, naming the field.
 func (c Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+	_, port, err := net.SplitHostPort(c.HTTPAddr)
+	if err != nil {
 		return fmt.Errorf("http_addr %q: %w", c.HTTPAddr, err)
+	}
+	// A port out of range or a typo would otherwise pass here and fail
+	// only at listen time, after the models were loaded.
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" {
+		return fmt.Errorf("http_addr %q: port %q is not a number from 0 to 65535", c.HTTPAddr, port)
 	}
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
@@ -155,4 +189,49 @@ func (c Config) Validate() error {
 		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
 	}
 	return nil
+}
+
+// nameFields rewrites yaml.v3's type errors, which give only a line
+// ("line 3: cannot unmarshal !!str `lots` into int64"), to also name the
+// field on that line ("line 3: max_request_bytes: cannot unmarshal ...").
+// Other errors come back unchanged.
+func nameFields(data []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return err
+	}
+	fields := map[int]string{} // line → dotted field path, the innermost on that line
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, prefix)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				path := k.Value
+				if prefix != "" {
+					path = prefix + "." + k.Value
+				}
+				fields[k.Line], fields[v.Line] = path, path
+				walk(v, path)
+			}
+		}
+	}
+	walk(&root, "")
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		var line int
+		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr == nil && fields[line] != "" && !strings.Contains(m, " not found in type ") {
+			msgs[i] = fmt.Sprintf("line %d: %s:%s", line, fields[line], strings.TrimPrefix(m, fmt.Sprintf("line %d:", line)))
+		}
+	}
+	return fmt.Errorf("%s", strings.Join(msgs, "; "))
 }

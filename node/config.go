@@ -63,6 +63,12 @@ type StoreConfig struct {
 	// KeepVersions is how many versions per model garbage collection keeps
 	// besides the Active, Previous and Canary ones.
 	KeepVersions int `yaml:"keep_versions"`
+	// BootVerify is how much the boot check reads before serving: "size"
+	// (each blob exists with its size), "active" (re-hash the blobs of
+	// Active versions, sizes for the rest; the default: a flipped bit in
+	// a served model is caught, and the Previous version serves instead)
+	// or "full" (re-hash everything).
+	BootVerify string `yaml:"boot_verify"`
 	// TrustedKeys are the ed25519 public keys (key id → base64) that
 	// cloud manifests must be signed with; several allow key rotation.
 	TrustedKeys map[string]string `yaml:"trusted_keys"`
@@ -85,7 +91,7 @@ func DefaultConfig() Config {
 		DrainTimeout:    15 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
-		Store:           StoreConfig{KeepVersions: 2},
+		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
 	}
 }
 
@@ -177,6 +183,11 @@ func (c Config) Validate() error {
 	}
 	if c.Store.KeepVersions < 0 {
 		return fmt.Errorf("store.keep_versions must not be negative, got %d", c.Store.KeepVersions)
+	}
+	switch c.Store.BootVerify {
+	case "size", "active", "full":
+	default:
+		return fmt.Errorf("store.boot_verify %q: want size, active or full", c.Store.BootVerify)
 	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":

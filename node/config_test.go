@@ -65,6 +65,7 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"negative pinned budget", "pinned: {budget_bytes: -5}\n", "budget_bytes"},
 		{"negative pinned wait", "pinned: {max_wait: -1ms}\n", "max_wait"},
 		{"negative keep_versions", "store: {keep_versions: -1}\n", "keep_versions"},
+		{"bad boot_verify", "store: {boot_verify: some}\n", "store.boot_verify"},
 		{"bad log level", "log: {level: loud}\n", "log.level"},
 		{"bad log format", "log: {format: xml}\n", "log.format"},
 		{"two documents", "http_addr: 127.0.0.1:1\n---\nhttp_addr: 127.0.0.1:2\n", "more than one YAML document"},

@@ -107,12 +107,9 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		}
 	}
 
-	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
-	sopts.KeepVersions = cfg.Store.KeepVersions
-	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
-	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
-	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
-		return nil, fmt.Errorf("store.trusted_keys: %w", err)
+	sopts, err := storeOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
 		return nil, err
@@ -141,6 +138,20 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
 		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Msg("node started")
 	return n, nil
+}
+
+// storeOptions are the model store's options for cfg: the node and the
+// offline commands (ImportVersion, ListModels) open the store alike.
+func storeOptions(cfg Config) (store.Options, error) {
+	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
+	sopts.KeepVersions = cfg.Store.KeepVersions
+	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
+	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
+	var err error
+	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
+		return sopts, fmt.Errorf("store.trusted_keys: %w", err)
+	}
+	return sopts, nil
 }
 
 // loadModels serves what the store says is Active (the offline boot), then

@@ -242,3 +242,53 @@ func TestAdminTokenAndBodyLimit(t *testing.T) {
 		t.Errorf("imported model answered as version %q", v)
 	}
 }
+
+// TestAdminConcurrentVersionChanges: activations and rollbacks racing each
+// other end with the router serving exactly the store's Active version, and
+// nothing loaded besides Active and Previous. (Each call is a store
+// transition then a router change; the node serialises them.)
+func TestAdminConcurrentVersionChanges(t *testing.T) {
+	repo := t.TempDir()
+	addToRepo(t, repo, "silero_vad", "1", modelBytes(t, "silero_vad", ""))
+	n := startNode(t, testConfig(t, t.TempDir(), repo))
+	base := n.url + "/admin/models/silero_vad"
+	for _, v := range []string{"2", "3", "4"} {
+		if code, body := adminCall(t, "PUT", base+"/versions/"+v, modelBytes(t, "silero_vad", "v"+v)); code != 200 {
+			t.Fatalf("PUT %s: %d %s", v, code, body)
+		}
+	}
+	calls := []string{"/versions/2/activate", "/versions/3/activate", "/rollback", "/versions/4/activate", "/versions/1/activate", "/rollback"}
+	for round := range 3 {
+		codes := make(chan string, len(calls))
+		for _, c := range calls {
+			go func() {
+				req, _ := http.NewRequest("POST", base+c, nil)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					codes <- c + ": " + err.Error()
+					return
+				}
+				resp.Body.Close()
+				codes <- c + ": " + resp.Status
+			}()
+		}
+		for range calls {
+			s := <-codes
+			// A rollback may find no Previous (404) or race into an
+			// illegal move (409); activations of imported versions succeed.
+			if strings.Contains(s, "activate") && !strings.HasSuffix(s, "200 OK") {
+				t.Errorf("round %d: %s", round, s)
+			}
+		}
+		active := servedVersion(t, n.url) // the infer's version is the store's Active
+		mi := adminModel(t, n.url, "silero_vad")
+		for v, loaded := range routedVersions(t, n.url, "1", "2", "3", "4") {
+			if loaded && v != mi.Active && v != mi.Previous {
+				t.Errorf("round %d: version %s loaded; Active %s, Previous %s", round, v, mi.Active, mi.Previous)
+			}
+		}
+		if active != mi.Active {
+			t.Errorf("round %d: %s serves, store Active %s", round, active, mi.Active)
+		}
+	}
+}

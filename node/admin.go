@@ -76,7 +76,11 @@ func (a *admin) listModels(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) getModel(w http.ResponseWriter, r *http.Request) {
-	m, err := a.n.store.Model(r.Context(), r.PathValue("model"))
+	model, _, ok := pathNames(w, r, false)
+	if !ok {
+		return
+	}
+	m, err := a.n.store.Model(r.Context(), model)
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -88,9 +92,8 @@ func (a *admin) getModel(w http.ResponseWriter, r *http.Request) {
 // the store's rename stays on one file system), then imports it. The body is
 // bounded by the node's max request size. ?activate=true also activates it.
 func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
-	model, version := r.PathValue("model"), r.PathValue("version")
-	if err := errors.Join(models.ValidModelName(model), models.ValidVersion(version)); err != nil {
-		adminError(w, http.StatusBadRequest, err)
+	model, version, ok := pathNames(w, r, true)
+	if !ok {
 		return
 	}
 	dir := filepath.Join(a.n.cfg.DataDir, "upload")
@@ -138,7 +141,10 @@ func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) activate(w http.ResponseWriter, r *http.Request) {
-	model, version := r.PathValue("model"), r.PathValue("version")
+	model, version, ok := pathNames(w, r, true)
+	if !ok {
+		return
+	}
 	if err := a.n.activate(r.Context(), model, version); err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -153,7 +159,11 @@ func (a *admin) activate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) rollback(w http.ResponseWriter, r *http.Request) {
-	v, err := a.n.rollback(r.Context(), r.PathValue("model"))
+	model, _, ok := pathNames(w, r, false)
+	if !ok {
+		return
+	}
+	v, err := a.n.rollback(r.Context(), model)
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -163,16 +173,15 @@ func (a *admin) rollback(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) deleteVersion(w http.ResponseWriter, r *http.Request) {
-	model, version := r.PathValue("model"), r.PathValue("version")
-	if err := a.n.store.Delete(r.Context(), model, version); err != nil {
+	model, version, ok := pathNames(w, r, true)
+	if !ok {
+		return
+	}
+	if err := a.n.deleteVersion(r.Context(), model, version); err != nil {
 		adminError(w, statusOf(err), err)
 		return
 	}
-	// A deleted version that was still loaded (the rollback target) is
-	// unloaded once its in-flight requests finish.
-	if err := a.n.router.Remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
-		a.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading a deleted version")
-	}
+	a.log.Info().Str("model", model).Str("version", version).Msg("deleted by admin call")
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -187,32 +196,25 @@ func (a *admin) gc(w http.ResponseWriter, r *http.Request) {
 
 // rollback makes the model's Previous version Active again. When it is still
 // loaded (the usual case) the switch is instant; otherwise it is reloaded
-// from the store first.
+// from the store first. The demoted version is unloaded.
 func (n *Node) rollback(ctx context.Context, model string) (models.VersionInfo, error) {
+	n.lifecycleMu.Lock()
+	defer n.lifecycleMu.Unlock()
 	l := n.engine.loader()
 	defer l.discard()
 	mi, err := n.store.Model(ctx, model)
 	if err != nil {
 		return models.VersionInfo{}, err
 	}
-	loaded := false
-	for _, ix := range n.router.Index() {
-		loaded = loaded || (ix.Model == model && ix.Version == mi.Previous)
-	}
 	opts := models.RollbackOptions{}
-	if !loaded {
+	if mi.Previous == "" || !n.engine.routed(model, mi.Previous) {
 		opts.Loader = l
 	}
 	v, err := n.store.Rollback(ctx, model, opts)
 	if err != nil {
 		return v, err
 	}
-	if loaded {
-		err = n.router.SetDefault(model, v.Version)
-	} else {
-		err = n.engine.promote(l.take(), v)
-	}
-	if err != nil {
+	if err := n.engine.promote(l.take(), v); err != nil {
 		return v, err
 	}
 	// The demoted version is Retired (or Failed) in the store: stop routing to it.
@@ -222,6 +224,21 @@ func (n *Node) rollback(ctx context.Context, model string) (models.VersionInfo, 
 		}
 	}
 	return v, nil
+}
+
+// deleteVersion removes a version from the store and, if it was still
+// loaded (the rollback target), unloads it once its in-flight requests
+// finish. The store refuses the Active version (models.ErrInUse).
+func (n *Node) deleteVersion(ctx context.Context, model, version string) error {
+	n.lifecycleMu.Lock()
+	defer n.lifecycleMu.Unlock()
+	if err := n.store.Delete(ctx, model, version); err != nil {
+		return err
+	}
+	if err := n.router.Remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
+		n.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading a deleted version")
+	}
+	return nil
 }
 
 // statusOf maps store and engine errors to HTTP status codes (the table in
@@ -244,6 +261,22 @@ func statusOf(err error) int {
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
+}
+
+// pathNames returns the {model} (and {version}) path values, answering 400
+// and returning ok false when one is not a legal name.
+func pathNames(w http.ResponseWriter, r *http.Request, withVersion bool) (model, version string, ok bool) {
+	model = r.PathValue("model")
+	err := models.ValidModelName(model)
+	if withVersion {
+		version = r.PathValue("version")
+		err = errors.Join(err, models.ValidVersion(version))
+	}
+	if err != nil {
+		adminError(w, http.StatusBadRequest, err)
+		return "", "", false
+	}
+	return model, version, true
 }
 
 func adminError(w http.ResponseWriter, status int, err error) {

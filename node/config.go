@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -61,6 +63,12 @@ type StoreConfig struct {
 	// KeepVersions is how many versions per model garbage collection keeps
 	// besides the Active, Previous and Canary ones.
 	KeepVersions int `yaml:"keep_versions"`
+	// BootVerify is how much the boot check reads before serving: "size"
+	// (each blob exists with its size), "active" (re-hash the blobs of
+	// Active versions, sizes for the rest; the default: a flipped bit in
+	// a served model is caught, and the Previous version serves instead)
+	// or "full" (re-hash everything).
+	BootVerify string `yaml:"boot_verify"`
 	// TrustedKeys are the ed25519 public keys (key id → base64) that
 	// cloud manifests must be signed with; several allow key rotation.
 	TrustedKeys map[string]string `yaml:"trusted_keys"`
@@ -83,7 +91,7 @@ func DefaultConfig() Config {
 		DrainTimeout:    15 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
-		Store:           StoreConfig{KeepVersions: 2},
+		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
 	}
 }
 
@@ -91,8 +99,10 @@ func DefaultConfig() Config {
 // file is a mistake, not a configuration.
 const maxConfigBytes = 1 << 20
 
-// DecodeConfig reads YAML from r on top of base. Unknown fields are an error
-// (a typo in a config file should not be silently ignored).
+// DecodeConfig reads one YAML document from r on top of base and validates
+// the result. Unknown fields are an error (a typo in a config file should not
+// be silently ignored), and so is a second document. On error base is
+// returned unchanged.
 func DecodeConfig(r io.Reader, base Config) (Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigBytes+1))
 	if err != nil {
@@ -101,13 +111,37 @@ func DecodeConfig(r io.Reader, base Config) (Config, error) {
 	if len(data) > maxConfigBytes {
 		return base, fmt.Errorf("config is larger than %d bytes", maxConfigBytes)
 	}
-	cfg := base
+	cfg, err := decodeConfigYAML(data, base)
+	if err != nil {
+		return base, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return base, err
+	}
+	return cfg, nil
+}
+
+// decodeConfigYAML decodes exactly one YAML document onto base. A second
+// document is an error: it would otherwise be silently ignored (a file
+// concatenated by mistake, or a "---" left in).
+func decodeConfigYAML(data []byte, base Config) (cfg Config, err error) {
+	defer func() {
+		// yaml.v3 has panicked on hostile input before; never crash on a config.
+		if r := recover(); r != nil {
+			cfg, err = base, fmt.Errorf("config: YAML decoder panic: %v", r)
+		}
+	}()
+	cfg = base
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return base, fmt.Errorf("config: %w", err)
+		return base, fmt.Errorf("config: %w", nameFields(data, err))
 	}
-	return cfg, cfg.Validate()
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return base, errors.New("config: more than one YAML document")
+	}
+	return cfg, nil
 }
 
 // LoadConfigFile reads the YAML config file at path on top of base.
@@ -126,8 +160,14 @@ func LoadConfigFile(path string, base Config) (Config, error) {
 
 // Validate reports the first problem with c, naming the field.
 func (c Config) Validate() error {
-	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+	_, port, err := net.SplitHostPort(c.HTTPAddr)
+	if err != nil {
 		return fmt.Errorf("http_addr %q: %w", c.HTTPAddr, err)
+	}
+	// A port out of range or a typo would otherwise pass here and fail
+	// only at listen time, after the models were loaded.
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" {
+		return fmt.Errorf("http_addr %q: port %q is not a number from 0 to 65535", c.HTTPAddr, port)
 	}
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")
@@ -144,6 +184,11 @@ func (c Config) Validate() error {
 	if c.Store.KeepVersions < 0 {
 		return fmt.Errorf("store.keep_versions must not be negative, got %d", c.Store.KeepVersions)
 	}
+	switch c.Store.BootVerify {
+	case "size", "active", "full":
+	default:
+		return fmt.Errorf("store.boot_verify %q: want size, active or full", c.Store.BootVerify)
+	}
 	switch c.Log.Level {
 	case "trace", "debug", "info", "warn", "error":
 	default:
@@ -155,4 +200,49 @@ func (c Config) Validate() error {
 		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
 	}
 	return nil
+}
+
+// nameFields rewrites yaml.v3's type errors, which give only a line
+// ("line 3: cannot unmarshal !!str `lots` into int64"), to also name the
+// field on that line ("line 3: max_request_bytes: cannot unmarshal ...").
+// Other errors come back unchanged.
+func nameFields(data []byte, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err
+	}
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return err
+	}
+	fields := map[int]string{} // line → dotted field path, the innermost on that line
+	var walk func(n *yaml.Node, prefix string)
+	walk = func(n *yaml.Node, prefix string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, prefix)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				path := k.Value
+				if prefix != "" {
+					path = prefix + "." + k.Value
+				}
+				fields[k.Line], fields[v.Line] = path, path
+				walk(v, path)
+			}
+		}
+	}
+	walk(&root, "")
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		msgs[i] = m
+		var line int
+		if _, serr := fmt.Sscanf(m, "line %d:", &line); serr == nil && fields[line] != "" && !strings.Contains(m, " not found in type ") {
+			msgs[i] = fmt.Sprintf("line %d: %s:%s", line, fields[line], strings.TrimPrefix(m, fmt.Sprintf("line %d:", line)))
+		}
+	}
+	return fmt.Errorf("%s", strings.Join(msgs, "; "))
 }

@@ -58,39 +58,61 @@ func (e *engine) serve(ctx context.Context, v models.VersionInfo, dir string) er
 	return nil
 }
 
-// promote routes new traffic to s, a version the store just made Active.
-// The version that was the default stays loaded as the instant rollback
-// target; any other loaded version of the model is removed once its
-// in-flight requests finish.
+// promote routes new traffic to version v, which the store just made
+// Active: s is its new session, or nil when v is already loaded (a
+// re-activation, or a switch back to the rollback target). The version that
+// was the default stays loaded as the instant rollback target; any other
+// loaded version of the model is removed once its in-flight requests finish.
 func (e *engine) promote(s *inference.Session, v models.VersionInfo) error {
-	if s == nil {
-		return fmt.Errorf("promote %s/%s: no loaded session", v.Model, v.Version)
-	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	previous := ""
+	previous, loaded := "", false
 	for _, ix := range e.router.Index() {
-		if ix.Model == v.Model && ix.Default {
-			previous = ix.Version
+		if ix.Model == v.Model && ix.State == inference.StateServing {
+			if ix.Default {
+				previous = ix.Version
+			}
+			loaded = loaded || ix.Version == v.Version
 		}
 	}
-	if previous == v.Version { // already routed (re-activation of a loaded version)
-		s.Close()
-		return nil
+	switch {
+	case loaded:
+		if s != nil { // loaded twice: keep the routed one
+			s.Close()
+		}
+		if err := e.router.SetDefault(v.Model, v.Version); err != nil {
+			return err
+		}
+	case s == nil:
+		return fmt.Errorf("promote %s/%s: the store made it Active but no session is loaded", v.Model, v.Version)
+	default:
+		if err := e.router.Add(s, true); err != nil {
+			s.Close()
+			return err
+		}
 	}
-	if err := e.router.Add(s, true); err != nil {
-		s.Close()
-		return err
+	if previous == v.Version {
+		return nil // it was already the default: nothing else changes
 	}
 	for _, ix := range e.router.Index() {
-		if ix.Model == v.Model && ix.Version != v.Version && ix.Version != previous {
+		if ix.Model == v.Model && ix.State == inference.StateServing && ix.Version != v.Version && ix.Version != previous {
 			if err := e.router.Remove(ix.Model, ix.Version); err != nil {
 				e.log.Warn().Err(err).Str("model", ix.Model).Str("version", ix.Version).Msg("unloading an old version")
 			}
 		}
 	}
-	e.log.Info().Str("model", v.Model).Str("version", v.Version).Str("previous", previous).Str("provider", s.Provider()).Msg("promoted")
+	e.log.Info().Str("model", v.Model).Str("version", v.Version).Str("previous", previous).Msg("promoted")
 	return nil
+}
+
+// routed reports whether (model, version) is loaded and routable.
+func (e *engine) routed(model, version string) bool {
+	for _, ix := range e.router.Index() {
+		if ix.Model == model && ix.Version == version && ix.State == inference.StateServing {
+			return true
+		}
+	}
+	return false
 }
 
 // close has nothing of its own to release: sessions belong to the router.

@@ -40,6 +40,16 @@ type Node struct {
 	ln  net.Listener
 	srv *http.Server
 
+	// ownEnv is false when the Environment was handed in (newNode in tests):
+	// then Close leaves it open for its owner.
+	ownEnv bool
+
+	// lifecycleMu serialises version changes (activate, rollback, delete),
+	// each of which is a store transition followed by a router change, so
+	// that the router's default version always ends up being the store's
+	// Active one.
+	lifecycleMu sync.Mutex
+
 	// ready is true between the end of start-up and the start of shutdown.
 	ready atomic.Bool
 
@@ -51,7 +61,15 @@ type Node struct {
 // Runtime, store, models, HTTP listener — and closes what it opened when a
 // step fails. Every Active version in the store (and the model repository,
 // if configured) is loaded before New returns, with no network needed.
-func New(ctx context.Context, cfg Config, logger zerolog.Logger) (_ *Node, err error) {
+func New(ctx context.Context, cfg Config, logger zerolog.Logger) (*Node, error) {
+	return newNode(ctx, cfg, logger, nil)
+}
+
+// newNode is New with an optional, already open ONNX Runtime Environment.
+// Only one Environment may be live in a process, and the package's tests
+// share one (inferencetest.Env) between the KServe handler tests and whole
+// nodes; a node given env does not close it. The command always uses New.
+func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *inference.Environment) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -60,6 +78,8 @@ func New(ctx context.Context, cfg Config, logger zerolog.Logger) (_ *Node, err e
 		log:    logger.With().Str("component", "node").Logger(),
 		reg:    prometheus.NewRegistry(),
 		router: inference.NewRouter(),
+		env:    env,
+		ownEnv: env == nil,
 	}
 	defer func() {
 		if err != nil {
@@ -81,15 +101,15 @@ func New(ctx context.Context, cfg Config, logger zerolog.Logger) (_ *Node, err e
 		return nil, fmt.Errorf("pinned buffers: %w", err)
 	}
 
-	if n.env, err = inference.NewEnvironment(inference.EnvironmentConfig{LibraryPath: cfg.ORTLibrary}, logger); err != nil {
-		return nil, err
+	if n.ownEnv {
+		if n.env, err = inference.NewEnvironment(inference.EnvironmentConfig{LibraryPath: cfg.ORTLibrary}, logger); err != nil {
+			return nil, err
+		}
 	}
 
-	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
-	sopts.KeepVersions = cfg.Store.KeepVersions
-	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
-	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
-		return nil, fmt.Errorf("store.trusted_keys: %w", err)
+	sopts, err := storeOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
 		return nil, err
@@ -120,6 +140,20 @@ func New(ctx context.Context, cfg Config, logger zerolog.Logger) (_ *Node, err e
 	return n, nil
 }
 
+// storeOptions are the model store's options for cfg: the node and the
+// offline commands (ImportVersion, ListModels) open the store alike.
+func storeOptions(cfg Config) (store.Options, error) {
+	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
+	sopts.KeepVersions = cfg.Store.KeepVersions
+	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
+	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
+	var err error
+	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
+		return sopts, fmt.Errorf("store.trusted_keys: %w", err)
+	}
+	return sopts, nil
+}
+
 // loadModels serves what the store says is Active (the offline boot), then
 // imports the model repository folder and activates any model's newest
 // version that is not yet Active.
@@ -132,12 +166,7 @@ func (n *Node) loadModels(ctx context.Context) error {
 		n.log.Warn().Str("model", f.Model).Str("version", f.Version).Str("reason", string(f.Reason)).Str("detail", f.Detail).Msg("version failed the boot check")
 	}
 	for _, s := range report.Serve {
-		if err := n.engine.serve(ctx, s.Info, s.Dir); err != nil {
-			n.log.Error().Err(err).Str("model", s.Model).Str("version", s.Version).Msg("cannot load active version")
-			if _, ferr := n.store.Fail(ctx, s.Model, s.Version, models.ReasonLoadError, err.Error()); ferr != nil {
-				n.log.Error().Err(ferr).Msg("recording the load failure")
-			}
-		}
+		n.serveAtBoot(ctx, s.Info, s.Dir)
 	}
 	if n.cfg.ModelRepository == "" {
 		return nil
@@ -166,10 +195,54 @@ func (n *Node) loadModels(ctx context.Context) error {
 	return nil
 }
 
-// activate drives one version through Loading → Warming → Active, then routes
-// traffic to it. The version that was Active stays loaded (the instant
-// rollback target); older ones are unloaded.
+// serveAtBoot loads an Active version found by the boot check. When it does
+// not load, the store records Failed(LoadError), which hands Active over to
+// the Previous version if that is Retired; serveAtBoot then loads that one,
+// and so on, each version at most once.
+func (n *Node) serveAtBoot(ctx context.Context, v models.VersionInfo, dir string) {
+	tried := map[string]bool{}
+	for {
+		tried[v.Version] = true
+		err := n.engine.serve(ctx, v, dir)
+		if err == nil {
+			return
+		}
+		log := n.log.With().Str("model", v.Model).Str("version", v.Version).Logger()
+		log.Error().Err(err).Msg("cannot load active version")
+		if _, ferr := n.store.Fail(ctx, v.Model, v.Version, models.ReasonLoadError, err.Error()); ferr != nil {
+			log.Error().Err(ferr).Msg("recording the load failure")
+			return
+		}
+		mi, err := n.store.Model(ctx, v.Model)
+		if err != nil || mi.Active == "" || tried[mi.Active] {
+			return
+		}
+		log.Warn().Str("previous", mi.Active).Msg("serving the previous version instead")
+		if dir, err = n.store.Materialize(ctx, v.Model, mi.Active); err == nil {
+			v, err = n.store.Version(ctx, v.Model, mi.Active)
+		}
+		if err != nil {
+			log.Error().Err(err).Str("previous", mi.Active).Msg("cannot prepare the previous version")
+			return
+		}
+	}
+}
+
+// activate makes exactly this version Active and routes traffic to it. A
+// version that is not loaded goes through Loading → Warming → Active; one
+// that is still loaded (the Active one, or the Previous one kept as the
+// rollback target) switches without reloading. The version that was Active
+// stays loaded (the instant rollback target); older ones are unloaded.
 func (n *Node) activate(ctx context.Context, model, version string) error {
+	n.lifecycleMu.Lock()
+	defer n.lifecycleMu.Unlock()
+	if n.engine.routed(model, version) {
+		v, err := n.store.Activate(ctx, model, version, nil)
+		if err != nil {
+			return err
+		}
+		return n.engine.promote(nil, v)
+	}
 	l := n.engine.loader()
 	defer l.discard()
 	v, err := n.store.Activate(ctx, model, version, l)
@@ -237,7 +310,7 @@ func (n *Node) Close() error {
 		if n.engine != nil {
 			errs = append(errs, n.engine.close())
 		}
-		if n.env != nil {
+		if n.env != nil && n.ownEnv {
 			errs = append(errs, n.env.Close())
 		}
 		if n.store != nil {

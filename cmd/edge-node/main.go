@@ -65,6 +65,7 @@ func newRootCommand() *cobra.Command {
 	f.StringVar(&configPath, "config", "", "YAML config file (flags and EDGE_NODE_* environment override it)")
 	f.BoolVar(&showVersion, "version", false, "print the version and exit")
 	bindConfigFlags(f, &cfg)
+	cmd.AddCommand(newModelsCommand())
 	return cmd
 }
 
@@ -125,6 +126,16 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token required on /admin/ calls")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "trace, debug, info, warn or error")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "json, console, or auto (console on a terminal)")
+}
+
+// bindSomeConfigFlags binds only the named config-carrying flags (see
+// bindConfigFlags) to cfg: subcommands take the few they use.
+func bindSomeConfigFlags(f *pflag.FlagSet, cfg *node.Config, names ...string) {
+	all := pflag.NewFlagSet("all", pflag.ContinueOnError)
+	bindConfigFlags(all, cfg)
+	for _, name := range names {
+		f.AddFlag(all.Lookup(name))
+	}
 }
 
 // newLogger builds the process logger: JSON lines, or human-readable output

@@ -1,0 +1,149 @@
+package node
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDecodeConfigAppliesFileOnDefaults(t *testing.T) {
+	in := `
+http_addr: 0.0.0.0:9000
+data_dir: /srv/edge
+drain_timeout: 3s
+admin_token: s3cret
+log: {level: debug}
+pinned: {budget_bytes: 1048576}
+store:
+  keep_versions: 0
+`
+	cfg, err := DecodeConfig(strings.NewReader(in), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.HTTPAddr, want.DataDir, want.DrainTimeout, want.AdminToken = "0.0.0.0:9000", "/srv/edge", 3*time.Second, "s3cret"
+	want.Log.Level = "debug"
+	want.Pinned.BudgetBytes = 1 << 20
+	want.Store.KeepVersions = 0
+	if cfg.HTTPAddr != want.HTTPAddr || cfg.DataDir != want.DataDir || cfg.DrainTimeout != want.DrainTimeout ||
+		cfg.AdminToken != want.AdminToken || cfg.Log != want.Log || cfg.Pinned != want.Pinned ||
+		cfg.Store.KeepVersions != 0 || cfg.MaxRequestBytes != want.MaxRequestBytes {
+		t.Errorf("decoded %+v\nwant    %+v", cfg, want)
+	}
+	// An empty file is the base unchanged.
+	cfg, err = DecodeConfig(strings.NewReader(""), DefaultConfig())
+	if err != nil || cfg.HTTPAddr != DefaultConfig().HTTPAddr {
+		t.Errorf("empty file: %+v, %v", cfg, err)
+	}
+}
+
+// TestDecodeConfigRejectsBadInput: every bad file is an error that names
+// the problem (the field, where there is one), and the base comes back
+// unchanged.
+func TestDecodeConfigRejectsBadInput(t *testing.T) {
+	cases := []struct {
+		name, in, want string
+	}{
+		{"unknown field", "http_adr: 127.0.0.1:1\n", "field http_adr not found"},
+		{"unknown nested field", "log: {levle: debug}\n", "field levle not found"},
+		{"wrong type for int", "max_request_bytes: lots\n", "max_request_bytes"},
+		{"wrong type for bool", "pprof: [1]\n", "pprof"},
+		{"wrong type for struct", "log: debug\n", "LogConfig"},
+		{"duration as number", "drain_timeout: 5\n", "drain_timeout"},
+		{"bad duration", "drain_timeout: 5 parsecs\n", "drain_timeout"},
+		{"http_addr without port", "http_addr: localhost\n", "http_addr"},
+		{"http_addr port out of range", "http_addr: 127.0.0.1:70000\n", "http_addr"},
+		{"http_addr port not a number", "http_addr: 127.0.0.1:eighty\n", "http_addr"},
+		{"empty data_dir", "data_dir: ''\n", "data_dir"},
+		{"zero max_request_bytes", "max_request_bytes: 0\n", "max_request_bytes"},
+		{"negative max_request_bytes", "max_request_bytes: -1\n", "max_request_bytes"},
+		{"negative drain_timeout", "drain_timeout: -1s\n", "drain_timeout"},
+		{"negative pinned budget", "pinned: {budget_bytes: -5}\n", "budget_bytes"},
+		{"negative pinned wait", "pinned: {max_wait: -1ms}\n", "max_wait"},
+		{"negative keep_versions", "store: {keep_versions: -1}\n", "keep_versions"},
+		{"bad boot_verify", "store: {boot_verify: some}\n", "store.boot_verify"},
+		{"bad log level", "log: {level: loud}\n", "log.level"},
+		{"bad log format", "log: {format: xml}\n", "log.format"},
+		{"two documents", "http_addr: 127.0.0.1:1\n---\nhttp_addr: 127.0.0.1:2\n", "more than one YAML document"},
+		{"not a mapping", "- a\n- b\n", "cannot unmarshal"},
+		{"syntax error", "http_addr: [\n", "config"},
+		{"tab indentation", "log:\n\tlevel: debug\n", "config"},
+		{"oversize file", "# " + strings.Repeat("x", maxConfigBytes) + "\n", "larger than"},
+		{"alias bomb", aliasBomb(), "config"},
+		{"int overflow", "max_request_bytes: 99999999999999999999999\n", "max_request_bytes"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			base := DefaultConfig()
+			got, err := DecodeConfig(strings.NewReader(tc.in), base)
+			if err == nil {
+				t.Fatalf("accepted: %+v", got)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// aliasBomb is a "billion laughs" document: each level refers to the one
+// below nine times (9^10 nodes if expanded). The typed, KnownFields decoders
+// never expand it (unknown keys are not decoded, and a sequence cannot fill
+// a scalar field), so the case proves a quick rejection, not yaml.v3's
+// alias limit.
+func aliasBomb() string {
+	var b strings.Builder
+	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x]\n")
+	for i := 1; i < 10; i++ {
+		b.WriteString("a" + string(rune('0'+i)) + ": &a" + string(rune('0'+i)) + " [")
+		for j := 0; j < 9; j++ {
+			if j > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("*a" + string(rune('0'+i-1)))
+		}
+		b.WriteString("]\n")
+	}
+	return b.String()
+}
+
+func TestLoadConfigFileNamesFileAndField(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edge-node.yaml")
+	if err := os.WriteFile(p, []byte("log: {level: loud}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfigFile(p, DefaultConfig())
+	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "log.level") {
+		t.Errorf("error %v: want the path and log.level", err)
+	}
+	if _, err := LoadConfigFile(filepath.Join(t.TempDir(), "absent.yaml"), DefaultConfig()); err == nil {
+		t.Error("a missing file was accepted")
+	}
+}
+
+// FuzzDecodeConfig: any input either decodes to a config that validates,
+// or is an error; never a panic, and the base is returned on error.
+func FuzzDecodeConfig(f *testing.F) {
+	f.Add([]byte("http_addr: 127.0.0.1:0\ndata_dir: /tmp/x\nlog: {level: warn, format: json}\n"))
+	f.Add([]byte("pinned: {budget_bytes: 1, max_wait: 1ms, disable_cuda: true}\nstore: {keep_versions: 3, trusted_keys: {k1: AAAA}}\n"))
+	f.Add([]byte("drain_timeout: 1h\n---\n"))
+	f.Add([]byte("a: &a [*a]\n"))
+	f.Add([]byte(aliasBomb()))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		base := DefaultConfig()
+		cfg, err := DecodeConfig(bytes.NewReader(data), base)
+		if err != nil {
+			if cfg.HTTPAddr != base.HTTPAddr || cfg.DataDir != base.DataDir || cfg.Log != base.Log {
+				t.Fatalf("error %v but the config changed: %+v", err, cfg)
+			}
+			return
+		}
+		if verr := cfg.Validate(); verr != nil {
+			t.Fatalf("decoded a config that does not validate: %v", verr)
+		}
+	})
+}

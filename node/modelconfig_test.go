@@ -1,0 +1,111 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/edgeai/edge-node/inference"
+)
+
+func TestParseModelConfig(t *testing.T) {
+	cfg, err := ParseModelConfig([]byte(`
+platform: onnxruntime_onnx
+labels: {team: speech}
+providers: [{name: tensorrt, options: {fp16: true}}, {name: cuda}, {name: cpu}]
+intra_op_threads: 1
+graph_optimization: all
+max_concurrency: 2
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Session()
+	if cfg.Platform != inference.PlatformONNX || cfg.Labels["team"] != "speech" || len(s.Providers) != 3 ||
+		s.Providers[0].Name != inference.ProviderTensorRT || !s.Providers[0].Options.FP16 ||
+		s.IntraOpThreads != 1 || s.GraphOptimization != "all" || s.MaxConcurrency != 2 {
+		t.Errorf("parsed %+v", cfg)
+	}
+	for _, empty := range []string{"", "# only a comment\n", "---\n"} {
+		cfg, err := ParseModelConfig([]byte(empty))
+		if err != nil || cfg.Platform != "" || len(cfg.Providers) != 0 {
+			t.Errorf("%q: %+v, %v; want the default config", empty, cfg, err)
+		}
+	}
+}
+
+// TestParseModelConfigRejects: every bad config is an error wrapping
+// inference.ErrInvalidArgument (the store and the admin API map it to 400)
+// that names the problem.
+func TestParseModelConfigRejects(t *testing.T) {
+	manyLabels := "labels:\n"
+	for i := range 65 {
+		manyLabels += fmt.Sprintf("  k%d: v\n", i)
+	}
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown key", "intra_op_thread: 2\n", "field intra_op_thread not found"},
+		{"unknown nested key", "providers: [{name: cuda, options: {gpu: 1}}]\n", "field gpu not found"},
+		{"bad provider", "providers: [{name: openvino}]\n", `unknown provider "openvino"`},
+		{"provider listed twice", "providers: [{name: cpu}, {name: cpu}]\n", "listed twice"},
+		{"negative threads", "intra_op_threads: -1\n", "intra_op_threads is -1"},
+		{"negative concurrency", "max_concurrency: -2\n", "max_concurrency is -2"},
+		{"bad platform", "platform: tensorflow_savedmodel\n", `platform "tensorflow_savedmodel"`},
+		{"platform wrong type", "platform: [onnx]\n", "cannot unmarshal"},
+		{"labels wrong type", "labels: [a, b]\n", "cannot unmarshal"},
+		{"too many labels", manyLabels, "65 labels"},
+		{"bad graph optimization", "graph_optimization: turbo\n", "graph_optimization"},
+		{"wrong type", "max_batch: lots\n", "cannot unmarshal"},
+		{"not a mapping", "- 1\n- 2\n", "cannot unmarshal"},
+		{"syntax error", "providers: [\n", "model config"},
+		{"too big", "# " + strings.Repeat("x", inference.MaxConfigSize) + "\n", "more than"},
+		{"alias bomb", aliasBomb(), "model config"},
+		{"two documents", "intra_op_threads: 1\n---\nintra_op_threads: 2\n", "more than one YAML document"},
+		{"empty second document", "intra_op_threads: 1\n---\n---\n", "more than one YAML document"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := ParseModelConfig([]byte(tc.yaml))
+			if err == nil {
+				t.Fatalf("accepted: %+v", cfg)
+			}
+			if !errors.Is(err, inference.ErrInvalidArgument) {
+				t.Errorf("error %v does not wrap inference.ErrInvalidArgument", err)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseModelConfig: the store validates every config.yaml (repository
+// folder, admin import, cloud manifest) through ParseModelConfig, so any
+// bytes must give a valid config or an ErrInvalidArgument error, never a
+// panic.
+func FuzzParseModelConfig(f *testing.F) {
+	for _, seed := range []string{
+		"",
+		"platform: onnxruntime_onnx\nlabels: {a: b}\nproviders: [{name: tensorrt, options: {fp16: true}}, {name: cpu}]\n",
+		"intra_op_threads: 2\ninter_op_threads: 1\ngraph_optimization: basic\nmax_batch: 8\ninstances: 2\nmem_arena: false\n",
+		"providers: [{name: cuda, options: {device_id: 0, cudnn_conv_algo_search: heuristic, extra: {k: v}}}]\n",
+		"a: &a [*a]\n",
+		"x: 1\n---\ny: 2\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseModelConfig(data)
+		if err != nil {
+			if !errors.Is(err, inference.ErrInvalidArgument) {
+				t.Fatalf("error %v does not wrap ErrInvalidArgument", err)
+			}
+			return
+		}
+		if cfg.Platform != "" && cfg.Platform != inference.PlatformONNX {
+			t.Fatalf("accepted platform %q", cfg.Platform)
+		}
+		if err := cfg.Session().Validate(); err != nil {
+			t.Fatalf("accepted a session config that does not validate: %v", err)
+		}
+	})
+}

@@ -158,10 +158,35 @@ func BenchmarkInfer(b *testing.B) {
 		defer servers[path].Close()
 	}
 
+	// The transport floor: a GET /v2/health/live round trip over the same
+	// loopback client and server, no model involved. The node's overhead over
+	// a raw run is the floor plus what the handler adds.
+	b.Run("http-floor", func(b *testing.B) {
+		srv := servers["pinned"]
+		client := srv.Client()
+		d := make([]time.Duration, 0, b.N)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			t0 := time.Now()
+			resp, err := client.Get(srv.URL + "/v2/health/live")
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+			d = append(d, time.Since(t0))
+		}
+		b.StopTimer()
+		reportLatency(b, d)
+	})
 	for _, bc := range benchCases() {
 		path := "/v2/models/" + bc.model + "/infer"
 		b.Run(bc.model+"/raw", func(b *testing.B) {
-			raw := inferencetest.OpenRaw(b, inferencetest.ModelPath(b, bc.model), 2)
+			raw := inferencetest.OpenRaw(b, inferencetest.ModelPath(b, bc.model), 1)
 			d := make([]time.Duration, 0, b.N)
 			b.ReportAllocs()
 			b.ResetTimer()

@@ -136,6 +136,9 @@ func isSyntaxError(err error) bool {
 // jsonError turns a decoder error into a 400, or passes an I/O error
 // (body too large, client gone) through.
 func jsonError(err error) error {
+	if err == nil { // the common case: nothing to map, and no errors.As allocation
+		return nil
+	}
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return err
@@ -201,14 +204,19 @@ func kindName(k jsontext.Kind) string {
 	return "the end of the body"
 }
 
+// lit is a constant description for error messages. Descriptions are
+// functions so that the hot path never formats one unless it reports an
+// error.
+func lit(s string) func() string { return func() string { return s } }
+
 // expect reads one token and checks its kind.
-func expect(d *jsontext.Decoder, k jsontext.Kind, what string) error {
+func expect(d *jsontext.Decoder, k jsontext.Kind, what func() string) error {
 	if pk := d.PeekKind(); pk != k {
 		if pk == 0 {
 			_, err := d.ReadToken()
 			return jsonError(err)
 		}
-		return badRequest(reasonJSON, "%s must be %s, found %s", what, kindName(k), kindName(pk))
+		return badRequest(reasonJSON, "%s must be %s, found %s", what(), kindName(k), kindName(pk))
 	}
 	_, err := d.ReadToken()
 	return jsonError(err)
@@ -216,7 +224,7 @@ func expect(d *jsontext.Decoder, k jsontext.Kind, what string) error {
 
 func (rd *requestDecoder) decodeHeader(d *jsontext.Decoder) (*inferRequest, error) {
 	req := &inferRequest{}
-	if err := expect(d, '{', "the request"); err != nil {
+	if err := expect(d, '{', lit("the request")); err != nil {
 		return nil, err
 	}
 	var scratch []byte
@@ -236,15 +244,15 @@ func (rd *requestDecoder) decodeHeader(d *jsontext.Decoder) (*inferRequest, erro
 			}
 			req.id = bytes.Clone(v)
 		case "parameters":
-			err = rd.decodeParameters(d, "the request's parameters", func(name []byte) (bool, error) {
+			err = rd.decodeParameters(d, lit("the request's parameters"), func(name []byte) (bool, error) {
 				if string(name) != "binary_data_output" {
 					return false, nil
 				}
-				req.binaryOutput, err = readBool(d, `"binary_data_output"`)
+				req.binaryOutput, err = readBool(d, lit(`"binary_data_output"`))
 				return true, err
 			})
 		case "inputs":
-			err = rd.decodeArray(d, `"inputs"`, func() error {
+			err = rd.decodeArray(d, lit(`"inputs"`), func() error {
 				if len(req.inputs) == maxTensors {
 					return badRequest(reasonInput, "more than %d inputs", maxTensors)
 				}
@@ -255,7 +263,7 @@ func (rd *requestDecoder) decodeHeader(d *jsontext.Decoder) (*inferRequest, erro
 				return err
 			})
 		case "outputs":
-			err = rd.decodeArray(d, `"outputs"`, func() error {
+			err = rd.decodeArray(d, lit(`"outputs"`), func() error {
 				if len(req.outputs) == maxTensors {
 					return badRequest(reasonOutput, "more than %d outputs", maxTensors)
 				}
@@ -297,7 +305,7 @@ func findInput(ins []requestInput, name string) int {
 
 // decodeArray reads a JSON array, calling elem with the decoder positioned
 // at each element.
-func (rd *requestDecoder) decodeArray(d *jsontext.Decoder, what string, elem func() error) error {
+func (rd *requestDecoder) decodeArray(d *jsontext.Decoder, what func() string, elem func() error) error {
 	if err := expect(d, '[', what); err != nil {
 		return err
 	}
@@ -312,7 +320,7 @@ func (rd *requestDecoder) decodeArray(d *jsontext.Decoder, what string, elem fun
 
 // decodeParameters reads a "parameters" object; member is called with each
 // name and returns whether it consumed the value (others are skipped).
-func (rd *requestDecoder) decodeParameters(d *jsontext.Decoder, what string, member func(name []byte) (bool, error)) error {
+func (rd *requestDecoder) decodeParameters(d *jsontext.Decoder, what func() string, member func(name []byte) (bool, error)) error {
 	if err := expect(d, '{', what); err != nil {
 		return err
 	}
@@ -336,7 +344,7 @@ func (rd *requestDecoder) decodeParameters(d *jsontext.Decoder, what string, mem
 	return jsonError(err)
 }
 
-func readBool(d *jsontext.Decoder, what string) (bool, error) {
+func readBool(d *jsontext.Decoder, what func() string) (bool, error) {
 	tok, err := d.ReadToken()
 	if err != nil {
 		return false, jsonError(err)
@@ -347,27 +355,27 @@ func readBool(d *jsontext.Decoder, what string) (bool, error) {
 	case 'f':
 		return false, nil
 	}
-	return false, badRequest(reasonJSON, "%s must be a boolean, found %s", what, kindName(tok.Kind()))
+	return false, badRequest(reasonJSON, "%s must be a boolean, found %s", what(), kindName(tok.Kind()))
 }
 
-func readInt(d *jsontext.Decoder, what string) (int64, error) {
+func readInt(d *jsontext.Decoder, what func() string) (int64, error) {
 	v, err := d.ReadValue()
 	if err != nil {
 		return 0, jsonError(err)
 	}
 	if v.Kind() != '0' {
-		return 0, badRequest(reasonJSON, "%s must be an integer, found %s", what, kindName(v.Kind()))
+		return 0, badRequest(reasonJSON, "%s must be an integer, found %s", what(), kindName(v.Kind()))
 	}
 	n, err := strconv.ParseInt(bytesToString(v), 10, 64)
 	if err != nil {
-		return 0, badRequest(reasonJSON, "%s must be an integer, found %s", what, v)
+		return 0, badRequest(reasonJSON, "%s must be an integer, found %s", what(), v)
 	}
 	return n, nil
 }
 
 func (rd *requestDecoder) decodeInput(d *jsontext.Decoder, req *inferRequest) (requestInput, error) {
 	in := requestInput{binarySize: -1}
-	if err := expect(d, '{', "each input"); err != nil {
+	if err := expect(d, '{', lit("each input")); err != nil {
 		return in, err
 	}
 	var scratch []byte
@@ -413,11 +421,11 @@ func (rd *requestDecoder) decodeInput(d *jsontext.Decoder, req *inferRequest) (r
 			in.tensor.DataType, haveType = dt, true
 		case "shape":
 			shape := in.tensor.Shape[:0]
-			err := rd.decodeArray(d, fmt.Sprintf("input %s: \"shape\"", where()), func() error {
+			err := rd.decodeArray(d, func() string { return "input " + where() + `: "shape"` }, func() error {
 				if len(shape) == maxRank {
 					return badRequest(reasonInput, "input %s: shape has more than %d dimensions", where(), maxRank)
 				}
-				n, err := readInt(d, fmt.Sprintf("input %s: each dimension", where()))
+				n, err := readInt(d, func() string { return "input " + where() + ": each dimension" })
 				shape = append(shape, n)
 				return err
 			})
@@ -429,10 +437,10 @@ func (rd *requestDecoder) decodeInput(d *jsontext.Decoder, req *inferRequest) (r
 			}
 			in.tensor.Shape, haveShape = shape, true
 		case "parameters":
-			err := rd.decodeParameters(d, fmt.Sprintf("input %s: \"parameters\"", where()), func(name []byte) (bool, error) {
+			err := rd.decodeParameters(d, func() string { return "input " + where() + `: "parameters"` }, func(name []byte) (bool, error) {
 				switch string(name) {
 				case "binary_data_size":
-					n, err := readInt(d, fmt.Sprintf("input %s: \"binary_data_size\"", where()))
+					n, err := readInt(d, func() string { return "input " + where() + `: "binary_data_size"` })
 					if err == nil && n < 0 {
 						err = badRequest(reasonBinary, "input %s: binary_data_size is negative (%d)", where(), n)
 					}
@@ -555,7 +563,7 @@ func tensorNames(infos []inference.TensorInfo) string {
 
 func (rd *requestDecoder) decodeOutput(d *jsontext.Decoder, req *inferRequest) (requestOutput, error) {
 	var out requestOutput
-	if err := expect(d, '{', "each requested output"); err != nil {
+	if err := expect(d, '{', lit("each requested output")); err != nil {
 		return out, err
 	}
 	var scratch []byte
@@ -576,10 +584,10 @@ func (rd *requestDecoder) decodeOutput(d *jsontext.Decoder, req *inferRequest) (
 			}
 			out.name = string(name)
 		case "parameters":
-			err := rd.decodeParameters(d, "an output's \"parameters\"", func(name []byte) (bool, error) {
+			err := rd.decodeParameters(d, lit(`an output's "parameters"`), func(name []byte) (bool, error) {
 				switch string(name) {
 				case "binary_data":
-					b, err := readBool(d, `"binary_data"`)
+					b, err := readBool(d, lit(`"binary_data"`))
 					out.binary, out.hasBinary = b, true
 					return true, err
 				case "classification":

@@ -74,7 +74,7 @@ func testSessions(t testing.TB) map[string]*inference.Session {
 		for _, name := range []string{"silero_vad", "ppocr_det"} {
 			s, err := env.Load(context.Background(), inference.LoadSpec{
 				Model: name, Version: "1", Path: inferencetest.ModelPath(t, name),
-				Config: inference.SessionConfig{IntraOpThreads: 2},
+				Config: inference.SessionConfig{IntraOpThreads: 1},
 			})
 			if err != nil {
 				t.Fatalf("load %s: %v", name, err)

@@ -82,6 +82,11 @@ func (m *Mosquitto) writeConfig() {
 		"log_type notice",
 		"max_queued_messages 10000",
 	)
+	if os.Geteuid() == 0 {
+		// Otherwise mosquitto drops to user "mosquitto", which cannot write
+		// the persistence file into the test's private temp dir.
+		lines = append(lines, "user root")
+	}
 	lines = append(lines, m.opts.GlobalConf...)
 	if err := os.WriteFile(m.ConfigPath(), []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		m.t.Fatal(err)

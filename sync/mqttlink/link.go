@@ -140,6 +140,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	return m, nil
 }
 
+type fallback struct {
+	filter string
+	h      Handler
+}
+
 // Link is one MQTT session. Its methods are safe for concurrent use.
 type Link struct {
 	cfg    Config
@@ -150,6 +155,7 @@ type Link struct {
 
 	mu       sync.Mutex         // guards the fields below
 	handlers map[string]Handler // filter -> handler
+	fallback []fallback         // for messages no handler's filter matches
 	up       bool               // session established
 	upCh     chan struct{}      // closed while up; replaced when down
 	onUp     []func()           // called after every (re)connect
@@ -264,10 +270,27 @@ func (l *Link) dispatch(_ paho.Client, msg paho.Message) {
 			hs = append(hs, h)
 		}
 	}
+	if len(hs) == 0 {
+		for _, fb := range l.fallback {
+			if wire.Match(fb.filter, topic) {
+				hs = append(hs, fb.h)
+			}
+		}
+	}
 	l.mu.Unlock()
 	for _, h := range hs {
 		h(topic, msg.Payload())
 	}
+}
+
+// HandleUnmatched registers h for messages that match filter but no
+// subscribed filter; it subscribes to nothing. Such messages come from a
+// persistent session's subscriptions made before a restart. Register
+// fallbacks before Run.
+func (l *Link) HandleUnmatched(filter string, h Handler) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.fallback = append(l.fallback, fallback{filter, h})
 }
 
 // OnConnect registers f to run (in its own goroutine) after every

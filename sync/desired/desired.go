@@ -1,0 +1,165 @@
+// Package desired is the node side of desired state (docs/protocol.md,
+// "Desired state"): it subscribes to the node's and its groups' retained
+// desired-state topics, rejects stale generations, merges node over groups,
+// and hands the effective state to the node's reconciler (an Applier), one
+// Apply at a time, always the latest.
+package desired
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// Snapshot is the effective desired state handed to the Applier.
+type Snapshot struct {
+	Models      map[string]wire.ModelSpec
+	Generations wire.AppliedGenerations
+}
+
+// Applier is the node's reconciler. Apply is called with the latest merged
+// state; it should return quickly (start work, don't finish it) or honour
+// ctx, because a newer state waits for it. The node persists
+// s.Generations (in the store) and passes them back as Config.Initial on the
+// next start, so stale messages stay stale across restarts.
+type Applier interface {
+	Apply(ctx context.Context, s Snapshot) error
+}
+
+// Subscriber is what the Watcher needs from the link (*mqttlink.Link).
+type Subscriber interface {
+	Subscribe(ctx context.Context, h mqttlink.Handler, filters ...string) error
+}
+
+// Config configures a Watcher.
+type Config struct {
+	Topics wire.Topics
+	Node   string
+	// Groups in priority order (earlier wins over later).
+	Groups []string
+	// Initial are the generations accepted before a restart.
+	Initial wire.AppliedGenerations
+}
+
+// Watcher tracks desired state. Create with New, then Run.
+type Watcher struct {
+	cfg  Config
+	link Subscriber
+	app  Applier
+	rej  *wire.Rejecter
+	log  zerolog.Logger
+
+	mu     sync.Mutex                    // guards the fields below
+	node   *wire.DesiredState            // latest accepted from the node topic
+	groups map[string]*wire.DesiredState // latest accepted per group
+	gens   wire.AppliedGenerations       // highest generation accepted per source
+	dirty  chan struct{}                 // capacity 1: a new state is waiting
+}
+
+// New checks cfg and builds a Watcher.
+func New(cfg Config, link Subscriber, app Applier, rej *wire.Rejecter, log zerolog.Logger) (*Watcher, error) {
+	if err := wire.ValidName(cfg.Node); err != nil {
+		return nil, fmt.Errorf("desired: node: %w", err)
+	}
+	for _, g := range cfg.Groups {
+		if err := wire.ValidName(g); err != nil {
+			return nil, fmt.Errorf("desired: group: %w", err)
+		}
+	}
+	if cfg.Topics.Root == "" {
+		cfg.Topics.Root = wire.DefaultRoot
+	}
+	gens := wire.AppliedGenerations{Node: cfg.Initial.Node, Groups: map[string]uint64{}}
+	maps.Copy(gens.Groups, cfg.Initial.Groups)
+	return &Watcher{cfg: cfg, link: link, app: app, rej: rej,
+		log:    log.With().Str("component", "desired").Logger(),
+		groups: map[string]*wire.DesiredState{}, gens: gens, dirty: make(chan struct{}, 1)}, nil
+}
+
+// Run subscribes and applies new states until ctx ends. Subscriptions are
+// kept by the link across reconnects; retained messages re-deliver the
+// latest state after each one.
+func (w *Watcher) Run(ctx context.Context) error {
+	filters := []string{w.cfg.Topics.NodeDesired(w.cfg.Node)}
+	for _, g := range w.cfg.Groups {
+		filters = append(filters, w.cfg.Topics.GroupDesired(g))
+	}
+	if err := w.link.Subscribe(ctx, w.onMessage, filters...); err != nil {
+		return fmt.Errorf("desired: subscribe: %w", err)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.dirty:
+			s := w.Snapshot()
+			if err := w.app.Apply(ctx, s); err != nil && ctx.Err() == nil {
+				w.log.Error().Err(err).Uint64("node_generation", s.Generations.Node).Msg("apply desired state")
+			}
+		}
+	}
+}
+
+// Snapshot returns the current merged state.
+func (w *Watcher) Snapshot() Snapshot {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	gs := make([]*wire.DesiredState, 0, len(w.cfg.Groups))
+	for _, g := range w.cfg.Groups {
+		gs = append(gs, w.groups[g])
+	}
+	gens := wire.AppliedGenerations{Node: w.gens.Node, Groups: maps.Clone(w.gens.Groups)}
+	return Snapshot{Models: wire.Merge(w.node, gs), Generations: gens}
+}
+
+func (w *Watcher) onMessage(topic string, payload []byte) {
+	if len(payload) == 0 {
+		return // retained message cleared: keep the last state (desired state is never "nothing")
+	}
+	d, err := wire.DecodeDesired(payload)
+	if err != nil {
+		w.rej.Observe(topic, err)
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var last uint64
+	group := ""
+	if topic == w.cfg.Topics.NodeDesired(w.cfg.Node) {
+		last = w.gens.Node
+	} else if g, err := w.cfg.Topics.ParseGroupDesired(topic); err == nil {
+		group = g
+		last = w.gens.Groups[g]
+	} else {
+		w.rej.Observe(topic, err)
+		return
+	}
+	switch {
+	case d.Generation == last:
+		// Duplicate (QoS 1 redelivery, or the retained copy after a reconnect).
+		if (group == "" && w.node != nil) || (group != "" && w.groups[group] != nil) {
+			return
+		}
+		// First sight after a restart of the generation we had accepted: take it.
+	case d.Generation < last:
+		w.rej.Observe(topic, wire.Reject(wire.KindDesired, wire.ReasonStaleGeneration,
+			"generation %d, already at %d", d.Generation, last))
+		return
+	}
+	if group == "" {
+		w.node, w.gens.Node = &d, d.Generation
+	} else {
+		w.groups[group], w.gens.Groups[group] = &d, d.Generation
+	}
+	w.log.Info().Str("topic", topic).Uint64("generation", d.Generation).Msg("desired state accepted")
+	select {
+	case w.dirty <- struct{}{}:
+	default:
+	}
+}

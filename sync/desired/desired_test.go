@@ -1,0 +1,154 @@
+package desired
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+const deadline = 30 * time.Second
+
+var tp = wire.Topics{Root: wire.DefaultRoot}
+
+func runLink(t *testing.T, url, id string) *mqttlink.Link {
+	t.Helper()
+	cfg := mqttlink.DefaultConfig()
+	cfg.BrokerURL, cfg.ClientID = url, id
+	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
+	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; l.Close() })
+	return l
+}
+
+// recorder is the node's reconciler as far as this test cares: it records
+// what it was asked to apply.
+type recorder struct {
+	mu    sync.Mutex
+	snaps []Snapshot
+	kick  chan struct{}
+}
+
+func (r *recorder) Apply(_ context.Context, s Snapshot) error {
+	r.mu.Lock()
+	r.snaps = append(r.snaps, s)
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (r *recorder) waitFor(t *testing.T, what string, ok func(Snapshot) bool) Snapshot {
+	t.Helper()
+	end := time.After(deadline)
+	for {
+		r.mu.Lock()
+		var last *Snapshot
+		if n := len(r.snaps); n > 0 {
+			last = &r.snaps[n-1]
+		}
+		r.mu.Unlock()
+		if last != nil && ok(*last) {
+			return *last
+		}
+		select {
+		case <-r.kick:
+		case <-end:
+			t.Fatalf("timed out waiting for %s; last %+v", what, last)
+		}
+	}
+}
+
+func deploy(t *testing.T, l *mqttlink.Link, target fleet.Target, model, version string) wire.DesiredState {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if err := l.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d, err := fleet.Deploy(ctx, l, tp, target, model, wire.ModelSpec{Version: version}, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestOfflineChangesLandOnLatestGeneration(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	proxy := brokertest.NewProxy(t, m.Addr())
+	cloud := runLink(t, m.URL(), "edgectl")
+	deploy(t, cloud, fleet.Target{Group: "cams"}, "det", "1")
+	deploy(t, cloud, fleet.Target{Group: "cams"}, "vad", "1")
+	d1 := deploy(t, cloud, fleet.Target{Node: "n1"}, "det", "1")
+
+	node := runLink(t, proxy.URL(), "edge-node-n1")
+	rej, _ := wire.NewRejecter(nil, zerolog.Nop())
+	rec := &recorder{kick: make(chan struct{}, 1)}
+	w, err := New(Config{Topics: tp, Node: "n1", Groups: []string{"cams"}}, node, rec, rej, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rec.waitFor(t, "first state", func(s Snapshot) bool {
+		return s.Generations.Node == d1.Generation && s.Models["vad"].Version == "1"
+	})
+
+	proxy.SetDown(true) // the node goes offline; the desired state changes twice
+	deploy(t, cloud, fleet.Target{Node: "n1"}, "det", "2")
+	d3 := deploy(t, cloud, fleet.Target{Node: "n1"}, "det", "3")
+	proxy.SetDown(false)
+
+	s := rec.waitFor(t, "latest generation", func(s Snapshot) bool { return s.Generations.Node == d3.Generation })
+	if s.Models["det"].Version != "3" || s.Models["vad"].Version != "1" || s.Generations.Groups["cams"] != 2 {
+		t.Fatalf("merged state %+v", s)
+	}
+
+	// A stale generation published later (a delayed or replayed message) is rejected.
+	stale, _ := wire.DesiredState{Protocol: 1, Generation: 1, Models: map[string]wire.ModelSpec{"det": {Version: "0"}}}.Encode()
+	if err := cloud.Publish(context.Background(), tp.NodeDesired("n1"), false, stale); err != nil {
+		t.Fatal(err)
+	}
+	// And hostile payloads are rejected.
+	for _, bad := range []string{`{`, `{"protocol":1,"generation":9,"models":{},"x":1}`, `{"protocol":1,"generation":"9","models":{}}`} {
+		if err := cloud.Publish(context.Background(), tp.NodeDesired("n1"), false, []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	end := time.Now().Add(deadline)
+	for rej.Count(wire.KindDesired, wire.ReasonStaleGeneration) < 1 || rej.Count(wire.KindDesired, wire.ReasonBadJSON) < 3 {
+		if time.Now().After(end) {
+			t.Fatalf("stale/hostile not rejected: stale=%v bad_json=%v", rej.Count(wire.KindDesired, wire.ReasonStaleGeneration), rej.Count(wire.KindDesired, wire.ReasonBadJSON))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := w.Snapshot(); got.Models["det"].Version != "3" {
+		t.Fatalf("state moved after stale message: %+v", got)
+	}
+}
+
+func TestNewRejectsBadNames(t *testing.T) {
+	if _, err := New(Config{Node: "a/b"}, nil, nil, nil, zerolog.Nop()); err == nil {
+		t.Fatal("bad node accepted")
+	}
+	if _, err := New(Config{Node: "n", Groups: []string{"#"}}, nil, nil, nil, zerolog.Nop()); err == nil {
+		t.Fatal("bad group accepted")
+	}
+}

@@ -1,0 +1,428 @@
+// Package transfer moves model weights over the cloud link as content-defined
+// chunks (docs/protocol.md, "Chunks and weight transfer"): the node-side
+// Fetcher subscribes, a window at a time, to the retained chunk topics of the
+// chunks no stored version already has, verifies each chunk and each whole
+// file, and resumes from the store's record of written chunks after any
+// disconnect or restart. The cloud side (publishing) is sync/fleet.
+package transfer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// Link is what the Fetcher needs from the MQTT session (*mqttlink.Link).
+type Link interface {
+	Subscribe(ctx context.Context, h mqttlink.Handler, filters ...string) error
+	Unsubscribe(ctx context.Context, filters ...string) error
+	HandleUnmatched(filter string, h mqttlink.Handler)
+}
+
+// Config configures a Fetcher.
+type Config struct {
+	Topics wire.Topics
+	// Window is how many chunk topics are subscribed at once (default 16).
+	Window int
+	// StallTimeout: when no wanted chunk arrived for this long, the window is
+	// re-subscribed, which makes the broker re-send the retained chunks
+	// (default 15s).
+	StallTimeout time.Duration
+}
+
+// Progress is reported after every chunk.
+type Progress struct {
+	Model, Version          string
+	BytesDone, BytesTotal   int64
+	ChunksDone, ChunksTotal int
+}
+
+// Result says where the bytes of one Fetch came from.
+type Result struct {
+	Files         int   // files in the manifest
+	FilesStored   int   // already stored before the fetch
+	ChunksNetwork int   // chunks received from the broker and written
+	BytesNetwork  int64 // their bytes
+	ChunksLocal   int   // copied from blobs already stored (dedup)
+	BytesLocal    int64
+	ChunksResumed int // already written by an earlier, interrupted attempt
+	BytesResumed  int64
+	Duplicates    int // chunk messages received again after being written
+	Resubscribes  int // window re-subscriptions after a stall
+	BytesTotal    int64
+	UniqueMissing int // distinct chunks that had to come from the network
+}
+
+type placement struct {
+	blob   string
+	offset int64
+}
+
+// Fetcher downloads manifests' chunks into a ChunkSink. One Fetch runs at a
+// time (a second waits).
+type Fetcher struct {
+	cfg  Config
+	link Link
+	sink ChunkSink
+	rej  *wire.Rejecter
+	log  zerolog.Logger
+
+	bytes  *prometheus.CounterVec
+	chunks *prometheus.CounterVec
+
+	run sync.Mutex // serialises Fetch
+
+	mu    sync.Mutex // guards cur
+	cur   *fetchState
+	stale sync.Map // chunk topics already being unsubscribed
+}
+
+// fetchState is one Fetch's bookkeeping.
+type fetchState struct {
+	mu        sync.Mutex             // guards the fields below
+	wanted    map[string][]placement // chunk sha -> where it goes; deleted once written
+	remaining map[string]int         // blob -> chunks still to write
+	res       Result
+	done      int64
+	nDone     int
+	got       map[string]bool // chunk sha -> written from the network
+	err       error           // first write error
+	arrived   chan string     // written chunks; capacity: distinct missing chunks + 1
+}
+
+// NewFetcher builds a Fetcher. rej counts and logs rejected chunk messages.
+func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log zerolog.Logger, reg prometheus.Registerer) (*Fetcher, error) {
+	if cfg.Topics.Root == "" {
+		cfg.Topics.Root = wire.DefaultRoot
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 16
+	}
+	if cfg.StallTimeout <= 0 {
+		cfg.StallTimeout = 15 * time.Second
+	}
+	f := &Fetcher{
+		cfg: cfg, link: link, sink: sink, rej: rej,
+		log: log.With().Str("component", "transfer").Logger(),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeai_transfer_bytes_total",
+			Help: "Model bytes placed by transfers, by source (network, local, resumed)."}, []string{"source"}),
+		chunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeai_transfer_chunks_total",
+			Help: "Chunks placed by transfers, by source (network, local, resumed, duplicate)."}, []string{"source"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{f.bytes, f.chunks} {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	// Chunk messages for subscriptions this process did not make (a
+	// persistent session from before a restart) still land here.
+	link.HandleUnmatched(cfg.Topics.Chunk("+"), f.onChunk)
+	return f, nil
+}
+
+// Fetch makes every file of m present and verified in the sink. It returns
+// when all files are committed, on a write or checksum error, or when ctx
+// ends (progress so far is kept by the sink; a later Fetch resumes).
+func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Progress)) (Result, error) {
+	f.run.Lock()
+	defer f.run.Unlock()
+
+	st := &fetchState{wanted: map[string][]placement{}, remaining: map[string]int{}, got: map[string]bool{}}
+	st.res.Files = len(m.Files)
+	var order []string // missing chunks, first occurrence order
+	var commitNow []string
+	for _, file := range m.Files {
+		st.res.BytesTotal += file.Size
+		ok, err := f.sink.HasBlob(file.SHA256)
+		if err != nil {
+			return st.result(), err
+		}
+		if ok {
+			st.res.FilesStored++
+			st.done += file.Size
+			continue
+		}
+		if _, dup := st.remaining[file.SHA256]; dup {
+			st.done += file.Size // same content twice in one version
+			continue
+		}
+		written, err := f.sink.Begin(file)
+		if err != nil {
+			return st.result(), fmt.Errorf("transfer: begin %s: %w", file.Path, err)
+		}
+		n := 0
+		var off int64
+		for _, c := range file.Chunks {
+			switch {
+			case written[off]:
+				st.res.ChunksResumed++
+				st.res.BytesResumed += c.Size
+				st.done += c.Size
+			default:
+				data, ok, err := f.sink.LocalChunk(c.SHA256)
+				if err != nil {
+					return st.result(), err
+				}
+				if ok {
+					if err := f.sink.WriteChunk(file.SHA256, off, data); err != nil {
+						return st.result(), fmt.Errorf("transfer: local copy into %s: %w", file.Path, err)
+					}
+					st.res.ChunksLocal++
+					st.res.BytesLocal += c.Size
+					st.done += c.Size
+					break
+				}
+				if _, seen := st.wanted[c.SHA256]; !seen {
+					order = append(order, c.SHA256)
+				}
+				st.wanted[c.SHA256] = append(st.wanted[c.SHA256], placement{file.SHA256, off})
+				n++
+			}
+			off += c.Size
+		}
+		st.remaining[file.SHA256] = n
+		if n == 0 {
+			commitNow = append(commitNow, file.SHA256)
+		}
+	}
+	f.bytes.WithLabelValues("local").Add(float64(st.res.BytesLocal))
+	f.bytes.WithLabelValues("resumed").Add(float64(st.res.BytesResumed))
+	f.chunks.WithLabelValues("local").Add(float64(st.res.ChunksLocal))
+	f.chunks.WithLabelValues("resumed").Add(float64(st.res.ChunksResumed))
+	st.res.UniqueMissing = len(order)
+	st.arrived = make(chan string, len(order)+1)
+	total := 0
+	for _, file := range m.Files {
+		total += len(file.Chunks)
+	}
+	st.nDone = st.res.ChunksLocal + st.res.ChunksResumed
+	report := func() {
+		if progress != nil {
+			st.mu.Lock()
+			p := Progress{m.Model, m.Version, st.done, st.res.BytesTotal, st.nDone, total}
+			st.mu.Unlock()
+			progress(p)
+		}
+	}
+	report()
+	for _, b := range commitNow {
+		if err := f.sink.Commit(b); err != nil {
+			return st.result(), fmt.Errorf("transfer: commit %s: %w", b, err)
+		}
+		st.remaining[b] = -1
+	}
+	if len(order) == 0 {
+		return st.result(), nil
+	}
+	f.log.Info().Str("model", m.Model).Str("version", m.Version).Int("chunks_missing", len(order)).
+		Int("chunks_local", st.res.ChunksLocal).Int("chunks_resumed", st.res.ChunksResumed).Msg("fetching")
+
+	toCommit := len(st.remaining) - len(commitNow)
+	f.mu.Lock()
+	f.cur = st
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.cur = nil
+		f.mu.Unlock()
+	}()
+
+	inflight := map[string]bool{}
+	topics := func() []string {
+		var ts []string
+		for sha := range inflight {
+			ts = append(ts, f.cfg.Topics.Chunk(sha))
+		}
+		return ts
+	}
+	defer func() {
+		if ts := topics(); len(ts) > 0 {
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			_ = f.link.Unsubscribe(uctx, ts...)
+			cancel()
+		}
+	}()
+	next := 0
+	committed := 0
+	stall := time.NewTimer(f.cfg.StallTimeout)
+	defer stall.Stop()
+	for committed < toCommit {
+		// Fill the window.
+		var add []string
+		for len(inflight) < f.cfg.Window && next < len(order) {
+			inflight[order[next]] = true
+			add = append(add, f.cfg.Topics.Chunk(order[next]))
+			next++
+		}
+		if len(add) > 0 {
+			if err := f.link.Subscribe(ctx, f.onChunk, add...); err != nil && ctx.Err() == nil {
+				// Not fatal: the link restores it on reconnect; the stall timer retries.
+				f.log.Debug().Err(err).Msg("subscribe chunks")
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return st.result(), ctx.Err()
+		case <-stall.C:
+			st.mu.Lock()
+			st.res.Resubscribes++
+			st.mu.Unlock()
+			if ts := topics(); len(ts) > 0 {
+				f.log.Info().Int("chunks", len(ts)).Msg("no chunk for a while: re-subscribing the window")
+				if err := f.link.Subscribe(ctx, f.onChunk, ts...); err != nil && ctx.Err() == nil {
+					f.log.Debug().Err(err).Msg("re-subscribe chunks")
+				}
+			}
+			stall.Reset(f.cfg.StallTimeout)
+		case sha := <-st.arrived:
+			if !stall.Stop() {
+				select {
+				case <-stall.C:
+				default:
+				}
+			}
+			stall.Reset(f.cfg.StallTimeout)
+			st.mu.Lock()
+			err := st.err
+			st.mu.Unlock()
+			if err != nil {
+				return st.result(), err
+			}
+			delete(inflight, sha)
+			if err := f.link.Unsubscribe(ctx, f.cfg.Topics.Chunk(sha)); err != nil && ctx.Err() == nil {
+				f.log.Debug().Err(err).Msg("unsubscribe chunk")
+			}
+			report()
+			// Commit blobs whose last chunk this was.
+			st.mu.Lock()
+			var ready []string
+			for b, n := range st.remaining {
+				if n == 0 {
+					ready = append(ready, b)
+					st.remaining[b] = -1
+				}
+			}
+			st.mu.Unlock()
+			for _, b := range ready {
+				if err := f.sink.Commit(b); err != nil {
+					return st.result(), fmt.Errorf("transfer: commit %s: %w", b, err)
+				}
+				committed++
+			}
+		}
+	}
+	return st.result(), nil
+}
+
+// onChunk handles one chunk message (runs on the link's handler goroutines).
+func (f *Fetcher) onChunk(topic string, payload []byte) {
+	sha, err := f.cfg.Topics.ParseChunk(topic)
+	if err != nil {
+		f.rej.Observe(topic, err)
+		return
+	}
+	if len(payload) == 0 {
+		return // a retained chunk being deleted by the cloud
+	}
+	f.mu.Lock()
+	st := f.cur
+	f.mu.Unlock()
+	var places []placement
+	if st != nil {
+		st.mu.Lock()
+		places = st.wanted[sha]
+		st.mu.Unlock()
+	}
+	if len(places) == 0 {
+		if st != nil && f.wasWanted(st, sha) {
+			st.mu.Lock()
+			st.res.Duplicates++
+			st.mu.Unlock()
+			f.chunks.WithLabelValues("duplicate").Inc()
+			return
+		}
+		f.rej.Observe(topic, wire.Reject(wire.KindChunk, wire.ReasonUnsolicitedChunk, "chunk %s is not wanted by any transfer", sha[:16]))
+		// A leftover subscription of a persistent session: drop it.
+		if _, busy := f.stale.LoadOrStore(topic, true); !busy {
+			go func() {
+				defer f.stale.Delete(topic)
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				_ = f.link.Unsubscribe(ctx, topic)
+			}()
+		}
+		return
+	}
+	if err := wire.CheckChunk(sha, payload); err != nil {
+		f.rej.Observe(topic, err)
+		return
+	}
+	st.mu.Lock()
+	places = st.wanted[sha]
+	delete(st.wanted, sha) // claim it: a concurrent duplicate becomes a no-op
+	st.mu.Unlock()
+	if len(places) == 0 {
+		st.mu.Lock()
+		st.res.Duplicates++
+		st.mu.Unlock()
+		return
+	}
+	var werr error
+	for _, p := range places {
+		if err := f.sink.WriteChunk(p.blob, p.offset, payload); err != nil {
+			werr = fmt.Errorf("transfer: write chunk %s: %w", sha[:16], err)
+			break
+		}
+	}
+	st.mu.Lock()
+	if werr != nil {
+		if st.err == nil {
+			st.err = werr
+		}
+		st.wanted[sha] = places // let a retry have it
+	} else {
+		st.got[sha] = true
+		st.res.ChunksNetwork++
+		st.res.BytesNetwork += int64(len(payload))
+		st.done += int64(len(payload)) * int64(len(places))
+		st.nDone += len(places)
+		for _, p := range places {
+			st.remaining[p.blob]--
+		}
+	}
+	st.mu.Unlock()
+	if werr != nil {
+		select { // one error signal is enough; never block a handler
+		case st.arrived <- sha:
+		default:
+		}
+		return
+	}
+	f.bytes.WithLabelValues("network").Add(float64(len(payload)))
+	f.chunks.WithLabelValues("network").Inc()
+	st.arrived <- sha // at most once per distinct chunk: fits the capacity
+}
+
+// wasWanted reports whether sha belongs to the current fetch but was already
+// written (a duplicate delivery).
+func (f *Fetcher) wasWanted(st *fetchState, sha string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.got[sha]
+}
+
+func (st *fetchState) result() Result {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.res
+}

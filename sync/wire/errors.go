@@ -1,0 +1,74 @@
+package wire
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrRejected is wrapped by every *RejectError, so callers can test for any
+// rejected message with errors.Is(err, wire.ErrRejected).
+var ErrRejected = errors.New("message rejected")
+
+// Kinds of message, used as the "kind" label of rejection metrics.
+const (
+	KindDesired  = "desired"
+	KindManifest = "manifest"
+	KindChunk    = "chunk"
+	KindStatus   = "status"
+	KindPresence = "presence"
+	KindEvent    = "event"
+	KindTopic    = "topic"
+)
+
+// Reasons a message is rejected, used as the "reason" label of rejection
+// metrics. docs/protocol.md lists them.
+const (
+	ReasonOversize         = "oversize"
+	ReasonBadJSON          = "bad_json"
+	ReasonBadField         = "bad_field"
+	ReasonUnknownProtocol  = "unknown_protocol"
+	ReasonBadSignature     = "bad_signature"
+	ReasonUnknownKey       = "unknown_key"
+	ReasonTooLarge         = "too_large"
+	ReasonStaleGeneration  = "stale_generation"
+	ReasonBadTopic         = "bad_topic"
+	ReasonUnsolicitedChunk = "unsolicited_chunk"
+	ReasonChunkMismatch    = "chunk_mismatch"
+)
+
+// RejectError says why a message was rejected.
+type RejectError struct {
+	Kind   string // KindDesired, KindChunk, ...
+	Reason string // ReasonOversize, ReasonBadJSON, ...
+	Err    error  // detail
+}
+
+func (e *RejectError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("%s rejected: %s", e.Kind, e.Reason)
+	}
+	return fmt.Sprintf("%s rejected: %s: %v", e.Kind, e.Reason, e.Err)
+}
+
+// Unwrap returns ErrRejected and the detail error.
+func (e *RejectError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrRejected}
+	}
+	return []error{ErrRejected, e.Err}
+}
+
+// Reject builds a *RejectError with a formatted detail.
+func Reject(kind, reason, format string, args ...any) *RejectError {
+	return &RejectError{Kind: kind, Reason: reason, Err: fmt.Errorf(format, args...)}
+}
+
+// ReasonOf returns the kind and reason of a rejection, or ("", "") when err is
+// not one.
+func ReasonOf(err error) (kind, reason string) {
+	var re *RejectError
+	if errors.As(err, &re) {
+		return re.Kind, re.Reason
+	}
+	return "", ""
+}

@@ -1,0 +1,190 @@
+package wire
+
+import "encoding/json"
+
+// Status is a node's retained report of what it runs.
+type Status struct {
+	Protocol int                    `json:"protocol"`
+	Node     string                 `json:"node"`
+	Time     string                 `json:"time"`
+	Agent    string                 `json:"agent,omitempty"`
+	Desired  AppliedGenerations     `json:"desired"`
+	Models   map[string]ModelStatus `json:"models"`
+}
+
+// AppliedGenerations are the desired-state generations a node has accepted.
+type AppliedGenerations struct {
+	Node   uint64            `json:"node"`
+	Groups map[string]uint64 `json:"groups,omitempty"`
+}
+
+// ModelStatus is the state of one model on a node.
+type ModelStatus struct {
+	Version    string      `json:"version"`
+	State      string      `json:"state"`
+	Reason     string      `json:"reason,omitempty"`
+	BytesDone  int64       `json:"bytes_done,omitempty"`
+	BytesTotal int64       `json:"bytes_total,omitempty"`
+	Rollout    *RolloutRef `json:"rollout,omitempty"`
+}
+
+// Presence is a node's retained liveness flag; the Last Will publishes it with
+// Online false.
+type Presence struct {
+	Protocol int    `json:"protocol"`
+	Node     string `json:"node"`
+	Online   bool   `json:"online"`
+	Time     string `json:"time,omitempty"`
+}
+
+// Event is one thing that happened on a node (not retained).
+type Event struct {
+	Protocol int         `json:"protocol"`
+	Node     string      `json:"node"`
+	Seq      uint64      `json:"seq"`
+	Time     string      `json:"time"`
+	Type     string      `json:"type"`
+	Model    string      `json:"model,omitempty"`
+	Version  string      `json:"version,omitempty"`
+	State    string      `json:"state,omitempty"`
+	Reason   string      `json:"reason,omitempty"`
+	Detail   string      `json:"detail,omitempty"`
+	Rollout  *RolloutRef `json:"rollout,omitempty"`
+}
+
+// DecodeStatus decodes and validates a status payload.
+func DecodeStatus(b []byte) (Status, error) {
+	var s Status
+	if err := decodeStrict(KindStatus, b, MaxControlBytes, &s); err != nil {
+		return Status{}, err
+	}
+	return s, s.Validate()
+}
+
+// Validate checks every field of s.
+func (s Status) Validate() error {
+	const k = KindStatus
+	if err := checkProtocol(k, s.Protocol); err != nil {
+		return err
+	}
+	if err := ValidName(s.Node); err != nil {
+		return Reject(k, ReasonBadField, "node: %v", err)
+	}
+	if err := checkTime(k, "time", s.Time, true); err != nil {
+		return err
+	}
+	if err := checkText(k, "agent", s.Agent); err != nil {
+		return err
+	}
+	if len(s.Models) > MaxModels || len(s.Desired.Groups) > MaxModels {
+		return Reject(k, ReasonTooLarge, "too many models or groups")
+	}
+	for g := range s.Desired.Groups {
+		if err := ValidName(g); err != nil {
+			return Reject(k, ReasonBadField, "group: %v", err)
+		}
+	}
+	for name, m := range s.Models {
+		if err := ValidName(name); err != nil {
+			return Reject(k, ReasonBadField, "model: %v", err)
+		}
+		if m.Version != "" {
+			if err := ValidName(m.Version); err != nil {
+				return Reject(k, ReasonBadField, "model %s version: %v", name, err)
+			}
+		}
+		if err := checkText(k, "state", m.State+m.Reason); err != nil {
+			return err
+		}
+		if m.BytesDone < 0 || m.BytesTotal < 0 || m.BytesDone > m.BytesTotal {
+			return Reject(k, ReasonBadField, "model %s: bytes_done %d / bytes_total %d", name, m.BytesDone, m.BytesTotal)
+		}
+	}
+	return nil
+}
+
+// Encode validates s and returns its JSON.
+func (s Status) Encode() ([]byte, error) {
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(s)
+}
+
+// DecodePresence decodes and validates a presence payload.
+func DecodePresence(b []byte) (Presence, error) {
+	var p Presence
+	if err := decodeStrict(KindPresence, b, MaxControlBytes, &p); err != nil {
+		return Presence{}, err
+	}
+	return p, p.Validate()
+}
+
+// Validate checks every field of p.
+func (p Presence) Validate() error {
+	if err := checkProtocol(KindPresence, p.Protocol); err != nil {
+		return err
+	}
+	if err := ValidName(p.Node); err != nil {
+		return Reject(KindPresence, ReasonBadField, "node: %v", err)
+	}
+	return checkTime(KindPresence, "time", p.Time, false)
+}
+
+// Encode validates p and returns its JSON.
+func (p Presence) Encode() ([]byte, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(p)
+}
+
+// DecodeEvent decodes and validates an event payload.
+func DecodeEvent(b []byte) (Event, error) {
+	var e Event
+	if err := decodeStrict(KindEvent, b, MaxControlBytes, &e); err != nil {
+		return Event{}, err
+	}
+	return e, e.Validate()
+}
+
+// Validate checks every field of e.
+func (e Event) Validate() error {
+	const k = KindEvent
+	if err := checkProtocol(k, e.Protocol); err != nil {
+		return err
+	}
+	if err := ValidName(e.Node); err != nil {
+		return Reject(k, ReasonBadField, "node: %v", err)
+	}
+	if err := checkTime(k, "time", e.Time, true); err != nil {
+		return err
+	}
+	if e.Type == "" {
+		return Reject(k, ReasonBadField, "type is required")
+	}
+	for f, v := range map[string]string{"type": e.Type, "state": e.State, "reason": e.Reason, "detail": e.Detail} {
+		if err := checkText(k, f, v); err != nil {
+			return err
+		}
+	}
+	if e.Model != "" {
+		if err := ValidName(e.Model); err != nil {
+			return Reject(k, ReasonBadField, "model: %v", err)
+		}
+	}
+	if e.Version != "" {
+		if err := ValidName(e.Version); err != nil {
+			return Reject(k, ReasonBadField, "version: %v", err)
+		}
+	}
+	return nil
+}
+
+// Encode validates e and returns its JSON.
+func (e Event) Encode() ([]byte, error) {
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(e)
+}

@@ -9,6 +9,8 @@ FUZZTIME ?= 15s
 BENCHTIME ?= 1x
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export EDGE_MODELS_DIR := $(MODELS)
+# Broker tests fail, not skip, when mosquitto is missing (deps installs it).
+export EDGE_REQUIRE_BROKER := 1
 
 .PHONY: help setup deps build run test test-race bench fuzz lint
 

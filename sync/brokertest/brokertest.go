@@ -44,10 +44,16 @@ type Mosquitto struct {
 }
 
 // StartMosquitto starts mosquitto and registers its shutdown with t.Cleanup.
-// It skips the test when mosquitto is not installed.
+// When mosquitto is not installed it skips the test for a developer running
+// `go test` by hand, but fails it under `make test` and CI
+// (EDGE_REQUIRE_BROKER=1, which the Makefile sets after installing it): a
+// silently skipped broker test would hide a missing install step.
 func StartMosquitto(t testing.TB, opts Options) *Mosquitto {
 	t.Helper()
 	if _, err := os.Stat(MosquittoPath); err != nil {
+		if os.Getenv("EDGE_REQUIRE_BROKER") != "" {
+			t.Fatalf("mosquitto not installed at %s (make deps installs it): %v", MosquittoPath, err)
+		}
 		t.Skipf("mosquitto not installed at %s (apt-get install mosquitto): %v", MosquittoPath, err)
 	}
 	m := &Mosquitto{t: t, Dir: t.TempDir(), Port: freePort(t), opts: opts}

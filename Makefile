@@ -6,7 +6,6 @@ MODELS ?= $(CACHE)/models
 HTTP_ADDR ?= 127.0.0.1:8080
 GO ?= go
 FUZZTIME ?= 15s
-BENCHTIME ?= 1x
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export EDGE_MODELS_DIR := $(MODELS)
 # Broker tests fail, not skip, when mosquitto is missing (deps installs it).
@@ -39,8 +38,8 @@ test: deps ## vet, every test, the race detector, cgocheck2 on the C buffers, th
 test-race: deps ## every test under the race detector only
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-bench: deps ## the benchmarks of docs/performance.md, in one run
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) -count=1 -timeout 30m ./...
+bench: deps ## the measurements of docs/performance.md, in one run, into bench.txt
+	@scripts/bench.sh
 
 fuzz: deps ## each fuzz target for $(FUZZTIME)
 	@scripts/fuzz-all.sh $(FUZZTIME)

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# bench.sh runs the measurements of docs/performance.md in one go and writes
+# everything to ${BENCH_OUT:-bench.txt}. Ratios in performance.md are always
+# taken between rows of the same run (the machines are shared and noisy).
+#   BENCHTIME   go test -benchtime (default 2s: silero_vad gets thousands of
+#               iterations, ppocr_det tens)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${BENCH_OUT:-bench.txt}
+t=${BENCHTIME:-2s}
+{
+  echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores, $(go version | cut -d' ' -f3)"
+  echo "## Go benchmarks (-benchtime $t)"
+  go test -run '^$' -bench . -benchmem -benchtime "$t" -count=1 -timeout 60m \
+    ./node/ ./inference/ ./cgo/pinned/ ./models/
+  echo "## Weight transfer: 100 MiB through mosquitto vs mosquitto_pub -f"
+  EDGEAI_MEASURE=1 go test -count=1 -run 'MeasureThroughput' -v -timeout 600s ./sync/transfer/ | grep -v '^=== '
+} 2>&1 | tee "$out"

@@ -214,3 +214,13 @@ func (l *ortLoader) Load(ctx context.Context, v models.VersionInfo, dir string) 
 func (l *ortLoader) Warmup(ctx context.Context, v models.VersionInfo) (models.WarmupResult, error) {
 	return models.WarmupResult{Provider: "cpu"}, nil
 }
+
+// CallsFrom returns the ApplyDesired calls from the n-th on, and the count.
+func (a *StoreApplier) CallsFrom(n int) ([]Applied, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n > len(a.Calls) {
+		n = len(a.Calls)
+	}
+	return append([]Applied(nil), a.Calls[n:]...), len(a.Calls)
+}

@@ -224,7 +224,7 @@ func (m *Mapper) register(ctx context.Context) error {
 					m.apply(ctx, d)
 				}
 			}
-			m.requestReport()
+			m.RequestReport()
 			return nil
 		}
 		m.log.Warn().Err(err).Dur("retry_in", backoff).Msg("EdgeCore registration failed")
@@ -237,7 +237,9 @@ func (m *Mapper) register(ctx context.Context) error {
 	}
 }
 
-func (m *Mapper) requestReport() {
+// RequestReport asks for a status report now (the node calls it when a
+// version changes state; reports also go out every ReportInterval).
+func (m *Mapper) RequestReport() {
 	select {
 	case m.kick <- struct{}{}:
 	default:
@@ -318,7 +320,7 @@ func (m *Mapper) apply(ctx context.Context, d *dmiapi.Device) error {
 		in = append(in, kubeedge.Property{Name: p.GetName(), Value: p.GetDesired().GetValue()})
 	}
 	err := m.twin.SetDesired(ctx, in)
-	m.requestReport()
+	m.RequestReport()
 	var re *kubeedge.RejectedError
 	if err != nil && !errors.As(err, &re) {
 		return status.Errorf(codes.Unavailable, "applying the desired state: %v", err)

@@ -47,3 +47,11 @@ fuzz: deps ## each fuzz target for $(FUZZTIME)
 lint: ## gofmt and go vet
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+
+.PHONY: dist dist-test
+
+dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross gcc: gcc-aarch64-linux-gnu)
+	@scripts/dist.sh
+
+dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
+	@scripts/dist-test.sh

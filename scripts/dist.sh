@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# dist.sh builds release archives for linux/amd64 and linux/arm64 into dist/:
+#   dist/edge-node-<version>-linux-<arch>.tar.gz with
+#     bin/edge-node, bin/edgectl (when the command exists),
+#     lib/libonnxruntime.so.1 (the same onnxruntime-node npm package, per arch),
+#     systemd/edge-node.service, config.example.yaml, README.txt
+#   dist/SHA256SUMS
+# The cgo parts (cgo/pinned) are cross-compiled with Debian's
+# gcc-aarch64-linux-gnu; ONNX Runtime is loaded at run time (dlopen), so no
+# ONNX Runtime headers or libraries are needed at build time.
+# Usage: scripts/dist.sh [arch...]   (default: amd64 arm64)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+GO=${GO:-go}
+cache=${EDGE_CACHE_DIR:-$root/.cache}
+version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+archs=("$@")
+[ ${#archs[@]} -gt 0 ] || archs=(amd64 arm64)
+out=$root/dist
+mkdir -p "$out"
+
+# e_machine of an ELF file (bytes 18-19, little-endian): 62 x86-64, 183 aarch64.
+elf_machine() { od -An -t u2 -j 18 -N 2 "$1" | tr -d ' '; }
+
+for arch in "${archs[@]}"; do
+  case $arch in
+    amd64) lib=linux-x64; cc=${CC_AMD64:-gcc}; machine=62 ;;
+    arm64) lib=linux-arm64; cc=${CC_ARM64:-aarch64-linux-gnu-gcc}; machine=183 ;;
+    *) echo "dist: unsupported arch $arch" >&2; exit 1 ;;
+  esac
+  if [ "$arch" = amd64 ] && [ "$(uname -m)" = aarch64 ]; then cc=${CC_AMD64:-x86_64-linux-gnu-gcc}; fi
+  command -v "$cc" >/dev/null || { echo "dist: $cc not found (apt-get install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)" >&2; exit 1; }
+  so=$cache/lib/$lib/libonnxruntime.so.1
+  [ -f "$so" ] || { echo "dist: $so missing: run make setup" >&2; exit 1; }
+  [ "$(elf_machine "$so")" = $machine ] || { echo "dist: $so is not a $arch library" >&2; exit 1; }
+
+  name=edge-node-$version-linux-$arch
+  stage=$(mktemp -d)
+  trap 'rm -rf "$stage"' EXIT
+  mkdir -p "$stage/$name/bin" "$stage/$name/lib" "$stage/$name/systemd"
+  echo "dist: building $name (CC=$cc)" >&2
+  CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
+    "$GO" build -trimpath -ldflags "-s -w -X main.version=$version" -o "$stage/$name/bin/" ./cmd/...
+  for b in "$stage/$name"/bin/*; do
+    [ "$(elf_machine "$b")" = $machine ] || { echo "dist: $b is not a $arch binary" >&2; exit 1; }
+  done
+  install -m 0644 "$so" "$stage/$name/lib/libonnxruntime.so.1"
+  install -m 0644 deploy/systemd/edge-node.service "$stage/$name/systemd/"
+  cat > "$stage/$name/config.example.yaml" <<'YAML'
+# /etc/edge-node/config.yaml (flags and EDGE_NODE_* environment override it)
+http_addr: 127.0.0.1:8080
+data_dir: /var/lib/edge-node
+ort_library: /usr/local/lib/edge-node/libonnxruntime.so.1
+# model_repository: /srv/models   # Triton layout <dir>/<name>/<version>/model.onnx
+log: {level: info, format: json}
+YAML
+  cat > "$stage/$name/README.txt" <<TXT
+edge-node $version for linux/$arch. Install (see docs/operations.md):
+  install -m 0755 bin/edge-node /usr/local/bin/
+  install -D -m 0644 lib/libonnxruntime.so.1 /usr/local/lib/edge-node/libonnxruntime.so.1
+  install -D -m 0644 config.example.yaml /etc/edge-node/config.yaml
+  useradd --system --home /var/lib/edge-node edge-node
+  install -m 0644 systemd/edge-node.service /etc/systemd/system/ && systemctl enable --now edge-node
+TXT
+  tar -C "$stage" --owner=0 --group=0 --sort=name -czf "$out/$name.tar.gz" "$name"
+  rm -rf "$stage"; trap - EXIT
+  echo "dist: $out/$name.tar.gz" >&2
+done
+(cd "$out" && sha256sum edge-node-*.tar.gz > SHA256SUMS)

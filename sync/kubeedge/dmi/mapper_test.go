@@ -1,0 +1,367 @@
+package dmi_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	dmiapi "github.com/kubeedge/api/apis/dmi/v1beta1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/sync/kubeedge"
+	"github.com/edgeai/edge-node/sync/kubeedge/dmi"
+	"github.com/edgeai/edge-node/sync/kubeedge/kubeedgetest"
+)
+
+// edgeCore stands in for KubeEdge's EdgeCore: a DeviceManagerService built
+// from kubeedge/api's generated code, on a unix socket. It answers
+// MapperRegister with the devices it holds and records every report.
+type edgeCore struct {
+	dmiapi.UnimplementedDeviceManagerServiceServer
+
+	devices []*dmiapi.Device
+	reports chan *dmiapi.ReportDeviceStatusRequest
+
+	mu         sync.Mutex
+	registered []*dmiapi.MapperRegisterRequest
+}
+
+func (e *edgeCore) MapperRegister(_ context.Context, req *dmiapi.MapperRegisterRequest) (*dmiapi.MapperRegisterResponse, error) {
+	e.mu.Lock()
+	e.registered = append(e.registered, req)
+	e.mu.Unlock()
+	return &dmiapi.MapperRegisterResponse{DeviceList: e.devices}, nil
+}
+
+func (e *edgeCore) ReportDeviceStatus(_ context.Context, req *dmiapi.ReportDeviceStatusRequest) (*dmiapi.ReportDeviceStatusResponse, error) {
+	e.reports <- req
+	return &dmiapi.ReportDeviceStatusResponse{}, nil
+}
+
+// shortTempDir returns a temporary folder with a short path: unix socket
+// paths are limited to 107 bytes and t.TempDir() can be longer.
+func shortTempDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "ke")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func startEdgeCore(t *testing.T, sock string, devices ...*dmiapi.Device) *edgeCore {
+	t.Helper()
+	ec := &edgeCore{devices: devices, reports: make(chan *dmiapi.ReportDeviceStatusRequest, 64)}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	dmiapi.RegisterDeviceManagerServiceServer(srv, ec)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return ec
+}
+
+func device(name string, props map[string]string) *dmiapi.Device {
+	d := &dmiapi.Device{Name: name, Namespace: "edge", Spec: &dmiapi.DeviceSpec{
+		DeviceModelReference: "edge-ai-node",
+		Protocol:             &dmiapi.ProtocolConfig{ProtocolName: "edge-node"},
+	}}
+	names := make([]string, 0, len(props))
+	for n := range props {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		d.Spec.Properties = append(d.Spec.Properties, &dmiapi.DeviceProperty{Name: n, Desired: &dmiapi.TwinProperty{Value: props[n]}})
+	}
+	return d
+}
+
+func twins(r *dmiapi.ReportDeviceStatusRequest) map[string]string {
+	out := map[string]string{}
+	for _, tw := range r.GetReportedDevice().GetTwins() {
+		out[tw.GetPropertyName()] = tw.GetReported().GetValue()
+	}
+	return out
+}
+
+// waitReport reads reports until want holds for one of them. The deadline
+// only stops a hung test; nothing is asserted about time.
+func waitReport(t *testing.T, ec *edgeCore, want map[string]string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var last map[string]string
+	for {
+		select {
+		case r := <-ec.reports:
+			if r.GetDeviceName() != "node-1" || r.GetDeviceNamespace() != "edge" {
+				t.Fatalf("report for %s/%s, want edge/node-1", r.GetDeviceNamespace(), r.GetDeviceName())
+			}
+			last = twins(r)
+			ok := true
+			for k, v := range want {
+				if last[k] != v {
+					ok = false
+				}
+			}
+			if ok {
+				return last
+			}
+		case <-ctx.Done():
+			t.Fatalf("no report with %v; last report: %v", want, last)
+		}
+	}
+}
+
+func sha256File(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// TestMapperAgainstEdgeCore runs the mapper against the stand-in EdgeCore:
+// it registers, applies the Device from the registration answer, receives
+// UpdateDevice, downloads (imports from the stand-in cloud) and activates
+// the version in a real store with real ONNX Runtime sessions, and reports
+// it; bad desired values are refused with a reported reason while the good
+// version keeps serving.
+func TestMapperAgainstEdgeCore(t *testing.T) {
+	dir := shortTempDir(t)
+	vad := inferencetest.ModelPath(t, "silero_vad")
+	cls := inferencetest.ModelPath(t, "ppocr_cls")
+	app := kubeedgetest.NewStoreApplier(t)
+	app.Publish("silero_vad", "1", vad)
+	app.Publish("silero_vad", "2", vad)
+	app.Publish("ppocr_cls", "7", cls)
+
+	ec := startEdgeCore(t, filepath.Join(dir, "dmi.sock"),
+		device("other-node", map[string]string{"silero_vad.version": "9"}),
+		device("node-1", map[string]string{"silero_vad.version": "1", "silero_vad.state": ""}))
+
+	cfg := dmi.DefaultConfig()
+	cfg.EdgeCoreSocket = filepath.Join(dir, "dmi.sock")
+	cfg.Socket = filepath.Join(dir, "mapper.sock")
+	cfg.DeviceNamespace, cfg.DeviceName = "edge", "node-1"
+	cfg.ReportInterval = time.Hour // reports come from changes in this test
+	reg := prometheus.NewRegistry()
+	m, err := dmi.New(cfg, app, zerolog.New(zerolog.NewTestWriter(t)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+	})
+
+	// Registration, then the Device from the answer applied and reported.
+	got := waitReport(t, ec, map[string]string{"silero_vad.version": "1", "silero_vad.state": "Active"})
+	ec.mu.Lock()
+	reg0 := ec.registered[0]
+	ec.mu.Unlock()
+	if mi := reg0.GetMapper(); !reg0.GetWithData() || mi.GetProtocol() != "edge-node" || string(mi.GetAddress()) != cfg.Socket || mi.GetApiVersion() != "v1beta1" {
+		t.Fatalf("MapperRegister request: %v", reg0)
+	}
+	if got["silero_vad.sha256"] != sha256File(t, vad) || got["silero_vad.canary"] != "none" || got["silero_vad.reason"] != "none" {
+		t.Fatalf("first report: %v", got)
+	}
+	if call, _ := app.LastCall(); call.Source != dmi.SourceName || len(call.Models) != 1 {
+		t.Fatalf("applied %+v, want only node-1's device from source %s", call, dmi.SourceName)
+	}
+
+	// EdgeCore's side of the mapper socket.
+	conn, err := grpc.NewClient("unix://"+cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mapper := dmiapi.NewDeviceMapperServiceClient(conn)
+	update := func(props map[string]string) {
+		t.Helper()
+		if _, err := mapper.UpdateDevice(ctx, &dmiapi.UpdateDeviceRequest{Device: device("node-1", props)}); err != nil {
+			t.Fatalf("UpdateDevice(%v): %v", props, err)
+		}
+	}
+
+	// A new version: downloaded, activated, reported; the strategy and
+	// the generation reach the reconciler.
+	first, _ := app.LastCall()
+	update(map[string]string{"silero_vad.version": "2", "silero_vad.rollout": "canary:10", "ppocr_cls.version": "7"})
+	got = waitReport(t, ec, map[string]string{"silero_vad.version": "2", "silero_vad.state": "Active", "ppocr_cls.version": "7"})
+	if got["silero_vad.rollout"] != "canary:10" || got["ppocr_cls.rollout"] != "immediate" || got["ppocr_cls.sha256"] != sha256File(t, cls) {
+		t.Fatalf("report after update: %v", got)
+	}
+	call, _ := app.LastCall()
+	if call.Generation <= first.Generation || call.Models["silero_vad"].Strategy != (kubeedge.Strategy{Kind: kubeedge.StrategyCanary, CanaryPercent: 10}) {
+		t.Fatalf("applied %+v after %+v", call, first)
+	}
+	mi, err := app.Store.Model(ctx, "silero_vad")
+	if err != nil || mi.Active != "2" || mi.Previous != "1" {
+		t.Fatalf("store: %+v, %v; want Active 2, Previous 1", mi, err)
+	}
+
+	good := map[string]string{"silero_vad.version": "2", "silero_vad.rollout": "canary:10", "ppocr_cls.version": "7"}
+	bad := []struct {
+		name   string
+		props  map[string]string
+		model  string
+		reason kubeedge.RejectReason
+	}{
+		{"unknown model", map[string]string{"yolo.version": "3"}, "yolo", kubeedge.ReasonUnknownModel},
+		{"unknown version", map[string]string{"ppocr_cls.version": "99"}, "ppocr_cls", kubeedge.ReasonUnknownVersion},
+		{"malformed version", map[string]string{"silero_vad.version": "-3"}, "silero_vad", kubeedge.ReasonInvalidVersion},
+		{"version outside the alphabet", map[string]string{"silero_vad.version": "3 beta"}, "silero_vad", kubeedge.ReasonInvalidValue},
+		{"version too long", map[string]string{"silero_vad.version": strings.Repeat("1", 65)}, "silero_vad", kubeedge.ReasonInvalidVersion},
+		{"unknown strategy", map[string]string{"silero_vad.rollout": "bluegreen"}, "silero_vad", kubeedge.ReasonInvalidRollout},
+		{"canary 0 percent", map[string]string{"silero_vad.rollout": "canary:0"}, "silero_vad", kubeedge.ReasonInvalidRollout},
+		{"canary 100 percent", map[string]string{"silero_vad.rollout": "canary:100"}, "silero_vad", kubeedge.ReasonInvalidRollout},
+		{"strategy as JSON", map[string]string{"silero_vad.rollout": `{"kind":"canary"}`}, "silero_vad", kubeedge.ReasonInvalidValue},
+		{"bad sha256", map[string]string{"silero_vad.sha256": "ABC"}, "silero_vad", kubeedge.ReasonInvalidSHA256},
+		{"desired on a read-only property", map[string]string{"silero_vad.state": "Active"}, "silero_vad", kubeedge.ReasonReadOnlyProperty},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			props := map[string]string{}
+			for k, v := range good {
+				props[k] = v
+			}
+			for k, v := range tc.props {
+				props[k] = v
+			}
+			update(props)
+			got := waitReport(t, ec, map[string]string{tc.model + ".state": "Rejected", tc.model + ".reason": string(tc.reason)})
+			// What served keeps serving.
+			if got["silero_vad.version"] != "2" || got["ppocr_cls.version"] != "7" {
+				t.Fatalf("report: %v", got)
+			}
+			mi, err := app.Store.Model(ctx, "silero_vad")
+			if err != nil || mi.Active != "2" {
+				t.Fatalf("store after refusal: %+v, %v", mi, err)
+			}
+			// And fixing the values clears the refusal.
+			update(good)
+			waitReport(t, ec, afterFix(tc.model))
+		})
+	}
+	if n := counterSum(t, reg, "edge_kubeedge_rejected_values_total"); n < float64(len(bad)) {
+		t.Fatalf("rejected values counted %v, want ≥ %d", n, len(bad))
+	}
+
+	// Requests for another device are refused, not applied.
+	_, err = mapper.UpdateDevice(ctx, &dmiapi.UpdateDeviceRequest{Device: device("other-node", map[string]string{"silero_vad.version": "1"})})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("UpdateDevice for another device: %v, want NotFound", err)
+	}
+	if _, err := mapper.UpdateDevice(ctx, &dmiapi.UpdateDeviceRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("UpdateDevice without a device: %v, want InvalidArgument", err)
+	}
+	gd, err := mapper.GetDevice(ctx, &dmiapi.GetDeviceRequest{DeviceName: "node-1", DeviceNamespace: "edge"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, tw := range gd.GetDevice().GetStatus().GetTwins() {
+		if tw.GetPropertyName() == "silero_vad.version" {
+			found = tw.GetReported().GetValue() == "2" && tw.GetObservedDesired().GetValue() == "2"
+		}
+	}
+	if !found {
+		t.Fatalf("GetDevice: %v", gd)
+	}
+	mi, _ = app.Store.Model(ctx, "silero_vad")
+	if mi.Active != "2" {
+		t.Fatalf("silero_vad Active %s after all, want 2", mi.Active)
+	}
+}
+
+// afterFix is the report expected once the good values are back.
+func afterFix(model string) map[string]string {
+	if model == "yolo" {
+		// No longer named by the Device, so no longer reported: the wait
+		// matches a missing key as "".
+		return map[string]string{"yolo.state": "", "yolo.reason": ""}
+	}
+	return map[string]string{model + ".state": string(models.Active), model + ".reason": "none"}
+}
+
+// counterSum sums every series of a counter in reg.
+func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// TestNewRefusesBadConfig checks the configuration errors.
+func TestNewRefusesBadConfig(t *testing.T) {
+	dir := shortTempDir(t)
+	notSocket := filepath.Join(dir, "file")
+	os.WriteFile(notSocket, nil, 0o644)
+	for _, tc := range []struct {
+		name string
+		edit func(*dmi.Config)
+	}{
+		{"no device name", func(c *dmi.Config) { c.DeviceName = "" }},
+		{"same sockets", func(c *dmi.Config) { c.Socket = c.EdgeCoreSocket }},
+		{"zero report interval", func(c *dmi.Config) { c.ReportInterval = 0 }},
+		{"socket path is a file", func(c *dmi.Config) { c.Socket = notSocket }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := dmi.DefaultConfig()
+			cfg.DeviceName = "n"
+			cfg.Socket = filepath.Join(dir, "m.sock")
+			cfg.EdgeCoreSocket = filepath.Join(dir, "e.sock")
+			tc.edit(&cfg)
+			if m, err := dmi.New(cfg, nil, zerolog.Nop(), nil); err == nil {
+				m.Close()
+				t.Fatal("New succeeded")
+			} else {
+				t.Log(err)
+			}
+		})
+	}
+}

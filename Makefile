@@ -19,7 +19,7 @@ help: ## list the targets
 setup: ## fetch ONNX Runtime and the sample models into .cache (sha256-pinned), once
 	@scripts/setup.sh
 
-deps: setup ## setup, plus the test-only system packages (mosquitto) when missing
+deps: setup ## setup, plus the test-only Debian packages (mosquitto, arm64 cross gcc, qemu-user) when missing
 	@scripts/test-deps.sh
 
 build: ## build bin/edge-node and bin/edgectl
@@ -28,12 +28,13 @@ build: ## build bin/edge-node and bin/edgectl
 run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured)
 	bin/edge-node --http-addr $(HTTP_ADDR) --model-repository $(MODELS) --ort-lib $(ORT_LIB) --data-dir $(CACHE)/data
 
-test: deps ## vet, every test, the race detector, cgocheck2 on the C buffers, the no-cgo build
+test: deps ## vet, every test, the race detector, cgocheck2, the no-cgo build, the arm64 archive under qemu
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./cgo/... ./node/...
 	CGO_ENABLED=0 $(GO) vet ./cgo/... && CGO_ENABLED=0 $(GO) test -count=1 ./cgo/...
+	$(MAKE) --no-print-directory dist-test
 
 test-race: deps ## every test under the race detector only
 	$(GO) test -race -count=1 -timeout 20m ./...

@@ -91,15 +91,16 @@ func (s *Store) Stage(ctx context.Context, model, version string, to models.Stat
 	return s.bringUp(ctx, model, version, to, loader, nil)
 }
 
-// abortInterruptedRollouts ends every running rollout (phase aborted) and
-// retires its candidate if it was Canary or Shadow.
+// abortInterruptedRollouts ends every running or held rollout (phase
+// aborted) and retires its candidate if it was Canary or Shadow: after a
+// restart no candidate is loaded.
 func (s *Store) abortInterruptedRollouts(ctx context.Context) error {
 	rs, err := s.Rollouts(ctx)
 	if err != nil {
 		return err
 	}
 	for _, r := range rs {
-		if r.Phase != models.RolloutRunning {
+		if r.Phase != models.RolloutRunning && r.Phase != models.RolloutHeld {
 			continue
 		}
 		v, err := s.Version(ctx, r.Model, r.Version)

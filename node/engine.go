@@ -23,8 +23,16 @@ type engine struct {
 	log    zerolog.Logger
 
 	// mu serialises promotions, so that "which versions of a model stay
-	// loaded" is decided by one promotion at a time.
+	// loaded" is decided by one promotion at a time; it also guards costs.
 	mu sync.Mutex
+	// budget bounds the estimated memory of loaded sessions (0: none); see
+	// budget.go.
+	budget int64
+	costs  map[string]int64 // "model/version" → estimated bytes
+
+	// loadMu serialises session loads, so that the resident memory a load
+	// adds can be attributed to it.
+	loadMu sync.Mutex
 }
 
 // load creates the session for a materialised version folder.
@@ -37,12 +45,19 @@ func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*i
 	if err != nil {
 		return nil, err
 	}
-	return e.env.Load(ctx, inference.LoadSpec{
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	before := residentBytes()
+	s, err := e.env.Load(ctx, inference.LoadSpec{
 		Model:   v.Model,
 		Version: v.Version,
 		Path:    filepath.Join(dir, mf.Path),
 		Config:  cfg.Session(),
 	})
+	if err == nil {
+		e.recordCost(v, residentBytes()-before)
+	}
+	return s, err
 }
 
 // serve loads an Active version at boot and routes to it as the default.
@@ -79,6 +94,7 @@ func (e *engine) promote(s *inference.Session, v models.VersionInfo) error {
 		s.Close()
 		return nil
 	}
+	e.fitBudgetLocked(v.Model, v.Version, previous)
 	if err := e.router.Add(s, true); err != nil {
 		s.Close()
 		return err

@@ -218,7 +218,7 @@ func (a *admin) deleteVersion(w http.ResponseWriter, r *http.Request) {
 	}
 	// A deleted version that was still loaded (the rollback target) is
 	// unloaded once its in-flight requests finish.
-	if err := a.n.router.Remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
+	if err := a.n.engine.remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
 		a.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading a deleted version")
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -265,7 +265,7 @@ func (n *Node) rollback(ctx context.Context, model string) (models.VersionInfo, 
 	}
 	// The demoted version is Retired (or Failed) in the store: stop routing to it.
 	if mi.Active != "" && mi.Active != v.Version {
-		if err := n.router.Remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
+		if err := n.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
 			n.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/edgeai/edge-node/cgo/heaptrim"
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 )
@@ -89,10 +90,22 @@ func (e *engine) fitBudgetLocked(model, keep, previous string) {
 	e.unload(model, previous, fmt.Sprintf("memory budget: %d bytes estimated loaded, budget %d", total, e.budget))
 }
 
+// remove unroutes a version, closes its session once its in-flight
+// requests finished, and hands the C heap memory ONNX Runtime freed back to
+// the system (see package heaptrim: without it resident memory grows with
+// every swap).
+func (e *engine) remove(model, version string) error {
+	err := e.router.Remove(model, version)
+	if err == nil {
+		heaptrim.Trim()
+	}
+	return err
+}
+
 // unload removes a version from the router, waiting for its in-flight
 // requests (as promote does for older versions).
 func (e *engine) unload(model, version, why string) {
-	if err := e.router.Remove(model, version); err != nil {
+	if err := e.remove(model, version); err != nil {
 		e.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading")
 		return
 	}

@@ -101,7 +101,7 @@ func (e *engine) promote(s *inference.Session, v models.VersionInfo) error {
 	}
 	for _, ix := range e.router.Index() {
 		if ix.Model == v.Model && ix.Version != v.Version && ix.Version != previous {
-			if err := e.router.Remove(ix.Model, ix.Version); err != nil {
+			if err := e.remove(ix.Model, ix.Version); err != nil {
 				e.log.Warn().Err(err).Str("model", ix.Model).Str("version", ix.Version).Msg("unloading an old version")
 			}
 		}

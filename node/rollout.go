@@ -333,7 +333,7 @@ func (rs *rollouts) retire(ctx context.Context, model, version string, phase mod
 	n := rs.n
 	_ = n.router.SetCanary(model, "", 0)
 	_ = n.router.SetShadow(model, "", 0)
-	if err := n.router.Remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
+	if err := n.engine.remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
 		rs.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading the candidate")
 	}
 	figs := make(map[string]float64, len(figures)+1)

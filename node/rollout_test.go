@@ -67,10 +67,19 @@ func newRolloutNode(t testing.TB, mod func(*Config)) *Node {
 	return n
 }
 
+// oneThread is the test versions' config: one intra-op thread, the
+// setting architecture.md recommends under concurrent load. It also keeps
+// a slow candidate from taking both cores of a 2-core box from the
+// baseline, which would make the baseline slow too.
+var oneThread = []byte("intra_op_threads: 1\n")
+
 // importAs imports an .onnx file as model/version (config: the model's
-// config.yaml, may be nil).
+// config.yaml; nil means oneThread).
 func importAs(t testing.TB, n *Node, model, version, file string, config []byte) {
 	t.Helper()
+	if config == nil {
+		config = oneThread
+	}
 	if _, err := n.store.Import(context.Background(), models.ImportRequest{Model: model, Version: version, ModelFile: file, Config: config}); err != nil {
 		t.Fatal(err)
 	}

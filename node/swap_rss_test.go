@@ -42,7 +42,7 @@ func TestSwapRSS(t *testing.T) {
 		}
 		swaps = v
 	}
-	var config []byte
+	config := []byte{} // ONNX Runtime's defaults (not the other tests' oneThread)
 	if c := os.Getenv(EnvSwapConfig); c != "" {
 		config = []byte(c)
 	}

@@ -223,8 +223,9 @@ type ModelInfo struct {
 	Versions   []VersionInfo `json:"versions"`
 }
 
-// Report is one outbox entry for the cloud: a state change, written in the
-// same transaction as the change itself.
+// Report is one outbox entry for the cloud: a state change, or a rollout
+// decision (Event set), written in the same transaction as the change
+// itself.
 type Report struct {
 	Seq     uint64    `json:"seq"`
 	At      time.Time `json:"at"`
@@ -234,6 +235,12 @@ type Report struct {
 	To      State     `json:"to"`
 	Reason  Reason    `json:"reason,omitempty"`
 	Detail  string    `json:"detail,omitempty"`
+	// Event is a rollout decision's event (EventStarted, EventPromoted,
+	// …); empty for a plain state change. To is then the version's state
+	// after the decision, Detail the decision's reason.
+	Event   string             `json:"event,omitempty"`
+	Phase   RolloutPhase       `json:"phase,omitempty"`
+	Figures map[string]float64 `json:"figures,omitempty"`
 }
 
 // Serving is one version the node must serve, with its files' folder.

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -25,6 +26,8 @@ import (
 //	GET    /admin/models/{model}                           one model
 //	PUT    /admin/models/{model}/versions/{version}        import the body (an .onnx file) as a version
 //	POST   /admin/models/{model}/versions/{version}/activate   load, warm up and serve exactly this version
+//	POST   /admin/models/{model}/versions/{version}/rollout    start a rollout (body: models.Strategy JSON; empty = immediate)
+//	DELETE /admin/models/{model}/rollout                   abort a running or held rollout (candidate retired)
 //	POST   /admin/models/{model}/rollback                  serve the Previous version again
 //	DELETE /admin/models/{model}/versions/{version}        delete a version (not the Active one)
 //	POST   /admin/gc                                       collect unreferenced versions and blobs
@@ -35,6 +38,8 @@ func newAdminHandler(n *Node, token string, log zerolog.Logger) http.Handler {
 	mux.HandleFunc("GET /admin/models/{model}", a.getModel)
 	mux.HandleFunc("PUT /admin/models/{model}/versions/{version}", a.importVersion)
 	mux.HandleFunc("POST /admin/models/{model}/versions/{version}/activate", a.activate)
+	mux.HandleFunc("POST /admin/models/{model}/versions/{version}/rollout", a.startRollout)
+	mux.HandleFunc("DELETE /admin/models/{model}/rollout", a.abortRollout)
 	mux.HandleFunc("POST /admin/models/{model}/rollback", a.rollback)
 	mux.HandleFunc("DELETE /admin/models/{model}/versions/{version}", a.deleteVersion)
 	mux.HandleFunc("POST /admin/gc", a.gc)
@@ -72,7 +77,50 @@ func (a *admin) listModels(w http.ResponseWriter, r *http.Request) {
 		adminError(w, statusOf(err), err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"models": ms})
+	ros, err := a.n.Rollouts(r.Context())
+	if err != nil {
+		adminError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"models": ms, "rollouts": ros})
+}
+
+// startRollout starts an on-device rollout and answers 202 with its
+// record; GET /admin/models shows its progress.
+func (a *admin) startRollout(w http.ResponseWriter, r *http.Request) {
+	model, version := r.PathValue("model"), r.PathValue("version")
+	body, err := io.ReadAll(io.LimitReader(r.Body, models.MaxStrategyBytes+1))
+	if err != nil {
+		adminError(w, http.StatusBadRequest, fmt.Errorf("reading the strategy: %w", err))
+		return
+	}
+	var s models.Strategy
+	if len(bytes.TrimSpace(body)) > 0 {
+		if s, err = models.DecodeStrategy(body); err != nil {
+			adminError(w, http.StatusBadRequest, err)
+			return
+		}
+	}
+	if err := a.n.Rollout(r.Context(), model, version, s); err != nil {
+		adminError(w, statusOf(err), err)
+		return
+	}
+	ro, err := a.n.store.Rollout(r.Context(), model)
+	if err != nil {
+		adminError(w, statusOf(err), err)
+		return
+	}
+	a.log.Info().Str("model", model).Str("version", version).Str("strategy", string(ro.Strategy.Kind)).Msg("rollout started by admin call")
+	writeJSON(w, http.StatusAccepted, ro)
+}
+
+func (a *admin) abortRollout(w http.ResponseWriter, r *http.Request) {
+	ro, err := a.n.AbortRollout(r.Context(), r.PathValue("model"), "aborted by an admin call")
+	if err != nil {
+		adminError(w, statusOf(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
 }
 
 func (a *admin) getModel(w http.ResponseWriter, r *http.Request) {
@@ -219,7 +267,7 @@ func (n *Node) rollback(ctx context.Context, model string) (models.VersionInfo, 
 	}
 	// The demoted version is Retired (or Failed) in the store: stop routing to it.
 	if mi.Active != "" && mi.Active != v.Version {
-		if err := n.router.Remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
+		if err := n.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
 			n.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
 		}
 	}
@@ -235,7 +283,7 @@ func (n *Node) deleteVersion(ctx context.Context, model, version string) error {
 	if err := n.store.Delete(ctx, model, version); err != nil {
 		return err
 	}
-	if err := n.router.Remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
+	if err := n.engine.remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
 		n.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading a deleted version")
 	}
 	return nil

@@ -42,6 +42,20 @@ type Config struct {
 	Pinned PinnedConfig `yaml:"pinned"`
 	// Store configures the model store.
 	Store StoreConfig `yaml:"store"`
+	// Rollout configures on-device rollouts.
+	Rollout RolloutConfig `yaml:"rollout"`
+}
+
+// RolloutConfig configures on-device rollouts (canary, shadow, rollback).
+type RolloutConfig struct {
+	// MemoryBudgetBytes bounds the estimated memory of loaded sessions:
+	// the Previous version stays loaded for an instant rollback only when
+	// it fits (0: no budget, Previous always stays loaded).
+	MemoryBudgetBytes int64 `yaml:"memory_budget_bytes"`
+	// ShadowConcurrency bounds concurrent shadow runs (default 1).
+	ShadowConcurrency int `yaml:"shadow_concurrency"`
+	// EvalInterval is how often a rollout's gates are evaluated.
+	EvalInterval time.Duration `yaml:"eval_interval"`
 }
 
 // PinnedConfig configures the pool of pinned host buffers (package
@@ -92,6 +106,7 @@ func DefaultConfig() Config {
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
 		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
+		Rollout:         RolloutConfig{ShadowConcurrency: 1, EvalInterval: time.Second},
 	}
 }
 
@@ -180,6 +195,9 @@ func (c Config) Validate() error {
 	}
 	if c.Pinned.BudgetBytes < 0 || c.Pinned.MaxWait < 0 {
 		return fmt.Errorf("pinned: budget_bytes and max_wait must not be negative")
+	}
+	if c.Rollout.MemoryBudgetBytes < 0 || c.Rollout.ShadowConcurrency < 0 || c.Rollout.EvalInterval < 0 {
+		return fmt.Errorf("rollout: memory_budget_bytes, shadow_concurrency and eval_interval must not be negative")
 	}
 	if c.Store.KeepVersions < 0 {
 		return fmt.Errorf("store.keep_versions must not be negative, got %d", c.Store.KeepVersions)

@@ -22,8 +22,16 @@ type engine struct {
 	log    zerolog.Logger
 
 	// mu serialises promotions, so that "which versions of a model stay
-	// loaded" is decided by one promotion at a time.
+	// loaded" is decided by one promotion at a time; it also guards costs.
 	mu sync.Mutex
+	// budget bounds the estimated memory of loaded sessions (0: none); see
+	// budget.go.
+	budget int64
+	costs  map[string]int64 // "model/version" → estimated bytes
+
+	// loadMu serialises session loads, so that the resident memory a load
+	// adds can be attributed to it.
+	loadMu sync.Mutex
 }
 
 // load creates the session for a materialised version folder.
@@ -36,12 +44,19 @@ func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*i
 	if err != nil {
 		return nil, err
 	}
-	return e.env.Load(ctx, inference.LoadSpec{
+	e.loadMu.Lock()
+	defer e.loadMu.Unlock()
+	before := residentBytes()
+	s, err := e.env.Load(ctx, inference.LoadSpec{
 		Model:   v.Model,
 		Version: v.Version,
 		Path:    filepath.Join(dir, mf.Path),
 		Config:  cfg.Session(),
 	})
+	if err == nil {
+		e.recordCost(v, residentBytes()-before)
+	}
+	return s, err
 }
 
 // serve loads an Active version at boot and routes to it as the default.
@@ -96,11 +111,10 @@ func (e *engine) promote(s *inference.Session, v models.VersionInfo) error {
 	}
 	for _, ix := range e.router.Index() {
 		if ix.Model == v.Model && ix.State == inference.StateServing && ix.Version != v.Version && ix.Version != previous {
-			if err := e.router.Remove(ix.Model, ix.Version); err != nil {
-				e.log.Warn().Err(err).Str("model", ix.Model).Str("version", ix.Version).Msg("unloading an old version")
-			}
+			e.unload(ix.Model, ix.Version, "older than Previous")
 		}
 	}
+	e.fitBudgetLocked(v.Model, v.Version, previous)
 	e.log.Info().Str("model", v.Model).Str("version", v.Version).Str("previous", previous).Msg("promoted")
 	return nil
 }

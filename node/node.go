@@ -30,12 +30,13 @@ type Node struct {
 	cfg Config
 	log zerolog.Logger
 
-	reg    *prometheus.Registry
-	pool   *pinned.Pool
-	env    *inference.Environment
-	store  *store.Store
-	router *inference.Router
-	engine *engine
+	reg      *prometheus.Registry
+	pool     *pinned.Pool
+	env      *inference.Environment
+	store    *store.Store
+	router   *inference.Router
+	engine   *engine
+	rollouts *rollouts
 
 	ln  net.Listener
 	srv *http.Server
@@ -77,7 +78,7 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		cfg:    cfg,
 		log:    logger.With().Str("component", "node").Logger(),
 		reg:    prometheus.NewRegistry(),
-		router: inference.NewRouter(),
+		router: inference.NewRouterWith(inference.RouterOptions{ShadowConcurrency: cfg.Rollout.ShadowConcurrency, Logger: logger}),
 		env:    env,
 		ownEnv: env == nil,
 	}
@@ -86,7 +87,7 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 			n.Close()
 		}
 	}()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), n.router.Collector())
 
 	popts := pinned.DefaultOptions()
 	if cfg.Pinned.BudgetBytes > 0 {
@@ -114,7 +115,8 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
 		return nil, err
 	}
-	n.engine = &engine{env: n.env, router: n.router, log: logger.With().Str("component", "engine").Logger()}
+	n.engine = &engine{env: n.env, router: n.router, log: logger.With().Str("component", "engine").Logger(), budget: cfg.Rollout.MemoryBudgetBytes}
+	n.rollouts = newRollouts(n, cfg.Rollout.EvalInterval, logger)
 
 	if err := n.loadModels(ctx); err != nil {
 		return nil, err
@@ -237,11 +239,21 @@ func (n *Node) activate(ctx context.Context, model, version string) error {
 	n.lifecycleMu.Lock()
 	defer n.lifecycleMu.Unlock()
 	if n.engine.routed(model, version) {
+		// Already loaded: the rollback target, a held rollout candidate, or
+		// the Active version itself. Switch without reloading.
 		v, err := n.store.Activate(ctx, model, version, nil)
 		if err != nil {
 			return err
 		}
-		return n.engine.promote(nil, v)
+		if err := n.engine.promote(nil, v); err != nil {
+			return err
+		}
+		if r, err := n.store.Rollout(ctx, model); err == nil && r.Phase == models.RolloutHeld && r.Version == version {
+			if _, err := n.store.Decide(ctx, model, models.RolloutPromoted, models.Decision{Event: models.EventPromoted, Reason: "held candidate activated by an operator"}, nil); err != nil {
+				n.log.Warn().Err(err).Str("model", model).Msg("recording the promotion of a held rollout")
+			}
+		}
+		return nil
 	}
 	l := n.engine.loader()
 	defer l.discard()
@@ -303,6 +315,11 @@ func (n *Node) Close() error {
 			errs = append(errs, ignoreClosed(n.srv.Close()))
 		} else if n.ln != nil {
 			errs = append(errs, n.ln.Close())
+		}
+		// Rollouts stop before the router and the store close: each
+		// retires its candidate and records the abort.
+		if n.rollouts != nil {
+			n.rollouts.close()
 		}
 		if n.router != nil {
 			errs = append(errs, n.router.Close())

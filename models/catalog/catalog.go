@@ -2,7 +2,7 @@
 // their versions and version states, the chunk index, chunked-ingest
 // progress and the outbox of reports for the cloud.
 //
-// # Bucket layout (schema version 1)
+// # Bucket layout (schema version 2)
 //
 //	meta                         schema   → uint64 big-endian: the schema version
 //	models/<name>/               one bucket per model
@@ -16,6 +16,8 @@
 //	ingests/<blob sha256 hex>    → JSON IngestRecord: a chunked blob being assembled and
 //	                               the byte ranges already written and verified
 //	outbox/<uint64 big-endian>   → JSON models.Report, in bucket-sequence order
+//	rollouts/<model name>        → JSON models.Rollout: the model's latest rollout and
+//	                               its decisions (schema 2)
 //
 // Every state transition is one write transaction (bbolt fsyncs on commit),
 // and writes its outbox report in that same transaction, so a report is
@@ -54,7 +56,7 @@ import (
 )
 
 // SchemaVersion is the catalog schema this code writes.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 var (
 	bucketMeta     = []byte("meta")
@@ -63,6 +65,7 @@ var (
 	bucketChunks   = []byte("chunks")
 	bucketIngests  = []byte("ingests")
 	bucketOutbox   = []byte("outbox")
+	bucketRollouts = []byte("rollouts")
 
 	keySchema     = []byte("schema")
 	keyActive     = []byte("active")
@@ -81,6 +84,11 @@ var migrations = []func(tx *bolt.Tx) error{
 			}
 		}
 		return nil
+	},
+	// 1 → 2: rollout records.
+	func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bucketRollouts)
+		return err
 	},
 }
 
@@ -756,4 +764,58 @@ func Gaps(rs []models.Range, size int64) []models.Range {
 		out = append(out, models.Range{Start: pos, End: size})
 	}
 	return out
+}
+
+// Rollout returns a model's latest rollout, or models.ErrNotFound.
+func (t *Tx) Rollout(model string) (models.Rollout, error) {
+	var r models.Rollout
+	b := t.tx.Bucket(bucketRollouts).Get([]byte(model))
+	if b == nil {
+		return r, fmt.Errorf("rollout of model %s: %w", model, models.ErrNotFound)
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("rollout of model %s: corrupt record: %w", model, err)
+	}
+	return r, nil
+}
+
+// Rollouts returns every model's latest rollout, by model name.
+func (t *Tx) Rollouts() ([]models.Rollout, error) {
+	var out []models.Rollout
+	err := t.tx.Bucket(bucketRollouts).ForEach(func(k, b []byte) error {
+		var r models.Rollout
+		if err := json.Unmarshal(b, &r); err != nil {
+			return fmt.Errorf("rollout of model %s: corrupt record: %w", k, err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// PutRollout appends d to r (keeping the last models.MaxDecisions), sets
+// its phase, stores it as the model's latest rollout and writes the
+// decision's outbox report; state is the candidate's state to report.
+func (t *Tx) PutRollout(r models.Rollout, phase models.RolloutPhase, d models.Decision, state models.State) (models.Rollout, error) {
+	now := t.c.opts.Now().UTC()
+	if d.At.IsZero() {
+		d.At = now
+	}
+	r.Phase, r.Updated = phase, now
+	if r.Started.IsZero() {
+		r.Started = now
+	}
+	r.Decisions = append(r.Decisions, d)
+	if n := len(r.Decisions) - models.MaxDecisions; n > 0 {
+		r.Decisions = slices.Delete(r.Decisions, 0, n)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return r, err
+	}
+	if err := t.tx.Bucket(bucketRollouts).Put([]byte(r.Model), b); err != nil {
+		return r, err
+	}
+	return r, t.report(models.Report{At: d.At, Model: r.Model, Version: r.Version, To: state,
+		Detail: d.Reason, Event: d.Event, Phase: phase, Figures: d.Figures})
 }

@@ -14,7 +14,8 @@ import (
 //
 //  1. versions caught in Loading or Warming by the restart become
 //     Failed(Interrupted) (a model that crashes the process must not crash
-//     it again on every boot; Retry clears it);
+//     it again on every boot; Retry clears it); a rollout the restart
+//     interrupted is aborted and its Canary/Shadow candidate Retired;
 //  2. every blob of every version that must have its files (Ready and
 //     later) is checked — size, or a full re-hash under Options.Verify; a
 //     bad blob is removed and each version using it becomes
@@ -41,6 +42,12 @@ func (s *Store) Boot(ctx context.Context) (models.BootReport, error) {
 				s.bootFailures.WithLabelValues(string(models.ReasonInterrupted)).Inc()
 			}
 		}
+	}
+	// 1b. Rollouts the restart interrupted: the candidate (Canary/Shadow)
+	// is retired and the rollout aborted in one transaction; Active never
+	// stopped being Active. The cloud may start the rollout again.
+	if err := s.abortInterruptedRollouts(ctx); err != nil {
+		return rep, err
 	}
 	if all, err = s.Models(ctx); err != nil {
 		return rep, err

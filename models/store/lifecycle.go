@@ -100,6 +100,12 @@ func (s *Store) Rollback(ctx context.Context, model string, opts models.Rollback
 
 // promote drives version to Active; after runs in the final transaction.
 func (s *Store) promote(ctx context.Context, model, version string, loader models.Loader, after func(*catalog.Tx) error) (models.VersionInfo, error) {
+	return s.bringUp(ctx, model, version, models.Active, loader, after)
+}
+
+// bringUp drives version to target (Active, or Canary/Shadow for a rollout
+// candidate); after runs in the final transaction.
+func (s *Store) bringUp(ctx context.Context, model, version string, target models.State, loader models.Loader, after func(*catalog.Tx) error) (models.VersionInfo, error) {
 	v, err := s.Version(ctx, model, version)
 	if err != nil {
 		return v, err
@@ -108,7 +114,7 @@ func (s *Store) promote(ctx context.Context, model, version string, loader model
 		var out models.VersionInfo
 		err := s.cat.Update(ctx, func(tx *catalog.Tx) error {
 			var err error
-			if out, err = tx.Transition(model, version, models.Active, opts); err != nil {
+			if out, err = tx.Transition(model, version, target, opts); err != nil {
 				return err
 			}
 			if after != nil {
@@ -117,16 +123,16 @@ func (s *Store) promote(ctx context.Context, model, version string, loader model
 			return nil
 		})
 		if err == nil {
-			s.log.Info().Str("model", model).Str("version", version).Msg("active")
+			s.log.Info().Str("model", model).Str("version", version).Str("state", string(target)).Msg("brought up")
 		}
 		return out, err
 	}
 	switch {
-	case v.State == models.Active:
+	case v.State == target:
 		return v, nil
-	case v.State == models.Warming || v.State == models.Canary || v.State == models.Shadow:
+	case target == models.Active && (v.State == models.Warming || v.State == models.Canary || v.State == models.Shadow):
 		return final(models.TransitionOptions{})
-	case v.State == models.Retired && loader == nil:
+	case target == models.Active && v.State == models.Retired && loader == nil:
 		return final(models.TransitionOptions{Detail: "reactivated (still loaded)"})
 	case (v.State == models.Ready || v.State == models.Retired) && loader != nil:
 	default:
@@ -134,7 +140,7 @@ func (s *Store) promote(ctx context.Context, model, version string, loader model
 			return v, fmt.Errorf("activate %s/%s: a Ready version needs a loader (Ready → Loading → Warming → Active): %w",
 				model, version, &models.TransitionError{Model: model, Version: version, From: v.State, To: models.Active})
 		}
-		return v, &models.TransitionError{Model: model, Version: version, From: v.State, To: models.Active}
+		return v, &models.TransitionError{Model: model, Version: version, From: v.State, To: target}
 	}
 	dir, err := s.Materialize(ctx, model, version)
 	if err != nil {

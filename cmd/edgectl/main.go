@@ -25,6 +25,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
 	"github.com/edgeai/edge-node/sync/wire"
@@ -148,7 +149,7 @@ func newPublish(g *globalFlags) *cobra.Command {
 			defer closeLink()
 			opts := fleet.PublishOptions{Config: cfgText}
 			if base != "" {
-				keys := wire.Keyring{}
+				keys := models.KeySet{}
 				keys.Add(key.Public().(ed25519.PublicKey))
 				bm, ok, err := fleet.ReadManifest(ctx, link, tp, name, base, keys, g.quiet)
 				if err != nil {

@@ -42,6 +42,8 @@ type Config struct {
 	Pinned PinnedConfig `yaml:"pinned"`
 	// Store configures the model store.
 	Store StoreConfig `yaml:"store"`
+	// Cloud configures the cloud link (see cloudconfig.go).
+	Cloud CloudConfig `yaml:"cloud"`
 }
 
 // PinnedConfig configures the pool of pinned host buffers (package
@@ -92,6 +94,7 @@ func DefaultConfig() Config {
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
 		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
+		Cloud:           defaultCloudConfig(),
 	}
 }
 
@@ -199,7 +202,7 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
 	}
-	return nil
+	return c.Cloud.validate()
 }
 
 // nameFields rewrites yaml.v3's type errors, which give only a line

@@ -31,7 +31,7 @@ type StoreSink struct {
 	st  BlobStore
 	ctx context.Context
 
-	mu      sync.Mutex                   // guards ingests
+	mu      sync.Mutex                    // guards ingests
 	ingests map[string]models.ChunkIngest // blob -> open ingest
 }
 

@@ -40,6 +40,10 @@ type Node struct {
 	ln  net.Listener
 	srv *http.Server
 
+	// cloud is the cloud link (nil when disabled or when it could not
+	// start: the node then serves offline).
+	cloud *cloud
+
 	// ownEnv is false when the Environment was handed in (newNode in tests):
 	// then Close leaves it open for its owner.
 	ownEnv bool
@@ -135,6 +139,13 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
 	}
+	// The cloud link starts last, after the offline boot: models are loaded
+	// and the listener is open before any connection attempt, and an
+	// unreachable broker never blocks start-up (the link connects in the
+	// background).
+	if n.cloud, err = startCloud(n, sopts.TrustedKeys); err != nil {
+		return nil, err
+	}
 	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
 		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Msg("node started")
 	return n, nil
@@ -148,8 +159,8 @@ func storeOptions(cfg Config) (store.Options, error) {
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
 	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
 	var err error
-	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
-		return sopts, fmt.Errorf("store.trusted_keys: %w", err)
+	if sopts.TrustedKeys, err = trustedKeys(cfg); err != nil {
+		return sopts, err
 	}
 	return sopts, nil
 }
@@ -303,6 +314,10 @@ func (n *Node) Close() error {
 			errs = append(errs, ignoreClosed(n.srv.Close()))
 		} else if n.ln != nil {
 			errs = append(errs, n.ln.Close())
+		}
+		// The cloud link stops before the engine and the store it drives.
+		if n.cloud != nil {
+			errs = append(errs, n.cloud.close())
 		}
 		if n.router != nil {
 			errs = append(errs, n.router.Close())

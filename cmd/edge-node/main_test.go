@@ -187,7 +187,9 @@ func (s *syncBuffer) String() string {
 // test if it is still running.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	args = append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t)}, args...)
+	// The embedded broker on a free port: the default 1883 may be taken.
+	args = append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t),
+		"--embedded-broker-addr", "127.0.0.1:0", "--node-id", "test-node"}, args...)
 	d := &daemon{cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd.Env = cleanEnv()
 	pr, pw := io.Pipe()

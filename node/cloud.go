@@ -123,7 +123,7 @@ func (c *cloud) build(url string) error {
 	cfg := c.n.cfg.Cloud
 	reg := c.n.reg
 	var err error
-	if c.rej, err = wire.NewRejecter(reg, c.n.log); err != nil {
+	if c.rej, err = wire.NewRejecter(reg, c.log); err != nil {
 		return err
 	}
 	offline, err := wire.Presence{Protocol: wire.Protocol, Node: c.nodeID, Online: false}.Encode()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
+	"github.com/edgeai/edge-node/sync/chunker"
 )
 
 // Version is the node's version, reported by GET /v2 (set by the command).
@@ -158,6 +160,12 @@ func storeOptions(cfg Config) (store.Options, error) {
 	sopts.KeepVersions = cfg.Store.KeepVersions
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
 	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
+	// Imported files are cut into the link's content-defined chunks, so a
+	// version from the cloud reuses every chunk it shares with them.
+	sopts.Chunker = func(r io.Reader) ([]models.ChunkRef, error) {
+		_, _, cs, err := chunker.Split(r, nil)
+		return cs, err
+	}
 	var err error
 	if sopts.TrustedKeys, err = trustedKeys(cfg); err != nil {
 		return sopts, err

@@ -14,7 +14,6 @@ import (
 
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/desired"
-	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/transfer"
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -414,11 +413,7 @@ func (r *reconciler) announce(ctx context.Context, model, ver string, set func(s
 	if err := r.c.link.WaitConnected(ctx); err != nil {
 		return models.VersionInfo{}, true, nil
 	}
-	got, err := fleet.ReadRetained(ctx, r.c.link, topic, 500*time.Millisecond)
-	if err != nil {
-		return models.VersionInfo{}, true, nil
-	}
-	b, ok := got[topic]
+	b, ok := r.readRetained(ctx, topic, manifestWait)
 	if !ok {
 		set("Waiting", "ManifestNotPublished")
 		return models.VersionInfo{}, true, nil
@@ -448,6 +443,40 @@ func (r *reconciler) announce(ctx context.Context, model, ver string, set func(s
 		return v, false, err
 	}
 	return v, false, nil
+}
+
+// manifestWait bounds the wait for a retained manifest after the SUBACK
+// (the broker sends a retained message right after it; none in this time
+// means it is not published yet, and the pass retries later).
+const manifestWait = 2 * time.Second
+
+// readRetained returns the retained message of one topic: the first message
+// that arrives after subscribing, or false when none came within wait.
+func (r *reconciler) readRetained(ctx context.Context, topic string, wait time.Duration) ([]byte, bool) {
+	got := make(chan []byte, 1)
+	h := func(_ string, payload []byte) {
+		select {
+		case got <- append([]byte(nil), payload...):
+		default:
+		}
+	}
+	if err := r.c.link.Subscribe(ctx, h, topic); err != nil {
+		return nil, false
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = r.c.link.Unsubscribe(uctx, topic)
+	}()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case b := <-got:
+		return b, len(b) > 0 // an empty retained payload is a deletion
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, false
 }
 
 // download fetches v's chunks into the store and verifies the version. It

@@ -1,0 +1,312 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"crypto/ed25519"
+	"crypto/rand"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// The cloud tests run a real node (real ONNX Runtime, real store) against a
+// real mosquitto, and drive it the way edgectl does: fleet.PublishModel
+// (chunks + signed manifest, retained), fleet.Deploy (desired state with the
+// next generation). Waits have generous deadlines; nothing is timed.
+
+const cloudDeadline = 3 * time.Minute
+
+var cloudTopics = wire.Topics{Root: wire.DefaultRoot}
+
+// cloudEnv is the cloud side: a broker, an edgectl-like link, a signing key
+// and its PEM public key file.
+type cloudEnv struct {
+	t       *testing.T
+	m       *brokertest.Mosquitto
+	link    *mqttlink.Link
+	key     ed25519.PrivateKey
+	pubFile string
+	src     string
+}
+
+func newCloudEnv(t *testing.T) *cloudEnv {
+	t.Helper()
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pubPEM, err := wire.MarshalKeyPairPEM(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &cloudEnv{t: t, m: m, key: key, src: t.TempDir()}
+	e.pubFile = filepath.Join(e.src, "release.pub")
+	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.link = runTestLink(t, m.URL(), "edgectl-test")
+	return e
+}
+
+func runTestLink(t *testing.T, url, id string) *mqttlink.Link {
+	t.Helper()
+	cfg := mqttlink.DefaultConfig()
+	cfg.BrokerURL, cfg.ClientID = url, id
+	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
+	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; l.Close() })
+	wctx, wcancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer wcancel()
+	if err := l.WaitConnected(wctx); err != nil {
+		t.Fatalf("link %s: %v", id, err)
+	}
+	return l
+}
+
+// nodeConfig is testConfig with the cloud link on, to url, as node n1.
+func (e *cloudEnv) nodeConfig(dataDir, repo, url string) Config {
+	cfg := testConfig(e.t, dataDir, repo)
+	cfg.Cloud.Disabled = false
+	cfg.Cloud.Broker = url
+	cfg.Cloud.NodeID = "n1"
+	cfg.Cloud.TrustedKeyFiles = []string{e.pubFile}
+	cfg.Cloud.StallTimeout = 2 * time.Second
+	cfg.Cloud.BackoffMax = time.Second
+	return cfg
+}
+
+// publish publishes model/version (with config.yaml in the manifest), signed
+// with key; skip lists chunks not to send.
+func (e *cloudEnv) publish(key ed25519.PrivateKey, model, version string, data []byte, skip map[string]bool) models.Manifest {
+	e.t.Helper()
+	p := filepath.Join(e.src, model+"-"+version+".onnx")
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	m, _, err := fleet.PublishModel(ctx, e.link, cloudTopics, model, version,
+		[]fleet.FileSpec{{Path: p, Name: "model.onnx", Role: wire.RoleModel}}, key,
+		fleet.PublishOptions{Skip: skip, Config: "intra_op_threads: 1\n"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func (e *cloudEnv) deploy(model, version string) wire.DesiredState {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	d, err := fleet.Deploy(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, model, wire.ModelSpec{Version: version}, 300*time.Millisecond)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+// status reads the node's retained status.
+func (e *cloudEnv) status() (wire.Status, bool) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	got, err := fleet.ReadRetained(ctx, e.link, cloudTopics.Status("n1"), 200*time.Millisecond)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, ok := got[cloudTopics.Status("n1")]
+	if !ok {
+		return wire.Status{}, false
+	}
+	st, err := wire.DecodeStatus(b)
+	if err != nil {
+		e.t.Fatalf("node published an invalid status: %v", err)
+	}
+	return st, true
+}
+
+// events collects the node's events as they arrive.
+type events struct {
+	mu  sync.Mutex
+	got []wire.Event
+}
+
+func (e *cloudEnv) subscribeEvents() *events {
+	e.t.Helper()
+	ev := &events{}
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	err := e.link.Subscribe(ctx, func(_ string, b []byte) {
+		x, err := wire.DecodeEvent(b)
+		if err != nil {
+			e.t.Errorf("node published an invalid event: %v", err)
+			return
+		}
+		ev.mu.Lock()
+		ev.got = append(ev.got, x)
+		ev.mu.Unlock()
+	}, cloudTopics.Events("n1"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return ev
+}
+
+func (ev *events) snapshot() []wire.Event {
+	ev.mu.Lock()
+	defer ev.mu.Unlock()
+	return append([]wire.Event(nil), ev.got...)
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(cloudDeadline)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+}
+
+func activeVersion(t *testing.T, url, model string) string {
+	return adminModel(t, url, model).Active
+}
+
+// TestCloudDeployActivatesAndServes is issue 5's end-to-end path: publish
+// with edgectl's library code → deploy → the node downloads, verifies,
+// activates, and serves the new version over REST, while v1 served all
+// along; status (retained) and events (in order) report it. Then a bad
+// signature and a stale generation leave the Active version untouched.
+func TestCloudDeployActivatesAndServes(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "1" {
+		t.Fatalf("served version %q before the deploy, want 1", got)
+	}
+	ev := e.subscribeEvents()
+	waitFor(t, "the node's first status", func() bool { _, ok := e.status(); return ok })
+
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	start := time.Now()
+	d := e.deploy("ppocr_cls", "2")
+	published := time.Since(start) // edgectl's read of the retained state (300 ms quiet) + publish
+	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	serving := time.Since(start)
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
+		t.Fatalf("served version %q after the deploy, want 2", got)
+	}
+	t.Logf("FIGURE deploy→serving (ppocr_cls v2, %d bytes, loopback mosquitto): %v from the deploy call (%v of it in the deploy call itself), %v from its publish",
+		len(modelBytes(t, "ppocr_cls", "v2")), serving, published, serving-published)
+	mi := adminModel(t, rn.url, "ppocr_cls")
+	if mi.Previous != "1" {
+		t.Errorf("previous = %q, want 1 (the rollback target)", mi.Previous)
+	}
+
+	waitFor(t, "status: v2 Active at the deployed generation", func() bool {
+		st, ok := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ok && ms.Version == "2" && ms.State == "Active" && st.Desired.Node == d.Generation
+	})
+	want := []string{"Announced", "Downloading", "Verifying", "Ready", "Loading", "Warming", "Active"}
+	waitFor(t, "events for v2 up to Active", func() bool {
+		var states []string
+		for _, x := range ev.snapshot() {
+			if x.Model == "ppocr_cls" && x.Version == "2" {
+				states = append(states, x.State)
+			}
+		}
+		return strings.Join(states, ",") == strings.Join(want[1:], ",") || strings.Join(states, ",") == strings.Join(want, ",")
+	})
+	checkEventOrder(t, ev.snapshot())
+
+	// A version signed by a key the node does not trust: recorded as
+	// Failed(SignatureInvalid), reported, and v2 keeps serving.
+	_, evil, _ := ed25519.GenerateKey(rand.Reader)
+	e.publish(evil, "ppocr_cls", "3", modelBytes(t, "ppocr_cls", "v3"), nil)
+	e.deploy("ppocr_cls", "3")
+	waitFor(t, "status: v3 Failed(SignatureInvalid)", func() bool {
+		st, _ := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ms.Version == "3" && ms.State == "Failed" && ms.Reason == "SignatureInvalid"
+	})
+	if v, ok := versionOf(adminModel(t, rn.url, "ppocr_cls"), "3"); ok && (v.State != models.Failed || v.Reason != models.ReasonSignatureInvalid) {
+		t.Errorf("v3 recorded as %s(%s)", v.State, v.Reason)
+	}
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
+		t.Fatalf("after a forged v3 the node serves %q, want 2", got)
+	}
+	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "2" {
+		t.Fatalf("active = %q after a forged v3", a)
+	}
+
+	// A stale generation (lower than the node accepted) is rejected and
+	// counted; the Active version does not move.
+	stale := wire.DesiredState{Protocol: 1, Generation: 1, Models: map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}}}
+	b, err := stale.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	if err := e.link.Publish(ctx, cloudTopics.NodeDesired("n1"), false, b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stale generation counted", func() bool {
+		return metricValue(t, rn.url, `edgeai_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
+	})
+	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "2" {
+		t.Fatalf("active = %q after a stale desired state", a)
+	}
+}
+
+// checkEventOrder: seq strictly increases (the outbox flushes in order).
+func checkEventOrder(t *testing.T, evs []wire.Event) {
+	t.Helper()
+	for i := 1; i < len(evs); i++ {
+		if evs[i].Seq <= evs[i-1].Seq {
+			t.Fatalf("event %d has seq %d after %d: out of order", i, evs[i].Seq, evs[i-1].Seq)
+		}
+	}
+}
+
+// metricValue scrapes /metrics for one sample line (name with labels).
+func metricValue(t *testing.T, url, sample string) float64 {
+	t.Helper()
+	code, _, body := call(t, "GET", url+"/metrics", nil, nil)
+	if code != http.StatusOK {
+		t.Fatalf("/metrics: %d", code)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, sample+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
+}

@@ -283,14 +283,25 @@ func TestCloudDeployActivatesAndServes(t *testing.T) {
 	}
 }
 
-// checkEventOrder: seq strictly increases (the outbox flushes in order).
-func checkEventOrder(t *testing.T, evs []wire.Event) {
+// checkEventOrder: after dropping QoS 1 redeliveries (a seq seen before,
+// which the cloud deduplicates by (node, seq)), seq goes up by exactly one
+// from each event to the next: the outbox flushes in order, losing nothing.
+// It returns the deduplicated events.
+func checkEventOrder(t *testing.T, evs []wire.Event) []wire.Event {
 	t.Helper()
-	for i := 1; i < len(evs); i++ {
-		if evs[i].Seq <= evs[i-1].Seq {
-			t.Fatalf("event %d has seq %d after %d: out of order", i, evs[i].Seq, evs[i-1].Seq)
+	seen := map[uint64]bool{}
+	var out []wire.Event
+	for _, x := range evs {
+		if seen[x.Seq] {
+			continue
 		}
+		seen[x.Seq] = true
+		if n := len(out); n > 0 && x.Seq != out[n-1].Seq+1 {
+			t.Fatalf("event seq %d after %d: out of order or lost", x.Seq, out[n-1].Seq)
+		}
+		out = append(out, x)
 	}
+	return out
 }
 
 // metricValue scrapes /metrics for one sample line (name with labels).
@@ -309,4 +320,70 @@ func metricValue(t *testing.T, url, sample string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestCloudOfflineLandsOnLatestAndFlushesEventsInOrder: the node's network
+// is cut (a proxy, so the broker stays up and sees the socket drop); while
+// it is away, desired state changes twice (v2, then v3) and the node's
+// state changes locally (admin activations: reports queue in the store's
+// outbox). On reconnect the node lands on v3 (v2 never becomes Active),
+// and every event reaches the cloud once, in order.
+func TestCloudOfflineLandsOnLatestAndFlushesEventsInOrder(t *testing.T) {
+	e := newCloudEnv(t)
+	proxy := brokertest.NewProxy(t, e.m.Addr())
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "0", modelBytes(t, "ppocr_cls", "v0"))
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, proxy.URL()))
+	ev := e.subscribeEvents()
+	waitFor(t, "the node online", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 1 })
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.publish(e.key, "ppocr_cls", "3", modelBytes(t, "ppocr_cls", "v3"), nil)
+
+	proxy.SetDown(true)
+	waitFor(t, "the node offline", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 0 })
+	e.deploy("ppocr_cls", "2")
+	d := e.deploy("ppocr_cls", "3")
+	for _, v := range []string{"0", "1"} { // local changes while offline: reports queue
+		if code, _, body := call(t, "POST", rn.url+"/admin/models/ppocr_cls/versions/"+v+"/activate", nil, nil); code != http.StatusOK {
+			t.Fatalf("activate %s offline: %d %s", v, code, body)
+		}
+	}
+	offlineSeqs := len(ev.snapshot())
+	proxy.SetDown(false)
+
+	waitFor(t, "version 3 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "3" })
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "3" {
+		t.Fatalf("serving %q, want 3", got)
+	}
+	if v, ok := versionOf(adminModel(t, rn.url, "ppocr_cls"), "2"); ok {
+		for _, h := range v.History {
+			if h.To == models.Active {
+				t.Fatalf("v2 became Active on the way to v3: %+v", v.History)
+			}
+		}
+	}
+	waitFor(t, "status at the latest generation", func() bool {
+		st, _ := e.status()
+		return st.Desired.Node == d.Generation && st.Models["ppocr_cls"].State == "Active" && st.Models["ppocr_cls"].Version == "3"
+	})
+	waitFor(t, "the event of v3 becoming Active", func() bool {
+		for _, x := range ev.snapshot() {
+			if x.Version == "3" && x.State == "Active" {
+				return true
+			}
+		}
+		return false
+	})
+	evs := checkEventOrder(t, ev.snapshot())
+	var offline []string
+	for _, x := range evs[offlineSeqs:] {
+		if x.Version == "0" && x.State == "Active" || x.Version == "1" && x.State == "Active" {
+			offline = append(offline, x.Version)
+		}
+	}
+	if strings.Join(offline, ",") != "0,1" && strings.Join(offline, ",") != "0,1,1" {
+		t.Fatalf("the offline activations arrived as %v, want 0 then 1", offline)
+	}
+	t.Logf("%d events after reconnect, in order (seq %d..%d)", len(evs)-offlineSeqs, evs[offlineSeqs].Seq, evs[len(evs)-1].Seq)
 }

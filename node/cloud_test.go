@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -453,4 +454,44 @@ func TestCloudBrokerKilledMidTransferResumes(t *testing.T) {
 	}
 	t.Logf("FIGURE broker SIGKILL mid-transfer: %d of %d bytes stored before the kill; after restart the fetch completed with %d distinct chunks each written once from the network (%d bytes of %d), %d duplicate deliveries ignored, %d window re-subscriptions",
 		before.done, before.total, res.ChunksNetwork, res.BytesNetwork, res.BytesTotal, res.Duplicates, res.Resubscribes)
+}
+
+// TestCloudFineTuneMovesFewBytes: the node serves ppocr_det v1 imported
+// from its model repository (chunk-indexed at import); v2 differs from v1
+// in one weight tensor (sync/transfer/testdata/finetune.py, Debian's
+// python3 with onnx). Deploying v2 moves only the chunks around the change:
+// the rest is copied from v1's blob on the device.
+func TestCloudFineTuneMovesFewBytes(t *testing.T) {
+	const python = "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		t.Skipf("no %s", python)
+	}
+	e := newCloudEnv(t)
+	v1 := modelBytes(t, "ppocr_det", "")
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_det", "1", v1)
+	v2Path := filepath.Join(t.TempDir(), "v2.onnx")
+	out, err := exec.Command(python, "../sync/transfer/testdata/finetune.py", filepath.Join(repo, "ppocr_det", "1", "model.onnx"), v2Path, "conv2d_421.w_0").CombinedOutput()
+	if err != nil {
+		t.Skipf("finetune.py (needs python3-onnx): %v\n%s", err, out)
+	}
+	v2, err := os.ReadFile(v2Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	e.publish(e.key, "ppocr_det", "2", v2, nil)
+	start := time.Now()
+	e.deploy("ppocr_det", "2")
+	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_det") == "2" })
+	took := time.Since(start)
+	rn.cloud.rec.mu.Lock()
+	res := rn.cloud.rec.lastFetch["ppocr_det/2"]
+	rn.cloud.rec.mu.Unlock()
+	frac := float64(res.BytesNetwork) / float64(res.BytesTotal)
+	t.Logf("FIGURE fine-tune (%s): ppocr_det v2 = %d bytes; moved over the network %d bytes in %d chunks (%.1f%%), copied from v1 on the device %d bytes in %d chunks; deploy→serving %v",
+		strings.TrimSpace(string(out)), res.BytesTotal, res.BytesNetwork, res.ChunksNetwork, 100*frac, res.BytesLocal, res.ChunksLocal, took)
+	if res.BytesNetwork+res.BytesLocal+res.BytesResumed != res.BytesTotal || res.ChunksLocal == 0 || frac > 0.5 {
+		t.Fatalf("fine-tune moved %.1f%% of the model: %+v", 100*frac, res)
+	}
 }

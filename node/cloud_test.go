@@ -2,9 +2,9 @@ package node
 
 import (
 	"context"
-	"fmt"
 	"crypto/ed25519"
 	"crypto/rand"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/models"
@@ -153,13 +154,20 @@ type events struct {
 	got []wire.Event
 }
 
+// subscribeEvents subscribes with a plain paho client whose handler runs in
+// arrival order (mqttlink runs handlers concurrently, which would shuffle
+// them): the order recorded is the order the broker delivered.
 func (e *cloudEnv) subscribeEvents() *events {
 	e.t.Helper()
 	ev := &events{}
-	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
-	defer cancel()
-	err := e.link.Subscribe(ctx, func(_ string, b []byte) {
-		x, err := wire.DecodeEvent(b)
+	o := paho.NewClientOptions().AddBroker(e.m.URL()).SetClientID("events-test").SetOrderMatters(true).SetAutoReconnect(true)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
+		e.t.Fatalf("events client: %v", tok.Error())
+	}
+	e.t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe(cloudTopics.Events("n1"), 1, func(_ paho.Client, m paho.Message) {
+		x, err := wire.DecodeEvent(m.Payload())
 		if err != nil {
 			e.t.Errorf("node published an invalid event: %v", err)
 			return
@@ -167,9 +175,9 @@ func (e *cloudEnv) subscribeEvents() *events {
 		ev.mu.Lock()
 		ev.got = append(ev.got, x)
 		ev.mu.Unlock()
-	}, cloudTopics.Events("n1"))
-	if err != nil {
-		e.t.Fatal(err)
+	})
+	if !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
+		e.t.Fatalf("subscribe events: %v", tok.Error())
 	}
 	return ev
 }

@@ -60,7 +60,7 @@ type cloud struct {
 // unreadable keys) fails start-up.
 func startCloud(n *Node, keys models.KeySet) (*cloud, error) {
 	cfg := n.cfg.Cloud
-	log := n.log.With().Str("component", "cloud").Logger()
+	log := n.baseLog.With().Str("component", "cloud").Logger()
 	if cfg.Disabled {
 		log.Info().Msg("cloud link disabled")
 		return nil, nil
@@ -77,7 +77,7 @@ func startCloud(n *Node, keys models.KeySet) (*cloud, error) {
 		statusKick: make(chan struct{}, 1)}
 	url := cfg.Broker
 	if url == "" {
-		b, err := broker.Start(broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker")}, n.log)
+		b, err := broker.Start(broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker")}, n.baseLog)
 		if err != nil {
 			// Another process holds the port (a second node on this
 			// device, a local mosquitto): serve offline rather than fail
@@ -123,7 +123,7 @@ func (c *cloud) build(url string) error {
 	cfg := c.n.cfg.Cloud
 	reg := c.n.reg
 	var err error
-	if c.rej, err = wire.NewRejecter(reg, c.log); err != nil {
+	if c.rej, err = wire.NewRejecter(reg, c.n.baseLog.With().Str("component", "cloud").Logger()); err != nil {
 		return err
 	}
 	offline, err := wire.Presence{Protocol: wire.Protocol, Node: c.nodeID, Online: false}.Encode()
@@ -137,13 +137,13 @@ func (c *cloud) build(url string) error {
 	lc.TLS = mqttlink.TLSFiles{CAFile: cfg.TLS.CAFile, CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ServerName: cfg.TLS.ServerName}
 	lc.BackoffMax = cfg.BackoffMax
 	lc.Will = &mqttlink.Message{Topic: c.topics.Presence(c.nodeID), Payload: offline, Retained: true}
-	if c.link, err = mqttlink.New(lc, &reportOutbox{c: c}, c.n.log, reg); err != nil {
+	if c.link, err = mqttlink.New(lc, &reportOutbox{c: c}, c.n.baseLog, reg); err != nil {
 		return fmt.Errorf("cloud link: %w", err)
 	}
 	c.link.OnConnect(c.onConnect)
 	sink := transfer.NewStoreSink(context.Background(), c.n.store)
 	if c.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: c.topics, Window: cfg.Window, StallTimeout: cfg.StallTimeout},
-		c.link, sink, c.rej, c.n.log, reg); err != nil {
+		c.link, sink, c.rej, c.n.baseLog, reg); err != nil {
 		return err
 	}
 	if c.rec, err = newReconciler(c, sink); err != nil {
@@ -154,7 +154,7 @@ func (c *cloud) build(url string) error {
 		return err
 	}
 	c.watcher, err = desired.New(desired.Config{Topics: c.topics, Node: c.nodeID, Groups: cfg.Groups, Initial: initial},
-		c.link, c.rec, c.rej, c.n.log)
+		c.link, c.rec, c.rej, c.n.baseLog)
 	return err
 }
 

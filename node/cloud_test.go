@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -438,13 +439,26 @@ func TestCloudBrokerKilledMidTransferResumes(t *testing.T) {
 	e := newCloudEnv(t)
 	rn := startNode(t, e.nodeConfig(t.TempDir(), "", e.m.URL()))
 	data := modelBytes(t, "ppocr_det", "v2")
-	_, half := e.halfPublish("ppocr_det", "2", data)
+	skip, half := e.halfPublish("ppocr_det", "2", data)
 	e.deploy("ppocr_det", "2")
 	waitFor(t, "half of the chunks stored", func() bool {
 		nt := rn.cloud.rec.note("ppocr_det")
 		return nt.state == "Downloading" && nt.done >= half
 	})
 	before := rn.cloud.rec.note("ppocr_det")
+	// Hostile input while the node waits: a payload that does not hash to
+	// the chunk topic it is published on (a topic the node is subscribed
+	// to). It is rejected and counted; nothing is written.
+	pctx, pcancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer pcancel()
+	for sha := range skip {
+		if err := e.link.Publish(pctx, cloudTopics.Chunk(sha), false, []byte("not the chunk")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the forged chunks counted", func() bool {
+		return metricValue(t, rn.url, `edgeai_link_rejected_total{kind="chunk",reason="chunk_mismatch"}`) >= 1
+	})
 	e.m.Kill()
 	e.m.Start()
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
@@ -501,5 +515,43 @@ func TestCloudFineTuneMovesFewBytes(t *testing.T) {
 		strings.TrimSpace(string(out)), res.BytesTotal, res.BytesNetwork, res.ChunksNetwork, 100*frac, res.BytesLocal, res.ChunksLocal, took)
 	if res.BytesNetwork+res.BytesLocal+res.BytesResumed != res.BytesTotal || res.ChunksLocal == 0 || frac > 0.5 {
 		t.Fatalf("fine-tune moved %.1f%% of the model: %+v", 100*frac, res)
+	}
+}
+
+// TestApplyDesiredFromAnotherSource is the entry point a KubeEdge bridge
+// uses: a whole desired model map from a named source at a generation. It
+// reconciles through the same path as MQTT; a generation that is not newer
+// than the last one from that source is refused and changes nothing.
+func TestApplyDesiredFromAnotherSource(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	if err := rn.ApplyDesired(ctx, "kubeedge", 5, map[string]wire.ModelSpec{"ppocr_cls": {Version: "2"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	for _, gen := range []uint64{5, 4} {
+		err := rn.ApplyDesired(ctx, "kubeedge", gen, map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}})
+		if !errors.Is(err, ErrStaleGeneration) {
+			t.Fatalf("generation %d again: %v, want ErrStaleGeneration", gen, err)
+		}
+	}
+	for name, bad := range map[string]map[string]wire.ModelSpec{
+		"bad model name": {"a/b": {Version: "1"}},
+		"bad version":    {"ppocr_cls": {Version: "#"}},
+	} {
+		if err := rn.ApplyDesired(ctx, "kubeedge", 9, bad); !errors.Is(err, models.ErrInvalidArgument) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if err := rn.ApplyDesired(ctx, SourceMQTT, 9, nil); !errors.Is(err, models.ErrInvalidArgument) {
+		t.Errorf("the reserved mqtt source: %v", err)
+	}
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
+		t.Fatalf("serving %q, want 2", got)
 	}
 }

@@ -29,8 +29,9 @@ var Version = "dev"
 
 // Node is the daemon. Build it with New, run it with Run, stop it with Close.
 type Node struct {
-	cfg Config
-	log zerolog.Logger
+	cfg     Config
+	log     zerolog.Logger
+	baseLog zerolog.Logger // the logger New was given: components add their own "component"
 
 	reg    *prometheus.Registry
 	pool   *pinned.Pool
@@ -80,12 +81,13 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		return nil, err
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    logger.With().Str("component", "node").Logger(),
-		reg:    prometheus.NewRegistry(),
-		router: inference.NewRouter(),
-		env:    env,
-		ownEnv: env == nil,
+		cfg:     cfg,
+		log:     logger.With().Str("component", "node").Logger(),
+		baseLog: logger,
+		reg:     prometheus.NewRegistry(),
+		router:  inference.NewRouter(),
+		env:     env,
+		ownEnv:  env == nil,
 	}
 	defer func() {
 		if err != nil {

@@ -82,7 +82,7 @@ func newReconciler(c *cloud, sink *transfer.StoreSink) (*reconciler, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &reconciler{c: c, n: c.n, sink: sink, m: m, log: c.n.log.With().Str("component", "reconcile").Logger(),
+	return &reconciler{c: c, n: c.n, sink: sink, m: m, log: c.n.baseLog.With().Str("component", "reconcile").Logger(),
 		kickCh: make(chan struct{}, 1), sources: map[string]sourceState{}, notes: map[string]note{}, tried: map[string]uint64{},
 		lastFetch: map[string]transfer.Result{},
 		gens:      wire.AppliedGenerations{Groups: map[string]uint64{}}}, nil

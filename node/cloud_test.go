@@ -70,6 +70,12 @@ func runTestLink(t *testing.T, url, id string) *mqttlink.Link {
 	t.Helper()
 	cfg := mqttlink.DefaultConfig()
 	cfg.BrokerURL, cfg.ClientID = url, id
+	return runTestLinkConfig(t, cfg)
+}
+
+func runTestLinkConfig(t *testing.T, cfg mqttlink.Config) *mqttlink.Link {
+	t.Helper()
+	id := cfg.ClientID
 	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
 	if err != nil {
@@ -553,5 +559,93 @@ func TestApplyDesiredFromAnotherSource(t *testing.T) {
 	}
 	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
 		t.Fatalf("serving %q, want 2", got)
+	}
+}
+
+// TestCloudGenerationsSurviveRestart: the generations a node accepted are
+// in its store, so after a restart a desired state older than them is
+// still stale (MQTT and other sources alike), and the Active version
+// does not move.
+func TestCloudGenerationsSurviveRestart(t *testing.T) {
+	e := newCloudEnv(t)
+	repo, data := t.TempDir(), t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	cfg := e.nodeConfig(data, repo, e.m.URL())
+	rn := startNode(t, cfg)
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.deploy("ppocr_cls", "1")
+	d := e.deploy("ppocr_cls", "2")
+	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	if err := rn.ApplyDesired(ctx, "kubeedge", 3, map[string]wire.ModelSpec{}); err != nil {
+		t.Fatal(err)
+	}
+	rn.stop(t)
+
+	rn = startNode(t, cfg)
+	waitFor(t, "the restarted node online", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 1 })
+	if st, ok := e.status(); !ok || st.Desired.Node != d.Generation {
+		t.Fatalf("status after the restart: %+v", st)
+	}
+	stale := wire.DesiredState{Protocol: 1, Generation: d.Generation - 1, Models: map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}}}
+	b, err := stale.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.link.Publish(ctx, cloudTopics.NodeDesired("n1"), false, b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the stale generation counted after the restart", func() bool {
+		return metricValue(t, rn.url, `edgeai_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
+	})
+	if err := rn.ApplyDesired(ctx, "kubeedge", 3, map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}}); !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("kubeedge generation 3 after the restart: %v, want ErrStaleGeneration", err)
+	}
+	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "2" {
+		t.Fatalf("active = %q after stale desired states", a)
+	}
+}
+
+// TestCloudOverMutualTLSWithPassword: the node's link configuration
+// (cloud.tls CA, client cert and key; username and password) against a
+// mosquitto that requires all of them; a deploy goes through.
+func TestCloudOverMutualTLSWithPassword(t *testing.T) {
+	certs := brokertest.GenerateCerts(t)
+	pwfile := filepath.Join(t.TempDir(), "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", pwfile, "n1", "s3cret").CombinedOutput(); err != nil {
+		t.Skipf("mosquitto_passwd: %v %s", err, out)
+	}
+	if out, err := exec.Command("mosquitto_passwd", "-b", pwfile, "cloud", "cl0ud").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
+	}
+	m := brokertest.StartMosquitto(t, brokertest.Options{TLS: true,
+		ListenerConf: append(certs.MosquittoTLS(true), "password_file "+pwfile, "allow_anonymous false")})
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pubPEM, _ := wire.MarshalKeyPairPEM(key)
+	e := &cloudEnv{t: t, m: m, key: key, src: t.TempDir()}
+	e.pubFile = filepath.Join(e.src, "release.pub")
+	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lc := mqttlink.DefaultConfig()
+	lc.BrokerURL, lc.ClientID, lc.Username, lc.Password = m.URL(), "edgectl-test", "cloud", "cl0ud"
+	lc.TLS = mqttlink.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	e.link = runTestLinkConfig(t, lc)
+
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	cfg := e.nodeConfig(t.TempDir(), repo, m.URL())
+	cfg.Cloud.TLS = CloudTLS{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	cfg.Cloud.Username, cfg.Cloud.Password = "n1", "s3cret"
+	rn := startNode(t, cfg)
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.deploy("ppocr_cls", "2")
+	waitFor(t, "version 2 active over mutual TLS", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	if !strings.HasPrefix(m.URL(), "ssl://") {
+		t.Fatalf("broker URL %s is not TLS", m.URL())
 	}
 }

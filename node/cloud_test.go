@@ -649,3 +649,34 @@ func TestCloudOverMutualTLSWithPassword(t *testing.T) {
 		t.Fatalf("broker URL %s is not TLS", m.URL())
 	}
 }
+
+// TestCloudEmbeddedBroker: with no broker configured the node starts the
+// embedded broker (here on a free port instead of 127.0.0.1:1883) and
+// connects to it; a publisher on the same device deploys through it.
+func TestCloudEmbeddedBroker(t *testing.T) {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, pubPEM, _ := wire.MarshalKeyPairPEM(key)
+	e := &cloudEnv{t: t, key: key, src: t.TempDir()}
+	e.pubFile = filepath.Join(e.src, "release.pub")
+	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	cfg := e.nodeConfig(t.TempDir(), repo, "")
+	cfg.Cloud.EmbeddedAddr = "127.0.0.1:0"
+	rn := startNode(t, cfg)
+	if rn.cloud == nil || rn.cloud.broker == nil {
+		t.Fatal("no embedded broker")
+	}
+	e.link = runTestLink(t, rn.cloud.broker.URL(), "edgectl-test")
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.deploy("ppocr_cls", "2")
+	waitFor(t, "version 2 active through the embedded broker", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
+		t.Fatalf("serving %q, want 2", got)
+	}
+}

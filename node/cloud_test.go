@@ -680,3 +680,26 @@ func TestCloudEmbeddedBroker(t *testing.T) {
 		t.Fatalf("serving %q, want 2", got)
 	}
 }
+
+// TestCloudFailedActivationKeepsServing: a version that downloads and
+// verifies but does not load (not an ONNX model) ends Failed(LoadError),
+// reported in status, and the previous version keeps serving.
+func TestCloudFailedActivationKeepsServing(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	e.publish(e.key, "ppocr_cls", "2", []byte(strings.Repeat("not an onnx model ", 20000)), nil)
+	e.deploy("ppocr_cls", "2")
+	waitFor(t, "status: v2 Failed(LoadError)", func() bool {
+		st, _ := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ms.Version == "2" && ms.State == "Failed" && ms.Reason == string(models.ReasonLoadError)
+	})
+	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "1" {
+		t.Fatalf("active = %q, want 1", a)
+	}
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "1" {
+		t.Fatalf("serving %q, want 1", got)
+	}
+}

@@ -313,11 +313,13 @@ func (r *reconciler) reconcileModel(ctx context.Context, model string, spec wire
 			v, err = r.n.store.Transition(ctx, model, ver, models.Downloading, models.TransitionOptions{})
 		case models.Downloading:
 			var wait bool
-			if v, wait, err = r.download(ctx, v, base); err != nil || wait {
+			v, wait, err = r.download(ctx, v, base)
+			if wait {
 				if err != nil {
-					log.Warn().Err(err).Msg("download")
+					log.Warn().Err(err).Msg("transfer interrupted; it resumes from the store")
+					set(string(models.Downloading), "TransferInterrupted")
 				}
-				return wait
+				return true
 			}
 		case models.Verifying:
 			v, err = r.n.store.VerifyVersion(ctx, model, ver)
@@ -343,9 +345,11 @@ func (r *reconciler) reconcileModel(ctx context.Context, model string, spec wire
 			if err != nil && v.State != models.Failed {
 				set("Waiting", "ActivationError")
 				log.Error().Err(err).Msg("activation")
-				return ctx.Err() != nil
+				return true
 			}
-			err = nil
+			if err != nil { // Failed(LoadError, WarmupFailed): the previous version serves
+				return r.failed(model, ver, seq, v, err, set, log)
+			}
 		case models.Failed:
 			key := model + "/" + ver
 			r.mu.Lock()
@@ -375,12 +379,27 @@ func (r *reconciler) reconcileModel(ctx context.Context, model string, spec wire
 			if ctx.Err() != nil {
 				return true
 			}
+			if cur, verr := r.n.store.Version(ctx, model, ver); verr == nil && cur.State == models.Failed {
+				return r.failed(model, ver, seq, cur, err, set, log)
+			}
 			set(string(v.State), "Error")
 			log.Error().Err(err).Msg("reconcile step")
 			return true
 		}
 	}
 	return true
+}
+
+// failed reports a version the store recorded as Failed in this pass (so
+// the pass does not retry it again for the same desired state): the
+// previous version keeps serving.
+func (r *reconciler) failed(model, ver string, seq uint64, v models.VersionInfo, err error, set func(state, reason string), log zerolog.Logger) bool {
+	r.mu.Lock()
+	r.tried[model+"/"+ver] = seq
+	r.mu.Unlock()
+	set(string(models.Failed), string(v.Reason))
+	log.Warn().Err(err).Str("reason", string(v.Reason)).Msg("desired version failed; the previous version keeps serving")
+	return false
 }
 
 // rollout is THE place where a desired version's strategy is dispatched.

@@ -3,11 +3,14 @@ package models
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 )
@@ -238,43 +241,98 @@ func decodeStrict(b []byte, v any) error {
 	return nil
 }
 
-// KeySet is the set of trusted manifest-signing keys, by key ID. Several
-// keys are trusted at once so that keys can be rotated: publish with the new
-// key while nodes still trust the old one, then drop the old one.
+// KeySet is the set of trusted manifest-signing keys, by key ID (KeyID).
+// Several keys are trusted at once so that keys can be rotated: publish with
+// the new key while nodes still trust the old one, then drop the old one.
 type KeySet map[string]ed25519.PublicKey
 
+// KeyID names an ed25519 public key: the first 16 hex digits of the sha256
+// of its 32 raw bytes. It is the key_id of every SignedManifest.
+func KeyID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return hex.EncodeToString(sum[:8])
+}
+
+// NewKeySet trusts the given public keys, each under its KeyID.
+func NewKeySet(pubs ...ed25519.PublicKey) KeySet {
+	ks := make(KeySet, len(pubs))
+	for _, p := range pubs {
+		ks.Add(p)
+	}
+	return ks
+}
+
+// Add trusts pub under its KeyID.
+func (ks KeySet) Add(pub ed25519.PublicKey) { ks[KeyID(pub)] = pub }
+
 // ParseTrustedKeys builds a KeySet from config: key ID → standard base64 of
-// a 32-byte ed25519 public key. Errors wrap ErrInvalidArgument.
+// a 32-byte ed25519 public key. The ID must be the key's KeyID (so that a
+// key has one name everywhere). Errors wrap ErrInvalidArgument.
 func ParseTrustedKeys(cfg map[string]string) (KeySet, error) {
 	ks := make(KeySet, len(cfg))
 	for id, s := range cfg {
-		if !keyIDPattern.MatchString(id) {
-			return nil, fmt.Errorf("trusted key id %q: want %s: %w", id, keyIDPattern, ErrInvalidArgument)
-		}
 		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
 		if err != nil {
-			return nil, fmt.Errorf("trusted key %q: %v: %w", id, err, ErrInvalidArgument)
+			return nil, fmt.Errorf("trusted key %.40q: %v: %w", id, err, ErrInvalidArgument)
 		}
 		if len(b) != ed25519.PublicKeySize {
-			return nil, fmt.Errorf("trusted key %q: %d bytes, want %d: %w", id, len(b), ed25519.PublicKeySize, ErrInvalidArgument)
+			return nil, fmt.Errorf("trusted key %.40q: %d bytes, want %d: %w", id, len(b), ed25519.PublicKeySize, ErrInvalidArgument)
 		}
-		ks[id] = ed25519.PublicKey(b)
+		pub := ed25519.PublicKey(b)
+		if want := KeyID(pub); id != want {
+			return nil, fmt.Errorf("trusted key %.40q: the key's id is %s: %w", id, want, ErrInvalidArgument)
+		}
+		ks[id] = pub
 	}
 	return ks, nil
 }
 
-var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$`)
+// ParsePublicKeyPEM parses a PEM "PUBLIC KEY" (PKIX) holding an ed25519 key,
+// the format `edgectl keygen` writes. Errors wrap ErrInvalidArgument.
+func ParsePublicKeyPEM(b []byte) (ed25519.PublicKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("no PEM PUBLIC KEY block: %w", ErrInvalidArgument)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("public key: %v: %w", err, ErrInvalidArgument)
+	}
+	pub, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return nil, fmt.Errorf("public key is %T, want ed25519: %w", k, ErrInvalidArgument)
+	}
+	return pub, nil
+}
 
-// SignManifest encodes m and signs the bytes with priv under keyID.
-func SignManifest(m Manifest, keyID string, priv ed25519.PrivateKey) (SignedManifest, error) {
+// SignManifest encodes m and signs the exact bytes with priv; the envelope's
+// key_id is KeyID of priv's public key.
+func SignManifest(m Manifest, priv ed25519.PrivateKey) (SignedManifest, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return SignedManifest{}, fmt.Errorf("sign manifest: private key of %d bytes: %w", len(priv), ErrInvalidArgument)
+	}
 	payload, err := EncodeManifest(m)
 	if err != nil {
 		return SignedManifest{}, err
 	}
-	if len(priv) != ed25519.PrivateKeySize {
-		return SignedManifest{}, fmt.Errorf("sign manifest: private key of %d bytes: %w", len(priv), ErrInvalidArgument)
+	return SignedManifest{Payload: payload, KeyID: KeyID(priv.Public().(ed25519.PublicKey)), Signature: ed25519.Sign(priv, payload)}, nil
+}
+
+// VerifySignature checks sm's signature (only) against the trusted keys.
+// An unsigned envelope, an unknown key ID or a bad signature wrap
+// ErrSignatureInvalid.
+func VerifySignature(sm SignedManifest, keys KeySet) error {
+	if len(sm.Signature) == 0 {
+		return fmt.Errorf("manifest unsigned: %w", ErrSignatureInvalid)
 	}
-	return SignedManifest{Payload: payload, KeyID: keyID, Signature: ed25519.Sign(priv, payload)}, nil
+	pub, ok := keys[sm.KeyID]
+	if !ok {
+		return fmt.Errorf("manifest signed by untrusted key %.40q: %w", sm.KeyID, ErrSignatureInvalid)
+	}
+	if len(sm.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, sm.Payload, sm.Signature) {
+		return fmt.Errorf("manifest signature by key %.40q does not verify: %w", sm.KeyID, ErrSignatureInvalid)
+	}
+	return nil
 }
 
 // VerifyManifest checks sm's signature against the trusted keys and then
@@ -282,15 +340,8 @@ func SignManifest(m Manifest, keyID string, priv ed25519.PrivateKey) (SignedMani
 // ID or a bad signature wrap ErrSignatureInvalid; a payload that verifies
 // but does not decode wraps ErrInvalidArgument.
 func VerifyManifest(sm SignedManifest, keys KeySet) (Manifest, error) {
-	if len(sm.Signature) == 0 {
-		return Manifest{}, fmt.Errorf("manifest unsigned: %w", ErrSignatureInvalid)
-	}
-	pub, ok := keys[sm.KeyID]
-	if !ok {
-		return Manifest{}, fmt.Errorf("manifest signed by untrusted key %q: %w", sm.KeyID, ErrSignatureInvalid)
-	}
-	if len(sm.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, sm.Payload, sm.Signature) {
-		return Manifest{}, fmt.Errorf("manifest signature by key %q does not verify: %w", sm.KeyID, ErrSignatureInvalid)
+	if err := VerifySignature(sm, keys); err != nil {
+		return Manifest{}, err
 	}
 	return DecodeManifest(sm.Payload)
 }

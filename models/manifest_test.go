@@ -78,12 +78,19 @@ func TestSignatures(t *testing.T) {
 	oldPub, oldPriv := testKey(t, 1)
 	newPub, newPriv := testKey(t, 2)
 	_, evilPriv := testKey(t, 3)
-	keys := KeySet{"old": oldPub, "new": newPub}
+	keys := NewKeySet(oldPub, newPub)
+	ids := map[string]string{"old": KeyID(oldPub), "new": KeyID(newPub)}
 	m := testManifest()
+	// sign signs with priv and names the key id (a wrong name is a forgery).
 	sign := func(id string, priv ed25519.PrivateKey) SignedManifest {
-		sm, err := SignManifest(m, id, priv)
+		sm, err := SignManifest(m, priv)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if real, ok := ids[id]; ok {
+			sm.KeyID = real
+		} else {
+			sm.KeyID = id
 		}
 		return sm
 	}
@@ -97,7 +104,7 @@ func TestSignatures(t *testing.T) {
 		}
 	}
 	// After rotation the old key is dropped: its signatures no longer verify.
-	if _, err := VerifyManifest(sign("old", oldPriv), KeySet{"new": newPub}); !errors.Is(err, ErrSignatureInvalid) {
+	if _, err := VerifyManifest(sign("old", oldPriv), NewKeySet(newPub)); !errors.Is(err, ErrSignatureInvalid) {
 		t.Errorf("rotated-out key: %v", err)
 	}
 	unsigned := sign("old", oldPriv)
@@ -115,7 +122,7 @@ func TestSignatures(t *testing.T) {
 	}
 	// A valid signature over a bad manifest is ErrInvalidArgument, not accepted.
 	payload := []byte(`{"protocol":1}`)
-	sm := SignedManifest{Payload: payload, KeyID: "old", Signature: ed25519.Sign(oldPriv, payload)}
+	sm := SignedManifest{Payload: payload, KeyID: ids["old"], Signature: ed25519.Sign(oldPriv, payload)}
 	if _, err := VerifyManifest(sm, keys); !errors.Is(err, ErrInvalidArgument) {
 		t.Errorf("signed garbage: %v", err)
 	}
@@ -135,11 +142,12 @@ func TestDecodeSignedManifestBad(t *testing.T) {
 func TestParseTrustedKeysBad(t *testing.T) {
 	pub, _ := testKey(t, 1)
 	good := base64.StdEncoding.EncodeToString(pub)
-	if ks, err := ParseTrustedKeys(map[string]string{"k1": good}); err != nil || len(ks) != 1 {
+	if ks, err := ParseTrustedKeys(map[string]string{KeyID(pub): good}); err != nil || len(ks) != 1 {
 		t.Fatalf("good key: %v", err)
 	}
 	for name, cfg := range map[string]map[string]string{
 		"bad id":     {"../k": good},
+		"other id":   {"k1": good},
 		"empty id":   {"": good},
 		"not base64": {"k": "***"},
 		"short key":  {"k": base64.StdEncoding.EncodeToString(pub[:31])},
@@ -155,14 +163,14 @@ func TestParseTrustedKeysBad(t *testing.T) {
 // no panic, and anything accepted must be valid and signed by a trusted key.
 func FuzzOpenSignedManifest(f *testing.F) {
 	pub, priv := testKey(f, 1)
-	keys := KeySet{"k": pub}
-	sm, err := SignManifest(testManifest(), "k", priv)
+	keys := NewKeySet(pub)
+	sm, err := SignManifest(testManifest(), priv)
 	if err != nil {
 		f.Fatal(err)
 	}
 	good, _ := json.Marshal(sm)
 	f.Add(good)
-	f.Add([]byte(`{"payload":"eA==","key_id":"k","signature":"AAAA"}`))
+	f.Add([]byte(`{"payload":"eA==","key_id":"` + KeyID(pub) + `","signature":"AAAA"}`))
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		sm, m, err := OpenSignedManifest(b, keys)

@@ -44,6 +44,8 @@ type Config struct {
 	Store StoreConfig `yaml:"store"`
 	// Rollout configures on-device rollouts.
 	Rollout RolloutConfig `yaml:"rollout"`
+	// Cloud configures the cloud link (see cloudconfig.go).
+	Cloud CloudConfig `yaml:"cloud"`
 }
 
 // RolloutConfig configures on-device rollouts (canary, shadow, rollback).
@@ -107,6 +109,7 @@ func DefaultConfig() Config {
 		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
 		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
 		Rollout:         RolloutConfig{ShadowConcurrency: 1, EvalInterval: time.Second},
+		Cloud:           defaultCloudConfig(),
 	}
 }
 
@@ -217,7 +220,7 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
 	}
-	return nil
+	return c.Cloud.validate()
 }
 
 // nameFields rewrites yaml.v3's type errors, which give only a line

@@ -58,6 +58,23 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"http_addr without port", "http_addr: localhost\n", "http_addr"},
 		{"http_addr port out of range", "http_addr: 127.0.0.1:70000\n", "http_addr"},
 		{"http_addr port not a number", "http_addr: 127.0.0.1:eighty\n", "http_addr"},
+		{"cloud unknown field", "cloud: {brokr: tcp://h:1}\n", "field brokr not found"},
+		{"cloud broker bad scheme", "cloud: {broker: http://h:1}\n", "cloud.broker"},
+		{"cloud broker no port", "cloud: {broker: tcp://h}\n", "cloud.broker"},
+		{"cloud broker path", "cloud: {broker: tcp://h:1/x}\n", "cloud.broker"},
+		{"cloud broker not a url", "cloud: {broker: \"tcp://h:1\\x00\"}\n", "cloud.broker"},
+		{"cloud embedded addr", "cloud: {embedded_addr: nowhere}\n", "cloud.embedded_addr"},
+		{"cloud node id slash", "cloud: {node_id: a/b}\n", "cloud.node_id"},
+		{"cloud node id wildcard", "cloud: {node_id: \"#\"}\n", "cloud.node_id"},
+		{"cloud group bad", "cloud: {groups: [\"+\"]}\n", "cloud.groups"},
+		{"cloud group twice", "cloud: {groups: [a, a]}\n", "cloud.groups"},
+		{"cloud groups not a list", "cloud: {groups: a}\n", "cloud.groups"},
+		{"cloud topic root wildcard", "cloud: {topic_root: \"a/#\"}\n", "cloud.topic_root"},
+		{"cloud cert without key", "cloud: {tls: {cert_file: c.pem}}\n", "cloud.tls"},
+		{"cloud label key", "cloud: {labels: {\"a/b\": x}}\n", "cloud.labels"},
+		{"cloud window zero", "cloud: {window: 0}\n", "cloud.window"},
+		{"cloud max model bytes", "cloud: {max_model_bytes: -1}\n", "cloud.max_model_bytes"},
+		{"cloud stall timeout", "cloud: {stall_timeout: 0s}\n", "cloud.stall_timeout"},
 		{"empty data_dir", "data_dir: ''\n", "data_dir"},
 		{"zero max_request_bytes", "max_request_bytes: 0\n", "max_request_bytes"},
 		{"negative max_request_bytes", "max_request_bytes: -1\n", "max_request_bytes"},
@@ -131,6 +148,8 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("http_addr: 127.0.0.1:0\ndata_dir: /tmp/x\nlog: {level: warn, format: json}\n"))
 	f.Add([]byte("pinned: {budget_bytes: 1, max_wait: 1ms, disable_cuda: true}\nstore: {keep_versions: 3, trusted_keys: {k1: AAAA}}\n"))
 	f.Add([]byte("drain_timeout: 1h\n---\n"))
+	f.Add([]byte("cloud: {broker: ssl://b:8883, node_id: n1, groups: [a, b], labels: {site: x}, tls: {ca_file: ca.pem, cert_file: c, key_file: k}, trusted_key_files: [k.pub]}\n"))
+	f.Add([]byte("cloud: {disabled: true, embedded_addr: 127.0.0.1:0, topic_root: x/y, window: 4}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte(aliasBomb()))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -146,4 +165,31 @@ func FuzzDecodeConfig(f *testing.F) {
 			t.Fatalf("decoded a config that does not validate: %v", verr)
 		}
 	})
+}
+
+func TestDecodeConfigCloudSection(t *testing.T) {
+	in := `
+cloud:
+  broker: ssl://broker.example:8883
+  node_id: cam-7
+  groups: [cams, eu]
+  topic_root: acme/edge/v1
+  tls: {ca_file: /etc/edge/ca.pem, cert_file: /etc/edge/n.pem, key_file: /etc/edge/n.key}
+  username: cam-7
+  labels: {site: lyon}
+  trusted_key_files: [/etc/edge/release.pub]
+`
+	cfg, err := DecodeConfig(strings.NewReader(in), DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Cloud
+	if c.Broker != "ssl://broker.example:8883" || c.NodeID != "cam-7" || len(c.Groups) != 2 || c.Groups[0] != "cams" ||
+		c.TopicRoot != "acme/edge/v1" || c.TLS.KeyFile != "/etc/edge/n.key" || c.Labels["site"] != "lyon" ||
+		len(c.TrustedKeyFiles) != 1 || c.EmbeddedAddr != DefaultEmbeddedAddr || c.Window != 16 {
+		t.Errorf("cloud = %+v", c)
+	}
+	if id, err := (CloudConfig{}).nodeID(); err != nil || id == "" {
+		t.Logf("host name as node id: %q, %v (host-dependent)", id, err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
+	"github.com/edgeai/edge-node/sync/chunker"
 )
 
 // Version is the node's version, reported by GET /v2 (set by the command).
@@ -27,8 +29,9 @@ var Version = "dev"
 
 // Node is the daemon. Build it with New, run it with Run, stop it with Close.
 type Node struct {
-	cfg Config
-	log zerolog.Logger
+	cfg     Config
+	log     zerolog.Logger
+	baseLog zerolog.Logger // the logger New was given: components add their own "component"
 
 	reg      *prometheus.Registry
 	pool     *pinned.Pool
@@ -40,6 +43,10 @@ type Node struct {
 
 	ln  net.Listener
 	srv *http.Server
+
+	// cloud is the cloud link (nil when disabled or when it could not
+	// start: the node then serves offline).
+	cloud *cloud
 
 	// ownEnv is false when the Environment was handed in (newNode in tests):
 	// then Close leaves it open for its owner.
@@ -75,12 +82,13 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		return nil, err
 	}
 	n := &Node{
-		cfg:    cfg,
-		log:    logger.With().Str("component", "node").Logger(),
-		reg:    prometheus.NewRegistry(),
-		router: inference.NewRouterWith(inference.RouterOptions{ShadowConcurrency: cfg.Rollout.ShadowConcurrency, Logger: logger}),
-		env:    env,
-		ownEnv: env == nil,
+		cfg:     cfg,
+		log:     logger.With().Str("component", "node").Logger(),
+		baseLog: logger,
+		reg:     prometheus.NewRegistry(),
+		router:  inference.NewRouterWith(inference.RouterOptions{ShadowConcurrency: cfg.Rollout.ShadowConcurrency, Logger: logger}),
+		env:     env,
+		ownEnv:  env == nil,
 	}
 	defer func() {
 		if err != nil {
@@ -137,6 +145,13 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
 	}
+	// The cloud link starts last, after the offline boot: models are loaded
+	// and the listener is open before any connection attempt, and an
+	// unreachable broker never blocks start-up (the link connects in the
+	// background).
+	if n.cloud, err = startCloud(n, sopts.TrustedKeys); err != nil {
+		return nil, err
+	}
 	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
 		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Msg("node started")
 	return n, nil
@@ -149,9 +164,15 @@ func storeOptions(cfg Config) (store.Options, error) {
 	sopts.KeepVersions = cfg.Store.KeepVersions
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
 	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
+	// Imported files are cut into the link's content-defined chunks, so a
+	// version from the cloud reuses every chunk it shares with them.
+	sopts.Chunker = func(r io.Reader) ([]models.ChunkRef, error) {
+		_, _, cs, err := chunker.Split(r, nil)
+		return cs, err
+	}
 	var err error
-	if sopts.TrustedKeys, err = models.ParseTrustedKeys(cfg.Store.TrustedKeys); err != nil {
-		return sopts, fmt.Errorf("store.trusted_keys: %w", err)
+	if sopts.TrustedKeys, err = trustedKeys(cfg); err != nil {
+		return sopts, err
 	}
 	return sopts, nil
 }
@@ -316,8 +337,12 @@ func (n *Node) Close() error {
 		} else if n.ln != nil {
 			errs = append(errs, n.ln.Close())
 		}
-		// Rollouts stop before the router and the store close: each
-		// retires its candidate and records the abort.
+		// The cloud link stops first: it drives rollouts, the engine and
+		// the store. Rollouts stop next, before the router and the store
+		// close: each retires its candidate and records the abort.
+		if n.cloud != nil {
+			errs = append(errs, n.cloud.close())
+		}
 		if n.rollouts != nil {
 			n.rollouts.close()
 		}

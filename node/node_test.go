@@ -37,6 +37,8 @@ func testConfig(t testing.TB, dataDir, repo string) Config {
 	cfg.Pinned.BudgetBytes = 64 << 20
 	cfg.Pinned.MaxWait = 10 * time.Second
 	cfg.Log.Level = "warn"
+	// The cloud tests (cloud_test.go) turn the link on with their own broker.
+	cfg.Cloud.Disabled = true
 	return cfg
 }
 

@@ -126,6 +126,16 @@ func (n *Node) Rollout(ctx context.Context, model, version string, s models.Stra
 	return nil
 }
 
+// rollingOut reports the version of model whose rollout is running, if any.
+func (n *Node) rollingOut(model string) (string, bool) {
+	n.rollouts.mu.Lock()
+	defer n.rollouts.mu.Unlock()
+	if run := n.rollouts.running[model]; run != nil {
+		return run.version, true
+	}
+	return "", false
+}
+
 // WaitRollout waits until model has no rollout in progress (or ctx ends)
 // and returns its latest rollout record.
 func (n *Node) WaitRollout(ctx context.Context, model string) (models.Rollout, error) {

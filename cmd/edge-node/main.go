@@ -82,6 +82,11 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	if cfg.ORTLibrary == "" {
 		cfg.ORTLibrary = os.Getenv("ONNXRUNTIME_LIB")
 	}
+	// The broker password has no flag (a flag shows in ps): the config
+	// file or the environment only.
+	if v, ok := os.LookupEnv(envPrefix + "BROKER_PASSWORD"); ok {
+		cfg.Cloud.Password = v
+	}
 	// Environment, then explicit flags, both applied through the flag set so
 	// that each value is parsed exactly as its flag would be.
 	var err error
@@ -126,6 +131,34 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token required on /admin/ calls")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "trace, debug, info, warn or error")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "json, console, or auto (console on a terminal)")
+	f.StringVar(&cfg.Cloud.Broker, "broker", cfg.Cloud.Broker, "MQTT broker URL (tcp://host:port, ssl://host:port); empty starts the embedded broker on --embedded-broker-addr")
+	f.StringVar(&cfg.Cloud.NodeID, "node-id", cfg.Cloud.NodeID, "this node's id in topics (default: the host name)")
+	f.Var((*csvList)(&cfg.Cloud.Groups), "groups", "comma-separated groups this node belongs to, highest priority first")
+	f.StringVar(&cfg.Cloud.EmbeddedAddr, "embedded-broker-addr", cfg.Cloud.EmbeddedAddr, "listen address of the embedded broker (used when --broker is empty)")
+	f.BoolVar(&cfg.Cloud.Disabled, "cloud-disabled", cfg.Cloud.Disabled, "run without any cloud link or broker")
+	f.Var((*csvList)(&cfg.Cloud.TrustedKeyFiles), "trusted-key-files", "comma-separated PEM public keys (edgectl keygen) that manifests must be signed with")
+	f.StringVar(&cfg.Cloud.Username, "broker-username", cfg.Cloud.Username, "broker user name (the password comes from the config file or EDGE_NODE_BROKER_PASSWORD)")
+	f.StringVar(&cfg.Cloud.TLS.CAFile, "broker-ca-file", cfg.Cloud.TLS.CAFile, "PEM CA that signed the broker's certificate")
+	f.StringVar(&cfg.Cloud.TLS.CertFile, "broker-cert-file", cfg.Cloud.TLS.CertFile, "PEM client certificate (mutual TLS)")
+	f.StringVar(&cfg.Cloud.TLS.KeyFile, "broker-key-file", cfg.Cloud.TLS.KeyFile, "PEM client key (mutual TLS)")
+}
+
+// csvList is a flag holding a comma-separated list. Unlike pflag's
+// StringSlice, String() gives back exactly what Set accepts, so a value can
+// be re-applied onto a config from a file (resolveConfig does that), and a
+// Set replaces the list instead of appending to it.
+type csvList []string
+
+func (l *csvList) String() string { return strings.Join(*l, ",") }
+func (l *csvList) Type() string   { return "strings" }
+func (l *csvList) Set(v string) error {
+	*l = nil
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
 
 // bindSomeConfigFlags binds only the named config-carrying flags (see

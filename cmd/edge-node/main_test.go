@@ -137,6 +137,13 @@ func TestStartupErrors(t *testing.T) {
 		{"bad flag value", nil, []string{"--max-request-bytes", "-5"}, []string{"max_request_bytes"}},
 		{"bad environment value", []string{"EDGE_NODE_DRAIN_TIMEOUT=soon"}, nil, []string{"drain-timeout", "soon"}},
 		{"unknown flag", nil, []string{"--no-such-flag"}, []string{"no-such-flag"}},
+		{"bad broker flag", nil, []string{"--broker", "http://b:1"}, []string{"cloud.broker", "http"}},
+		{"bad broker from the environment", []string{"EDGE_NODE_BROKER=tcp://nohost"}, nil, []string{"cloud.broker"}},
+		{"bad node id flag", nil, []string{"--node-id", "a/b"}, []string{"cloud.node_id"}},
+		{"bad groups from the environment", []string{"EDGE_NODE_GROUPS=cams,#"}, nil, []string{"cloud.groups"}},
+		{"cert without key", nil, []string{"--broker-cert-file", "/x.pem"}, []string{"cloud.tls"}},
+		{"trusted key file missing", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", inferencetest.LibraryPath(t),
+			"--trusted-key-files", "/nonexistent/release.pub"}, []string{"cloud.trusted_key_files", "/nonexistent/release.pub"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, _, stderr := run(t, tc.env, append(append([]string{}, base...), tc.args...)...)
@@ -187,7 +194,9 @@ func (s *syncBuffer) String() string {
 // test if it is still running.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	args = append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t)}, args...)
+	// The embedded broker on a free port: the default 1883 may be taken.
+	args = append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t),
+		"--embedded-broker-addr", "127.0.0.1:0", "--node-id", "test-node"}, args...)
 	d := &daemon{cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd.Env = cleanEnv()
 	pr, pw := io.Pipe()

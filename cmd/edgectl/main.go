@@ -25,6 +25,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
 	"github.com/edgeai/edge-node/sync/wire"
@@ -148,7 +149,7 @@ func newPublish(g *globalFlags) *cobra.Command {
 			defer closeLink()
 			opts := fleet.PublishOptions{Config: cfgText}
 			if base != "" {
-				keys := wire.Keyring{}
+				keys := models.KeySet{}
 				keys.Add(key.Public().(ed25519.PublicKey))
 				bm, ok, err := fleet.ReadManifest(ctx, link, tp, name, base, keys, g.quiet)
 				if err != nil {
@@ -205,7 +206,8 @@ func newPublish(g *globalFlags) *cobra.Command {
 
 func newDeploy(g *globalFlags) *cobra.Command {
 	var node, group, model, version, strategy, rolloutID string
-	var canary, shadow, wave int
+	var canary, shadow float64
+	var wave int
 	var remove bool
 	c := &cobra.Command{
 		Use:   "deploy",
@@ -220,7 +222,11 @@ func newDeploy(g *globalFlags) *cobra.Command {
 			case remove:
 				spec = wire.ModelSpec{Absent: true}
 			case strategy != "":
-				spec.Strategy = &wire.Strategy{Kind: strategy, CanaryPercent: canary, ShadowPercent: shadow}
+				s, err := parseStrategy(strategy, canary, shadow)
+				if err != nil {
+					return err
+				}
+				spec.Strategy = &s
 			}
 			if rolloutID != "" && !remove {
 				spec.Rollout = &wire.RolloutRef{ID: rolloutID, Wave: wave}
@@ -251,9 +257,9 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	f.StringVar(&model, "model", "", "model name (required)")
 	f.StringVar(&version, "version", "", "version to run")
 	f.BoolVar(&remove, "remove", false, "remove the model from the target")
-	f.StringVar(&strategy, "strategy", "", "immediate, canary or shadow (acted on by a later release)")
-	f.IntVar(&canary, "canary-percent", 0, "canary traffic percent")
-	f.IntVar(&shadow, "shadow-percent", 0, "shadow traffic percent")
+	f.StringVar(&strategy, "strategy", "", `immediate, canary or shadow, or a whole strategy as JSON ({"kind":"canary","canary_percent":10,"min_requests":200,"gates":{"max_error_rate":0.01}})`)
+	f.Float64Var(&canary, "canary-percent", 0, "canary traffic percent (with --strategy canary)")
+	f.Float64Var(&shadow, "shadow-percent", 0, "mirrored traffic percent (with --strategy shadow)")
 	f.StringVar(&rolloutID, "rollout-id", "", "rollout this deploy belongs to")
 	f.IntVar(&wave, "wave", 0, "rollout wave")
 	_ = c.MarkFlagRequired("model")
@@ -268,7 +274,7 @@ func describe(s wire.ModelSpec) string {
 	}
 	out := s.Version
 	if s.Strategy != nil {
-		out += " (" + s.Strategy.Kind + ")"
+		out += " (" + string(s.Strategy.Kind) + ")"
 	}
 	return out
 }
@@ -400,4 +406,21 @@ func newKeygen() *cobra.Command {
 	c.Flags().StringVar(&out, "out", "edgeai-signing", "path prefix of the key files")
 	c.Flags().BoolVar(&force, "force", false, "overwrite existing files")
 	return c
+}
+
+// parseStrategy reads --strategy: a kind (with --canary-percent or
+// --shadow-percent), or a whole on-device strategy as JSON, health gates
+// included. Either way it is validated as the node will validate it.
+func parseStrategy(arg string, canary, shadow float64) (wire.Strategy, error) {
+	if strings.HasPrefix(strings.TrimSpace(arg), "{") {
+		if canary != 0 || shadow != 0 {
+			return wire.Strategy{}, errors.New("--canary-percent and --shadow-percent go with a strategy kind, not with strategy JSON")
+		}
+		return models.DecodeStrategy([]byte(arg))
+	}
+	s := wire.Strategy{Kind: models.StrategyKind(arg), CanaryPercent: canary, ShadowPercent: shadow}
+	if _, err := s.Normalize(); err != nil {
+		return wire.Strategy{}, err
+	}
+	return s, nil
 }

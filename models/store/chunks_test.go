@@ -31,14 +31,14 @@ func TestChunkedIngestResumeAndDedup(t *testing.T) {
 	ctx := context.Background()
 	priv := ed25519.NewKeyFromSeed(make([]byte, 32))
 	opts := store.DefaultOptions(t.TempDir())
-	opts.TrustedKeys = models.KeySet{"k": priv.Public().(ed25519.PublicKey)}
+	opts.TrustedKeys = models.NewKeySet(priv.Public().(ed25519.PublicKey))
 	s := newTestStore(t, opts)
 
 	data := make([]byte, 10*1000+123)
 	rand.Read(data)
 	f := fileRef(data, 1000)
 	announce := func(s *store.Store, ver string, f models.FileRef) {
-		sm, err := models.SignManifest(models.Manifest{Protocol: 1, Model: "m", Version: ver, Files: []models.FileRef{f}}, "k", priv)
+		sm, err := models.SignManifest(models.Manifest{Protocol: 1, Model: "m", Version: ver, Files: []models.FileRef{f}}, priv)
 		if err != nil {
 			t.Fatal(err)
 		}

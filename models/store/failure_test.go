@@ -203,7 +203,8 @@ func TestAnnounceSignatures(t *testing.T) {
 	seed := func(b byte) ed25519.PrivateKey { s := make([]byte, 32); s[0] = b; return ed25519.NewKeyFromSeed(s) }
 	oldK, newK, evil := seed(1), seed(2), seed(3)
 	opts := store.DefaultOptions(t.TempDir())
-	opts.TrustedKeys = models.KeySet{"k1": oldK.Public().(ed25519.PublicKey), "k2": newK.Public().(ed25519.PublicKey)}
+	opts.TrustedKeys = models.NewKeySet(oldK.Public().(ed25519.PublicKey), newK.Public().(ed25519.PublicKey))
+	ids := map[string]string{"k1": models.KeyID(oldK.Public().(ed25519.PublicKey)), "k2": models.KeyID(newK.Public().(ed25519.PublicKey))}
 	s := newTestStore(t, opts)
 	data := []byte("model bytes")
 	sum := sha256.Sum256(data)
@@ -211,9 +212,15 @@ func TestAnnounceSignatures(t *testing.T) {
 		return models.Manifest{Protocol: 1, Model: "m", Version: v, Files: []models.FileRef{{Path: "model.onnx", Role: models.RoleModel, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}}}
 	}
 	env := func(m models.Manifest, id string, k ed25519.PrivateKey, mutate func(*models.SignedManifest)) []byte {
-		sm, err := models.SignManifest(m, id, k)
+		sm, err := models.SignManifest(m, k)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// id names the key the envelope claims (a wrong claim is a forgery).
+		if real, ok := ids[id]; ok {
+			sm.KeyID = real
+		} else {
+			sm.KeyID = id
 		}
 		if mutate != nil {
 			mutate(&sm)

@@ -63,7 +63,7 @@ func ReadRetained(ctx context.Context, link Subscriber, filter string, quiet tim
 }
 
 // ReadManifest reads and verifies the retained manifest of model/version.
-func ReadManifest(ctx context.Context, link Subscriber, t wire.Topics, model, version string, keys wire.Keyring, quiet time.Duration) (models.Manifest, bool, error) {
+func ReadManifest(ctx context.Context, link Subscriber, t wire.Topics, model, version string, keys models.KeySet, quiet time.Duration) (models.Manifest, bool, error) {
 	topic := t.Manifest(model, version)
 	got, err := ReadRetained(ctx, link, topic, quiet)
 	if err != nil {

@@ -443,6 +443,16 @@ func (l *Link) Enqueue(topic string, retained bool, payload []byte) error {
 	return nil
 }
 
+// KickOutbox wakes the outbox flusher: call it when the outbox gained
+// messages by another path than Enqueue (the model store writes its reports
+// in its own transactions).
+func (l *Link) KickOutbox() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
 func wait(ctx context.Context, tok paho.Token) error {
 	select {
 	case <-tok.Done():

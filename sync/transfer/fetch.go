@@ -410,6 +410,7 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 	}
 	f.bytes.WithLabelValues("network").Add(float64(len(payload)))
 	f.chunks.WithLabelValues("network").Inc()
+	f.log.Debug().Str("chunk", sha).Int("bytes", len(payload)).Msg("chunk stored")
 	st.arrived <- sha // at most once per distinct chunk: fits the capacity
 }
 

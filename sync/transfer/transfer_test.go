@@ -96,7 +96,7 @@ type env struct {
 	m      *brokertest.Mosquitto
 	cloud  *mqttlink.Link
 	key    ed25519.PrivateKey
-	keys   wire.Keyring
+	keys   models.KeySet
 	srcDir string
 }
 
@@ -107,7 +107,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := wire.Keyring{}
+	keys := models.KeySet{}
 	keys.Add(key.Public().(ed25519.PublicKey))
 	return &env{t: t, m: m, cloud: cloud, key: key, keys: keys, srcDir: t.TempDir()}
 }

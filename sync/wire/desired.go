@@ -3,13 +3,15 @@ package wire
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/edgeai/edge-node/models"
 )
 
-// Rollout strategies (acted on by later issues; carried through now).
+// Rollout strategies: how a node moves traffic to a new version, by itself.
 const (
-	StrategyImmediate = "immediate"
-	StrategyCanary    = "canary"
-	StrategyShadow    = "shadow"
+	StrategyImmediate = models.StrategyImmediate
+	StrategyCanary    = models.StrategyCanary
+	StrategyShadow    = models.StrategyShadow
 )
 
 // DesiredState is what a node or a group should run, published retained on
@@ -31,12 +33,11 @@ type ModelSpec struct {
 	Rollout  *RolloutRef `json:"rollout,omitempty"`
 }
 
-// Strategy says how a new version takes traffic (later issue).
-type Strategy struct {
-	Kind          string `json:"kind"`
-	CanaryPercent int    `json:"canary_percent,omitempty"`
-	ShadowPercent int    `json:"shadow_percent,omitempty"`
-}
+// Strategy says how a new version takes traffic on the node: the on-device
+// rollout strategy (kind immediate, canary or shadow; percentages; minimum
+// duration and requests; health gates; on_failure), the same type the node's
+// store records, so that what the cloud writes is exactly what the node runs.
+type Strategy = models.Strategy
 
 // RolloutRef ties a desired state to a fleet rollout and its wave. Nodes carry
 // it through to status and events without interpreting it.
@@ -102,21 +103,8 @@ func (m ModelSpec) validate() error {
 		return fmt.Errorf("version: %w", err)
 	}
 	if s := m.Strategy; s != nil {
-		switch s.Kind {
-		case StrategyImmediate:
-			if s.CanaryPercent != 0 || s.ShadowPercent != 0 {
-				return fmt.Errorf("strategy immediate takes no percentages")
-			}
-		case StrategyCanary:
-			if s.CanaryPercent < 1 || s.CanaryPercent > 99 || s.ShadowPercent != 0 {
-				return fmt.Errorf("strategy canary needs canary_percent 1-99")
-			}
-		case StrategyShadow:
-			if s.ShadowPercent < 1 || s.ShadowPercent > 100 || s.CanaryPercent != 0 {
-				return fmt.Errorf("strategy shadow needs shadow_percent 1-100")
-			}
-		default:
-			return fmt.Errorf("unknown strategy %q", s.Kind)
+		if _, err := s.Normalize(); err != nil {
+			return err
 		}
 	}
 	if r := m.Rollout; r != nil {

@@ -25,12 +25,12 @@ func goodManifest() models.Manifest {
 			Chunks: []models.ChunkRef{{SHA256: sha1x, Size: 10}, {SHA256: sha1x, Size: 20}}}}}
 }
 
-func testKey(t testing.TB) (ed25519.PrivateKey, Keyring) {
+func testKey(t testing.TB) (ed25519.PrivateKey, models.KeySet) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k := Keyring{}
+	k := models.KeySet{}
 	k.Add(priv.Public().(ed25519.PublicKey))
 	return priv, k
 }

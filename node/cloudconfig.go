@@ -1,0 +1,164 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// CloudConfig configures the cloud link (docs/protocol.md): which broker,
+// who this node is, which groups it belongs to, TLS and credentials, and the
+// keys that manifests must be signed with.
+type CloudConfig struct {
+	// Disabled turns the cloud link off entirely: no broker, no link (the
+	// node serves what its store and model repository hold).
+	Disabled bool `yaml:"disabled"`
+	// Broker is the broker URL: tcp://host:port, ssl://host:port (also
+	// tls://, mqtt://, mqtts://). Empty starts the embedded broker on
+	// EmbeddedAddr and connects to it, so a single device works alone.
+	Broker string `yaml:"broker"`
+	// EmbeddedAddr is where the embedded broker listens (default
+	// 127.0.0.1:1883). If the port is taken, the node logs it and goes on
+	// without a broker (serving is never blocked by the link).
+	EmbeddedAddr string `yaml:"embedded_addr"`
+	// NodeID names the node in topics and is the stable MQTT client id's
+	// suffix; empty means the host name.
+	NodeID string `yaml:"node_id"`
+	// Groups this node belongs to, highest priority first.
+	Groups []string `yaml:"groups"`
+	// TopicRoot is the root of every topic (default edgeai/v1).
+	TopicRoot string `yaml:"topic_root"`
+	// TLS files: CA alone verifies the broker; cert and key add a client
+	// certificate (mutual TLS).
+	TLS CloudTLS `yaml:"tls"`
+	// Username and Password authenticate to the broker. The password may
+	// also come from the environment (EDGE_NODE_BROKER_PASSWORD).
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// Labels describe the node for fleet selection (reported, not
+	// interpreted by the node).
+	Labels map[string]string `yaml:"labels"`
+	// TrustedKeyFiles are PEM public keys (what `edgectl keygen` writes)
+	// that manifests must be signed with. They are added to the store's
+	// trusted keys: one key set verifies every manifest.
+	TrustedKeyFiles []string `yaml:"trusted_key_files"`
+	// MaxModelBytes bounds the size of a version the node accepts.
+	MaxModelBytes int64 `yaml:"max_model_bytes"`
+	// Window is how many chunk topics are subscribed at once.
+	Window int `yaml:"window"`
+	// StallTimeout re-subscribes the chunk window when nothing arrived.
+	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// BackoffMax bounds the delay between reconnection attempts.
+	BackoffMax time.Duration `yaml:"backoff_max"`
+}
+
+// CloudTLS names PEM files for the broker connection.
+type CloudTLS struct {
+	CAFile     string `yaml:"ca_file"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+	ServerName string `yaml:"server_name"`
+}
+
+// DefaultEmbeddedAddr is where the embedded broker listens by default.
+const DefaultEmbeddedAddr = "127.0.0.1:1883"
+
+func defaultCloudConfig() CloudConfig {
+	return CloudConfig{
+		EmbeddedAddr:  DefaultEmbeddedAddr,
+		TopicRoot:     wire.DefaultRoot,
+		MaxModelBytes: wire.DefaultMaxModelBytes,
+		Window:        16,
+		StallTimeout:  15 * time.Second,
+		BackoffMax:    time.Minute,
+	}
+}
+
+// nodeID is the configured node id, or the host name when none is set.
+func (c CloudConfig) nodeID() (string, error) {
+	if c.NodeID != "" {
+		return c.NodeID, nil
+	}
+	h, err := os.Hostname()
+	if err != nil {
+		return "", fmt.Errorf("cloud.node_id not set and no host name: %w", err)
+	}
+	h, _, _ = strings.Cut(h, ".")
+	if err := wire.ValidName(h); err != nil {
+		return "", fmt.Errorf("cloud.node_id not set and the host name %q is not a valid node id: %w", h, err)
+	}
+	return h, nil
+}
+
+// validate reports the first problem, naming the field.
+func (c CloudConfig) validate() error {
+	if c.Broker != "" {
+		u, err := url.Parse(c.Broker)
+		if err != nil {
+			return fmt.Errorf("cloud.broker %q: %w", c.Broker, err)
+		}
+		switch u.Scheme {
+		case "tcp", "ssl", "tls", "mqtt", "mqtts":
+		default:
+			return fmt.Errorf("cloud.broker %q: scheme %q, want tcp, ssl, tls, mqtt or mqtts", c.Broker, u.Scheme)
+		}
+		if u.Hostname() == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("cloud.broker %q: want scheme://host:port", c.Broker)
+		}
+	}
+	if c.EmbeddedAddr != "" {
+		if _, _, err := net.SplitHostPort(c.EmbeddedAddr); err != nil {
+			return fmt.Errorf("cloud.embedded_addr %q: %w", c.EmbeddedAddr, err)
+		}
+	}
+	if c.NodeID != "" {
+		if err := wire.ValidName(c.NodeID); err != nil {
+			return fmt.Errorf("cloud.node_id: %w", err)
+		}
+	}
+	seen := map[string]bool{}
+	for _, g := range c.Groups {
+		if err := wire.ValidName(g); err != nil {
+			return fmt.Errorf("cloud.groups: %w", err)
+		}
+		if seen[g] {
+			return fmt.Errorf("cloud.groups: %q twice", g)
+		}
+		seen[g] = true
+	}
+	if _, err := wire.NewTopics(c.TopicRoot); err != nil {
+		return fmt.Errorf("cloud.topic_root: %w", err)
+	}
+	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
+		return errors.New("cloud.tls: cert_file and key_file go together")
+	}
+	for k, v := range c.Labels {
+		if err := wire.ValidName(k); err != nil {
+			return fmt.Errorf("cloud.labels: key: %w", err)
+		}
+		if len(v) > 63 {
+			return fmt.Errorf("cloud.labels.%s: value longer than 63 bytes", k)
+		}
+	}
+	for _, f := range c.TrustedKeyFiles {
+		if f == "" {
+			return errors.New("cloud.trusted_key_files: empty path")
+		}
+	}
+	if c.MaxModelBytes <= 0 {
+		return fmt.Errorf("cloud.max_model_bytes must be positive, got %d", c.MaxModelBytes)
+	}
+	if c.Window <= 0 || c.Window > 256 {
+		return fmt.Errorf("cloud.window must be 1..256, got %d", c.Window)
+	}
+	if c.StallTimeout <= 0 || c.BackoffMax <= 0 {
+		return errors.New("cloud.stall_timeout and cloud.backoff_max must be positive")
+	}
+	return nil
+}

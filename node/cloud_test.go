@@ -356,6 +356,16 @@ func TestCloudOfflineLandsOnLatestAndFlushesEventsInOrder(t *testing.T) {
 	waitFor(t, "the node online", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 1 })
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.publish(e.key, "ppocr_cls", "3", modelBytes(t, "ppocr_cls", "v3"), nil)
+	// The boot's own reports (v1 imported and made Active) must be out
+	// before the network goes down, or they would count as offline ones.
+	waitFor(t, "the boot events flushed", func() bool {
+		for _, x := range ev.snapshot() {
+			if x.Version == "1" && x.State == "Active" {
+				return true
+			}
+		}
+		return false
+	})
 
 	proxy.SetDown(true)
 	waitFor(t, "the node offline", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 0 })

@@ -25,8 +25,8 @@ deps: setup ## setup, plus the test-only Debian packages (mosquitto, arm64 cross
 build: ## build bin/edge-node and bin/edgectl
 	$(GO) build -trimpath -o bin/ ./cmd/...
 
-run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured)
-	bin/edge-node --http-addr $(HTTP_ADDR) --model-repository $(MODELS) --ort-lib $(ORT_LIB) --data-dir $(CACHE)/data
+run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured; more flags in NODE_FLAGS)
+	bin/edge-node --http-addr $(HTTP_ADDR) --model-repository $(MODELS) --ort-lib $(ORT_LIB) --data-dir $(CACHE)/data $(NODE_FLAGS)
 
 test: deps ## vet, every test, the race detector, cgocheck2, the no-cgo build, the arm64 archive under qemu
 	$(GO) vet ./...

@@ -49,10 +49,10 @@ type Controller struct {
 	store *Store
 	log   zerolog.Logger
 
-	mu      sync.Mutex                   // guards the fields below
-	views   map[string]*wire.Status      // latest status per node
+	mu      sync.Mutex                    // guards the fields below
+	views   map[string]*wire.Status       // latest status per node
 	desired map[string]*wire.DesiredState // latest known desired state per node (we are its writer)
-	watched bool                         // status subscription made
+	watched bool                          // status subscription made
 }
 
 // NewController builds a controller; nothing touches the network until

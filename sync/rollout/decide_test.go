@@ -167,7 +167,11 @@ func TestDecide(t *testing.T) {
 		{"p99 ratio", rec(0, 1, Counts{Total: 10, Active: 6, Canary: 4, P99Ms: 16}, Counts{}, Counts{}), t0, ActAbort, "fleet p99"},
 		{"p99 within bound", rec(0, 1, Counts{Total: 10, Active: 6, Canary: 4, P99Ms: 14}, Counts{}, Counts{}), t0, ActNone, ""},
 		{"wave timeout", rec(0, 1, Counts{Total: 10, Active: 9, Downloading: 1}, Counts{}, Counts{}), t0.Add(2 * time.Minute), ActAbort, "timed out"},
-		{"paused: nothing", func() *Record { r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{}); r.Phase = PhasePaused; return r }(), t0, ActNone, ""},
+		{"paused: nothing", func() *Record {
+			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
+			r.Phase = PhasePaused
+			return r
+		}(), t0, ActNone, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -27,7 +27,7 @@ func knownFleet(t *testing.T) (*Store, map[string]*fleet.NodeView) {
 	r := &Record{Spec: Spec{ID: "r-demo-42", Model: "det", Version: "7", Waves: []int{10, 50, 100}, OnAbort: OnAbortRollback},
 		Phase: PhaseRunning, Wave: 1, WavesWritten: 2, Created: t0, Updated: t0,
 		Members: [][]string{make([]string, 3), make([]string, 12), make([]string, 15)},
-		Counts: []Counts{{Total: 3, Active: 3, P99Ms: 11.5}, {Total: 12, Pending: 1, Downloading: 3, Canary: 2, Active: 5, Failed: 1}, {Total: 15, Pending: 15}}}
+		Counts:  []Counts{{Total: 3, Active: 3, P99Ms: 11.5}, {Total: 12, Pending: 1, Downloading: 3, Canary: 2, Active: 5, Failed: 1}, {Total: 15, Pending: 15}}}
 	if err := st.Create(r); err != nil {
 		t.Fatal(err)
 	}

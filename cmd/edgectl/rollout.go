@@ -334,9 +334,9 @@ type progressBars struct {
 	plain bool
 	last  string
 	p     *mpb.Progress
-	mu   sync.Mutex // guards text
-	bars []*mpb.Bar
-	text []string
+	mu    sync.Mutex // guards text
+	bars  []*mpb.Bar
+	text  []string
 }
 
 func newProgressBars() *progressBars {

@@ -305,6 +305,9 @@ func printRecord(r *rollout.Record) {
 	if r.Reason != "" {
 		fmt.Printf("  reason: %s\n", r.Reason)
 	}
+	if len(r.WaveStarted) > 0 && r.Phase.Final() {
+		fmt.Printf("  %s from wave 1 to %s\n", r.Updated.Sub(r.WaveStarted[0]).Round(time.Millisecond), r.Phase)
+	}
 	for w, c := range r.Counts {
 		fmt.Printf("  wave %d (%d%%, %d nodes): %s\n", w+1, r.Spec.Waves[w], c.Total, countsText(c))
 	}

@@ -81,6 +81,20 @@ func testSpec(id, version string) Spec {
 		WaveTimeout: 60 * time.Second, OnAbort: OnAbortRollback}
 }
 
+// fleetSize is 100, or EDGE_FLEET_NODES (first entry) under
+// EDGE_FLEET_SCALE=1: `EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=1000 go test
+// -run TestRollout ./sync/rollout` runs every fleet test at 1,000 nodes.
+func fleetSize(t testing.TB) int {
+	if os.Getenv("EDGE_FLEET_SCALE") == "" || os.Getenv("EDGE_FLEET_NODES") == "" {
+		return 100
+	}
+	n, err := strconv.Atoi(strings.Split(os.Getenv("EDGE_FLEET_NODES"), ",")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 var quickProfile = fleetsim.Profile{Download: 150 * time.Millisecond, Gate: 200 * time.Millisecond, BaseP99Ms: 12,
 	FailGate: map[string]float64{"bad": 0.3}}
 
@@ -121,7 +135,8 @@ func checkAllActive(t testing.TB, e *env, version string) {
 }
 
 func TestRolloutCompletes(t *testing.T) {
-	e := newEnv(t, 100, quickProfile)
+	n := fleetSize(t)
+	e := newEnv(t, n, quickProfile)
 	c := e.controller(t, "a")
 	r, took := runRollout(t, e, c, testSpec("r-good", "2"))
 	if r.Phase != PhaseCompleted {
@@ -141,11 +156,11 @@ func TestRolloutCompletes(t *testing.T) {
 			t.Fatalf("node %s downloaded %v, want [2] once", n, d)
 		}
 	}
-	t.Logf("100 nodes, 4 waves: completed in %s", took.Round(time.Millisecond))
+	t.Logf("%d nodes, 4 waves: completed in %s", n, took.Round(time.Millisecond))
 }
 
 func TestRolloutBadVersionAbortsAndRollsBack(t *testing.T) {
-	e := newEnv(t, 100, quickProfile)
+	e := newEnv(t, fleetSize(t), quickProfile)
 	c := e.controller(t, "a")
 	r, _ := runRollout(t, e, c, testSpec("r-bad", "bad"))
 	if r.Phase != PhaseRolledBack {
@@ -184,7 +199,7 @@ func TestRolloutBadVersionAbortsAndRollsBack(t *testing.T) {
 }
 
 func TestRolloutControllerRestartResumes(t *testing.T) {
-	e := newEnv(t, 100, quickProfile)
+	e := newEnv(t, fleetSize(t), quickProfile)
 	spec := testSpec("r-restart", "2")
 	c1 := e.controller(t, "first")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -270,8 +270,13 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 	readCmd := r.Command
 	switch r.Command {
 	case CmdPause:
+		r.PausedAt = now
 		r.note(now, PhasePaused, "paused by operator")
 	case CmdResume:
+		if !r.PausedAt.IsZero() && r.Wave >= 0 && r.Wave < len(r.WaveStarted) {
+			r.WaveStarted[r.Wave] = r.WaveStarted[r.Wave].Add(now.Sub(r.PausedAt))
+		}
+		r.PausedAt = time.Time{}
 		r.note(now, PhaseRunning, "resumed by operator")
 	case CmdAbort:
 		r.Reason = "aborted by operator"

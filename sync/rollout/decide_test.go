@@ -1,11 +1,14 @@
 package rollout
 
 import (
+	"context"
 	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -203,5 +206,34 @@ func TestSpecValidate(t *testing.T) {
 		if err := s.Validate(); err == nil {
 			t.Errorf("%s: accepted %+v", name, s)
 		}
+	}
+}
+
+// TestResumeStopsWaveClock: the time a rollout spent paused does not count
+// against the wave timeout.
+func TestResumeStopsWaveClock(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0.Add(10 * time.Minute)
+	c, err := NewController(Config{StatePath: t.TempDir() + "/r.db", Owner: "x", Now: func() time.Time { return now }}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Record{Spec: Spec{ID: "r1", Model: "m", Version: "2", Waves: []int{50, 100}, WaveTimeout: time.Minute, OnAbort: OnAbortHold,
+		Abort: Abort{MaxFailedPercent: 10}},
+		Phase: PhasePaused, Wave: 0, WavesWritten: 1, WaveStarted: []time.Time{t0}, PausedAt: t0.Add(30 * time.Second),
+		Members: [][]string{{"a"}, {"b"}}, Counts: make([]Counts, 2), Command: CmdResume}
+	if err := c.Store().Create(r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.step(context.Background(), "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Phase != PhaseRunning || !got.WaveStarted[0].Equal(t0.Add(9*time.Minute+30*time.Second)) {
+		t.Fatalf("after resume: phase %s, wave started %s (%s)", got.Phase, got.WaveStarted[0], got.Reason)
+	}
+	now = now.Add(2 * time.Minute)
+	if got, err = c.step(context.Background(), "r1"); err != nil || got.Phase != PhaseHeld || !strings.Contains(got.Reason, "timed out") {
+		t.Fatalf("timeout after resume: %v, %s %q", err, got.Phase, got.Reason)
 	}
 }

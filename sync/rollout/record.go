@@ -138,6 +138,9 @@ type Record struct {
 	Reason          string            `json:"reason,omitempty"`
 	Command         string            `json:"command,omitempty"`
 	RollbackWritten bool              `json:"rollback_written,omitempty"`
+	// PausedAt is when the rollout was paused (the wave timeout clock
+	// stops while paused).
+	PausedAt time.Time `json:"paused_at,omitzero"`
 	History         []Transition      `json:"history"`
 	Created         time.Time         `json:"created"`
 	Updated         time.Time         `json:"updated"`

@@ -140,10 +140,10 @@ type Record struct {
 	RollbackWritten bool              `json:"rollback_written,omitempty"`
 	// PausedAt is when the rollout was paused (the wave timeout clock
 	// stops while paused).
-	PausedAt time.Time `json:"paused_at,omitzero"`
-	History         []Transition      `json:"history"`
-	Created         time.Time         `json:"created"`
-	Updated         time.Time         `json:"updated"`
+	PausedAt time.Time    `json:"paused_at,omitzero"`
+	History  []Transition `json:"history"`
+	Created  time.Time    `json:"created"`
+	Updated  time.Time    `json:"updated"`
 }
 
 func (r *Record) note(now time.Time, p Phase, note string) {

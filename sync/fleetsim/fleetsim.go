@@ -211,6 +211,18 @@ func (f *Fleet) Downloads(model string) map[string][]string {
 	return out
 }
 
+// NodeGenerations returns the node-topic desired generation each node has
+// accepted (1 after exactly one write to a fresh topic).
+func (f *Fleet) NodeGenerations() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, n := range f.nodes {
+		n.mu.Lock()
+		out[n.id] = n.gens.Node
+		n.mu.Unlock()
+	}
+	return out
+}
+
 // Active returns each node's active version of model.
 func (f *Fleet) Active(model string) map[string]string {
 	out := map[string]string{}

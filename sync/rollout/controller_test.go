@@ -244,6 +244,74 @@ func TestRolloutControllerRestartResumes(t *testing.T) {
 			t.Fatalf("node %s downloaded %v, want [2] once", n, d)
 		}
 	}
+	for n, g := range e.fleet.NodeGenerations() {
+		if g != 1 {
+			t.Fatalf("node %s at desired generation %d, want exactly one write", n, g)
+		}
+	}
+}
+
+// failingLink fails every publish after the first n, like a controller
+// that dies part-way through a wave's writes.
+type failingLink struct {
+	Link
+	n int
+}
+
+func (f *failingLink) PublishAsync(topic string, retained bool, b []byte) func(context.Context) error {
+	if f.n <= 0 {
+		return func(context.Context) error { return errors.New("controller crashed") }
+	}
+	f.n--
+	return f.Link.PublishAsync(topic, retained, b)
+}
+
+// TestRolloutCrashMidWave: a controller that dies after publishing part of
+// wave 3 (its intent committed, waves_written not) is resumed by another;
+// every node gets exactly one desired-state write (generation 1) and
+// downloads once.
+func TestRolloutCrashMidWave(t *testing.T) {
+	e := newEnv(t, fleetSize(t), quickProfile)
+	spec := testSpec("r-crash", "2")
+	good := e.controller(t, "first")
+	fl := &failingLink{Link: good.link}
+	c1, err := NewController(good.cfg, fl, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c1.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	r0, _ := c1.Store().Get(spec.ID)
+	fl.n = len(r0.Members[0]) + len(r0.Members[1]) + len(r0.Members[2])/2 // half of wave 3
+	r1, err := c1.Run(ctx, spec.ID, nil)
+	if err == nil {
+		t.Fatalf("first controller did not fail: %+v", r1)
+	}
+	r1, _ = c1.Store().Get(spec.ID)
+	if r1.Wave != 2 || r1.WavesWritten != 2 {
+		t.Fatalf("crashed at wave %d with %d written, want wave 3 started and 2 written", r1.Wave+1, r1.WavesWritten)
+	}
+	r, err := e.controller(t, "second").Run(ctx, spec.ID, nil)
+	if err != nil || r.Phase != PhaseCompleted {
+		t.Fatalf("resumed: %v, %+v", err, r)
+	}
+	if got := waveStarts(r); fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Fatalf("wave starts %v", got)
+	}
+	checkAllActive(t, e, "2")
+	for n, g := range e.fleet.NodeGenerations() {
+		if g != 1 {
+			t.Fatalf("node %s at desired generation %d, want exactly one write", n, g)
+		}
+	}
+	for n, d := range e.fleet.Downloads("det") {
+		if fmt.Sprint(d) != "[2]" {
+			t.Fatalf("node %s downloaded %v, want [2] once", n, d)
+		}
+	}
 }
 
 func TestRolloutPauseResumeAbort(t *testing.T) {

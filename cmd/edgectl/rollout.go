@@ -337,8 +337,9 @@ type progressBars struct {
 	plain bool
 	last  string
 	p     *mpb.Progress
-	mu    sync.Mutex // guards text
+	mu    sync.Mutex // guards bars, last (held while calling into mpb)
 	bars  []*mpb.Bar
+	tmu   sync.Mutex // guards text; the decorators take it from mpb's render goroutine, so never hold it while calling mpb
 	text  []string
 }
 
@@ -363,21 +364,27 @@ func (pb *progressBars) update(r *rollout.Record) {
 		}
 		return
 	}
-	for len(pb.bars) < len(r.Counts) {
-		i := len(pb.bars)
+	pb.tmu.Lock()
+	for len(pb.text) < len(r.Counts) {
 		pb.text = append(pb.text, "")
-		name := fmt.Sprintf("wave %d (%d%%) ", i+1, r.Spec.Waves[i])
-		pb.bars = append(pb.bars, pb.p.AddBar(int64(max(r.Counts[i].Total, 1)),
-			mpb.PrependDecorators(decor.Name(name, decor.WC{W: 15, C: decor.DindentRight}), decor.CountersNoUnit("%4d/%-4d", decor.WC{W: 10})),
-			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
-				pb.mu.Lock()
-				defer pb.mu.Unlock()
-				return pb.text[i]
-			}))))
 	}
 	for i, c := range r.Counts {
 		pb.text[i] = fmt.Sprintf(" pend %d dl %d canary %d active %d failed %d rb %d",
 			c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+	}
+	pb.tmu.Unlock()
+	for len(pb.bars) < len(r.Counts) {
+		i := len(pb.bars)
+		name := fmt.Sprintf("wave %d (%d%%) ", i+1, r.Spec.Waves[i])
+		pb.bars = append(pb.bars, pb.p.AddBar(int64(max(r.Counts[i].Total, 1)),
+			mpb.PrependDecorators(decor.Name(name, decor.WC{W: 15, C: decor.DindentRight}), decor.CountersNoUnit("%4d/%-4d", decor.WC{W: 10})),
+			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
+				pb.tmu.Lock()
+				defer pb.tmu.Unlock()
+				return pb.text[i]
+			}))))
+	}
+	for i, c := range r.Counts {
 		if c.Total == 0 {
 			pb.bars[i].SetCurrent(1)
 			continue

@@ -126,14 +126,19 @@ func (c *Controller) watch(ctx context.Context) error {
 		c.desired[node] = &d
 	}
 	c.mu.Unlock()
-	// Retained statuses arrive after the SUBACK; wait until they pause.
+	// Retained statuses arrive after the SUBACK; wait until they pause
+	// (at most 20 × Quiet: a busy fleet never pauses).
 	t := time.NewTimer(c.cfg.Quiet)
 	defer t.Stop()
+	limit := time.NewTimer(20 * c.cfg.Quiet)
+	defer limit.Stop()
 	for {
 		select {
 		case <-kick:
 			t.Reset(c.cfg.Quiet)
 		case <-t.C:
+			return nil
+		case <-limit.C:
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()

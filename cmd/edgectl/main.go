@@ -70,8 +70,7 @@ func newRoot() *cobra.Command {
 
 	model := &cobra.Command{Use: "model", Short: "Model versions"}
 	model.AddCommand(newPublish(g))
-	root.AddCommand(model, newDeploy(g), newStatus(g), newKeygen())
-	// "rollout" (waves, canary/shadow strategies) is a later issue.
+	root.AddCommand(model, newDeploy(g), newStatus(g), newKeygen(), newRollout(g), newSimulate(g), newServe(g))
 	return root
 }
 

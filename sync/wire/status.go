@@ -1,6 +1,10 @@
 package wire
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+)
 
 // Status is a node's retained report of what it runs.
 type Status struct {
@@ -10,6 +14,26 @@ type Status struct {
 	Agent    string                 `json:"agent,omitempty"`
 	Desired  AppliedGenerations     `json:"desired"`
 	Models   map[string]ModelStatus `json:"models"`
+	// Labels describe the node (arch, accelerator, site, anything
+	// configured); fleet rollouts select nodes by them.
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// MaxLabels bounds the labels of one node.
+const MaxLabels = 64
+
+var labelValueRE = regexp.MustCompile(`^[A-Za-z0-9._-]{0,63}$`)
+
+// ValidLabel checks a label: the key is a name (ValidName), the value 0–63
+// characters of [A-Za-z0-9._-].
+func ValidLabel(k, v string) error {
+	if err := ValidName(k); err != nil {
+		return fmt.Errorf("label key: %w", err)
+	}
+	if !labelValueRE.MatchString(v) {
+		return fmt.Errorf("label %s: invalid value %.80q: want 0-63 of [A-Za-z0-9._-]", k, v)
+	}
+	return nil
 }
 
 // AppliedGenerations are the desired-state generations a node has accepted.
@@ -26,6 +50,9 @@ type ModelStatus struct {
 	BytesDone  int64       `json:"bytes_done,omitempty"`
 	BytesTotal int64       `json:"bytes_total,omitempty"`
 	Rollout    *RolloutRef `json:"rollout,omitempty"`
+	// P99Ms is the 99th-percentile inference latency of this version on
+	// the node, in milliseconds (0: not measured yet).
+	P99Ms float64 `json:"p99_ms,omitempty"`
 }
 
 // Presence is a node's retained liveness flag; the Last Will publishes it with
@@ -79,6 +106,14 @@ func (s Status) Validate() error {
 	if len(s.Models) > MaxModels || len(s.Desired.Groups) > MaxModels {
 		return Reject(k, ReasonTooLarge, "too many models or groups")
 	}
+	if len(s.Labels) > MaxLabels {
+		return Reject(k, ReasonTooLarge, "%d labels, limit %d", len(s.Labels), MaxLabels)
+	}
+	for lk, lv := range s.Labels {
+		if err := ValidLabel(lk, lv); err != nil {
+			return Reject(k, ReasonBadField, "%v", err)
+		}
+	}
 	for g := range s.Desired.Groups {
 		if err := ValidName(g); err != nil {
 			return Reject(k, ReasonBadField, "group: %v", err)
@@ -95,6 +130,14 @@ func (s Status) Validate() error {
 		}
 		if err := checkText(k, "state", m.State+m.Reason); err != nil {
 			return err
+		}
+		if m.P99Ms < 0 || m.P99Ms > 1e9 {
+			return Reject(k, ReasonBadField, "model %s: p99_ms %g out of range", name, m.P99Ms)
+		}
+		if m.Rollout != nil {
+			if err := ValidName(m.Rollout.ID); err != nil || m.Rollout.Wave < 0 || m.Rollout.Wave > 1000 {
+				return Reject(k, ReasonBadField, "model %s: bad rollout reference", name)
+			}
 		}
 		if m.BytesDone < 0 || m.BytesTotal < 0 || m.BytesDone > m.BytesTotal {
 			return Reject(k, ReasonBadField, "model %s: bytes_done %d / bytes_total %d", name, m.BytesDone, m.BytesTotal)

@@ -276,7 +276,7 @@ func TestCheckChunkAndTopics(t *testing.T) {
 }
 
 func TestStatusPresenceEventRejects(t *testing.T) {
-	good := Status{Protocol: 1, Node: "n1", Time: "2025-01-01T00:00:00Z", Models: map[string]ModelStatus{"m": {Version: "1", State: "Active", BytesDone: 1, BytesTotal: 2}}}
+	good := Status{Protocol: 1, Node: "n1", Time: "2025-01-01T00:00:00Z", Models: map[string]ModelStatus{"m": {Version: "1", State: "Active", BytesDone: 1, BytesTotal: 2, P99Ms: 3.5, Rollout: &RolloutRef{ID: "r1", Wave: 1}}}, Labels: map[string]string{"arch": "arm64", "site": ""}}
 	if b, err := good.Encode(); err != nil {
 		t.Fatal(err)
 	} else if _, err := DecodeStatus(b); err != nil {
@@ -292,6 +292,11 @@ func TestStatusPresenceEventRejects(t *testing.T) {
 		{"status no node", decStatus, `{"protocol":1,"node":"","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{}}`, ReasonBadField},
 		{"status no time", decStatus, `{"protocol":1,"node":"n","desired":{"node":0},"models":{}}`, ReasonBadField},
 		{"status bytes", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"x","bytes_done":5,"bytes_total":1}}}`, ReasonBadField},
+		{"status label key", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"labels":{"a/b":"x"}}`, ReasonBadField},
+		{"status label value", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"labels":{"site":"x y"}}`, ReasonBadField},
+		{"status label type", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"labels":{"site":1}}`, ReasonBadJSON},
+		{"status p99", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","p99_ms":-1}}}`, ReasonBadField},
+		{"status rollout ref", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","rollout":{"id":"r/1","wave":1}}}}`, ReasonBadField},
 		{"status unknown", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"z":1}`, ReasonBadJSON},
 		{"presence wrong type", decPresence, `{"protocol":1,"node":"n","online":"yes"}`, ReasonBadJSON},
 		{"presence protocol", decPresence, `{"protocol":3,"node":"n","online":true}`, ReasonUnknownProtocol},
@@ -389,6 +394,7 @@ func FuzzManifestPayload(f *testing.F) {
 
 func FuzzDecodeStatusPresenceEvent(f *testing.F) {
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{}}`))
+	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Canary","p99_ms":12.5,"rollout":{"id":"r1","wave":2}}},"labels":{"arch":"arm64","site":""}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","online":false}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","seq":1,"time":"2025-01-01T00:00:00Z","type":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -1,0 +1,548 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/fleetsim"
+	"github.com/edgeai/edge-node/sync/rollout"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+func defaultState() string {
+	if s := os.Getenv("EDGECTL_STATE"); s != "" {
+		return s
+	}
+	return "edgectl-rollouts.db"
+}
+
+func logger(g *globalFlags) zerolog.Logger {
+	if g.verbose {
+		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
+	}
+	return zerolog.Nop()
+}
+
+func newRollout(g *globalFlags) *cobra.Command {
+	var state string
+	c := &cobra.Command{Use: "rollout", Short: "Fleet rollouts in waves (start, run, status, pause, resume, abort, rollback)"}
+	c.PersistentFlags().StringVar(&state, "state", defaultState(), "controller state file (bbolt; default $EDGECTL_STATE)")
+	c.AddCommand(newRolloutStart(g, &state), newRolloutRun(g, &state), newRolloutStatus(&state))
+	for _, cmd := range []struct{ name, short string }{
+		{rollout.CmdPause, "Stop starting waves (nodes already written keep going)"},
+		{rollout.CmdResume, "Continue a paused rollout"},
+		{rollout.CmdAbort, "Stop the rollout and hold: nodes keep what they run"},
+		{rollout.CmdRollback, "Stop the rollout and write the previous version back to every started node"},
+	} {
+		c.AddCommand(newRolloutCommand(g, &state, cmd.name, cmd.short))
+	}
+	return c
+}
+
+func newController(ctx context.Context, g *globalFlags, state string) (*rollout.Controller, func(), error) {
+	tp, err := wire.NewTopics(g.root)
+	if err != nil {
+		return nil, nil, err
+	}
+	link, closeLink, err := connect(ctx, g)
+	if err != nil {
+		return nil, nil, err
+	}
+	host, _ := os.Hostname()
+	c, err := rollout.NewController(rollout.Config{Topics: tp, StatePath: state, Owner: fmt.Sprintf("%s-%d", host, os.Getpid()),
+		Quiet: g.quiet}, link, logger(g))
+	if err != nil {
+		closeLink()
+		return nil, nil, err
+	}
+	return c, closeLink, nil
+}
+
+// drive runs the controller, drawing progress bars unless quiet.
+func drive(ctx context.Context, c *rollout.Controller, id string, bars bool) error {
+	var pb *progressBars
+	if bars {
+		pb = newProgressBars()
+		defer pb.wait()
+	}
+	r, err := c.Run(ctx, id, func(r *rollout.Record) {
+		if pb != nil {
+			pb.update(r)
+		}
+	})
+	if pb != nil && r != nil {
+		pb.finish(r)
+	}
+	if err != nil {
+		return err
+	}
+	printRecord(r)
+	return nil
+}
+
+func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
+	var s rollout.Spec
+	var waves, selector, strategy string
+	var canary, shadow int
+	var detach, noProgress bool
+	c := &cobra.Command{
+		Use:   "start",
+		Short: "Create a rollout and drive it (select nodes, assign waves, write desired state wave by wave)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if s.Waves, err = rollout.ParseWaves(waves); err != nil {
+				return err
+			}
+			if s.Selector, err = rollout.ParseSelector(selector); err != nil {
+				return err
+			}
+			if strategy != "" {
+				s.Strategy = &wire.Strategy{Kind: strategy, CanaryPercent: canary, ShadowPercent: shadow}
+			}
+			if s.ID == "" {
+				s.ID = fmt.Sprintf("r-%s-%s-%d", s.Model, s.Version, time.Now().Unix())
+			}
+			if err := s.Validate(); err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			c, closeLink, err := newController(ctx, g, *state)
+			if err != nil {
+				return err
+			}
+			defer closeLink()
+			r, err := c.Start(ctx, s)
+			if err != nil {
+				return err
+			}
+			fmt.Printf("rollout %s: %d nodes in %d waves %v\n", s.ID, r.Nodes(), len(r.Members), waveSizes(r))
+			if detach {
+				fmt.Printf("created; drive it with: edgectl rollout run %s\n", s.ID)
+				return nil
+			}
+			return drive(ctx, c, s.ID, !noProgress)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&s.ID, "id", "", "rollout id (default r-MODEL-VERSION-UNIXTIME)")
+	f.StringVar(&s.Model, "model", "", "model name (required)")
+	f.StringVar(&s.Version, "version", "", "version to roll out (required; publish it first)")
+	f.StringVar(&s.Group, "target", "", "group: nodes whose status lists it")
+	f.StringVar(&selector, "selector", "", "label selector k=v,k2=v2 (all must match)")
+	f.StringVar(&waves, "waves", "1%,10%,50%,100%", "cumulative wave percentages")
+	f.StringVar(&strategy, "strategy", wire.StrategyCanary, "on-device strategy: immediate, canary or shadow")
+	f.IntVar(&canary, "canary-percent", 10, "canary traffic percent (canary)")
+	f.IntVar(&shadow, "shadow-percent", 0, "shadow traffic percent (shadow)")
+	f.Float64Var(&s.Abort.MaxFailedPercent, "max-failed-percent", 10, "abort when failed + rolled-back nodes exceed this % of finished nodes")
+	f.IntVar(&s.Abort.MinFinished, "min-finished", 5, "... once at least this many nodes finished")
+	f.Float64Var(&s.Abort.MaxP99Ratio, "max-p99-ratio", 0, "abort when the new version's fleet p99 exceeds this × the baseline (0: off)")
+	f.DurationVar(&s.WaveTimeout, "wave-timeout", 30*time.Minute, "abort when a wave has unfinished nodes after this long (0: none)")
+	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
+	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")
+	f.BoolVar(&noProgress, "no-progress", false, "no progress bars")
+	_ = c.MarkFlagRequired("model")
+	_ = c.MarkFlagRequired("version")
+	c.MarkFlagsMutuallyExclusive("target", "selector")
+	return c
+}
+
+func newRolloutRun(g *globalFlags, state *string) *cobra.Command {
+	var noProgress bool
+	c := &cobra.Command{
+		Use:   "run ID",
+		Short: "Drive (or resume) a rollout until it ends; refuses while another controller holds it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, closeLink, err := newController(cmd.Context(), g, *state)
+			if err != nil {
+				return err
+			}
+			defer closeLink()
+			return drive(cmd.Context(), c, args[0], !noProgress)
+		},
+	}
+	c.Flags().BoolVar(&noProgress, "no-progress", false, "no progress bars")
+	return c
+}
+
+func newRolloutCommand(g *globalFlags, state *string, name, short string) *cobra.Command {
+	return &cobra.Command{
+		Use:   name + " ID",
+		Short: short,
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st := rollout.NewStore(*state)
+			r, err := st.Command(args[0], name)
+			if err != nil {
+				return err
+			}
+			l, held, err := st.LeaseOf(args[0])
+			if err != nil {
+				return err
+			}
+			if held && time.Now().Before(l.Expires) {
+				fmt.Printf("rollout %s (%s): %s recorded; controller %s carries it out on its next tick\n", args[0], r.Phase, name, l.Owner)
+				return nil
+			}
+			// No controller: carry it out now.
+			c, closeLink, err := newController(cmd.Context(), g, *state)
+			if err != nil {
+				return err
+			}
+			defer closeLink()
+			ctx := cmd.Context()
+			if name == rollout.CmdPause || name == rollout.CmdResume {
+				// One tick applies the command; resume then keeps driving.
+				if name == rollout.CmdResume {
+					return drive(ctx, c, args[0], true)
+				}
+				ctx1, stop := context.WithCancel(ctx)
+				defer stop()
+				_, err := c.Run(ctx1, args[0], func(*rollout.Record) { stop() })
+				return err
+			}
+			return drive(ctx, c, args[0], false)
+		},
+	}
+}
+
+func newRolloutStatus(state *string) *cobra.Command {
+	var watch bool
+	c := &cobra.Command{
+		Use:   "status [ID]",
+		Short: "Show rollouts (from the state file); --watch draws per-wave progress bars until the rollout ends",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st := rollout.NewStore(*state)
+			if len(args) == 0 {
+				rs, err := st.List()
+				if err != nil {
+					return err
+				}
+				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tMODEL\tVERSION\tPHASE\tWAVE\tNODES\tACTIVE\tBAD\tREASON")
+				for _, r := range rs {
+					var all rollout.Counts
+					for _, c := range r.Counts {
+						all.Active += c.Active
+						all.Failed += c.Failed
+						all.RolledBack += c.RolledBack
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d\t%s\n", r.Spec.ID, r.Spec.Model, r.Spec.Version, r.Phase,
+						r.Wave+1, len(r.Members), r.Nodes(), all.Active, all.Bad(), r.Reason)
+				}
+				return tw.Flush()
+			}
+			r, err := st.Get(args[0])
+			if err != nil {
+				return err
+			}
+			if !watch {
+				printRecord(r)
+				return nil
+			}
+			pb := newProgressBars()
+			t := time.NewTicker(500 * time.Millisecond)
+			defer t.Stop()
+			for {
+				pb.update(r)
+				if r.Phase.Final() {
+					pb.finish(r)
+					pb.wait()
+					printRecord(r)
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					pb.finish(r)
+					pb.wait()
+					return nil
+				case <-t.C:
+				}
+				if r, err = st.Get(args[0]); err != nil {
+					pb.wait()
+					return err
+				}
+			}
+		},
+	}
+	c.Flags().BoolVarP(&watch, "watch", "w", false, "draw per-wave progress bars until the rollout ends")
+	return c
+}
+
+func waveSizes(r *rollout.Record) []int {
+	out := make([]int, len(r.Members))
+	for i, m := range r.Members {
+		out[i] = len(m)
+	}
+	return out
+}
+
+func countsText(c rollout.Counts) string {
+	return fmt.Sprintf("pending %d  downloading %d  canary %d  active %d  failed %d  rolled back %d",
+		c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+}
+
+func printRecord(r *rollout.Record) {
+	fmt.Printf("rollout %s: %s %s -> %s, %s, wave %d of %d, %d nodes\n", r.Spec.ID, r.Spec.Model,
+		prevSummary(r), r.Spec.Version, r.Phase, r.Wave+1, len(r.Members), r.Nodes())
+	if r.Reason != "" {
+		fmt.Printf("  reason: %s\n", r.Reason)
+	}
+	if len(r.WaveStarted) > 0 && r.Phase.Final() {
+		fmt.Printf("  %s from wave 1 to %s\n", r.Updated.Sub(r.WaveStarted[0]).Round(time.Millisecond), r.Phase)
+	}
+	for w, c := range r.Counts {
+		fmt.Printf("  wave %d (%d%%, %d nodes): %s\n", w+1, r.Spec.Waves[w], c.Total, countsText(c))
+	}
+}
+
+func prevSummary(r *rollout.Record) string {
+	seen := map[string]int{}
+	for _, v := range r.Previous {
+		if v == "" {
+			v = "(none)"
+		}
+		seen[v]++
+	}
+	var out []string
+	for v := range seen {
+		out = append(out, v)
+	}
+	sort.Strings(out)
+	return strings.Join(out, ",")
+}
+
+// progressBars draws one mpb bar per wave: finished nodes of the wave's
+// total, with the counts per state beside it.
+type progressBars struct {
+	// plain: stderr is not a terminal (mpb would clip lines to the bar
+	// width): print the counts when they change instead.
+	plain bool
+	last  string
+	p     *mpb.Progress
+	mu    sync.Mutex // guards bars, last (held while calling into mpb)
+	bars  []*mpb.Bar
+	tmu   sync.Mutex // guards text; the decorators take it from mpb's render goroutine, so never hold it while calling mpb
+	text  []string
+}
+
+func newProgressBars() *progressBars {
+	if !isatty.IsTerminal(os.Stderr.Fd()) {
+		return &progressBars{plain: true}
+	}
+	return &progressBars{p: mpb.New(mpb.WithOutput(os.Stderr), mpb.WithWidth(24), mpb.WithRefreshRate(200*time.Millisecond), mpb.WithAutoRefresh())}
+}
+
+func (pb *progressBars) update(r *rollout.Record) {
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	if pb.plain {
+		var b strings.Builder
+		for i, c := range r.Counts {
+			fmt.Fprintf(&b, "wave %d (%d%%) %d/%d: %s\n", i+1, r.Spec.Waves[i], c.Finished(), c.Total, countsText(c))
+		}
+		if b.String() != pb.last {
+			pb.last = b.String()
+			fmt.Fprintf(os.Stderr, "--- %s %s\n%s", time.Now().Format(time.TimeOnly), r.Phase, pb.last)
+		}
+		return
+	}
+	pb.tmu.Lock()
+	for len(pb.text) < len(r.Counts) {
+		pb.text = append(pb.text, "")
+	}
+	for i, c := range r.Counts {
+		pb.text[i] = fmt.Sprintf(" pend %d dl %d canary %d active %d failed %d rb %d",
+			c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+	}
+	pb.tmu.Unlock()
+	for len(pb.bars) < len(r.Counts) {
+		i := len(pb.bars)
+		name := fmt.Sprintf("wave %d (%d%%) ", i+1, r.Spec.Waves[i])
+		pb.bars = append(pb.bars, pb.p.AddBar(int64(max(r.Counts[i].Total, 1)),
+			mpb.PrependDecorators(decor.Name(name, decor.WC{W: 15, C: decor.DindentRight}), decor.CountersNoUnit("%4d/%-4d", decor.WC{W: 10})),
+			mpb.AppendDecorators(decor.Any(func(decor.Statistics) string {
+				pb.tmu.Lock()
+				defer pb.tmu.Unlock()
+				return pb.text[i]
+			}))))
+	}
+	for i, c := range r.Counts {
+		if c.Total == 0 {
+			pb.bars[i].SetCurrent(1)
+			continue
+		}
+		pb.bars[i].SetCurrent(int64(c.Finished()))
+	}
+}
+
+func (pb *progressBars) finish(r *rollout.Record) {
+	pb.update(r)
+	if pb.plain {
+		return
+	}
+	pb.mu.Lock()
+	defer pb.mu.Unlock()
+	for i, b := range pb.bars {
+		if b.Completed() {
+			continue
+		}
+		if i < len(r.Counts) && r.Counts[i].Finished() == r.Counts[i].Total {
+			b.SetTotal(int64(max(r.Counts[i].Total, 1)), true)
+		} else {
+			b.Abort(false)
+		}
+	}
+}
+
+func (pb *progressBars) wait() {
+	if !pb.plain {
+		pb.p.Wait()
+	}
+}
+
+func newSimulate(g *globalFlags) *cobra.Command {
+	var cfg fleetsim.Config
+	var groups, initial, fail, factor string
+	c := &cobra.Command{
+		Use:   "simulate",
+		Short: "Run N simulated nodes (real link and desired-state code, stand-in inference) against the broker",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tp, err := wire.NewTopics(g.root)
+			if err != nil {
+				return err
+			}
+			cfg.BrokerURL, cfg.Topics = g.broker, tp
+			if groups != "" {
+				cfg.Groups = strings.Split(groups, ",")
+			}
+			if cfg.Initial, err = kvMap(initial, func(s string) (string, error) { return s, nil }); err != nil {
+				return err
+			}
+			if cfg.Profile.FailGate, err = kvMap(fail, parseFloat); err != nil {
+				return err
+			}
+			if cfg.Profile.P99Factor, err = kvMap(factor, parseFloat); err != nil {
+				return err
+			}
+			start := time.Now()
+			f, err := fleetsim.Start(cmd.Context(), cfg, logger(g))
+			if err != nil {
+				return err
+			}
+			fmt.Printf("%d simulated nodes connected in %s; Ctrl-C to stop\n", cfg.Nodes, time.Since(start).Round(time.Millisecond))
+			<-cmd.Context().Done()
+			st := f.Stats()
+			f.Close()
+			fmt.Printf("nodes published %d messages (%d bytes), received %d (%d bytes)\n", st.Published, st.PublishedBytes, st.Received, st.ReceivedBytes)
+			return nil
+		},
+	}
+	fl := c.Flags()
+	fl.IntVar(&cfg.Nodes, "nodes", 100, "number of nodes")
+	fl.StringVar(&cfg.Prefix, "prefix", "sim", "node id prefix")
+	fl.StringVar(&groups, "groups", "sim", "groups every node is configured into")
+	fl.StringVar(&initial, "initial", "", "model=version every node runs at start")
+	fl.DurationVar(&cfg.Profile.Download, "download", 500*time.Millisecond, "simulated download time")
+	fl.DurationVar(&cfg.Profile.Gate, "gate", time.Second, "simulated canary/shadow gate time")
+	fl.StringVar(&fail, "fail", "", "version=fraction of nodes whose gate fails (e.g. 3=0.3)")
+	fl.Float64Var(&cfg.Profile.BaseP99Ms, "p99-ms", 20, "reported p99 latency (ms)")
+	fl.StringVar(&factor, "p99-factor", "", "version=factor on the reported p99")
+	return c
+}
+
+func parseFloat(s string) (float64, error) {
+	var f float64
+	_, err := fmt.Sscanf(s, "%g", &f)
+	return f, err
+}
+
+func kvMap[V any](s string, parse func(string) (V, error)) (map[string]V, error) {
+	out := map[string]V{}
+	if s == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want key=value", kv)
+		}
+		pv, err := parse(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", kv, err)
+		}
+		out[k] = pv
+	}
+	return out, nil
+}
+
+func newServe(g *globalFlags) *cobra.Command {
+	var addr, state string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve a read-only web page of the fleet and the rollouts",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			tp, err := wire.NewTopics(g.root)
+			if err != nil {
+				return err
+			}
+			link, closeLink, err := connect(ctx, g)
+			if err != nil {
+				return err
+			}
+			defer closeLink()
+			var mu sync.Mutex // guards views
+			views := map[string]*fleet.NodeView{}
+			h := func(topic string, b []byte) {
+				mu.Lock()
+				defer mu.Unlock()
+				fleet.ApplyNodeMessage(tp, views, topic, b)
+			}
+			if err := link.Subscribe(ctx, h, tp.AllStatus(), tp.AllPresence()); err != nil {
+				return err
+			}
+			nodes := func() map[string]*fleet.NodeView {
+				mu.Lock()
+				defer mu.Unlock()
+				out := make(map[string]*fleet.NodeView, len(views))
+				for k, v := range views {
+					cp := *v
+					out[k] = &cp
+				}
+				return out
+			}
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return err
+			}
+			srv := &http.Server{Handler: rollout.Handler(rollout.NewStore(state), nodes, logger(g)), ReadHeaderTimeout: 5 * time.Second}
+			go func() { <-ctx.Done(); _ = srv.Close() }()
+			fmt.Printf("serving http://%s/\n", ln.Addr())
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8090", "listen address")
+	c.Flags().StringVar(&state, "state", defaultState(), "controller state file (bbolt; default $EDGECTL_STATE)")
+	return c
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleetsim"
+	"github.com/edgeai/edge-node/sync/rollout"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+func TestRolloutCommands(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 12,
+		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"},
+		Profile: fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	state := filepath.Join(t.TempDir(), "r.db")
+	g := []string{"--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state}
+	out := run(t, append(g, "start", "--id", "r1", "--model", "det", "--version", "2", "--selector", "arch=arm64",
+		"--waves", "50%,100%", "--no-progress")...)
+	if !strings.Contains(out, "6 nodes in 2 waves [3 3]") || !strings.Contains(out, "completed") {
+		t.Fatalf("start: %s", out)
+	}
+	for id, v := range f.Active("det") {
+		arm := strings.HasSuffix(id, "1") || strings.HasSuffix(id, "3") || strings.HasSuffix(id, "5") ||
+			strings.HasSuffix(id, "7") || strings.HasSuffix(id, "9") // DefaultLabels: odd index = arm64
+		if want := map[bool]string{true: "2", false: "1"}[arm]; v != want {
+			t.Fatalf("node %s runs %s, want %s", id, v, want)
+		}
+	}
+	if out := run(t, append(g, "status")...); !strings.Contains(out, "r1") || !strings.Contains(out, "completed") {
+		t.Fatalf("status: %s", out)
+	}
+	// No controller holds r1: rollback is carried out by the command itself.
+	if out := run(t, append(g, "rollback", "r1")...); !strings.Contains(out, "rolled_back") {
+		t.Fatalf("rollback: %s", out)
+	}
+	// A second controller on a held rollout is refused with a clear error.
+	run(t, append(g, "start", "--id", "r2", "--model", "det", "--version", "3", "--target", "cams", "--detach")...)
+	if err := rollout.NewStore(state).AcquireLease("r2", "other-controller", time.Minute, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cmd := newRoot()
+	cmd.SetArgs(append(g, "run", "r2", "--no-progress"))
+	err = cmd.ExecuteContext(ctx)
+	if !errors.Is(err, rollout.ErrLeaseHeld) || !strings.Contains(err.Error(), "other-controller") {
+		t.Fatalf("run on a held rollout: %v", err)
+	}
+}

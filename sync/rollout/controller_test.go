@@ -1,0 +1,436 @@
+package rollout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleetsim"
+	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+func testLink(t testing.TB, url, id string) *mqttlink.Link {
+	t.Helper()
+	cfg := mqttlink.DefaultConfig()
+	cfg.BrokerURL, cfg.ClientID, cfg.CleanSession = url, id, true
+	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = l.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; l.Close() })
+	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer wcancel()
+	if err := l.WaitConnected(wctx); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+type env struct {
+	broker *brokertest.Mosquitto
+	fleet  *fleetsim.Fleet
+	state  string
+	tp     wire.Topics
+}
+
+func newEnv(t testing.TB, nodes int, prof fleetsim.Profile) *env {
+	t.Helper()
+	m := brokertest.StartMosquitto(t, brokertest.Options{GlobalConf: []string{"max_inflight_messages 0", "max_queued_messages 100000"}})
+	tp := wire.Topics{Root: wire.DefaultRoot}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	start := time.Now()
+	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: tp, Nodes: nodes, Groups: []string{"cams"},
+		Initial: map[string]string{"det": "1"}, Profile: prof}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	t.Logf("%d simulated nodes connected in %s", nodes, time.Since(start).Round(time.Millisecond))
+	return &env{broker: m, fleet: f, state: filepath.Join(t.TempDir(), "rollouts.db"), tp: tp}
+}
+
+func (e *env) controller(t testing.TB, owner string) *Controller {
+	t.Helper()
+	c, err := NewController(Config{Topics: e.tp, StatePath: e.state, Owner: owner, Tick: 100 * time.Millisecond,
+		Quiet: 500 * time.Millisecond}, testLink(t, e.broker.URL(), "ctl-"+owner), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func testSpec(id, version string) Spec {
+	return Spec{ID: id, Model: "det", Version: version, Group: "cams", Waves: []int{1, 10, 50, 100},
+		Strategy:    &wire.Strategy{Kind: wire.StrategyCanary, CanaryPercent: 10},
+		Abort:       Abort{MaxFailedPercent: 10, MinFinished: 3, MaxP99Ratio: 3},
+		WaveTimeout: 60 * time.Second, OnAbort: OnAbortRollback}
+}
+
+// fleetSize is 100, or EDGE_FLEET_NODES (first entry) under
+// EDGE_FLEET_SCALE=1: `EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=1000 go test
+// -run TestRollout ./sync/rollout` runs every fleet test at 1,000 nodes.
+func fleetSize(t testing.TB) int {
+	if os.Getenv("EDGE_FLEET_SCALE") == "" || os.Getenv("EDGE_FLEET_NODES") == "" {
+		return 100
+	}
+	n, err := strconv.Atoi(strings.Split(os.Getenv("EDGE_FLEET_NODES"), ",")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+var quickProfile = fleetsim.Profile{Download: 150 * time.Millisecond, Gate: 200 * time.Millisecond, BaseP99Ms: 12,
+	FailGate: map[string]float64{"bad": 0.3}}
+
+// waveStarts returns the 1-based waves in the order the history started them.
+func waveStarts(r *Record) []int {
+	var out []int
+	for _, h := range r.History {
+		if strings.HasPrefix(h.Note, "wave ") && strings.Contains(h.Note, " started") {
+			out = append(out, h.Wave)
+		}
+	}
+	return out
+}
+
+// runRollout starts and drives a rollout to its end, and reports figures.
+func runRollout(t testing.TB, e *env, c *Controller, spec Spec) (*Record, time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if _, err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := c.Run(ctx, spec.ID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, time.Since(start)
+}
+
+func checkAllActive(t testing.TB, e *env, version string) {
+	t.Helper()
+	for n, v := range e.fleet.Active("det") {
+		if v != version {
+			t.Fatalf("node %s runs %q, want %q", n, v, version)
+		}
+	}
+}
+
+func TestRolloutCompletes(t *testing.T) {
+	n := fleetSize(t)
+	e := newEnv(t, n, quickProfile)
+	c := e.controller(t, "a")
+	r, took := runRollout(t, e, c, testSpec("r-good", "2"))
+	if r.Phase != PhaseCompleted {
+		t.Fatalf("phase %s (%s)", r.Phase, r.Reason)
+	}
+	if got := waveStarts(r); fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Fatalf("wave starts %v", got)
+	}
+	for w, cnt := range r.Counts {
+		if cnt.Active != len(r.Members[w]) {
+			t.Fatalf("wave %d counts %+v", w+1, cnt)
+		}
+	}
+	checkAllActive(t, e, "2")
+	for n, d := range e.fleet.Downloads("det") {
+		if fmt.Sprint(d) != "[2]" {
+			t.Fatalf("node %s downloaded %v, want [2] once", n, d)
+		}
+	}
+	t.Logf("%d nodes, 4 waves: completed in %s", n, took.Round(time.Millisecond))
+}
+
+func TestRolloutBadVersionAbortsAndRollsBack(t *testing.T) {
+	e := newEnv(t, fleetSize(t), quickProfile)
+	c := e.controller(t, "a")
+	r, _ := runRollout(t, e, c, testSpec("r-bad", "bad"))
+	if r.Phase != PhaseRolledBack {
+		t.Fatalf("phase %s, want rolled_back", r.Phase)
+	}
+	if r.Wave > 1 {
+		t.Fatalf("aborted in wave %d, want 1 or 2 (%s)", r.Wave+1, r.Reason)
+	}
+	if !strings.Contains(r.Reason, "failed or rolled back") {
+		t.Fatalf("reason %q", r.Reason)
+	}
+	started := map[string]bool{}
+	for w := 0; w <= r.Wave; w++ {
+		for _, n := range r.Members[w] {
+			started[n] = true
+		}
+	}
+	dl := e.fleet.Downloads("det")
+	for w := r.Wave + 1; w < len(r.Members); w++ {
+		for _, n := range r.Members[w] {
+			if len(dl[n]) != 0 {
+				t.Fatalf("node %s of wave %d (not started) downloaded %v", n, w+1, dl[n])
+			}
+		}
+	}
+	// The rollback lands: every node runs version 1 again.
+	waitFor(t, func() bool {
+		for _, v := range e.fleet.Active("det") {
+			if v != "1" {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("aborted in wave %d: %s; %d nodes had started", r.Wave+1, r.Reason, len(started))
+}
+
+func TestRolloutControllerRestartResumes(t *testing.T) {
+	e := newEnv(t, fleetSize(t), quickProfile)
+	spec := testSpec("r-restart", "2")
+	c1 := e.controller(t, "first")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c1.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	// Stop the first controller as soon as wave 2 is written.
+	ctx1, stop1 := context.WithCancel(ctx)
+	r1, err := c1.Run(ctx1, spec.ID, func(r *Record) {
+		if r.WavesWritten >= 2 {
+			stop1()
+		}
+	})
+	stop1()
+	if err != nil || r1.Phase != PhaseRunning || r1.WavesWritten != 2 {
+		t.Fatalf("first controller stopped with %v, phase %s, waves written %d", err, r1.Phase, r1.WavesWritten)
+	}
+	// While the first holds the lease, a second is refused: shown with
+	// the store directly (the first released it on return).
+	st := NewStore(e.state)
+	if err := st.AcquireLease(spec.ID, "first", time.Minute, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	c2 := e.controller(t, "second")
+	if _, err := c2.Run(ctx, spec.ID, nil); !errors.Is(err, ErrLeaseHeld) || !strings.Contains(err.Error(), `"first"`) {
+		t.Fatalf("second controller: %v, want ErrLeaseHeld naming the holder", err)
+	}
+	if err := st.ReleaseLease(spec.ID, "first"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := c2.Run(ctx, spec.ID, nil)
+	if err != nil || r.Phase != PhaseCompleted {
+		t.Fatalf("resumed controller: %v, phase %v", err, r)
+	}
+	if got := waveStarts(r); fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Fatalf("wave starts %v: a wave was repeated or skipped", got)
+	}
+	checkAllActive(t, e, "2")
+	for n, d := range e.fleet.Downloads("det") {
+		if fmt.Sprint(d) != "[2]" {
+			t.Fatalf("node %s downloaded %v, want [2] once", n, d)
+		}
+	}
+	for n, g := range e.fleet.NodeGenerations() {
+		if g != 1 {
+			t.Fatalf("node %s at desired generation %d, want exactly one write", n, g)
+		}
+	}
+}
+
+// failingLink fails every publish after the first n, like a controller
+// that dies part-way through a wave's writes.
+type failingLink struct {
+	Link
+	n int
+}
+
+func (f *failingLink) PublishAsync(topic string, retained bool, b []byte) func(context.Context) error {
+	if f.n <= 0 {
+		return func(context.Context) error { return errors.New("controller crashed") }
+	}
+	f.n--
+	return f.Link.PublishAsync(topic, retained, b)
+}
+
+// TestRolloutCrashMidWave: a controller that dies after publishing part of
+// wave 3 (its intent committed, waves_written not) is resumed by another;
+// every node gets exactly one desired-state write (generation 1) and
+// downloads once.
+func TestRolloutCrashMidWave(t *testing.T) {
+	e := newEnv(t, fleetSize(t), quickProfile)
+	spec := testSpec("r-crash", "2")
+	good := e.controller(t, "first")
+	fl := &failingLink{Link: good.link}
+	c1, err := NewController(good.cfg, fl, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c1.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	r0, _ := c1.Store().Get(spec.ID)
+	fl.n = len(r0.Members[0]) + len(r0.Members[1]) + len(r0.Members[2])/2 // half of wave 3
+	r1, err := c1.Run(ctx, spec.ID, nil)
+	if err == nil {
+		t.Fatalf("first controller did not fail: %+v", r1)
+	}
+	r1, _ = c1.Store().Get(spec.ID)
+	if r1.Wave != 2 || r1.WavesWritten != 2 {
+		t.Fatalf("crashed at wave %d with %d written, want wave 3 started and 2 written", r1.Wave+1, r1.WavesWritten)
+	}
+	r, err := e.controller(t, "second").Run(ctx, spec.ID, nil)
+	if err != nil || r.Phase != PhaseCompleted {
+		t.Fatalf("resumed: %v, %+v", err, r)
+	}
+	if got := waveStarts(r); fmt.Sprint(got) != "[1 2 3 4]" {
+		t.Fatalf("wave starts %v", got)
+	}
+	checkAllActive(t, e, "2")
+	for n, g := range e.fleet.NodeGenerations() {
+		if g != 1 {
+			t.Fatalf("node %s at desired generation %d, want exactly one write", n, g)
+		}
+	}
+	for n, d := range e.fleet.Downloads("det") {
+		if fmt.Sprint(d) != "[2]" {
+			t.Fatalf("node %s downloaded %v, want [2] once", n, d)
+		}
+	}
+}
+
+func TestRolloutPauseResumeAbort(t *testing.T) {
+	e := newEnv(t, 20, quickProfile)
+	spec := testSpec("r-ops", "2")
+	spec.Waves = []int{10, 100}
+	c := e.controller(t, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	st := c.Store()
+	if _, err := st.Command(spec.ID, CmdPause); err != nil {
+		t.Fatal(err)
+	}
+	paused := 0
+	ctxRun, stop := context.WithCancel(ctx)
+	r, err := c.Run(ctxRun, spec.ID, func(r *Record) {
+		if r.Phase == PhasePaused {
+			paused++
+			if paused == 5 {
+				stop()
+			}
+		}
+	})
+	stop()
+	if err != nil || r.Phase != PhasePaused {
+		t.Fatalf("after pause: %v, %v", err, r)
+	}
+	// Paused before any wave: nothing was written.
+	for n, d := range e.fleet.Downloads("det") {
+		if len(d) != 0 {
+			t.Fatalf("paused rollout reached node %s", n)
+		}
+	}
+	if _, err := st.Command(spec.ID, CmdPause); !errors.Is(err, ErrBadState) {
+		t.Fatalf("pause twice: %v", err)
+	}
+	if _, err := st.Command(spec.ID, CmdResume); err != nil {
+		t.Fatal(err)
+	}
+	ctxRun, stop = context.WithCancel(ctx)
+	r, err = c.Run(ctxRun, spec.ID, func(r *Record) {
+		if r.Phase == PhaseRunning && r.WavesWritten == 1 && r.Command == "" {
+			if _, err := st.Command(spec.ID, CmdAbort); err != nil {
+				t.Error(err)
+			}
+		}
+	})
+	stop()
+	if err != nil || r.Phase != PhaseHeld || r.Wave != 0 {
+		t.Fatalf("after abort: %v, %+v", err, r)
+	}
+	if _, err := st.Command(spec.ID, CmdRollback); err != nil {
+		t.Fatal(err)
+	}
+	r, err = c.Run(ctx, spec.ID, nil)
+	if err != nil || r.Phase != PhaseRolledBack {
+		t.Fatalf("after rollback: %v, %+v", err, r)
+	}
+	waitFor(t, func() bool {
+		for _, v := range e.fleet.Active("det") {
+			if v != "1" {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func waitFor(t testing.TB, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 30 s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRolloutScale runs the scale figures of docs/performance.md; it needs
+// EDGE_FLEET_SCALE=1 (make test-fleet-scale). EDGE_FLEET_NODES picks the
+// sizes (default 1000).
+func TestRolloutScale(t *testing.T) {
+	if os.Getenv("EDGE_FLEET_SCALE") == "" {
+		t.Skip("set EDGE_FLEET_SCALE=1 (make test-fleet-scale)")
+	}
+	sizes := os.Getenv("EDGE_FLEET_NODES")
+	if sizes == "" {
+		sizes = "1000"
+	}
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
+			e := newEnv(t, n, quickProfile)
+			c := e.controller(t, "a")
+			before := e.fleet.Stats()
+			var ru0 syscallRusage
+			ru0.read()
+			r, took := runRollout(t, e, c, testSpec("r-scale", "2"))
+			var ru1 syscallRusage
+			ru1.read()
+			if r.Phase != PhaseCompleted {
+				t.Fatalf("phase %s (%s)", r.Phase, r.Reason)
+			}
+			checkAllActive(t, e, "2")
+			after := e.fleet.Stats()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			msgs := (after.Published - before.Published) + (after.Received - before.Received)
+			bytes := (after.PublishedBytes - before.PublishedBytes) + (after.ReceivedBytes - before.ReceivedBytes)
+			t.Logf("FIGURES nodes=%d time_to_100=%s node_msgs_per_node=%.1f node_bytes_per_node=%.0f process_cpu=%s heap_inuse_MiB=%.1f",
+				n, took.Round(time.Millisecond), float64(msgs)/float64(n), float64(bytes)/float64(n),
+				ru1.cpu-ru0.cpu, float64(ms.HeapInuse)/(1<<20))
+		})
+	}
+}

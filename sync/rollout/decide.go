@@ -1,0 +1,316 @@
+// Package rollout is the cloud-side fleet rollout controller
+// (docs/protocol.md, "Fleet rollouts"; docs/architecture-fleet.md). A
+// rollout moves one model of a selected set of nodes to a new version in
+// cumulative waves (e.g. 1%, 10%, 50%, 100%). The controller is the single
+// writer of those nodes' desired state while the rollout runs: a wave starts
+// by writing each of its nodes' `{root}/nodes/{id}/desired` (retained,
+// generation + 1) with the version, the on-device strategy and
+// `rollout: {id, wave}`. It follows the nodes' retained status, aborts on
+// the criteria in the spec (failure rate after a minimum count, fleet p99
+// ratio, wave timeout) and then rolls the started waves back (previous
+// version written back) or holds them.
+//
+// The state lives in a bbolt file (store.go): bucket "rollouts" (id → Record
+// JSON) and bucket "leases" (id → Lease JSON). A controller holds the lease
+// of the rollout it drives and renews it; a second controller gets
+// ErrLeaseHeld. The decision functions in this file are pure.
+package rollout
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// NodeState is what the controller makes of a node's report for the
+// rollout's model.
+type NodeState string
+
+// Node states, in the order of the status counts.
+const (
+	StatePending     NodeState = "pending"
+	StateDownloading NodeState = "downloading"
+	StateCanary      NodeState = "canary"
+	StateActive      NodeState = "active"
+	StateFailed      NodeState = "failed"
+	StateRolledBack  NodeState = "rolled_back"
+)
+
+// Counts are the nodes of one wave per state, and the p99 (ms) over the
+// per-node p99 latencies the new version's nodes report.
+type Counts struct {
+	Total       int     `json:"total"`
+	Pending     int     `json:"pending"`
+	Downloading int     `json:"downloading"`
+	Canary      int     `json:"canary"`
+	Active      int     `json:"active"`
+	Failed      int     `json:"failed"`
+	RolledBack  int     `json:"rolled_back"`
+	P99Ms       float64 `json:"p99_ms,omitempty"`
+}
+
+// Finished is the number of nodes that reached a final state.
+func (c Counts) Finished() int { return c.Active + c.Failed + c.RolledBack }
+
+// Bad is the number of failed and rolled-back nodes.
+func (c Counts) Bad() int { return c.Failed + c.RolledBack }
+
+func (c *Counts) add(s NodeState) {
+	c.Total++
+	switch s {
+	case StateDownloading:
+		c.Downloading++
+	case StateCanary:
+		c.Canary++
+	case StateActive:
+		c.Active++
+	case StateFailed:
+		c.Failed++
+	case StateRolledBack:
+		c.RolledBack++
+	default:
+		c.Pending++
+	}
+}
+
+// Classify maps a node's reported status of the rollout's model to a
+// NodeState. A report of another version (or none) is pending. A failure
+// after an on-device gate (reason HealthRegression, or a "RolledBack"
+// state) is a rollback; any other failure (download, checksum, load,
+// warm-up) is a failure.
+func Classify(ms *wire.ModelStatus, version string) NodeState {
+	if ms == nil || ms.Version != version {
+		return StatePending
+	}
+	switch ms.State {
+	case "Active":
+		return StateActive
+	case "Canary", "Shadow":
+		return StateCanary
+	case "RolledBack", "Retired":
+		return StateRolledBack
+	case "Failed":
+		if ms.Reason == "HealthRegression" {
+			return StateRolledBack
+		}
+		return StateFailed
+	case "", "Pending":
+		return StatePending
+	}
+	return StateDownloading // Announced … Warming
+}
+
+// Selects reports whether a node with status s is selected by group (the
+// node's status lists it among its desired-state groups) and selector (every
+// label must match). An empty group and selector select every node.
+func Selects(s *wire.Status, group string, selector map[string]string) bool {
+	if s == nil {
+		return false
+	}
+	if group != "" {
+		if _, ok := s.Desired.Groups[group]; !ok {
+			return false
+		}
+	}
+	for k, v := range selector {
+		got, ok := s.Labels[k]
+		if !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// ParseSelector parses "k=v,k2=v2".
+func ParseSelector(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok {
+			return nil, fmt.Errorf("selector %q: want key=value", kv)
+		}
+		if err := wire.ValidLabel(k, v); err != nil {
+			return nil, fmt.Errorf("selector: %w", err)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// ParseWaves parses cumulative percentages "1%,10%,50%,100%" (the % is
+// optional): strictly increasing, 1–100, ending at 100, at most 100 waves.
+func ParseWaves(s string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(p), "%"))
+		if err != nil {
+			return nil, fmt.Errorf("waves %q: %q is not a percentage", s, p)
+		}
+		out = append(out, n)
+	}
+	return out, checkWaves(out)
+}
+
+func checkWaves(w []int) error {
+	if len(w) == 0 || len(w) > 100 {
+		return fmt.Errorf("waves: want 1-100 waves, got %d", len(w))
+	}
+	prev := 0
+	for _, p := range w {
+		if p <= prev || p > 100 {
+			return fmt.Errorf("waves %v: cumulative percentages must increase, within 1-100", w)
+		}
+		prev = p
+	}
+	if prev != 100 {
+		return fmt.Errorf("waves %v: the last wave must be 100%%", w)
+	}
+	return nil
+}
+
+// AssignWaves splits nodes into waves: nodes are ordered by
+// sha256(rollout id, node id) (ties by id), so the order is the same for
+// every run of the controller and unrelated to node naming; wave k holds
+// the nodes up to ceil(percent_k × N / 100) of that order, minus earlier
+// waves. Input order does not matter.
+func AssignWaves(id string, nodes []string, percents []int) [][]string {
+	type kv struct {
+		h    uint64
+		node string
+	}
+	ord := make([]kv, 0, len(nodes))
+	for _, n := range nodes {
+		sum := sha256.Sum256([]byte(id + "\x00" + n))
+		ord = append(ord, kv{binary.BigEndian.Uint64(sum[:8]), n})
+	}
+	sort.Slice(ord, func(i, j int) bool {
+		if ord[i].h != ord[j].h {
+			return ord[i].h < ord[j].h
+		}
+		return ord[i].node < ord[j].node
+	})
+	out := make([][]string, len(percents))
+	start := 0
+	for k, p := range percents {
+		end := (p*len(ord) + 99) / 100
+		end = min(max(end, start), len(ord))
+		for _, e := range ord[start:end] {
+			out[k] = append(out[k], e.node)
+		}
+		sort.Strings(out[k])
+		start = end
+	}
+	return out
+}
+
+// Percentile returns the p-th percentile (0–100, nearest rank) of xs, 0 for
+// none.
+func Percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// ActionKind is what Decide asks the controller to do.
+type ActionKind string
+
+// Actions.
+const (
+	ActNone     ActionKind = ""
+	ActAdvance  ActionKind = "advance"  // start the next wave
+	ActComplete ActionKind = "complete" // the last wave finished
+	ActAbort    ActionKind = "abort"    // criteria breached: roll back or hold
+)
+
+// Action is Decide's answer with the reason for it.
+type Action struct {
+	Kind   ActionKind
+	Reason string
+}
+
+// Decide looks at a running rollout's counts (r.Counts, tallied for the
+// waves up to r.Wave) and says what to do next. Abort criteria are checked
+// first, over every started wave together:
+//   - failure rate: failed + rolled back > MaxFailedPercent of the finished
+//     nodes, once at least MinFinished nodes finished (AWS IoT Jobs'
+//     abortConfig / hawkBit's error threshold);
+//   - fleet p99: the p99 over the new version's nodes' p99 latencies above
+//     MaxP99Ratio × the baseline recorded at start, once MinFinished nodes
+//     report it;
+//   - wave timeout: the current wave has unfinished nodes WaveTimeout after
+//     it started.
+//
+// Otherwise, when every node of the current wave finished, the next wave
+// starts (or the rollout completes after the last).
+func Decide(r *Record, now time.Time) Action {
+	if r.Phase != PhaseRunning || r.Wave < 0 || r.Wave >= len(r.Members) {
+		return Action{}
+	}
+	var all Counts
+	var p99s []float64
+	for w := 0; w <= r.Wave && w < len(r.Counts); w++ {
+		c := r.Counts[w]
+		all.Total += c.Total
+		all.Active += c.Active
+		all.Failed += c.Failed
+		all.RolledBack += c.RolledBack
+		if c.P99Ms > 0 {
+			p99s = append(p99s, c.P99Ms)
+		}
+	}
+	a := r.Spec.Abort
+	minN := max(a.MinFinished, 1)
+	if fin := all.Finished(); fin >= minN && all.Bad() > 0 {
+		rate := 100 * float64(all.Bad()) / float64(fin)
+		if rate > a.MaxFailedPercent {
+			return Action{ActAbort, fmt.Sprintf("%d of %d finished nodes failed or rolled back (%.1f%% > %.1f%%)",
+				all.Bad(), fin, rate, a.MaxFailedPercent)}
+		}
+	}
+	if a.MaxP99Ratio > 0 && r.BaselineP99Ms > 0 && all.Active >= minN {
+		if p := slicesMax(p99s); p > a.MaxP99Ratio*r.BaselineP99Ms {
+			return Action{ActAbort, fmt.Sprintf("fleet p99 %.1f ms is %.2f× the baseline %.1f ms (bound %.2f×)",
+				p, p/r.BaselineP99Ms, r.BaselineP99Ms, a.MaxP99Ratio)}
+		}
+	}
+	if r.Wave >= len(r.Counts) {
+		return Action{}
+	}
+	cur := r.Counts[r.Wave]
+	if cur.Finished() == cur.Total && r.WavesWritten > r.Wave {
+		if r.Wave == len(r.Members)-1 {
+			return Action{ActComplete, fmt.Sprintf("wave %d finished", r.Wave+1)}
+		}
+		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back",
+			r.Wave+1, cur.Active, cur.Failed, cur.RolledBack)}
+	}
+	if t := time.Duration(r.Spec.WaveTimeout); t > 0 && r.Wave < len(r.WaveStarted) && now.Sub(r.WaveStarted[r.Wave]) > t {
+		return Action{ActAbort, fmt.Sprintf("wave %d timed out after %s with %d of %d nodes unfinished",
+			r.Wave+1, t, cur.Total-cur.Finished(), cur.Total)}
+	}
+	return Action{}
+}
+
+// slicesMax is the largest per-wave p99: the fleet p99 is bounded by the
+// worst wave's.
+func slicesMax(xs []float64) float64 {
+	m := 0.0
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}

@@ -1,0 +1,239 @@
+package rollout
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+func TestParseWaves(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []int
+		err  string
+	}{
+		{"1%,10%,50%,100%", []int{1, 10, 50, 100}, ""},
+		{"100", []int{100}, ""},
+		{" 5 , 100% ", []int{5, 100}, ""},
+		{"10,5,100", nil, "increase"},
+		{"10,50", nil, "last wave"},
+		{"0,100", nil, "increase"},
+		{"x,100", nil, "not a percentage"},
+		{"", nil, "not a percentage"},
+		{"50,150", nil, "increase"},
+	} {
+		got, err := ParseWaves(c.in)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("ParseWaves(%q) error %v, want %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, c.want) {
+			t.Errorf("ParseWaves(%q) = %v, %v; want %v", c.in, got, err, c.want)
+		}
+	}
+}
+
+func TestParseSelectorAndSelects(t *testing.T) {
+	sel, err := ParseSelector("arch=arm64, site=site-1")
+	if err != nil || !reflect.DeepEqual(sel, map[string]string{"arch": "arm64", "site": "site-1"}) {
+		t.Fatalf("ParseSelector = %v, %v", sel, err)
+	}
+	for _, bad := range []string{"arch", "a/b=c", "arch=x y", "=v"} {
+		if _, err := ParseSelector(bad); err == nil {
+			t.Errorf("ParseSelector(%q) accepted", bad)
+		}
+	}
+	st := &wire.Status{Labels: map[string]string{"arch": "arm64", "site": "site-1", "accelerator": "cuda"},
+		Desired: wire.AppliedGenerations{Groups: map[string]uint64{"cams": 0}}}
+	for _, c := range []struct {
+		group string
+		sel   map[string]string
+		want  bool
+	}{
+		{"", nil, true},
+		{"cams", nil, true},
+		{"other", nil, false},
+		{"", sel, true},
+		{"cams", map[string]string{"arch": "amd64"}, false},
+		{"", map[string]string{"gpu": "x"}, false},
+	} {
+		if got := Selects(st, c.group, c.sel); got != c.want {
+			t.Errorf("Selects(%q, %v) = %v, want %v", c.group, c.sel, got, c.want)
+		}
+	}
+	if Selects(nil, "", nil) {
+		t.Error("a node without status is selected")
+	}
+}
+
+func TestAssignWaves(t *testing.T) {
+	var nodes []string
+	for i := 0; i < 1000; i++ {
+		nodes = append(nodes, fmt.Sprintf("n-%04d", i))
+	}
+	w := AssignWaves("r1", nodes, []int{1, 10, 50, 100})
+	sizes := []int{len(w[0]), len(w[1]), len(w[2]), len(w[3])}
+	if !reflect.DeepEqual(sizes, []int{10, 90, 400, 500}) {
+		t.Fatalf("wave sizes %v", sizes)
+	}
+	seen := map[string]bool{}
+	for _, m := range w {
+		for _, n := range m {
+			if seen[n] {
+				t.Fatalf("%s in two waves", n)
+			}
+			seen[n] = true
+		}
+	}
+	if len(seen) != 1000 {
+		t.Fatalf("%d nodes assigned", len(seen))
+	}
+	// Deterministic and independent of input order.
+	rev := append([]string(nil), nodes...)
+	for i, j := 0, len(rev)-1; i < j; i, j = i+1, j-1 {
+		rev[i], rev[j] = rev[j], rev[i]
+	}
+	if !reflect.DeepEqual(AssignWaves("r1", rev, []int{1, 10, 50, 100}), w) {
+		t.Fatal("assignment depends on input order")
+	}
+	// Another rollout id gives another first wave (not always the same canaries).
+	if reflect.DeepEqual(AssignWaves("r2", nodes, []int{1, 10, 50, 100})[0], w[0]) {
+		t.Fatal("first wave independent of rollout id")
+	}
+	// Small fleets: ceil keeps the first wave non-empty.
+	small := AssignWaves("r1", []string{"a", "b", "c"}, []int{1, 10, 50, 100})
+	if len(small[0]) != 1 || len(small[0])+len(small[1])+len(small[2])+len(small[3]) != 3 {
+		t.Fatalf("small fleet waves %v", small)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	for _, c := range []struct {
+		ms   *wire.ModelStatus
+		want NodeState
+	}{
+		{nil, StatePending},
+		{&wire.ModelStatus{Version: "1", State: "Active"}, StatePending}, // the old version
+		{&wire.ModelStatus{Version: "2", State: "Pending"}, StatePending},
+		{&wire.ModelStatus{Version: "2", State: "Downloading"}, StateDownloading},
+		{&wire.ModelStatus{Version: "2", State: "Warming"}, StateDownloading},
+		{&wire.ModelStatus{Version: "2", State: "Canary"}, StateCanary},
+		{&wire.ModelStatus{Version: "2", State: "Shadow"}, StateCanary},
+		{&wire.ModelStatus{Version: "2", State: "Active"}, StateActive},
+		{&wire.ModelStatus{Version: "2", State: "Failed", Reason: "HealthRegression"}, StateRolledBack},
+		{&wire.ModelStatus{Version: "2", State: "Failed", Reason: "ChecksumMismatch"}, StateFailed},
+	} {
+		if got := Classify(c.ms, "2"); got != c.want {
+			t.Errorf("Classify(%+v) = %s, want %s", c.ms, got, c.want)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	spec := Spec{Abort: Abort{MaxFailedPercent: 20, MinFinished: 5, MaxP99Ratio: 1.5}, WaveTimeout: time.Minute}
+	rec := func(wave int, written int, counts ...Counts) *Record {
+		r := &Record{Spec: spec, Phase: PhaseRunning, Wave: wave, WavesWritten: written, BaselineP99Ms: 10,
+			Members: make([][]string, 3), Counts: counts}
+		for range r.Members {
+			r.WaveStarted = append(r.WaveStarted, t0)
+		}
+		return r
+	}
+	done := func(total, active, failed, rb int) Counts {
+		return Counts{Total: total, Active: active, Failed: failed, RolledBack: rb}
+	}
+	cases := []struct {
+		name string
+		r    *Record
+		now  time.Time
+		want ActionKind
+		why  string
+	}{
+		{"wave running", rec(0, 1, Counts{Total: 10, Active: 3, Downloading: 7}, Counts{}, Counts{}), t0, ActNone, ""},
+		{"wave done: advance", rec(0, 1, done(10, 9, 0, 1), Counts{}, Counts{}), t0, ActAdvance, "wave 1 finished"},
+		{"last wave done: complete", rec(2, 3, done(10, 10, 0, 0), done(10, 10, 0, 0), done(10, 10, 0, 0)), t0, ActComplete, ""},
+		{"not written yet: wait", rec(1, 1, done(10, 10, 0, 0), done(10, 10, 0, 0), Counts{}), t0, ActNone, ""},
+		{"failure rate over bound", rec(0, 1, Counts{Total: 10, Active: 3, RolledBack: 2, Canary: 5}, Counts{}, Counts{}), t0, ActAbort, "2 of 5"},
+		{"below the minimum count", rec(0, 1, Counts{Total: 10, RolledBack: 2, Active: 2, Canary: 6}, Counts{}, Counts{}), t0, ActNone, ""},
+		{"at the bound: no abort", rec(0, 1, Counts{Total: 10, Active: 8, Failed: 2}, Counts{}, Counts{}), t0, ActAdvance, ""},
+		{"summed over waves", rec(1, 2, done(10, 9, 1, 0), Counts{Total: 90, Active: 10, Failed: 5, Downloading: 75}, Counts{}), t0, ActAbort, "6 of 25"},
+		{"p99 ratio", rec(0, 1, Counts{Total: 10, Active: 6, Canary: 4, P99Ms: 16}, Counts{}, Counts{}), t0, ActAbort, "fleet p99"},
+		{"p99 within bound", rec(0, 1, Counts{Total: 10, Active: 6, Canary: 4, P99Ms: 14}, Counts{}, Counts{}), t0, ActNone, ""},
+		{"wave timeout", rec(0, 1, Counts{Total: 10, Active: 9, Downloading: 1}, Counts{}, Counts{}), t0.Add(2 * time.Minute), ActAbort, "timed out"},
+		{"paused: nothing", func() *Record {
+			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
+			r.Phase = PhasePaused
+			return r
+		}(), t0, ActNone, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a := Decide(c.r, c.now)
+			if a.Kind != c.want || !strings.Contains(a.Reason, c.why) {
+				t.Fatalf("Decide = %+v, want %s (%q)", a, c.want, c.why)
+			}
+		})
+	}
+}
+
+func TestSpecValidate(t *testing.T) {
+	good := Spec{ID: "r1", Model: "m", Version: "2", Waves: []int{10, 100}, OnAbort: OnAbortRollback,
+		Strategy: &wire.Strategy{Kind: wire.StrategyCanary, CanaryPercent: 10}, Abort: Abort{MaxFailedPercent: 10, MinFinished: 3}}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mut := range map[string]func(*Spec){
+		"id":       func(s *Spec) { s.ID = "a/b" },
+		"waves":    func(s *Spec) { s.Waves = []int{50} },
+		"strategy": func(s *Spec) { s.Strategy = &wire.Strategy{Kind: "canary"} },
+		"on abort": func(s *Spec) { s.OnAbort = "panic" },
+		"percent":  func(s *Spec) { s.Abort.MaxFailedPercent = 101 },
+		"selector": func(s *Spec) { s.Selector = map[string]string{"a": "b c"} },
+		"timeout":  func(s *Spec) { s.WaveTimeout = -1 },
+	} {
+		s := good
+		mut(&s)
+		if err := s.Validate(); err == nil {
+			t.Errorf("%s: accepted %+v", name, s)
+		}
+	}
+}
+
+// TestResumeStopsWaveClock: the time a rollout spent paused does not count
+// against the wave timeout.
+func TestResumeStopsWaveClock(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0.Add(10 * time.Minute)
+	c, err := NewController(Config{StatePath: t.TempDir() + "/r.db", Owner: "x", Now: func() time.Time { return now }}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Record{Spec: Spec{ID: "r1", Model: "m", Version: "2", Waves: []int{50, 100}, WaveTimeout: time.Minute, OnAbort: OnAbortHold,
+		Abort: Abort{MaxFailedPercent: 10}},
+		Phase: PhasePaused, Wave: 0, WavesWritten: 1, WaveStarted: []time.Time{t0}, PausedAt: t0.Add(30 * time.Second),
+		Members: [][]string{{"a"}, {"b"}}, Counts: make([]Counts, 2), Command: CmdResume}
+	if err := c.Store().Create(r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.step(context.Background(), "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Phase != PhaseRunning || !got.WaveStarted[0].Equal(t0.Add(9*time.Minute+30*time.Second)) {
+		t.Fatalf("after resume: phase %s, wave started %s (%s)", got.Phase, got.WaveStarted[0], got.Reason)
+	}
+	now = now.Add(2 * time.Minute)
+	if got, err = c.step(context.Background(), "r1"); err != nil || got.Phase != PhaseHeld || !strings.Contains(got.Reason, "timed out") {
+		t.Fatalf("timeout after resume: %v, %s %q", err, got.Phase, got.Reason)
+	}
+}

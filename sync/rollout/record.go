@@ -1,0 +1,176 @@
+package rollout
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// Errors callers tell apart with errors.Is.
+var (
+	ErrNotFound  = errors.New("rollout: not found")
+	ErrExists    = errors.New("rollout: already exists")
+	ErrLeaseHeld = errors.New("rollout: lease held by another controller")
+	ErrBadState  = errors.New("rollout: not allowed in this phase")
+)
+
+// Phase is where a rollout is.
+type Phase string
+
+// Phases: running → completed | (aborted →) rolled_back | held, and paused
+// from running (resume goes back to running).
+const (
+	PhaseRunning     Phase = "running"
+	PhasePaused      Phase = "paused"
+	PhaseCompleted   Phase = "completed"
+	PhaseRollingBack Phase = "rolling_back"
+	PhaseRolledBack  Phase = "rolled_back"
+	PhaseHeld        Phase = "held"
+)
+
+// Final reports whether nothing more happens in phase p.
+func (p Phase) Final() bool {
+	return p == PhaseCompleted || p == PhaseRolledBack || p == PhaseHeld
+}
+
+// What to do when a rollout aborts.
+const (
+	OnAbortRollback = "rollback"
+	OnAbortHold     = "hold"
+)
+
+// Operator commands (edgectl rollout pause|resume|abort|rollback), stored in
+// the record and carried out by the controller on its next tick.
+const (
+	CmdPause    = "pause"
+	CmdResume   = "resume"
+	CmdAbort    = "abort"    // stop and hold
+	CmdRollback = "rollback" // stop and write the previous version back
+)
+
+// Abort holds the abort criteria (Decide).
+type Abort struct {
+	MaxFailedPercent float64 `json:"max_failed_percent"`
+	MinFinished      int     `json:"min_finished"`
+	MaxP99Ratio      float64 `json:"max_p99_ratio,omitempty"`
+}
+
+// Spec is what an operator asks for.
+type Spec struct {
+	ID       string            `json:"id"`
+	Model    string            `json:"model"`
+	Version  string            `json:"version"`
+	Group    string            `json:"group,omitempty"`
+	Selector map[string]string `json:"selector,omitempty"`
+	// Waves are cumulative percentages of the selected nodes, ending at 100.
+	Waves       []int          `json:"waves"`
+	Strategy    *wire.Strategy `json:"strategy,omitempty"`
+	Abort       Abort          `json:"abort"`
+	WaveTimeout time.Duration  `json:"wave_timeout,omitempty"`
+	OnAbort     string         `json:"on_abort"`
+}
+
+// Validate checks s.
+func (s Spec) Validate() error {
+	for f, v := range map[string]string{"id": s.ID, "model": s.Model, "version": s.Version} {
+		if err := wire.ValidName(v); err != nil {
+			return fmt.Errorf("rollout %s: %w", f, err)
+		}
+	}
+	if s.Group != "" {
+		if err := wire.ValidName(s.Group); err != nil {
+			return fmt.Errorf("rollout target: %w", err)
+		}
+	}
+	for k, v := range s.Selector {
+		if err := wire.ValidLabel(k, v); err != nil {
+			return fmt.Errorf("rollout selector: %w", err)
+		}
+	}
+	if err := checkWaves(s.Waves); err != nil {
+		return err
+	}
+	// The same checks a node applies to the desired state.
+	d := wire.DesiredState{Protocol: wire.Protocol, Generation: 1, Models: map[string]wire.ModelSpec{
+		s.Model: {Version: s.Version, Strategy: s.Strategy, Rollout: &wire.RolloutRef{ID: s.ID, Wave: len(s.Waves)}}}}
+	if err := d.Validate(); err != nil {
+		return fmt.Errorf("rollout: %w", err)
+	}
+	if s.Abort.MaxFailedPercent < 0 || s.Abort.MaxFailedPercent > 100 || s.Abort.MinFinished < 0 || s.Abort.MaxP99Ratio < 0 {
+		return fmt.Errorf("rollout: abort criteria out of range: %+v", s.Abort)
+	}
+	if s.WaveTimeout < 0 {
+		return fmt.Errorf("rollout: negative wave timeout")
+	}
+	if s.OnAbort != OnAbortRollback && s.OnAbort != OnAbortHold {
+		return fmt.Errorf("rollout: on-abort must be %q or %q, got %q", OnAbortRollback, OnAbortHold, s.OnAbort)
+	}
+	return nil
+}
+
+// Transition is one line of a rollout's history.
+type Transition struct {
+	At    time.Time `json:"at"`
+	Phase Phase     `json:"phase"`
+	Wave  int       `json:"wave"` // 1-based, 0 before the first
+	Note  string    `json:"note,omitempty"`
+}
+
+// Record is the persisted state of a rollout.
+type Record struct {
+	Spec  Spec  `json:"spec"`
+	Phase Phase `json:"phase"`
+	// Wave is the index (0-based) of the latest started wave.
+	Wave int `json:"wave"`
+	// WavesWritten counts waves whose desired state was fully published;
+	// Wave ≥ WavesWritten after a restart means wave Wave's writes must be
+	// completed (nodes already carrying {id, wave} are skipped).
+	WavesWritten int         `json:"waves_written"`
+	WaveStarted  []time.Time `json:"wave_started"`
+	Members      [][]string  `json:"members"`
+	// Previous is each selected node's version before the rollout ("" if
+	// the model was not there): the rollback target.
+	Previous        map[string]string `json:"previous"`
+	BaselineP99Ms   float64           `json:"baseline_p99_ms,omitempty"`
+	Counts          []Counts          `json:"counts"`
+	Reason          string            `json:"reason,omitempty"`
+	Command         string            `json:"command,omitempty"`
+	RollbackWritten bool              `json:"rollback_written,omitempty"`
+	// PausedAt is when the rollout was paused (the wave timeout clock
+	// stops while paused).
+	PausedAt time.Time    `json:"paused_at,omitzero"`
+	History  []Transition `json:"history"`
+	Created  time.Time    `json:"created"`
+	Updated  time.Time    `json:"updated"`
+}
+
+func (r *Record) note(now time.Time, p Phase, note string) {
+	r.Phase = p
+	r.History = append(r.History, Transition{At: now, Phase: p, Wave: r.Wave + 1, Note: note})
+	if len(r.History) > 200 {
+		r.History = r.History[len(r.History)-200:]
+	}
+}
+
+// Nodes returns the number of selected nodes.
+func (r *Record) Nodes() int {
+	n := 0
+	for _, m := range r.Members {
+		n += len(m)
+	}
+	return n
+}
+
+// WaveOf returns the 0-based wave of node, or -1.
+func (r *Record) WaveOf(node string) int {
+	for w, m := range r.Members {
+		for _, n := range m {
+			if n == node {
+				return w
+			}
+		}
+	}
+	return -1
+}

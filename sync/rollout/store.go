@@ -1,0 +1,217 @@
+package rollout
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket layout of the state file:
+//
+//	rollouts/<id> → Record JSON
+//	leases/<id>   → Lease JSON
+var (
+	bucketRollouts = []byte("rollouts")
+	bucketLeases   = []byte("leases")
+)
+
+// Lease says which controller drives a rollout, until when.
+type Lease struct {
+	Owner   string    `json:"owner"`
+	Expires time.Time `json:"expires"`
+}
+
+// Store is the controller's state file. It opens the bbolt file for each
+// operation and closes it after, so `edgectl rollout status|pause|…` and
+// `serve` can read and write it while a controller runs (bbolt's file lock
+// is exclusive; Options.Timeout bounds the wait for it instead of blocking
+// for ever).
+type Store struct {
+	path    string
+	timeout time.Duration
+}
+
+// NewStore returns the store at path (created on first write).
+func NewStore(path string) *Store { return &Store{path: path, timeout: 10 * time.Second} }
+
+func (s *Store) do(write bool, fn func(tx *bolt.Tx) error) error {
+	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout})
+	if err != nil {
+		return fmt.Errorf("rollout: open %s: %w", s.path, err)
+	}
+	defer db.Close()
+	if write {
+		return db.Update(func(tx *bolt.Tx) error {
+			for _, b := range [][]byte{bucketRollouts, bucketLeases} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return fn(tx)
+		})
+	}
+	return db.View(fn)
+}
+
+func getJSON(tx *bolt.Tx, bucket []byte, id string, v any) (bool, error) {
+	b := tx.Bucket(bucket)
+	if b == nil {
+		return false, nil
+	}
+	raw := b.Get([]byte(id))
+	if raw == nil {
+		return false, nil
+	}
+	return true, json.Unmarshal(raw, v)
+}
+
+func putJSON(tx *bolt.Tx, bucket []byte, id string, v any) error {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bucket).Put([]byte(id), raw)
+}
+
+// Create stores a new record; ErrExists if the id is taken.
+func (s *Store) Create(r *Record) error {
+	return s.do(true, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketRollouts).Get([]byte(r.Spec.ID)) != nil {
+			return fmt.Errorf("rollout %s: %w", r.Spec.ID, ErrExists)
+		}
+		return putJSON(tx, bucketRollouts, r.Spec.ID, r)
+	})
+}
+
+// Get returns a record; ErrNotFound if there is none.
+func (s *Store) Get(id string) (*Record, error) {
+	var r Record
+	err := s.do(false, func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx, bucketRollouts, id, &r)
+		if err == nil && !ok {
+			err = fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// List returns every record, newest first.
+func (s *Store) List() ([]*Record, error) {
+	var out []*Record
+	err := s.do(false, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRollouts)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(_, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return err
+			}
+			out = append(out, &r)
+			return nil
+		})
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, err
+}
+
+// Update applies fn to the record in one transaction.
+func (s *Store) Update(id string, fn func(r *Record) error) (*Record, error) {
+	var r Record
+	err := s.do(true, func(tx *bolt.Tx) error {
+		ok, err := getJSON(tx, bucketRollouts, id, &r)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		}
+		if err := fn(&r); err != nil {
+			return err
+		}
+		return putJSON(tx, bucketRollouts, id, &r)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// Command records an operator command for the controller, after checking
+// it makes sense in the rollout's phase.
+func (s *Store) Command(id, cmd string) (*Record, error) {
+	return s.Update(id, func(r *Record) error {
+		ok := false
+		switch cmd {
+		case CmdPause:
+			ok = r.Phase == PhaseRunning
+		case CmdResume:
+			ok = r.Phase == PhasePaused
+		case CmdAbort:
+			ok = r.Phase == PhaseRunning || r.Phase == PhasePaused
+		case CmdRollback:
+			ok = !r.Phase.Final() || r.Phase == PhaseHeld || r.Phase == PhaseCompleted
+		default:
+			return fmt.Errorf("rollout: unknown command %q", cmd)
+		}
+		if !ok {
+			return fmt.Errorf("rollout %s is %s: cannot %s: %w", id, r.Phase, cmd, ErrBadState)
+		}
+		r.Command = cmd
+		return nil
+	})
+}
+
+// AcquireLease takes or renews the lease of rollout id for owner until
+// now+ttl. It fails with ErrLeaseHeld while another owner's lease has not
+// expired.
+func (s *Store) AcquireLease(id, owner string, ttl time.Duration, now time.Time) error {
+	return s.do(true, func(tx *bolt.Tx) error {
+		var l Lease
+		ok, err := getJSON(tx, bucketLeases, id, &l)
+		if err != nil {
+			return err
+		}
+		if ok && l.Owner != owner && now.Before(l.Expires) {
+			return fmt.Errorf("rollout %s is driven by controller %q until %s: %w",
+				id, l.Owner, l.Expires.UTC().Format(time.RFC3339), ErrLeaseHeld)
+		}
+		return putJSON(tx, bucketLeases, id, Lease{Owner: owner, Expires: now.Add(ttl)})
+	})
+}
+
+// ReleaseLease drops owner's lease (another owner's is left alone).
+func (s *Store) ReleaseLease(id, owner string) error {
+	return s.do(true, func(tx *bolt.Tx) error {
+		var l Lease
+		ok, err := getJSON(tx, bucketLeases, id, &l)
+		if err != nil || !ok || l.Owner != owner {
+			return err
+		}
+		return tx.Bucket(bucketLeases).Delete([]byte(id))
+	})
+}
+
+// LeaseOf returns the current lease of id, if any.
+func (s *Store) LeaseOf(id string) (Lease, bool, error) {
+	var l Lease
+	var ok bool
+	err := s.do(false, func(tx *bolt.Tx) error {
+		var err error
+		ok, err = getJSON(tx, bucketLeases, id, &l)
+		return err
+	})
+	if errors.Is(err, ErrNotFound) {
+		err = nil
+	}
+	return l, ok, err
+}

@@ -1,0 +1,136 @@
+package rollout
+
+import (
+	"bytes"
+	"context"
+	"image/png"
+	"math"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// knownFleet is a fixed fleet and rollout state for the page tests.
+func knownFleet(t *testing.T) (*Store, map[string]*fleet.NodeView) {
+	st := NewStore(filepath.Join(t.TempDir(), "r.db"))
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	r := &Record{Spec: Spec{ID: "r-demo-42", Model: "det", Version: "7", Waves: []int{10, 50, 100}, OnAbort: OnAbortRollback},
+		Phase: PhaseRunning, Wave: 1, WavesWritten: 2, Created: t0, Updated: t0,
+		Members: [][]string{make([]string, 3), make([]string, 12), make([]string, 15)},
+		Counts:  []Counts{{Total: 3, Active: 3, P99Ms: 11.5}, {Total: 12, Pending: 1, Downloading: 3, Canary: 2, Active: 5, Failed: 1}, {Total: 15, Pending: 15}}}
+	if err := st.Create(r); err != nil {
+		t.Fatal(err)
+	}
+	nodes := map[string]*fleet.NodeView{}
+	for i, id := range []string{"cam-01", "cam-02", "gw-01"} {
+		nodes[id] = &fleet.NodeView{Node: id, Presence: &wire.Presence{Protocol: 1, Node: id, Online: i != 2},
+			Status: &wire.Status{Protocol: 1, Node: id, Labels: map[string]string{"arch": "arm64", "site": "north"},
+				Models: map[string]wire.ModelStatus{"det": {Version: "7", State: "Active"}}}}
+	}
+	return st, nodes
+}
+
+func TestRenderPage(t *testing.T) {
+	st, nodes := knownFleet(t)
+	rs, err := st.List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := RenderPage(&b, PageData{Now: time.Now(), Rollouts: rs, Nodes: nodes}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`id="rollout-r-demo-42"`, "wave 2 of 3", `<b id="nodes-total">3</b>`, `<b id="nodes-online">2</b>`,
+		"<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "det@7:Active", "[arch=arm64 site=north]"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}
+
+// TestPageInChromium loads the served page in headless Chromium (Debian's
+// chromium package), checks the DOM and that the screenshot is a
+// non-blank PNG of the requested size. Skipped when chromium is missing,
+// unless EDGE_REQUIRE_BROWSER=1.
+func TestPageInChromium(t *testing.T) {
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		if os.Getenv("EDGE_REQUIRE_BROWSER") != "" {
+			t.Fatalf("chromium not installed (apt-get install chromium): %v", err)
+		}
+		t.Skipf("chromium not installed: %v", err)
+	}
+	st, nodes := knownFleet(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: Handler(st, func() map[string]*fleet.NodeView { return nodes }, zerolog.Nop())}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	url := "http://" + ln.Addr().String() + "/"
+	dir := t.TempDir()
+	shot := filepath.Join(dir, "page.png")
+	run := func(args ...string) []byte {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir=" + t.TempDir(), "--window-size=1200,800", "--hide-scrollbars"}
+		out, err := exec.CommandContext(ctx, chromium, append(base, args...)...).Output()
+		if err != nil {
+			t.Fatalf("chromium %v: %v", args, err)
+		}
+		return out
+	}
+	dom := string(run("--dump-dom", url))
+	for _, want := range []string{"r-demo-42", "wave 2 of 3", "<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "cam-01"} {
+		if !strings.Contains(dom, want) {
+			t.Errorf("DOM lacks %q", want)
+		}
+	}
+	run("--screenshot="+shot, url)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 1200 || b.Dy() != 800 {
+		t.Fatalf("screenshot %v, want 1200x800", b)
+	}
+	// Not blank: the luminance varies.
+	var sum, sq, n float64
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			l := (0.299*float64(r) + 0.587*float64(g) + 0.114*float64(bl)) / 257
+			sum += l
+			sq += l * l
+			n++
+		}
+	}
+	sd := math.Sqrt(sq/n - (sum/n)*(sum/n))
+	if sd < 5 {
+		t.Fatalf("screenshot looks blank (luminance sd %.2f)", sd)
+	}
+	t.Logf("screenshot %s: 1200x800, luminance sd %.1f", shot, sd)
+	if d := os.Getenv("EDGE_SCREENSHOT_DIR"); d != "" {
+		b, _ := os.ReadFile(shot)
+		_ = os.WriteFile(filepath.Join(d, "fleet-page.png"), b, 0o644)
+	}
+}

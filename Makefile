@@ -8,10 +8,12 @@ GO ?= go
 FUZZTIME ?= 15s
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export EDGE_MODELS_DIR := $(MODELS)
-# Broker tests fail, not skip, when mosquitto is missing (deps installs it).
+# Broker and browser tests fail, not skip, when mosquitto or chromium is
+# missing (deps installs them).
 export EDGE_REQUIRE_BROKER := 1
+export EDGE_REQUIRE_BROWSER := 1
 
-.PHONY: help setup deps build run test test-race bench fuzz lint
+.PHONY: help setup deps build run test test-race test-fleet-scale bench fuzz lint
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -38,6 +40,10 @@ test: deps ## vet, every test, the race detector, cgocheck2, the no-cgo build, t
 
 test-race: deps ## every test under the race detector only
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-fleet-scale: deps ## fleet rollouts with 1,000 and 5,000 simulated nodes on mosquitto (figures in the log)
+	EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=1000 $(GO) test -count=1 -timeout 600s -run TestRollout -v ./sync/rollout
+	EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=5000 $(GO) test -count=1 -timeout 600s -run TestRollout -v ./sync/rollout
 
 bench: deps ## the measurements of docs/performance.md, in one run, into bench.txt
 	@scripts/bench.sh

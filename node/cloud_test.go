@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -220,12 +221,22 @@ func TestCloudDeployActivatesAndServes(t *testing.T) {
 	e := newCloudEnv(t)
 	repo := t.TempDir()
 	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	cfg := e.nodeConfig(t.TempDir(), repo, e.m.URL())
+	cfg.Cloud.Groups = []string{"cams"}
+	cfg.Cloud.Labels = map[string]string{"site": "lab-1"}
+	rn := startNode(t, cfg)
 	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "1" {
 		t.Fatalf("served version %q before the deploy, want 1", got)
 	}
 	ev := e.subscribeEvents()
 	waitFor(t, "the node's first status", func() bool { _, ok := e.status(); return ok })
+	// Fleet selection: the node reports its labels (configured and its own)
+	// and its configured groups before any group desired state exists.
+	if st, _ := e.status(); st.Labels["site"] != "lab-1" || st.Labels["arch"] != runtime.GOARCH {
+		t.Errorf("status labels %v, want site=lab-1 and arch=%s", st.Labels, runtime.GOARCH)
+	} else if g, ok := st.Desired.Groups["cams"]; !ok || g != 0 {
+		t.Errorf("status groups %v, want cams at generation 0", st.Desired.Groups)
+	}
 
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	start := time.Now()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/cgo/pinned"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/desired"
 	"github.com/edgeai/edge-node/sync/transfer"
@@ -572,9 +574,21 @@ func (r *reconciler) status(ctx context.Context) wire.Status {
 	r.mu.Unlock()
 	st := wire.Status{Protocol: wire.Protocol, Node: r.c.nodeID, Time: now(), Agent: "edge-node/" + Version,
 		Desired: gens, Models: map[string]wire.ModelStatus{}}
-	if len(gens.Groups) == 0 {
+	// Configured groups are listed from the start (generation 0 until the
+	// group's desired state is accepted), so a fleet rollout that targets a
+	// group finds fresh nodes too.
+	for _, g := range r.n.cfg.Cloud.Groups {
+		if _, ok := st.Desired.Groups[g]; !ok {
+			if st.Desired.Groups == nil {
+				st.Desired.Groups = map[string]uint64{}
+			}
+			st.Desired.Groups[g] = 0
+		}
+	}
+	if len(st.Desired.Groups) == 0 {
 		st.Desired.Groups = nil
 	}
+	st.Labels = r.labels()
 	ms, err := r.n.store.Models(ctx)
 	if err != nil {
 		r.log.Warn().Err(err).Msg("status: listing the store")
@@ -583,7 +597,7 @@ func (r *reconciler) status(ctx context.Context) wire.Status {
 		if _, ok := want[mi.Name]; ok || mi.Active == "" || wire.ValidName(mi.Name) != nil || wire.ValidName(mi.Active) != nil {
 			continue
 		}
-		st.Models[mi.Name] = wire.ModelStatus{Version: mi.Active, State: string(models.Active)}
+		st.Models[mi.Name] = wire.ModelStatus{Version: mi.Active, State: string(models.Active), P99Ms: r.p99Ms(mi.Name, mi.Active)}
 	}
 	for name, spec := range want {
 		nt := notes[name]
@@ -594,10 +608,37 @@ func (r *reconciler) status(ctx context.Context) wire.Status {
 				ms.BytesDone, ms.BytesTotal = nt.done, nt.total
 			}
 		}
+		if ms.State == string(models.Active) {
+			ms.P99Ms = r.p99Ms(name, spec.Version)
+		}
 		st.Models[name] = ms
 		if len(st.Models) >= wire.MaxModels {
 			break
 		}
 	}
 	return st
+}
+
+// labels are the node's labels for fleet selection: the configured ones,
+// over what the node knows of itself (arch, os, the pinned-memory mode as
+// the accelerator hint).
+func (r *reconciler) labels() map[string]string {
+	l := map[string]string{"arch": runtime.GOARCH, "os": runtime.GOOS, "accelerator": "none"}
+	if r.n.pool != nil && r.n.pool.Mode() == pinned.CUDAHost {
+		l["accelerator"] = "cuda"
+	}
+	for k, v := range r.n.cfg.Cloud.Labels {
+		l[k] = v
+	}
+	return l
+}
+
+// p99Ms is the p99 inference latency the router measured for a serving
+// version, in milliseconds (0 when it has served nothing yet).
+func (r *reconciler) p99Ms(model, version string) float64 {
+	s, err := r.n.router.Stats(model, version)
+	if err != nil {
+		return 0
+	}
+	return float64(s.Quantile(0.99).Microseconds()) / 1000
 }

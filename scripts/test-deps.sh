@@ -6,10 +6,11 @@
 #   gcc-aarch64-linux-gnu, libc6-dev-arm64-cross, libstdc++6-arm64-cross,
 #   qemu-user-static              the arm64 release archive is cross-built and
 #                                 run under qemu-user by `make dist-test`
+#   chromium                      headless, for the operator page's screenshot test
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static; do
+for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static chromium; do
   have "$p" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

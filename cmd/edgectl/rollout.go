@@ -99,7 +99,7 @@ func drive(ctx context.Context, c *rollout.Controller, id string, bars bool) err
 func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	var s rollout.Spec
 	var waves, selector, strategy string
-	var canary, shadow int
+	var canary, shadow float64
 	var detach, noProgress bool
 	c := &cobra.Command{
 		Use:   "start",
@@ -113,7 +113,11 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			if strategy != "" {
-				s.Strategy = &wire.Strategy{Kind: strategy, CanaryPercent: canary, ShadowPercent: shadow}
+				st, err := parseStrategy(strategy, canary, shadow)
+				if err != nil {
+					return err
+				}
+				s.Strategy = &st
 			}
 			if s.ID == "" {
 				s.ID = fmt.Sprintf("r-%s-%s-%d", s.Model, s.Version, time.Now().Unix())
@@ -146,9 +150,9 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.StringVar(&s.Group, "target", "", "group: nodes whose status lists it")
 	f.StringVar(&selector, "selector", "", "label selector k=v,k2=v2 (all must match)")
 	f.StringVar(&waves, "waves", "1%,10%,50%,100%", "cumulative wave percentages")
-	f.StringVar(&strategy, "strategy", wire.StrategyCanary, "on-device strategy: immediate, canary or shadow")
-	f.IntVar(&canary, "canary-percent", 10, "canary traffic percent (canary)")
-	f.IntVar(&shadow, "shadow-percent", 0, "shadow traffic percent (shadow)")
+	f.StringVar(&strategy, "strategy", string(wire.StrategyCanary), `on-device strategy: immediate, canary or shadow, or a whole strategy as JSON (with health gates)`)
+	f.Float64Var(&canary, "canary-percent", 0, "canary traffic percent (canary; 0: the node's default, 10)")
+	f.Float64Var(&shadow, "shadow-percent", 0, "mirrored traffic percent (shadow; 0: the node's default, 100)")
 	f.Float64Var(&s.Abort.MaxFailedPercent, "max-failed-percent", 10, "abort when failed + rolled-back nodes exceed this % of finished nodes")
 	f.IntVar(&s.Abort.MinFinished, "min-finished", 5, "... once at least this many nodes finished")
 	f.Float64Var(&s.Abort.MaxP99Ratio, "max-p99-ratio", 0, "abort when the new version's fleet p99 exceeds this × the baseline (0: off)")

@@ -3,6 +3,7 @@ package mqttlink
 import (
 	"context"
 	"fmt"
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -87,16 +88,19 @@ func waitUp(t *testing.T, l *Link) {
 func TestOutboxFlushesInOrderAfterOutage(t *testing.T) {
 	m := brokertest.StartMosquitto(t, brokertest.Options{})
 	proxy := brokertest.NewProxy(t, m.Addr())
-	obs := startLink(t, Config{BrokerURL: m.URL(), ClientID: "observer"}, nil)
+	// The observer is a plain paho client with ordered delivery: Link
+	// dispatches handlers concurrently (OrderMatters false), which would
+	// shuffle what this test checks — the order on the wire.
 	got := newCollector()
-	if err := obs.Subscribe(context.Background(), got.handle, "edgeai/v1/nodes/n1/events"); err != nil {
-		t.Fatal(err)
+	obs := paho.NewClient(paho.NewClientOptions().AddBroker(m.URL()).SetClientID("observer").SetOrderMatters(true))
+	if tok := obs.Connect(); !tok.WaitTimeout(deadline) || tok.Error() != nil {
+		t.Fatalf("observer connect: %v", tok.Error())
 	}
-	waitUp(t, obs)
-	// Subscribing while up waits for the SUBACK only if connected at call time;
-	// subscribe again now that it is up, to be sure.
-	if err := obs.Subscribe(context.Background(), got.handle, "edgeai/v1/nodes/n1/events"); err != nil {
-		t.Fatal(err)
+	defer obs.Disconnect(0)
+	if tok := obs.Subscribe("edgeai/v1/nodes/n1/events", 1, func(_ paho.Client, msg paho.Message) {
+		got.handle(msg.Topic(), msg.Payload())
+	}); !tok.WaitTimeout(deadline) || tok.Error() != nil {
+		t.Fatalf("observer subscribe: %v", tok.Error())
 	}
 
 	ob, err := outbox.Open(filepath.Join(t.TempDir(), "outbox.db"), 5)

@@ -195,7 +195,7 @@ func TestSpecValidate(t *testing.T) {
 	for name, mut := range map[string]func(*Spec){
 		"id":       func(s *Spec) { s.ID = "a/b" },
 		"waves":    func(s *Spec) { s.Waves = []int{50} },
-		"strategy": func(s *Spec) { s.Strategy = &wire.Strategy{Kind: "canary"} },
+		"strategy": func(s *Spec) { s.Strategy = &wire.Strategy{Kind: "canary", CanaryPercent: 150} },
 		"on abort": func(s *Spec) { s.OnAbort = "panic" },
 		"percent":  func(s *Spec) { s.Abort.MaxFailedPercent = 101 },
 		"selector": func(s *Spec) { s.Selector = map[string]string{"a": "b c"} },

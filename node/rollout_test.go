@@ -39,6 +39,7 @@ func newRolloutNode(t testing.TB, mod func(*Config)) *Node {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
+	cfg.Cloud.Disabled = true // rollouts need no network; the reports stay in the outbox for the test to read
 	cfg.HTTPAddr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.ORTLibrary = inferencetest.LibraryPath(t)

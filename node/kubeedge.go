@@ -248,6 +248,7 @@ type kubeEdge struct {
 	bridge  *eventbus.Bridge
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+	log     zerolog.Logger
 }
 
 // changePoll is how often the bridges' status is compared with the last
@@ -265,7 +266,7 @@ func startKubeEdge(n *Node) (*kubeEdge, error) {
 	if !cfg.DMI.Enabled && !cfg.EventBus.Enabled {
 		return nil, nil
 	}
-	k := &kubeEdge{applier: newKubeEdgeApplier(n)}
+	k := &kubeEdge{applier: newKubeEdgeApplier(n), log: n.baseLog.With().Str("component", "kubeedge").Logger()}
 	if cfg.DMI.Enabled {
 		dc := cfg.DMI.Config
 		dc.Version = Version
@@ -331,6 +332,7 @@ func (k *kubeEdge) watchChanges(ctx context.Context) {
 		}
 		st, err := k.applier.Status(ctx)
 		if err != nil {
+			k.log.Debug().Err(err).Msg("status for change detection")
 			continue
 		}
 		cur := make(map[string]kubeedge.ModelStatus, len(st))
@@ -338,7 +340,11 @@ func (k *kubeEdge) watchChanges(ctx context.Context) {
 			s.Health = nil
 			cur[s.Model] = s
 		}
-		if last != nil && !reflect.DeepEqual(cur, last) {
+		// The first comparison always reports: changes made before it
+		// (between the bridges' own first reports and this tick) are not
+		// otherwise seen.
+		if last == nil || !reflect.DeepEqual(cur, last) {
+			k.log.Debug().Msg("model status changed: reporting")
 			k.requestReport()
 		}
 		last = cur

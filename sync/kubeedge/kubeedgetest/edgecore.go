@@ -123,6 +123,7 @@ func (e *EdgeCore) WaitReport(t testing.TB, namespace, name string, want map[str
 				t.Fatalf("report for %s/%s, want %s/%s", r.GetDeviceNamespace(), r.GetDeviceName(), namespace, name)
 			}
 			last = Twins(r)
+			t.Logf("EdgeCore got a report: %v", last)
 			ok := true
 			for k, v := range want {
 				if last[k] != v {

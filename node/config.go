@@ -46,6 +46,8 @@ type Config struct {
 	Rollout RolloutConfig `yaml:"rollout"`
 	// Cloud configures the cloud link (see cloudconfig.go).
 	Cloud CloudConfig `yaml:"cloud"`
+	// KubeEdge configures the KubeEdge bridges (see kubeedgeconfig.go).
+	KubeEdge KubeEdgeConfig `yaml:"kubeedge"`
 }
 
 // RolloutConfig configures on-device rollouts (canary, shadow, rollback).
@@ -110,6 +112,7 @@ func DefaultConfig() Config {
 		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
 		Rollout:         RolloutConfig{ShadowConcurrency: 1, EvalInterval: time.Second},
 		Cloud:           defaultCloudConfig(),
+		KubeEdge:        defaultKubeEdgeConfig(),
 	}
 }
 
@@ -220,7 +223,10 @@ func (c Config) Validate() error {
 	default:
 		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
 	}
-	return c.Cloud.validate()
+	if err := c.Cloud.validate(); err != nil {
+		return err
+	}
+	return c.KubeEdge.validate()
 }
 
 // nameFields rewrites yaml.v3's type errors, which give only a line

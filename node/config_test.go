@@ -73,6 +73,14 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"cloud cert without key", "cloud: {tls: {cert_file: c.pem}}\n", "cloud.tls"},
 		{"cloud label key", "cloud: {labels: {\"a/b\": x}}\n", "cloud.labels"},
 		{"cloud window zero", "cloud: {window: 0}\n", "cloud.window"},
+		{"kubeedge unknown field", "kubeedge: {dmi: {enabeld: true}}\n", "field enabeld not found"},
+		{"kubeedge dmi without device", "kubeedge: {dmi: {enabled: true}}\n", "kubeedge.dmi"},
+		{"kubeedge dmi same sockets", "kubeedge: {dmi: {enabled: true, device_name: n1, socket: /a.sock, edgecore_socket: /a.sock}}\n", "kubeedge.dmi"},
+		{"kubeedge dmi report interval zero", "kubeedge: {dmi: {enabled: true, device_name: n1, report_interval: 0s}}\n", "report_interval"},
+		{"kubeedge dmi version not settable", "kubeedge: {dmi: {version: x}}\n", "field version not found"},
+		{"kubeedge eventbus no broker", "kubeedge: {eventbus: {enabled: true, device_name: n1, broker: \"\"}}\n", "kubeedge.eventbus"},
+		{"kubeedge eventbus device name with wildcard", "kubeedge: {eventbus: {enabled: true, device_name: \"n/#\"}}\n", "kubeedge.eventbus"},
+		{"kubeedge eventbus enabled not a bool", "kubeedge: {eventbus: {enabled: maybe}}\n", "kubeedge.eventbus.enabled"},
 		{"cloud max model bytes", "cloud: {max_model_bytes: -1}\n", "cloud.max_model_bytes"},
 		{"cloud stall timeout", "cloud: {stall_timeout: 0s}\n", "cloud.stall_timeout"},
 		{"empty data_dir", "data_dir: ''\n", "data_dir"},
@@ -150,6 +158,9 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("drain_timeout: 1h\n---\n"))
 	f.Add([]byte("cloud: {broker: ssl://b:8883, node_id: n1, groups: [a, b], labels: {site: x}, tls: {ca_file: ca.pem, cert_file: c, key_file: k}, trusted_key_files: [k.pub]}\n"))
 	f.Add([]byte("cloud: {disabled: true, embedded_addr: 127.0.0.1:0, topic_root: x/y, window: 4}\n"))
+	f.Add([]byte("kubeedge: {dmi: {enabled: true, device_name: n1, device_namespace: edge, socket: /run/m.sock, edgecore_socket: /run/d.sock, report_interval: 1s}}\n"))
+	f.Add([]byte("kubeedge: {eventbus: {enabled: true, broker: tcp://127.0.0.1:1884, device_name: n1, client_id: c, username: u, password: p}}\n"))
+	f.Add([]byte("kubeedge: {dmi: {enabled: true}, eventbus: {enabled: true, device_name: \"+\"}}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte(aliasBomb()))
 	f.Fuzz(func(t *testing.T, data []byte) {

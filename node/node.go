@@ -47,6 +47,8 @@ type Node struct {
 	// cloud is the cloud link (nil when disabled or when it could not
 	// start: the node then serves offline).
 	cloud *cloud
+	// kubeedge runs the KubeEdge bridges (nil when none is enabled).
+	kubeedge *kubeEdge
 
 	// ownEnv is false when the Environment was handed in (newNode in tests):
 	// then Close leaves it open for its owner.
@@ -150,6 +152,11 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	// unreachable broker never blocks start-up (the link connects in the
 	// background).
 	if n.cloud, err = startCloud(n, sopts.TrustedKeys); err != nil {
+		return nil, err
+	}
+	// The KubeEdge bridges start after the cloud link (they hand desired
+	// states to its reconciler) and, like it, never block start-up.
+	if n.kubeedge, err = startKubeEdge(n); err != nil {
 		return nil, err
 	}
 	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
@@ -340,6 +347,11 @@ func (n *Node) Close() error {
 		// The cloud link stops first: it drives rollouts, the engine and
 		// the store. Rollouts stop next, before the router and the store
 		// close: each retires its candidate and records the abort.
+		// The KubeEdge bridges stop before the cloud link: they drive its
+		// reconciler and read the store.
+		if n.kubeedge != nil {
+			errs = append(errs, n.kubeedge.close())
+		}
 		if n.cloud != nil {
 			errs = append(errs, n.cloud.close())
 		}

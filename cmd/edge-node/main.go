@@ -87,6 +87,9 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	if v, ok := os.LookupEnv(envPrefix + "BROKER_PASSWORD"); ok {
 		cfg.Cloud.Password = v
 	}
+	if v, ok := os.LookupEnv(envPrefix + "KUBEEDGE_EVENTBUS_PASSWORD"); ok {
+		cfg.KubeEdge.EventBus.Password = v
+	}
 	// Environment, then explicit flags, both applied through the flag set so
 	// that each value is parsed exactly as its flag would be.
 	var err error
@@ -141,6 +144,29 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.StringVar(&cfg.Cloud.TLS.CAFile, "broker-ca-file", cfg.Cloud.TLS.CAFile, "PEM CA that signed the broker's certificate")
 	f.StringVar(&cfg.Cloud.TLS.CertFile, "broker-cert-file", cfg.Cloud.TLS.CertFile, "PEM client certificate (mutual TLS)")
 	f.StringVar(&cfg.Cloud.TLS.KeyFile, "broker-key-file", cfg.Cloud.TLS.KeyFile, "PEM client key (mutual TLS)")
+	f.BoolVar(&cfg.KubeEdge.DMI.Enabled, "kubeedge-dmi", cfg.KubeEdge.DMI.Enabled, "register with KubeEdge's EdgeCore as a DMI mapper (the node is a Device)")
+	f.StringVar(&cfg.KubeEdge.DMI.EdgeCoreSocket, "kubeedge-dmi-socket", cfg.KubeEdge.DMI.EdgeCoreSocket, "EdgeCore's DMI socket")
+	f.StringVar(&cfg.KubeEdge.DMI.Socket, "kubeedge-mapper-socket", cfg.KubeEdge.DMI.Socket, "the node's own DMI mapper socket")
+	f.BoolVar(&cfg.KubeEdge.EventBus.Enabled, "kubeedge-eventbus", cfg.KubeEdge.EventBus.Enabled, "be a Device on EdgeCore's EventBus MQTT broker")
+	f.StringVar(&cfg.KubeEdge.EventBus.Broker, "kubeedge-eventbus-broker", cfg.KubeEdge.EventBus.Broker, "EdgeCore's EventBus broker URL (the password comes from the config file or EDGE_NODE_KUBEEDGE_EVENTBUS_PASSWORD)")
+	f.Var(bothStrings{&cfg.KubeEdge.DMI.DeviceName, &cfg.KubeEdge.EventBus.DeviceName}, "kubeedge-device-name", "name of the KubeEdge Device that is this node (DMI and EventBus)")
+	f.Var(bothStrings{&cfg.KubeEdge.DMI.DeviceNamespace, &cfg.KubeEdge.EventBus.DeviceNamespace}, "kubeedge-device-namespace", "namespace of that Device (DMI and EventBus)")
+}
+
+// bothStrings is a flag that sets two config strings to one value (the
+// Device's name is the same for the DMI and the EventBus bridge).
+type bothStrings [2]*string
+
+func (b bothStrings) String() string {
+	if b[0] == nil {
+		return ""
+	}
+	return *b[0]
+}
+func (b bothStrings) Type() string { return "string" }
+func (b bothStrings) Set(v string) error {
+	*b[0], *b[1] = v, v
+	return nil
 }
 
 // csvList is a flag holding a comma-separated list. Unlike pflag's

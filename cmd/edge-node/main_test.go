@@ -142,6 +142,12 @@ func TestStartupErrors(t *testing.T) {
 		{"bad node id flag", nil, []string{"--node-id", "a/b"}, []string{"cloud.node_id"}},
 		{"bad groups from the environment", []string{"EDGE_NODE_GROUPS=cams,#"}, nil, []string{"cloud.groups"}},
 		{"cert without key", nil, []string{"--broker-cert-file", "/x.pem"}, []string{"cloud.tls"}},
+		{"kubeedge dmi without a device name", nil, []string{"--kubeedge-dmi"}, []string{"kubeedge.dmi", "device_name"}},
+		{"kubeedge dmi sockets the same", []string{"EDGE_NODE_KUBEEDGE_DEVICE_NAME=n1"}, []string{"--kubeedge-dmi", "--kubeedge-dmi-socket", "/run/x.sock", "--kubeedge-mapper-socket", "/run/x.sock"},
+			[]string{"kubeedge.dmi", "socket"}},
+		{"kubeedge eventbus device name not a Kubernetes name", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=true", "EDGE_NODE_KUBEEDGE_DEVICE_NAME=Node_1"}, nil,
+			[]string{"kubeedge.eventbus", "Node_1"}},
+		{"kubeedge eventbus flag not a bool", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=maybe"}, nil, []string{"kubeedge-eventbus", "maybe"}},
 		{"trusted key file missing", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", inferencetest.LibraryPath(t),
 			"--trusted-key-files", "/nonexistent/release.pub"}, []string{"cloud.trusted_key_files", "/nonexistent/release.pub"}},
 	} {
@@ -485,4 +491,37 @@ func writeTemp(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestKubeEdgeFlagsAndEnvironment: the DaemonSet's EDGE_NODE_KUBEEDGE_*
+// variables reach both bridges' config, over the config file, and flags
+// win over them.
+func TestKubeEdgeFlagsAndEnvironment(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edge-node.yaml")
+	file := "kubeedge:\n  dmi: {enabled: true, device_name: from-file, report_interval: 5s}\n  eventbus: {broker: tcp://127.0.0.1:1883}\n"
+	if err := os.WriteFile(p, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EDGE_NODE_KUBEEDGE_DEVICE_NAME", "edge-7")
+	t.Setenv("EDGE_NODE_KUBEEDGE_DEVICE_NAMESPACE", "factory")
+	t.Setenv("EDGE_NODE_KUBEEDGE_EVENTBUS", "true")
+	t.Setenv("EDGE_NODE_KUBEEDGE_EVENTBUS_PASSWORD", "s3cret")
+	cmd := newRootCommand()
+	if err := cmd.ParseFlags([]string{"--kubeedge-dmi-socket", "/run/kubeedge/dmi.sock"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := resolveConfig(cmd.Flags(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ke := cfg.KubeEdge
+	if !ke.DMI.Enabled || !ke.EventBus.Enabled {
+		t.Errorf("enabled: dmi %v eventbus %v", ke.DMI.Enabled, ke.EventBus.Enabled)
+	}
+	if ke.DMI.DeviceName != "edge-7" || ke.EventBus.DeviceName != "edge-7" || ke.DMI.DeviceNamespace != "factory" || ke.EventBus.DeviceNamespace != "factory" {
+		t.Errorf("device: dmi %s/%s eventbus %s/%s", ke.DMI.DeviceNamespace, ke.DMI.DeviceName, ke.EventBus.DeviceNamespace, ke.EventBus.DeviceName)
+	}
+	if ke.DMI.EdgeCoreSocket != "/run/kubeedge/dmi.sock" || ke.DMI.ReportInterval != 5*time.Second || ke.EventBus.Broker != "tcp://127.0.0.1:1883" || ke.EventBus.Password != "s3cret" {
+		t.Errorf("kubeedge config: %+v", ke)
+	}
 }

@@ -5,12 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,108 +26,13 @@ import (
 	"github.com/edgeai/edge-node/sync/kubeedge/kubeedgetest"
 )
 
-// edgeCore stands in for KubeEdge's EdgeCore: a DeviceManagerService built
-// from kubeedge/api's generated code, on a unix socket. It answers
-// MapperRegister with the devices it holds and records every report.
-type edgeCore struct {
-	dmiapi.UnimplementedDeviceManagerServiceServer
-
-	devices []*dmiapi.Device
-	reports chan *dmiapi.ReportDeviceStatusRequest
-
-	mu         sync.Mutex
-	registered []*dmiapi.MapperRegisterRequest
-}
-
-func (e *edgeCore) MapperRegister(_ context.Context, req *dmiapi.MapperRegisterRequest) (*dmiapi.MapperRegisterResponse, error) {
-	e.mu.Lock()
-	e.registered = append(e.registered, req)
-	e.mu.Unlock()
-	return &dmiapi.MapperRegisterResponse{DeviceList: e.devices}, nil
-}
-
-func (e *edgeCore) ReportDeviceStatus(_ context.Context, req *dmiapi.ReportDeviceStatusRequest) (*dmiapi.ReportDeviceStatusResponse, error) {
-	e.reports <- req
-	return &dmiapi.ReportDeviceStatusResponse{}, nil
-}
-
-// shortTempDir returns a temporary folder with a short path: unix socket
-// paths are limited to 107 bytes and t.TempDir() can be longer.
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "ke")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
-}
-
-func startEdgeCore(t *testing.T, sock string, devices ...*dmiapi.Device) *edgeCore {
-	t.Helper()
-	ec := &edgeCore{devices: devices, reports: make(chan *dmiapi.ReportDeviceStatusRequest, 64)}
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	dmiapi.RegisterDeviceManagerServiceServer(srv, ec)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return ec
-}
-
 func device(name string, props map[string]string) *dmiapi.Device {
-	d := &dmiapi.Device{Name: name, Namespace: "edge", Spec: &dmiapi.DeviceSpec{
-		DeviceModelReference: "edge-ai-node",
-		Protocol:             &dmiapi.ProtocolConfig{ProtocolName: "edge-node"},
-	}}
-	names := make([]string, 0, len(props))
-	for n := range props {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		d.Spec.Properties = append(d.Spec.Properties, &dmiapi.DeviceProperty{Name: n, Desired: &dmiapi.TwinProperty{Value: props[n]}})
-	}
-	return d
+	return kubeedgetest.Device("edge", name, props)
 }
 
-func twins(r *dmiapi.ReportDeviceStatusRequest) map[string]string {
-	out := map[string]string{}
-	for _, tw := range r.GetReportedDevice().GetTwins() {
-		out[tw.GetPropertyName()] = tw.GetReported().GetValue()
-	}
-	return out
-}
-
-// waitReport reads reports until want holds for one of them. The deadline
-// only stops a hung test; nothing is asserted about time.
-func waitReport(t *testing.T, ec *edgeCore, want map[string]string) map[string]string {
+func waitReport(t *testing.T, ec *kubeedgetest.EdgeCore, want map[string]string) map[string]string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var last map[string]string
-	for {
-		select {
-		case r := <-ec.reports:
-			if r.GetDeviceName() != "node-1" || r.GetDeviceNamespace() != "edge" {
-				t.Fatalf("report for %s/%s, want edge/node-1", r.GetDeviceNamespace(), r.GetDeviceName())
-			}
-			last = twins(r)
-			ok := true
-			for k, v := range want {
-				if last[k] != v {
-					ok = false
-				}
-			}
-			if ok {
-				return last
-			}
-		case <-ctx.Done():
-			t.Fatalf("no report with %v; last report: %v", want, last)
-		}
-	}
+	return ec.WaitReport(t, "edge", "node-1", want)
 }
 
 func sha256File(t *testing.T, path string) string {
@@ -150,7 +52,7 @@ func sha256File(t *testing.T, path string) string {
 // it; bad desired values are refused with a reported reason while the good
 // version keeps serving.
 func TestMapperAgainstEdgeCore(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := kubeedgetest.ShortTempDir(t)
 	vad := inferencetest.ModelPath(t, "silero_vad")
 	cls := inferencetest.ModelPath(t, "ppocr_cls")
 	app := kubeedgetest.NewStoreApplier(t)
@@ -158,7 +60,7 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 	app.Publish("silero_vad", "2", vad)
 	app.Publish("ppocr_cls", "7", cls)
 
-	ec := startEdgeCore(t, filepath.Join(dir, "dmi.sock"),
+	ec := kubeedgetest.StartEdgeCore(t, filepath.Join(dir, "dmi.sock"),
 		device("other-node", map[string]string{"silero_vad.version": "9"}),
 		device("node-1", map[string]string{"silero_vad.version": "1", "silero_vad.state": ""}))
 
@@ -190,9 +92,7 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 
 	// Registration, then the Device from the answer applied and reported.
 	got := waitReport(t, ec, map[string]string{"silero_vad.version": "1", "silero_vad.state": "Active"})
-	ec.mu.Lock()
-	reg0 := ec.registered[0]
-	ec.mu.Unlock()
+	reg0 := ec.Registered()[0]
 	if mi := reg0.GetMapper(); !reg0.GetWithData() || mi.GetProtocol() != "edge-node" || string(mi.GetAddress()) != cfg.Socket || mi.GetApiVersion() != "v1beta1" {
 		t.Fatalf("MapperRegister request: %v", reg0)
 	}
@@ -338,7 +238,7 @@ func counterSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 
 // TestNewRefusesBadConfig checks the configuration errors.
 func TestNewRefusesBadConfig(t *testing.T) {
-	dir := shortTempDir(t)
+	dir := kubeedgetest.ShortTempDir(t)
 	notSocket := filepath.Join(dir, "file")
 	os.WriteFile(notSocket, nil, 0o644)
 	for _, tc := range []struct {

@@ -324,11 +324,11 @@ type cloudMetrics struct {
 
 func newCloudMetrics(reg prometheus.Registerer) (*cloudMetrics, error) {
 	m := &cloudMetrics{
-		bytesDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgeai_cloud_download_bytes_done",
+		bytesDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edge_cloud_download_bytes_done",
 			Help: "Bytes of the version being downloaded that are stored and verified, per model."}, []string{"model"}),
-		bytesTotal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edgeai_cloud_download_bytes_total",
+		bytesTotal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edge_cloud_download_bytes_total",
 			Help: "Size of the version being downloaded, per model."}, []string{"model"}),
-		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeai_cloud_reconcile_total",
+		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_cloud_reconcile_total",
 			Help: "Reconciliations of one model to its desired version, by result (active, failed, waiting)."}, []string{"result"}),
 	}
 	for _, col := range []prometheus.Collector{m.bytesDone, m.bytesTotal, m.applies} {

@@ -304,7 +304,7 @@ func TestCloudDeployActivatesAndServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the stale generation counted", func() bool {
-		return metricValue(t, rn.url, `edgeai_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
 	})
 	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "2" {
 		t.Fatalf("active = %q after a stale desired state", a)
@@ -364,7 +364,7 @@ func TestCloudOfflineLandsOnLatestAndFlushesEventsInOrder(t *testing.T) {
 	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
 	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, proxy.URL()))
 	ev := e.subscribeEvents()
-	waitFor(t, "the node online", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 1 })
+	waitFor(t, "the node online", func() bool { return metricValue(t, rn.url, "edge_link_connected") == 1 })
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.publish(e.key, "ppocr_cls", "3", modelBytes(t, "ppocr_cls", "v3"), nil)
 	// The boot's own reports (v1 imported and made Active) must be out
@@ -379,7 +379,7 @@ func TestCloudOfflineLandsOnLatestAndFlushesEventsInOrder(t *testing.T) {
 	})
 
 	proxy.SetDown(true)
-	waitFor(t, "the node offline", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 0 })
+	waitFor(t, "the node offline", func() bool { return metricValue(t, rn.url, "edge_link_connected") == 0 })
 	e.deploy("ppocr_cls", "2")
 	d := e.deploy("ppocr_cls", "3")
 	for _, v := range []string{"0", "1"} { // local changes while offline: reports queue
@@ -484,7 +484,7 @@ func TestCloudBrokerKilledMidTransferResumes(t *testing.T) {
 		}
 	}
 	waitFor(t, "the forged chunks counted", func() bool {
-		return metricValue(t, rn.url, `edgeai_link_rejected_total{kind="chunk",reason="chunk_mismatch"}`) >= 1
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="chunk",reason="chunk_mismatch"}`) >= 1
 	})
 	e.m.Kill()
 	e.m.Start()
@@ -605,7 +605,7 @@ func TestCloudGenerationsSurviveRestart(t *testing.T) {
 	rn.stop(t)
 
 	rn = startNode(t, cfg)
-	waitFor(t, "the restarted node online", func() bool { return metricValue(t, rn.url, "edgeai_link_connected") == 1 })
+	waitFor(t, "the restarted node online", func() bool { return metricValue(t, rn.url, "edge_link_connected") == 1 })
 	if st, ok := e.status(); !ok || st.Desired.Node != d.Generation {
 		t.Fatalf("status after the restart: %+v", st)
 	}
@@ -618,7 +618,7 @@ func TestCloudGenerationsSurviveRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the stale generation counted after the restart", func() bool {
-		return metricValue(t, rn.url, `edgeai_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
 	})
 	if err := rn.ApplyDesired(ctx, "kubeedge", 3, map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}}); !errors.Is(err, ErrStaleGeneration) {
 		t.Fatalf("kubeedge generation 3 after the restart: %v, want ErrStaleGeneration", err)

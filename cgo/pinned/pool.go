@@ -674,7 +674,7 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer, p *Pool) (*metrics, error) {
 	c := func(name, help string) prometheus.Counter {
-		return prometheus.NewCounter(prometheus.CounterOpts{Name: "pinned_" + name, Help: help})
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_pinned_" + name, Help: help})
 	}
 	m := &metrics{
 		reg:           reg,
@@ -689,10 +689,10 @@ func newMetrics(reg prometheus.Registerer, p *Pool) (*metrics, error) {
 		mlockFailures: c("mlock_failures_total", "Buffers whose mlock failed; they are used unlocked."),
 	}
 	gauge := func(name, help string, f func(Stats) int64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pinned_" + name, Help: help},
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edge_pinned_" + name, Help: help},
 			func() float64 { return float64(f(p.Stats())) })
 	}
-	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pinned_mode",
+	mode := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edge_pinned_mode",
 		Help: "1 for the pinned-buffer mode in force (cuda_host, mlock, plain), 0 for the others."}, []string{"mode"})
 	for _, md := range allModes {
 		v := 0.0

@@ -253,8 +253,8 @@ func TestWaitThenExhausted(t *testing.T) {
 	if s := p.Stats(); s.Waits != 1 || s.Exhausted != 1 || s.HeldBytes != 64*kib {
 		t.Errorf("stats %+v", s)
 	}
-	if v := gatherValue(t, reg, "pinned_exhausted_total", ""); v != 1 {
-		t.Errorf("pinned_exhausted_total = %v, want 1", v)
+	if v := gatherValue(t, reg, "edge_pinned_exhausted_total", ""); v != 1 {
+		t.Errorf("edge_pinned_exhausted_total = %v, want 1", v)
 	}
 	p.Put(a)
 	// The budget is free again: no wait now.
@@ -580,16 +580,16 @@ func TestHammer(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	p, _, reg := newTestPool(t, nil)
 	p.Put(mustGet(t, p, 10_000))
-	if v := gatherValue(t, reg, "pinned_mode", p.Mode().String()); v != 1 {
-		t.Errorf("pinned_mode{mode=%q} = %v, want 1", p.Mode(), v)
+	if v := gatherValue(t, reg, "edge_pinned_mode", p.Mode().String()); v != 1 {
+		t.Errorf("edge_pinned_mode{mode=%q} = %v, want 1", p.Mode(), v)
 	}
 	for name, want := range map[string]float64{
-		"pinned_gets_total":      1,
-		"pinned_c_allocs_total":  1,
-		"pinned_budget_bytes":    1 << 20,
-		"pinned_held_bytes":      12 * kib,
-		"pinned_in_use_bytes":    0,
-		"pinned_exhausted_total": 0,
+		"edge_pinned_gets_total":      1,
+		"edge_pinned_c_allocs_total":  1,
+		"edge_pinned_budget_bytes":    1 << 20,
+		"edge_pinned_held_bytes":      12 * kib,
+		"edge_pinned_in_use_bytes":    0,
+		"edge_pinned_exhausted_total": 0,
 	} {
 		if v := gatherValue(t, reg, name, ""); v != want {
 			t.Errorf("%s = %v, want %v", name, v, want)

@@ -122,13 +122,13 @@ type metrics struct {
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
-		connected:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeai_link_connected", Help: "1 while the MQTT session is up."}),
-		connects:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeai_link_connects_total", Help: "Successful MQTT connections."}),
-		connectErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeai_link_connect_errors_total", Help: "Failed MQTT connection attempts."}),
-		received:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeai_link_messages_received_total", Help: "MQTT messages received."}),
-		outboxDepth:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "edgeai_link_outbox_depth", Help: "Reports queued in the outbox."}),
-		outboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeai_link_outbox_dropped_total", Help: "Reports dropped from a full outbox (oldest first)."}),
-		outboxSent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edgeai_link_outbox_sent_total", Help: "Reports delivered from the outbox."}),
+		connected:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_link_connected", Help: "1 while the MQTT session is up."}),
+		connects:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_connects_total", Help: "Successful MQTT connections."}),
+		connectErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_connect_errors_total", Help: "Failed MQTT connection attempts."}),
+		received:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_messages_received_total", Help: "MQTT messages received."}),
+		outboxDepth:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_link_outbox_depth", Help: "Reports queued in the outbox."}),
+		outboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_outbox_dropped_total", Help: "Reports dropped from a full outbox (oldest first)."}),
+		outboxSent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_outbox_sent_total", Help: "Reports delivered from the outbox."}),
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.connected, m.connects, m.connectErrors, m.received, m.outboxDepth, m.outboxDropped, m.outboxSent} {

@@ -112,9 +112,9 @@ func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log z
 	f := &Fetcher{
 		cfg: cfg, link: link, sink: sink, rej: rej,
 		log: log.With().Str("component", "transfer").Logger(),
-		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeai_transfer_bytes_total",
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_transfer_bytes_total",
 			Help: "Model bytes placed by transfers, by source (network, local, resumed)."}, []string{"source"}),
-		chunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edgeai_transfer_chunks_total",
+		chunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_transfer_chunks_total",
 			Help: "Chunks placed by transfers, by source (network, local, resumed, duplicate)."}, []string{"source"}),
 	}
 	if reg != nil {

@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Rejecter counts rejected messages (edgeai_link_rejected_total{kind,reason})
+// Rejecter counts rejected messages (edge_link_rejected_total{kind,reason})
 // and logs them, at most once per kind/reason per LogEvery.
 type Rejecter struct {
 	counter  *prometheus.CounterVec
@@ -25,7 +25,7 @@ type Rejecter struct {
 // and returns a Rejecter logging through log.
 func NewRejecter(reg prometheus.Registerer, log zerolog.Logger) (*Rejecter, error) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "edgeai_link_rejected_total",
+		Name: "edge_link_rejected_total",
 		Help: "Messages from the cloud link rejected, by message kind and reason.",
 	}, []string{"kind", "reason"})
 	if reg != nil {

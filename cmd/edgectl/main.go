@@ -75,7 +75,13 @@ func newRoot() *cobra.Command {
 }
 
 // connect starts a link and waits until it is up.
-func connect(ctx context.Context, g *globalFlags) (*mqttlink.Link, func(), error) {
+// connect opens a one-shot MQTT session with the global flags and returns
+// it with the topics under --root.
+func connect(ctx context.Context, g *globalFlags) (wire.Topics, *mqttlink.Link, func(), error) {
+	tp, err := wire.NewTopics(g.root)
+	if err != nil {
+		return wire.Topics{}, nil, nil, err
+	}
 	cfg := mqttlink.DefaultConfig()
 	cfg.BrokerURL, cfg.Username, cfg.Password = g.broker, g.username, g.password
 	cfg.ClientID = g.clientID
@@ -92,7 +98,7 @@ func connect(ctx context.Context, g *globalFlags) (*mqttlink.Link, func(), error
 	}
 	l, err := mqttlink.New(cfg, nil, log, nil)
 	if err != nil {
-		return nil, nil, err
+		return wire.Topics{}, nil, nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -102,9 +108,9 @@ func connect(ctx context.Context, g *globalFlags) (*mqttlink.Link, func(), error
 	defer wcancel()
 	if err := l.WaitConnected(wctx); err != nil {
 		closeFn()
-		return nil, nil, fmt.Errorf("connect to %s: %w", g.broker, err)
+		return wire.Topics{}, nil, nil, fmt.Errorf("connect to %s: %w", g.broker, err)
 	}
-	return l, closeFn, nil
+	return tp, l, closeFn, nil
 }
 
 func newPublish(g *globalFlags) *cobra.Command {
@@ -117,10 +123,6 @@ func newPublish(g *globalFlags) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			tp, err := wire.NewTopics(g.root)
-			if err != nil {
-				return err
-			}
 			keyPEM, err := os.ReadFile(keyPath)
 			if err != nil {
 				return err
@@ -141,7 +143,7 @@ func newPublish(g *globalFlags) *cobra.Command {
 				}
 				cfgText = string(b)
 			}
-			link, closeLink, err := connect(ctx, g)
+			tp, link, closeLink, err := connect(ctx, g)
 			if err != nil {
 				return err
 			}
@@ -212,10 +214,6 @@ func newDeploy(g *globalFlags) *cobra.Command {
 		Use:   "deploy",
 		Short: "Set a model's desired version on a node or group (next generation, retained)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tp, err := wire.NewTopics(g.root)
-			if err != nil {
-				return err
-			}
 			spec := wire.ModelSpec{Version: version}
 			switch {
 			case remove:
@@ -233,7 +231,7 @@ func newDeploy(g *globalFlags) *cobra.Command {
 			if !remove && version == "" {
 				return errors.New("--version is required (or --remove)")
 			}
-			link, closeLink, err := connect(cmd.Context(), g)
+			tp, link, closeLink, err := connect(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
@@ -285,11 +283,7 @@ func newStatus(g *globalFlags) *cobra.Command {
 		Short: "Show nodes' retained status and presence",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			tp, err := wire.NewTopics(g.root)
-			if err != nil {
-				return err
-			}
-			link, closeLink, err := connect(ctx, g)
+			tp, link, closeLink, err := connect(ctx, g)
 			if err != nil {
 				return err
 			}

@@ -84,7 +84,7 @@ func TestKeygenPublishDeployStatus(t *testing.T) {
 		Desired: wire.AppliedGenerations{Node: 4}, Models: map[string]wire.ModelStatus{"det": {Version: "2", State: "Downloading", BytesDone: 1, BytesTotal: 4}}}.Encode()
 	pr, _ := wire.Presence{Protocol: 1, Node: "n1", Online: true}.Encode()
 	pub := func(topic string, payload []byte) {
-		l, closeFn, err := connect(context.Background(), &globalFlags{broker: m.URL(), clientID: "fake-node"})
+		_, l, closeFn, err := connect(context.Background(), &globalFlags{broker: m.URL(), clientID: "fake-node"})
 		if err != nil {
 			t.Fatal(err)
 		}

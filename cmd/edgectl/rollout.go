@@ -56,11 +56,7 @@ func newRollout(g *globalFlags) *cobra.Command {
 }
 
 func newController(ctx context.Context, g *globalFlags, state string) (*rollout.Controller, func(), error) {
-	tp, err := wire.NewTopics(g.root)
-	if err != nil {
-		return nil, nil, err
-	}
-	link, closeLink, err := connect(ctx, g)
+	tp, link, closeLink, err := connect(ctx, g)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -504,11 +500,7 @@ func newServe(g *globalFlags) *cobra.Command {
 		Short: "Serve a read-only web page of the fleet and the rollouts",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			tp, err := wire.NewTopics(g.root)
-			if err != nil {
-				return err
-			}
-			link, closeLink, err := connect(ctx, g)
+			tp, link, closeLink, err := connect(ctx, g)
 			if err != nil {
 				return err
 			}

@@ -537,6 +537,10 @@ func syncDir(dir string) error {
 // SyncDir fsyncs a folder (exported for models/store's materialised folders).
 func SyncDir(dir string) error { return syncDir(dir) }
 
+// ContextReader returns a reader that stops with ctx's error once ctx is
+// done (long copies and hashes stay cancellable).
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
 type ctxReader struct {
 	ctx context.Context
 	r   io.Reader

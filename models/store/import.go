@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/models/blobstore"
 	"github.com/edgeai/edge-node/models/catalog"
 	"github.com/edgeai/edge-node/models/repository"
 )
@@ -169,7 +170,7 @@ func (s *Store) ingestFile(ctx context.Context, ref, path string) (string, int64
 		return "", 0, err
 	}
 	buf := make([]byte, 1<<20)
-	if _, err := io.CopyBuffer(onlyWriter{w}, ctxReader{ctx, in}, buf); err != nil {
+	if _, err := io.CopyBuffer(onlyWriter{w}, blobstore.ContextReader(ctx, in), buf); err != nil {
 		return "", 0, err
 	}
 	digest, err := w.Commit(ctx, "", fi.Size())
@@ -184,18 +185,6 @@ func (s *Store) ingestFile(ctx context.Context, ref, path string) (string, int64
 type onlyWriter struct{ w io.Writer }
 
 func (o onlyWriter) Write(p []byte) (int, error) { return o.w.Write(p) }
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
 
 func (s *Store) chunkBlob(digest string) ([]models.ChunkRef, error) {
 	f, err := os.Open(s.blobs.Path(digest))

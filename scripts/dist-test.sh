@@ -39,9 +39,12 @@ case $ver in "edge-node "*) ;; *) echo "dist-test: unexpected --version output: 
 mkdir -p "$work/models/silero_vad/1"
 cp "$model" "$work/models/silero_vad/1/model.onnx"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-run "$dir/bin/edge-node" --config "$dir/config.example.yaml" --http-addr "127.0.0.1:$port" \
+# qemu itself is the background process (not a shell function's subshell), so
+# that the cleanup's kill reaches the node; no cloud link: a test must not
+# take the embedded broker's port 1883 on the machine.
+"$qemu" -L "$sysroot" "$dir/bin/edge-node" --config "$dir/config.example.yaml" --http-addr "127.0.0.1:$port" \
   --ort-lib "$dir/lib/libonnxruntime.so.1" --data-dir "$work/data" --model-repository "$work/models" \
-  --log-format json >"$work/node.log" 2>&1 &
+  --cloud-disabled --log-format json >"$work/node.log" 2>&1 &
 pid=$!
 # ONNX Runtime under emulation starts slowly; wait for readiness (or exit).
 for _ in $(seq 1 600); do

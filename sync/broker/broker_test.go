@@ -1,8 +1,10 @@
 package broker
 
 import (
-	"net"
 	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/rs/zerolog"
 )
@@ -12,11 +14,14 @@ func TestStartCloseIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := net.Dial("tcp", b.Addr())
-	if err != nil {
-		t.Fatalf("dial %s: %v", b.Addr(), err)
+	// A full MQTT session, ended before Close: mochi-mqtt v2.7.9 races
+	// (under -race) when Close runs while a raw connection is still being
+	// established, so the client is connected and gone first.
+	c := paho.NewClient(paho.NewClientOptions().AddBroker(b.URL()).SetClientID("close-test"))
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", b.Addr(), tok.Error())
 	}
-	c.Close()
+	c.Disconnect(250)
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/edgeai/edge-node/sync/fleet"
 )
 
 // TestMeasureThroughput measures a 100 MB transfer through local mosquitto
@@ -88,21 +86,7 @@ func TestMeasureFineTune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnv(t)
-	man1, _ := e.publish("1", v1, nil)
-	_, pst2 := e.publish("2", v2, fleet.ChunkSet(man1))
-	n := e.node(e.m.URL(), t.TempDir(), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	if _, err := n.fetcher.Fetch(ctx, e.fetchManifest(n, "1"), nil); err != nil {
-		t.Fatal(err)
-	}
-	m2 := e.fetchManifest(n, "2")
-	res, err := n.fetcher.Fetch(ctx, m2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkFiles(t, n.sink.DirSink, m2, map[string][]byte{"model.onnx": v2})
+	man1, res, pst2 := fineTune(t, newEnv(t), v1, v2)
 	t.Logf("v1 %d bytes in %d chunks; v2: node fetched %d chunks / %d bytes of %d (%.1f%%), %d bytes copied locally; publisher sent %d bytes",
 		len(v1), len(man1.Files[0].Chunks), res.ChunksNetwork, res.BytesNetwork, res.BytesTotal,
 		100*float64(res.BytesNetwork)/float64(res.BytesTotal), res.BytesLocal, pst2.BytesSent)

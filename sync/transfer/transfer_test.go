@@ -297,20 +297,7 @@ func TestFineTuneMovesOnlyChangedChunks(t *testing.T) {
 	v1 := pseudoRandom(4, 24<<20)
 	v2 := bytes.Clone(v1)
 	copy(v2[10<<20:], pseudoRandom(5, 256<<10)) // one changed 256 KiB tensor
-	man1, _ := e.publish("1", v1, nil)
-	_, pst2 := e.publish("2", v2, fleet.ChunkSet(man1))
-	n := e.node(e.m.URL(), t.TempDir(), nil)
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	if _, err := n.fetcher.Fetch(ctx, e.fetchManifest(n, "1"), nil); err != nil {
-		t.Fatal(err)
-	}
-	m2 := e.fetchManifest(n, "2")
-	res, err := n.fetcher.Fetch(ctx, m2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkFiles(t, n.sink.DirSink, m2, map[string][]byte{"model.onnx": v2})
+	_, res, pst2 := fineTune(t, e, v1, v2)
 	frac := float64(res.BytesNetwork) / float64(res.BytesTotal)
 	t.Logf("fine-tune: node fetched %d of %d bytes (%.2f%%), copied %d locally; publisher sent %d of %d bytes",
 		res.BytesNetwork, res.BytesTotal, 100*frac, res.BytesLocal, pst2.BytesSent, pst2.BytesTotal)
@@ -431,4 +418,26 @@ func FuzzChunkHandler(f *testing.F) {
 			t.Fatal("more chunks than wanted")
 		}
 	})
+}
+
+// fineTune publishes v1 and then v2 (sending only chunks v1 lacks), has a
+// node fetch v1 and then v2, checks v2's file and returns v1's manifest, the
+// v2 fetch's result and the v2 publish's stats.
+func fineTune(t *testing.T, e *env, v1, v2 []byte) (models.Manifest, Result, fleet.PublishStats) {
+	t.Helper()
+	man1, _ := e.publish("1", v1, nil)
+	_, pst2 := e.publish("2", v2, fleet.ChunkSet(man1))
+	n := e.node(e.m.URL(), t.TempDir(), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	if _, err := n.fetcher.Fetch(ctx, e.fetchManifest(n, "1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	m2 := e.fetchManifest(n, "2")
+	res, err := n.fetcher.Fetch(ctx, m2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, n.sink.DirSink, m2, map[string][]byte{"model.onnx": v2})
+	return man1, res, pst2
 }

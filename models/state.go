@@ -58,13 +58,64 @@ const (
 	ReasonInterrupted Reason = "Interrupted"
 	// ReasonMissingBlob: a blob the version needs is gone from disk.
 	ReasonMissingBlob Reason = "MissingBlob"
+	// ReasonTransferStalled: the version's transfer made no progress for
+	// its whole retry budget (a chunk is never published). A newer
+	// desired-state generation or an explicit retry tries again.
+	ReasonTransferStalled Reason = "TransferStalled"
+	// ReasonInvalidManifest: the signed manifest breaks a rule of the
+	// protocol (docs/protocol.md) or cannot be satisfied (its chunks do
+	// not make up its files); it never reaches the store as a version.
+	ReasonInvalidManifest Reason = "InvalidManifest"
 )
 
-// Reasons lists every failure reason.
+// Reasons lists every failure reason (the reasons a stored version may be
+// Failed with).
 var Reasons = []Reason{
 	ReasonChecksumMismatch, ReasonSignatureInvalid, ReasonLoadError, ReasonWarmupFailed,
 	ReasonHealthRegression, ReasonDiskFull, ReasonInterrupted, ReasonMissingBlob,
+	ReasonTransferStalled, ReasonInvalidManifest,
 }
+
+// The node's one status vocabulary. A version the store holds is in one of
+// States (Failed with one of Reasons). A desired version the node has not
+// recorded (yet) is Pending or Waiting, and a stored version on its way to
+// Active carries a progress reason; the reconciler, MQTT status, events,
+// the admin API and the KubeEdge reported properties all use these words.
+const (
+	// Pending: a desired version accepted and not looked at yet.
+	Pending State = "Pending"
+	// Waiting: a desired version the node cannot work on now; the reason
+	// says why (ReasonBrokerUnreachable, ReasonManifestNotPublished,
+	// ReasonNoCloudLink, ReasonOverridden).
+	Waiting State = "Waiting"
+)
+
+// Progress and waiting reasons (never a stored failure reason).
+const (
+	// ReasonBrokerUnreachable: the version must be fetched and the cloud
+	// link is down (never published through the broker while it is up).
+	ReasonBrokerUnreachable Reason = "BrokerUnreachable"
+	// ReasonManifestNotPublished: no retained signed manifest on its topic.
+	ReasonManifestNotPublished Reason = "ManifestNotPublished"
+	// ReasonNoCloudLink: the version is not in the store and the node runs
+	// without a cloud link, so it cannot be fetched.
+	ReasonNoCloudLink Reason = "NoCloudLink"
+	// ReasonTransferInterrupted: a transfer stopped before its end (the
+	// broker went away, no progress for a while); it resumes from the
+	// store, up to the retry budget.
+	ReasonTransferInterrupted Reason = "TransferInterrupted"
+	// ReasonRollingOut: an on-device rollout of the version is running.
+	ReasonRollingOut Reason = "RollingOut"
+	// ReasonHeld: the rollout's candidate failed its gates with
+	// on_failure: hold; an operator activates or aborts it.
+	ReasonHeld Reason = "Held"
+	// ReasonOverridden: a local admin action (activate, rollback) holds the
+	// model on another version until a newer desired-state generation names
+	// the model (docs/architecture.md, precedence).
+	ReasonOverridden Reason = "Overridden"
+	// ReasonStoreError: the model store failed; the node tries again.
+	ReasonStoreError Reason = "StoreError"
+)
 
 // States lists every state in lifecycle order.
 var States = []State{Announced, Downloading, Verifying, Ready, Loading, Warming, Canary, Shadow, Active, Retired, Failed}

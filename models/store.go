@@ -48,9 +48,10 @@ type Store interface {
 	// Retry moves a Failed version back through Verifying: Ready if its
 	// blobs are all present and verify, Downloading if some are missing.
 	Retry(ctx context.Context, model, version string) (VersionInfo, error)
-	// SetGeneration records the last applied desired-state generation of a
-	// model (the model record is created if needed).
-	SetGeneration(ctx context.Context, model string, gen uint64) error
+	// SetOverride records (o non-nil) or clears (nil) the local operator's
+	// override of a model's desired state, in one catalog transaction (the
+	// model record is created if needed).
+	SetOverride(ctx context.Context, model string, o *Override) error
 
 	// Materialize returns a folder that holds the version's files under
 	// their manifest paths (hard links to the blobs), ready for ONNX
@@ -182,6 +183,25 @@ type WarmupResult struct {
 	Error    string        `json:"error,omitempty"`
 }
 
+// TransferStats says where the bytes of one completed transfer came from.
+type TransferStats struct {
+	BytesTotal int64 `json:"bytes_total"`
+	// From the broker, copied from blobs already stored (shared chunks),
+	// and written by an earlier, interrupted attempt.
+	BytesNetwork  int64 `json:"bytes_network"`
+	BytesLocal    int64 `json:"bytes_local"`
+	BytesResumed  int64 `json:"bytes_resumed"`
+	ChunksNetwork int   `json:"chunks_network"`
+	ChunksLocal   int   `json:"chunks_local"`
+	ChunksResumed int   `json:"chunks_resumed"`
+	// UniqueMissing is how many distinct chunks had to come from the
+	// network; Duplicates counts chunk messages received again after being
+	// written; Resubscribes counts window re-subscriptions after a stall.
+	UniqueMissing int `json:"unique_missing"`
+	Duplicates    int `json:"duplicates"`
+	Resubscribes  int `json:"resubscribes"`
+}
+
 // StateChange is one entry of a version's history.
 type StateChange struct {
 	From   State     `json:"from,omitempty"`
@@ -206,6 +226,9 @@ type VersionInfo struct {
 	Signed   []byte        `json:"signed,omitempty"`
 	Provider string        `json:"provider,omitempty"`
 	Warmup   *WarmupResult `json:"warmup,omitempty"`
+	// Transfer says where the bytes of a cloud version came from (its
+	// last completed transfer).
+	Transfer *TransferStats `json:"transfer,omitempty"`
 	Created  time.Time     `json:"created"`
 	Updated  time.Time     `json:"updated"`
 	// History holds the most recent state changes, oldest first (capped).
@@ -218,9 +241,32 @@ type ModelInfo struct {
 	Active   string `json:"active,omitempty"`
 	Canary   string `json:"canary,omitempty"`
 	Previous string `json:"previous,omitempty"`
-	// Generation is the last applied desired-state generation.
-	Generation uint64        `json:"generation"`
-	Versions   []VersionInfo `json:"versions"`
+	// Override is the local operator's decision that holds the model on a
+	// version against desired state, if any.
+	Override *Override     `json:"override,omitempty"`
+	Versions []VersionInfo `json:"versions"`
+}
+
+// Override is a local operator's decision about one model — an admin
+// activate or rollback — that takes precedence over desired state from
+// every source until one of them accepts a newer generation that names the
+// model (the precedence table in docs/architecture.md).
+type Override struct {
+	Version string `json:"version"`
+	// Action is what the operator did: "activate" or "rollback".
+	Action string `json:"action"`
+	// Generations are the desired-state generations accepted per source
+	// (as in Store.DesiredGenerations) when the override was made: a
+	// source whose generation grows past its entry, naming the model,
+	// supersedes the override.
+	Generations map[string]uint64 `json:"generations,omitempty"`
+	At          time.Time         `json:"at"`
+}
+
+// SupersededBy reports whether a desired state from source at generation
+// gen, naming the model, ends the override.
+func (o *Override) SupersededBy(source string, gen uint64) bool {
+	return gen > o.Generations[source]
 }
 
 // Report is one outbox entry for the cloud: a state change, or a rollout

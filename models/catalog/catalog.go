@@ -9,7 +9,8 @@
 //	    active                   → version string (absent: none)
 //	    canary                   → version string
 //	    previous                 → version string: the rollback target
-//	    generation               → uint64 big-endian: last applied desired-state generation
+//	    override                 → JSON models.Override: a local admin decision that holds
+//	                               the model against desired state (absent: none)
 //	    versions/<version>       → JSON models.VersionInfo (manifest, state, reason,
 //	                               timestamps, provider, warm-up, history)
 //	chunks/<chunk sha256 hex>    → JSON models.ChunkLocation: a stored blob holding the chunk
@@ -71,7 +72,7 @@ var (
 	keyActive     = []byte("active")
 	keyCanary     = []byte("canary")
 	keyPrevious   = []byte("previous")
-	keyGeneration = []byte("generation")
+	keyOverride   = []byte("override")
 )
 
 // migrations[i] moves the schema from version i to i+1.
@@ -348,8 +349,12 @@ func (t *Tx) Model(name string) (models.ModelInfo, error) {
 		Canary:   string(mb.Get(keyCanary)),
 		Previous: string(mb.Get(keyPrevious)),
 	}
-	if g := mb.Get(keyGeneration); len(g) == 8 {
-		mi.Generation = binary.BigEndian.Uint64(g)
+	if b := mb.Get(keyOverride); b != nil {
+		var o models.Override
+		if err := json.Unmarshal(b, &o); err != nil {
+			return mi, fmt.Errorf("model %s: corrupt override: %w", name, err)
+		}
+		mi.Override = &o
 	}
 	err = mb.Bucket(bucketVersions).ForEach(func(k, b []byte) error {
 		var v models.VersionInfo
@@ -566,14 +571,21 @@ func (t *Tx) DeleteVersion(model, version string) error {
 	return mb.Bucket(bucketVersions).Delete([]byte(version))
 }
 
-// SetGeneration records a model's last applied desired-state generation,
-// creating the model record if needed.
-func (t *Tx) SetGeneration(model string, gen uint64) error {
+// SetOverride records o as the model's override (nil clears it), creating
+// the model record if needed.
+func (t *Tx) SetOverride(model string, o *models.Override) error {
 	mb, err := t.modelBucket(model, true)
 	if err != nil {
 		return err
 	}
-	return mb.Put(keyGeneration, u64(gen))
+	if o == nil {
+		return mb.Delete(keyOverride)
+	}
+	b, err := json.Marshal(o)
+	if err != nil {
+		return err
+	}
+	return mb.Put(keyOverride, b)
 }
 
 func (t *Tx) report(r models.Report) error {

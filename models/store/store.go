@@ -242,9 +242,22 @@ func failTx(tx *catalog.Tx, model, version string, reason models.Reason, detail 
 	return v, nil
 }
 
-// SetGeneration records a model's last applied desired-state generation.
-func (s *Store) SetGeneration(ctx context.Context, model string, gen uint64) error {
-	return s.cat.Update(ctx, func(tx *catalog.Tx) error { return tx.SetGeneration(model, gen) })
+// RecordTransfer keeps where the bytes of a version's completed transfer
+// came from in its record.
+func (s *Store) RecordTransfer(ctx context.Context, model, version string, ts models.TransferStats) error {
+	return s.cat.Update(ctx, func(tx *catalog.Tx) error {
+		v, err := tx.Version(model, version)
+		if err != nil {
+			return err
+		}
+		v.Transfer = &ts
+		return tx.UpdateVersion(v)
+	})
+}
+
+// SetOverride records (o non-nil) or clears (nil) a model's override.
+func (s *Store) SetOverride(ctx context.Context, model string, o *models.Override) error {
+	return s.cat.Update(ctx, func(tx *catalog.Tx) error { return tx.SetOverride(model, o) })
 }
 
 // Reports returns pending outbox reports.

@@ -5,6 +5,8 @@
 package testsuite
 
 import (
+	"time"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -309,10 +311,17 @@ func testOutbox(t *testing.T, s models.Store) {
 	if reps, _ = s.Reports(ctx, 0); len(reps) != 2 {
 		t.Fatalf("after ack: %d", len(reps))
 	}
-	if err := s.SetGeneration(ctx, "m", 42); err != nil {
+	o := &models.Override{Version: "1", Action: "rollback", Generations: map[string]uint64{"mqtt/node": 7}, At: time.Unix(1, 0).UTC()}
+	if err := s.SetOverride(ctx, "m", o); err != nil {
 		t.Fatal(err)
 	}
-	if mi, _ := s.Model(ctx, "m"); mi.Generation != 42 {
-		t.Fatalf("generation %d", mi.Generation)
+	if mi, _ := s.Model(ctx, "m"); mi.Override == nil || mi.Override.Version != "1" || mi.Override.Generations["mqtt/node"] != 7 {
+		t.Fatalf("override %+v", mi.Override)
+	}
+	if err := s.SetOverride(ctx, "m", nil); err != nil {
+		t.Fatal(err)
+	}
+	if mi, _ := s.Model(ctx, "m"); mi.Override != nil {
+		t.Fatalf("override %+v after clearing", mi.Override)
 	}
 }

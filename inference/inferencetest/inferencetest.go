@@ -45,6 +45,19 @@ func RepoRoot(t testing.TB) string {
 	}
 }
 
+// AliasBomb is a "billion laughs" YAML document (testdata/alias_bomb.yaml at
+// the repository root): each level refers to the one below nine times, so a
+// decoder that expanded aliases would build 9^10 nodes. The config decoders'
+// tests feed it to prove a quick rejection.
+func AliasBomb(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(RepoRoot(t), "testdata", "alias_bomb.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // LibraryPath is the ONNX Runtime library for tests: $ONNXRUNTIME_LIB, else
 // <repo>/.cache/libonnxruntime.so.
 func LibraryPath(t testing.TB) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/node/reconcile"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/chunker"
 	"github.com/edgeai/edge-node/sync/fleet"
@@ -206,6 +207,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// transferOf is where the bytes of model/version's transfer came from, as
+// GET /admin/models/{model} reports it.
+func transferOf(t *testing.T, url, model, version string) models.TransferStats {
+	t.Helper()
+	v, ok := versionOf(adminModel(t, url, model), version)
+	if !ok || v.Transfer == nil {
+		t.Fatalf("%s/%s: no transfer figures in %+v", model, version, v)
+	}
+	return *v.Transfer
 }
 
 func activeVersion(t *testing.T, url, model string) string {
@@ -468,11 +480,12 @@ func TestCloudBrokerKilledMidTransferResumes(t *testing.T) {
 	data := modelBytes(t, "ppocr_det", "v2")
 	skip, half := e.halfPublish("ppocr_det", "2", data)
 	e.deploy("ppocr_det", "2")
+	var before wire.ModelStatus
 	waitFor(t, "half of the chunks stored", func() bool {
-		nt := rn.cloud.rec.note("ppocr_det")
-		return nt.state == "Downloading" && nt.done >= half
+		st, _ := e.status()
+		before = st.Models["ppocr_det"]
+		return before.State == "Downloading" && before.BytesDone >= half
 	})
-	before := rn.cloud.rec.note("ppocr_det")
 	// Hostile input while the node waits: a payload that does not hash to
 	// the chunk topic it is published on (a topic the node is subscribed
 	// to). It is rejected and counted; nothing is written.
@@ -495,14 +508,12 @@ func TestCloudBrokerKilledMidTransferResumes(t *testing.T) {
 	}
 	e.publish(e.key, "ppocr_det", "2", data, nil) // everything (the crash may have lost retained chunks)
 	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_det") == "2" })
-	rn.cloud.rec.mu.Lock()
-	res := rn.cloud.rec.lastFetch["ppocr_det/2"]
-	rn.cloud.rec.mu.Unlock()
+	res := transferOf(t, rn.url, "ppocr_det", "2")
 	if res.ChunksNetwork != res.UniqueMissing || res.BytesNetwork > res.BytesTotal {
 		t.Fatalf("chunks written from the network %d, distinct missing %d: %+v", res.ChunksNetwork, res.UniqueMissing, res)
 	}
 	t.Logf("FIGURE broker SIGKILL mid-transfer: %d of %d bytes stored before the kill; after restart the fetch completed with %d distinct chunks each written once from the network (%d bytes of %d), %d duplicate deliveries ignored, %d window re-subscriptions",
-		before.done, before.total, res.ChunksNetwork, res.BytesNetwork, res.BytesTotal, res.Duplicates, res.Resubscribes)
+		before.BytesDone, before.BytesTotal, res.ChunksNetwork, res.BytesNetwork, res.BytesTotal, res.Duplicates, res.Resubscribes)
 }
 
 // TestCloudFineTuneMovesFewBytes: the node serves ppocr_det v1 imported
@@ -534,9 +545,7 @@ func TestCloudFineTuneMovesFewBytes(t *testing.T) {
 	e.deploy("ppocr_det", "2")
 	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_det") == "2" })
 	took := time.Since(start)
-	rn.cloud.rec.mu.Lock()
-	res := rn.cloud.rec.lastFetch["ppocr_det/2"]
-	rn.cloud.rec.mu.Unlock()
+	res := transferOf(t, rn.url, "ppocr_det", "2")
 	frac := float64(res.BytesNetwork) / float64(res.BytesTotal)
 	t.Logf("FIGURE fine-tune (%s): ppocr_det v2 = %d bytes; moved over the network %d bytes in %d chunks (%.1f%%), copied from v1 on the device %d bytes in %d chunks; deploy→serving %v",
 		strings.TrimSpace(string(out)), res.BytesTotal, res.BytesNetwork, res.ChunksNetwork, 100*frac, res.BytesLocal, res.ChunksLocal, took)
@@ -563,8 +572,8 @@ func TestApplyDesiredFromAnotherSource(t *testing.T) {
 	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
 	for _, gen := range []uint64{5, 4} {
 		err := rn.ApplyDesired(ctx, "kubeedge", gen, map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}})
-		if !errors.Is(err, ErrStaleGeneration) {
-			t.Fatalf("generation %d again: %v, want ErrStaleGeneration", gen, err)
+		if !errors.Is(err, reconcile.ErrStaleGeneration) {
+			t.Fatalf("generation %d again: %v, want reconcile.ErrStaleGeneration", gen, err)
 		}
 	}
 	for name, bad := range map[string]map[string]wire.ModelSpec{
@@ -575,7 +584,7 @@ func TestApplyDesiredFromAnotherSource(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if err := rn.ApplyDesired(ctx, SourceMQTT, 9, nil); !errors.Is(err, models.ErrInvalidArgument) {
+	if err := rn.ApplyDesired(ctx, reconcile.SourceMQTT, 9, nil); !errors.Is(err, models.ErrInvalidArgument) {
 		t.Errorf("the reserved mqtt source: %v", err)
 	}
 	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
@@ -620,8 +629,8 @@ func TestCloudGenerationsSurviveRestart(t *testing.T) {
 	waitFor(t, "the stale generation counted after the restart", func() bool {
 		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1
 	})
-	if err := rn.ApplyDesired(ctx, "kubeedge", 3, map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}}); !errors.Is(err, ErrStaleGeneration) {
-		t.Fatalf("kubeedge generation 3 after the restart: %v, want ErrStaleGeneration", err)
+	if err := rn.ApplyDesired(ctx, "kubeedge", 3, map[string]wire.ModelSpec{"ppocr_cls": {Version: "1"}}); !errors.Is(err, reconcile.ErrStaleGeneration) {
+		t.Fatalf("kubeedge generation 3 after the restart: %v, want reconcile.ErrStaleGeneration", err)
 	}
 	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "2" {
 		t.Fatalf("active = %q after stale desired states", a)
@@ -690,10 +699,10 @@ func TestCloudEmbeddedBroker(t *testing.T) {
 	cfg := e.nodeConfig(t.TempDir(), repo, "")
 	cfg.Cloud.EmbeddedAddr = "127.0.0.1:0"
 	rn := startNode(t, cfg)
-	if rn.cloud == nil || rn.cloud.broker == nil {
+	if rn.cloud == nil {
 		t.Fatal("no embedded broker")
 	}
-	e.link = runTestLink(t, rn.cloud.broker.URL(), "edgectl-test")
+	e.link = runTestLink(t, rn.cloud.URL(), "edgectl-test")
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.deploy("ppocr_cls", "2")
 	waitFor(t, "version 2 active through the embedded broker", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })

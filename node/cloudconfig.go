@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -52,8 +53,13 @@ type CloudConfig struct {
 	MaxModelBytes int64 `yaml:"max_model_bytes"`
 	// Window is how many chunk topics are subscribed at once.
 	Window int `yaml:"window"`
-	// StallTimeout re-subscribes the chunk window when nothing arrived.
+	// StallTimeout re-subscribes the chunk window when nothing arrived;
+	// a transfer attempt with no progress for three times as long stops.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// TransferAttempts is how many transfer attempts in a row without
+	// progress (backing off between them) a version gets before it is
+	// Failed(TransferStalled); a newer desired generation tries again.
+	TransferAttempts int `yaml:"transfer_attempts"`
 	// BackoffMax bounds the delay between reconnection attempts.
 	BackoffMax time.Duration `yaml:"backoff_max"`
 }
@@ -77,6 +83,8 @@ func defaultCloudConfig() CloudConfig {
 		Window:        16,
 		StallTimeout:  15 * time.Second,
 		BackoffMax:    time.Minute,
+
+		TransferAttempts: 5,
 	}
 }
 
@@ -157,8 +165,32 @@ func (c CloudConfig) validate() error {
 	if c.Window <= 0 || c.Window > 256 {
 		return fmt.Errorf("cloud.window must be 1..256, got %d", c.Window)
 	}
+	if c.TransferAttempts <= 0 {
+		return fmt.Errorf("cloud.transfer_attempts must be positive, got %d", c.TransferAttempts)
+	}
 	if c.StallTimeout <= 0 || c.BackoffMax <= 0 {
 		return errors.New("cloud.stall_timeout and cloud.backoff_max must be positive")
 	}
 	return nil
+}
+
+// trustedKeys is the one key set that verifies manifests (in the store's
+// Announce and on the link): store.trusted_keys plus cloud.trusted_key_files.
+func trustedKeys(cfg Config) (models.KeySet, error) {
+	ks, err := models.ParseTrustedKeys(cfg.Store.TrustedKeys)
+	if err != nil {
+		return nil, fmt.Errorf("store.trusted_keys: %w", err)
+	}
+	for _, f := range cfg.Cloud.TrustedKeyFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("cloud.trusted_key_files: %w", err)
+		}
+		pub, err := models.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("cloud.trusted_key_files: %s: %w", f, err)
+		}
+		ks.Add(pub)
+	}
+	return ks, nil
 }

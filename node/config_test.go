@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edgeai/edge-node/inference/inferencetest"
 )
 
 func TestDecodeConfigAppliesFileOnDefaults(t *testing.T) {
@@ -98,7 +100,7 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"syntax error", "http_addr: [\n", "config"},
 		{"tab indentation", "log:\n\tlevel: debug\n", "config"},
 		{"oversize file", "# " + strings.Repeat("x", maxConfigBytes) + "\n", "larger than"},
-		{"alias bomb", aliasBomb(), "config"},
+		{"alias bomb", inferencetest.AliasBomb(t), "config"},
 		{"int overflow", "max_request_bytes: 99999999999999999999999\n", "max_request_bytes"},
 	}
 	for _, tc := range cases {
@@ -113,27 +115,6 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 			}
 		})
 	}
-}
-
-// aliasBomb is a "billion laughs" document: each level refers to the one
-// below nine times (9^10 nodes if expanded). The typed, KnownFields decoders
-// never expand it (unknown keys are not decoded, and a sequence cannot fill
-// a scalar field), so the case proves a quick rejection, not yaml.v3's
-// alias limit.
-func aliasBomb() string {
-	var b strings.Builder
-	b.WriteString("a0: &a0 [x, x, x, x, x, x, x, x, x]\n")
-	for i := 1; i < 10; i++ {
-		b.WriteString("a" + string(rune('0'+i)) + ": &a" + string(rune('0'+i)) + " [")
-		for j := 0; j < 9; j++ {
-			if j > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("*a" + string(rune('0'+i-1)))
-		}
-		b.WriteString("]\n")
-	}
-	return b.String()
 }
 
 func TestLoadConfigFileNamesFileAndField(t *testing.T) {
@@ -162,7 +143,7 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("kubeedge: {eventbus: {enabled: true, broker: tcp://127.0.0.1:1884, device_name: n1, client_id: c, username: u, password: p}}\n"))
 	f.Add([]byte("kubeedge: {dmi: {enabled: true}, eventbus: {enabled: true, device_name: \"+\"}}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
-	f.Add([]byte(aliasBomb()))
+	f.Add([]byte(inferencetest.AliasBomb(f)))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		base := DefaultConfig()
 		cfg, err := DecodeConfig(bytes.NewReader(data), base)

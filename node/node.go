@@ -21,6 +21,9 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
+	"github.com/edgeai/edge-node/node/admin"
+	"github.com/edgeai/edge-node/node/reconcile"
+	"github.com/edgeai/edge-node/node/serving"
 	"github.com/edgeai/edge-node/sync/chunker"
 )
 
@@ -30,35 +33,36 @@ var Version = "dev"
 // Node is the daemon. Build it with New, run it with Run, stop it with Close.
 type Node struct {
 	cfg     Config
-	log     zerolog.Logger
+	log     zerolog.Logger // component=node
 	baseLog zerolog.Logger // the logger New was given: components add their own "component"
 
-	reg      *prometheus.Registry
-	pool     *pinned.Pool
-	env      *inference.Environment
-	store    *store.Store
-	router   *inference.Router
-	engine   *engine
-	rollouts *rollouts
+	reg    *prometheus.Registry
+	pool   *pinned.Pool
+	env    *inference.Environment
+	store  *store.Store
+	router *inference.Router
+	// serving is the one owner of what is loaded and routed.
+	serving *serving.Owner
+	// rec takes desired state from every source and drives serving.
+	rec *reconcile.Reconciler
 
 	ln  net.Listener
 	srv *http.Server
 
-	// cloud is the cloud link (nil when disabled or when it could not
-	// start: the node then serves offline).
-	cloud *cloud
+	// cloud is the cloud link (nil when disabled or when the embedded
+	// broker could not start: the node then serves offline).
+	cloud *reconcile.Cloud
 	// kubeedge runs the KubeEdge bridges (nil when none is enabled).
 	kubeedge *kubeEdge
+
+	// bg runs the reconciler (and the KubeEdge change watcher); bgCancel
+	// stops them.
+	bgCancel context.CancelFunc
+	bg       sync.WaitGroup
 
 	// ownEnv is false when the Environment was handed in (newNode in tests):
 	// then Close leaves it open for its owner.
 	ownEnv bool
-
-	// lifecycleMu serialises version changes (activate, rollback, delete),
-	// each of which is a store transition followed by a router change, so
-	// that the router's default version always ends up being the store's
-	// Active one.
-	lifecycleMu sync.Mutex
 
 	// ready is true between the end of start-up and the start of shutdown.
 	ready atomic.Bool
@@ -125,10 +129,9 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
 		return nil, err
 	}
-	n.engine = &engine{env: n.env, router: n.router, log: logger.With().Str("component", "engine").Logger(), budget: cfg.Rollout.MemoryBudgetBytes}
-	n.rollouts = newRollouts(n, cfg.Rollout.EvalInterval, logger)
-
-	if err := n.loadModels(ctx); err != nil {
+	n.serving = serving.New(serving.Config{Store: n.store, Router: n.router, Env: n.env,
+		MemoryBudgetBytes: cfg.Rollout.MemoryBudgetBytes, EvalInterval: cfg.Rollout.EvalInterval}, logger)
+	if err := n.serving.Boot(ctx, cfg.ModelRepository); err != nil {
 		return nil, err
 	}
 
@@ -147,20 +150,20 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
 	}
-	// The cloud link starts last, after the offline boot: models are loaded
-	// and the listener is open before any connection attempt, and an
-	// unreachable broker never blocks start-up (the link connects in the
-	// background).
-	if n.cloud, err = startCloud(n, sopts.TrustedKeys); err != nil {
+	// The cloud link and the reconciler start last, after the offline
+	// boot: models are loaded and the listener is open before any
+	// connection attempt, and an unreachable broker never blocks start-up
+	// (the link connects in the background).
+	if err := n.startReconcile(sopts.TrustedKeys); err != nil {
 		return nil, err
 	}
-	// The KubeEdge bridges start after the cloud link (they hand desired
-	// states to its reconciler) and, like it, never block start-up.
+	// The KubeEdge bridges start after the reconciler (they hand it
+	// desired states) and, like it, never block start-up.
 	if n.kubeedge, err = startKubeEdge(n); err != nil {
 		return nil, err
 	}
 	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
-		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Msg("node started")
+		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Bool("cloud", n.cloud != nil).Msg("node started")
 	return n, nil
 }
 
@@ -170,7 +173,7 @@ func storeOptions(cfg Config) (store.Options, error) {
 	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
 	sopts.KeepVersions = cfg.Store.KeepVersions
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
-	sopts.ValidateConfig = func(b []byte) error { _, err := ParseModelConfig(b); return err }
+	sopts.ValidateConfig = func(b []byte) error { _, err := serving.ParseModelConfig(b); return err }
 	// Imported files are cut into the link's content-defined chunks, so a
 	// version from the cloud reuses every chunk it shares with them.
 	sopts.Chunker = func(r io.Reader) ([]models.ChunkRef, error) {
@@ -184,120 +187,13 @@ func storeOptions(cfg Config) (store.Options, error) {
 	return sopts, nil
 }
 
-// loadModels serves what the store says is Active (the offline boot), then
-// imports the model repository folder and activates any model's newest
-// version that is not yet Active.
-func (n *Node) loadModels(ctx context.Context) error {
-	report, err := n.store.Boot(ctx)
-	if err != nil {
-		return fmt.Errorf("store boot check: %w", err)
-	}
-	for _, f := range report.Failed {
-		n.log.Warn().Str("model", f.Model).Str("version", f.Version).Str("reason", string(f.Reason)).Str("detail", f.Detail).Msg("version failed the boot check")
-	}
-	for _, s := range report.Serve {
-		n.serveAtBoot(ctx, s.Info, s.Dir)
-	}
-	if n.cfg.ModelRepository == "" {
-		return nil
-	}
-	res, err := n.store.ImportRepository(ctx, n.cfg.ModelRepository)
-	if err != nil {
-		return fmt.Errorf("model repository %s: %w", n.cfg.ModelRepository, err)
-	}
-	touched := map[string]bool{}
-	for _, v := range res.Imported {
-		touched[v.Model] = true
-	}
-	for name := range touched {
-		mi, err := n.store.Model(ctx, name)
-		if err != nil {
-			return err
-		}
-		latest, ok := store.LatestReady(mi)
-		if !ok || (mi.Active != "" && models.CompareVersions(latest, mi.Active) <= 0) {
-			continue
-		}
-		if err := n.activate(ctx, name, latest); err != nil {
-			n.log.Error().Err(err).Str("model", name).Str("version", latest).Msg("cannot activate imported version")
-		}
-	}
-	return nil
-}
-
-// serveAtBoot loads an Active version found by the boot check. When it does
-// not load, the store records Failed(LoadError), which hands Active over to
-// the Previous version if that is Retired; serveAtBoot then loads that one,
-// and so on, each version at most once.
-func (n *Node) serveAtBoot(ctx context.Context, v models.VersionInfo, dir string) {
-	tried := map[string]bool{}
-	for {
-		tried[v.Version] = true
-		err := n.engine.serve(ctx, v, dir)
-		if err == nil {
-			return
-		}
-		log := n.log.With().Str("model", v.Model).Str("version", v.Version).Logger()
-		log.Error().Err(err).Msg("cannot load active version")
-		if _, ferr := n.store.Fail(ctx, v.Model, v.Version, models.ReasonLoadError, err.Error()); ferr != nil {
-			log.Error().Err(ferr).Msg("recording the load failure")
-			return
-		}
-		mi, err := n.store.Model(ctx, v.Model)
-		if err != nil || mi.Active == "" || tried[mi.Active] {
-			return
-		}
-		log.Warn().Str("previous", mi.Active).Msg("serving the previous version instead")
-		if dir, err = n.store.Materialize(ctx, v.Model, mi.Active); err == nil {
-			v, err = n.store.Version(ctx, v.Model, mi.Active)
-		}
-		if err != nil {
-			log.Error().Err(err).Str("previous", mi.Active).Msg("cannot prepare the previous version")
-			return
-		}
-	}
-}
-
-// activate makes exactly this version Active and routes traffic to it. A
-// version that is not loaded goes through Loading → Warming → Active; one
-// that is still loaded (the Active one, or the Previous one kept as the
-// rollback target) switches without reloading. The version that was Active
-// stays loaded (the instant rollback target); older ones are unloaded.
-func (n *Node) activate(ctx context.Context, model, version string) error {
-	n.lifecycleMu.Lock()
-	defer n.lifecycleMu.Unlock()
-	if n.engine.routed(model, version) {
-		// Already loaded: the rollback target, a held rollout candidate, or
-		// the Active version itself. Switch without reloading.
-		v, err := n.store.Activate(ctx, model, version, nil)
-		if err != nil {
-			return err
-		}
-		if err := n.engine.promote(nil, v); err != nil {
-			return err
-		}
-		if r, err := n.store.Rollout(ctx, model); err == nil && r.Phase == models.RolloutHeld && r.Version == version {
-			if _, err := n.store.Decide(ctx, model, models.RolloutPromoted, models.Decision{Event: models.EventPromoted, Reason: "held candidate activated by an operator"}, nil); err != nil {
-				n.log.Warn().Err(err).Str("model", model).Msg("recording the promotion of a held rollout")
-			}
-		}
-		return nil
-	}
-	l := n.engine.loader()
-	defer l.discard()
-	v, err := n.store.Activate(ctx, model, version, l)
-	if err != nil {
-		return err
-	}
-	return n.engine.promote(l.take(), v)
-}
-
 // Addr is the HTTP listener's address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
 
-// Acquire implements Backend.
+// Acquire implements the KServe frontend's Backend: the serving owner's
+// sessions.
 func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {
-	return n.router.Acquire(model, version)
+	return n.serving.Acquire(model, version)
 }
 
 // Ready implements Backend: true once start-up finished, false again once
@@ -344,25 +240,26 @@ func (n *Node) Close() error {
 		} else if n.ln != nil {
 			errs = append(errs, n.ln.Close())
 		}
-		// The cloud link stops first: it drives rollouts, the engine and
-		// the store. Rollouts stop next, before the router and the store
-		// close: each retires its candidate and records the abort.
-		// The KubeEdge bridges stop before the cloud link: they drive its
-		// reconciler and read the store.
+		// Stop order: the KubeEdge bridges (they feed the reconciler), the
+		// reconciler's workers, the cloud link (watcher, publisher, will,
+		// broker), then the serving owner's rollouts (each retires its
+		// candidate and records the abort), all before the router and the
+		// store close.
 		if n.kubeedge != nil {
 			errs = append(errs, n.kubeedge.close())
 		}
-		if n.cloud != nil {
-			errs = append(errs, n.cloud.close())
+		if n.bgCancel != nil {
+			n.bgCancel()
+			n.bg.Wait()
 		}
-		if n.rollouts != nil {
-			n.rollouts.close()
+		if n.cloud != nil {
+			errs = append(errs, n.cloud.Close())
+		}
+		if n.serving != nil {
+			n.serving.Close()
 		}
 		if n.router != nil {
 			errs = append(errs, n.router.Close())
-		}
-		if n.engine != nil {
-			errs = append(errs, n.engine.close())
 		}
 		if n.env != nil && n.ownEnv {
 			errs = append(errs, n.env.Close())
@@ -393,13 +290,14 @@ func (n *Node) newHandler() (http.Handler, error) {
 	opts.Registerer = n.reg
 	opts.EnablePprof = n.cfg.Pprof
 	opts.NewAllocator = n.newAllocator
-	kserve, err := NewHandler(n, n.log, opts)
+	kserve, err := NewHandler(n, n.baseLog, opts)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	mux.Handle("/admin/", newAdminHandler(n, n.cfg.AdminToken, n.log))
+	mux.Handle("/admin/", admin.New(n.serving, admin.Config{Token: n.cfg.AdminToken, UploadDir: filepath.Join(n.cfg.DataDir, "upload"),
+		MaxUploadBytes: n.cfg.MaxRequestBytes}, n.baseLog))
 	mux.Handle("/", kserve)
 	return mux, nil
 }
@@ -429,29 +327,23 @@ func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
 func (n *Node) Index() []ModelStatus {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ms, err := n.store.Models(ctx)
+	vs, err := n.serving.Index(ctx)
 	if err != nil {
 		n.log.Warn().Err(err).Msg("repository index: listing the store")
 		return nil
 	}
-	routed := map[[2]string]bool{}
-	for _, ix := range n.router.Index() {
-		routed[[2]string{ix.Model, ix.Version}] = ix.State == inference.StateServing
-	}
-	var out []ModelStatus
-	for _, m := range ms {
-		for _, v := range m.Versions {
-			st := ModelStatus{Name: m.Name, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
-			switch {
-			case routed[[2]string{m.Name, v.Version}]:
-				st.State, st.Reason = "READY", ""
-			case v.State == models.Loading || v.State == models.Warming:
-				st.State = "LOADING"
-			case v.State == models.Failed:
-				st.Reason = fmt.Sprintf("Failed(%s): %s", v.Reason, v.Detail)
-			}
-			out = append(out, st)
+	out := make([]ModelStatus, 0, len(vs))
+	for _, v := range vs {
+		st := ModelStatus{Name: v.Model, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
+		switch {
+		case v.Serving:
+			st.State, st.Reason = "READY", ""
+		case v.State == models.Loading || v.State == models.Warming:
+			st.State = "LOADING"
+		case v.State == models.Failed:
+			st.Reason = fmt.Sprintf("Failed(%s): %s", v.Reason, v.Detail)
 		}
+		out = append(out, st)
 	}
 	return out
 }

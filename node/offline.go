@@ -10,6 +10,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
+	"github.com/edgeai/edge-node/node/serving"
 )
 
 // This file is what `edge-node models ...` does with no node running: it
@@ -38,10 +39,7 @@ func ImportVersion(ctx context.Context, cfg Config, req models.ImportRequest, ac
 		return v, fmt.Errorf("activating needs ONNX Runtime to load the model: %w", err)
 	}
 	defer func() { err = errors.Join(err, env.Close()) }()
-	e := &engine{env: env, router: inference.NewRouter(), log: logger.With().Str("component", "engine").Logger()}
-	l := e.loader()
-	defer l.discard() // the session was only for load and warm-up
-	return st.Activate(ctx, req.Model, req.Version, l)
+	return serving.ActivateOffline(ctx, st, env, req.Model, req.Version, logger)
 }
 
 // ListModels lists the models and versions in the store under cfg.DataDir.

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/edgeai/edge-node/node/serving"
 )
 
 // BenchmarkShadowPrimaryPath measures what a shadow costs the requests it
@@ -40,7 +42,7 @@ func BenchmarkShadowPrimaryPath(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 	}
 	b.Run("no-shadow", run)
-	if err := n.Rollout(context.Background(), "m", "2", strategy(b, `{"kind":"shadow","shadow_percent":100,"min_requests":1000000000}`)); err != nil {
+	if err := n.serving.StartRollout(context.Background(), "m", "2", strategy(b, `{"kind":"shadow","shadow_percent":100,"min_requests":1000000000}`), serving.Admin{}); err != nil {
 		b.Fatal(err)
 	}
 	for {

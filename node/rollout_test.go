@@ -20,6 +20,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/node/serving"
 )
 
 // These tests run a real node (real ONNX Runtime sessions, a real bbolt
@@ -90,9 +91,15 @@ func importAs(t testing.TB, n *Node, model, version, file string, config []byte)
 func startWith(t testing.TB, n *Node) {
 	t.Helper()
 	importAs(t, n, "m", "1", rolloutModel("rollout_base"), nil)
-	if err := n.activate(context.Background(), "m", "1"); err != nil {
+	if err := activate(context.Background(), n, "m", "1"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// activate makes model/version Active as an admin call would.
+func activate(ctx context.Context, n *Node, model, version string) error {
+	_, err := n.serving.Activate(ctx, model, version, serving.Admin{})
+	return err
 }
 
 type inferResult struct {
@@ -198,7 +205,7 @@ func waitRollout(t testing.TB, n *Node, model string) models.Rollout {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	r, err := n.WaitRollout(ctx, model)
+	r, err := n.serving.WaitRollout(ctx, model)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +243,7 @@ func TestRolloutSwapUnderLoad(t *testing.T) {
 	completed := map[int]time.Time{1: {}}
 	for k := 2; k <= swaps+1; k++ {
 		started[k] = time.Now()
-		if err := n.Rollout(context.Background(), "m", fmt.Sprint(k), models.Strategy{}); err != nil {
+		if err := n.serving.StartRollout(context.Background(), "m", fmt.Sprint(k), models.Strategy{}, serving.Admin{}); err != nil {
 			t.Fatal(err)
 		}
 		if r := waitRollout(t, n, "m"); r.Phase != models.RolloutPromoted {
@@ -325,10 +332,10 @@ func TestRolloutCanaryShare(t *testing.T) {
 	n := newRolloutNode(t, nil)
 	startWith(t, n)
 	importAs(t, n, "m", "2", rolloutModel("rollout_drift"), nil)
-	if err := n.Rollout(context.Background(), "m", "2", strategy(t, `{"kind":"canary","canary_percent":30,"min_requests":1000000000}`)); err != nil {
+	if err := n.serving.StartRollout(context.Background(), "m", "2", strategy(t, `{"kind":"canary","canary_percent":30,"min_requests":1000000000}`), serving.Admin{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.Rollout(context.Background(), "m", "2", models.Strategy{}); !errors.Is(err, models.ErrInUse) {
+	if err := n.serving.StartRollout(context.Background(), "m", "2", models.Strategy{}, serving.Admin{}); !errors.Is(err, models.ErrInUse) {
 		t.Errorf("second rollout while one runs: %v", err)
 	}
 	for { // staged?
@@ -357,7 +364,7 @@ func TestRolloutCanaryShare(t *testing.T) {
 			t.Errorf("request naming version %s answered by %q", v, r.version)
 		}
 	}
-	r, err := n.AbortRollout(context.Background(), "m", "test is done")
+	r, err := n.serving.AbortRollout(context.Background(), "m", "test is done")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +424,7 @@ func runUnderLoad(t *testing.T, n *Node, version string, s models.Strategy) (mod
 	t.Helper()
 	stop := make(chan struct{})
 	results := load(t, n, 2, stop)
-	if err := n.Rollout(context.Background(), "m", version, s); err != nil {
+	if err := n.serving.StartRollout(context.Background(), "m", version, s, serving.Admin{}); err != nil {
 		t.Fatal(err)
 	}
 	r := waitRollout(t, n, "m")
@@ -545,7 +552,7 @@ func TestRolloutHoldThroughAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	var list struct {
-		Rollouts []RolloutStatus `json:"rollouts"`
+		Rollouts []serving.RolloutStatus `json:"rollouts"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
 		t.Fatal(err)
@@ -582,7 +589,7 @@ func TestRolloutAbortedByClose(t *testing.T) {
 	n := newRolloutNode(t, nil)
 	startWith(t, n)
 	importAs(t, n, "m", "2", rolloutModel("rollout_base"), nil)
-	if err := n.Rollout(context.Background(), "m", "2", strategy(t, `{"kind":"canary","min_requests":1000000}`)); err != nil {
+	if err := n.serving.StartRollout(context.Background(), "m", "2", strategy(t, `{"kind":"canary","min_requests":1000000}`), serving.Admin{}); err != nil {
 		t.Fatal(err)
 	}
 	for {
@@ -591,7 +598,7 @@ func TestRolloutAbortedByClose(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	n.rollouts.close()
+	n.serving.Close()
 	r, err := n.store.Rollout(context.Background(), "m")
 	if err != nil || r.Phase != models.RolloutAborted || !strings.Contains(lastDecision(r).Reason, "shutting down") {
 		t.Errorf("after close: %+v %v", r, err)
@@ -599,57 +606,7 @@ func TestRolloutAbortedByClose(t *testing.T) {
 	if v, _ := n.store.Version(context.Background(), "m", "2"); v.State != models.Retired {
 		t.Errorf("candidate after close: %s", v.State)
 	}
-	if err := n.Rollout(context.Background(), "m", "2", models.Strategy{}); !errors.Is(err, inference.ErrUnavailable) {
+	if err := n.serving.StartRollout(context.Background(), "m", "2", models.Strategy{}, serving.Admin{}); !errors.Is(err, inference.ErrUnavailable) {
 		t.Errorf("rollout after close: %v", err)
-	}
-}
-
-// evaluate is pure: its verdicts on hand-made windows.
-func TestEvaluateGates(t *testing.T) {
-	win := func(requests, errs uint64, lat time.Duration) inference.StatsSnapshot {
-		var s inference.StatsSnapshot
-		s.Requests, s.Errors = requests, errs
-		// put every success in the bucket of lat
-		for i := 0; i < 101; i++ {
-			if inference.LatencyBound(i) >= lat {
-				s.Latency[i] = requests - errs
-				break
-			}
-		}
-		return s
-	}
-	canary := strategy(t, `{"kind":"canary","min_requests":100,"min_duration":"1m","max_duration":"10m","gates":{"max_error_rate":0.1,"max_p99_ratio":2}}`)
-	for _, tc := range []struct {
-		name       string
-		elapsed    time.Duration
-		base, cand inference.StatsSnapshot
-		want       verdict
-		reason     string
-	}{
-		{"too few", time.Hour / 60, win(500, 0, time.Millisecond), win(99, 50, time.Millisecond), verdictWait, ""},
-		{"too few too long", 11 * time.Minute, win(500, 0, time.Millisecond), win(99, 0, time.Millisecond), verdictFail, "not enough traffic"},
-		{"errors", time.Second, win(500, 0, time.Millisecond), win(100, 11, time.Millisecond), verdictFail, "error rate"},
-		{"slow", time.Second, win(500, 0, time.Millisecond), win(100, 0, 3*time.Millisecond), verdictFail, "p99 latency"},
-		{"good but young", time.Second, win(500, 0, time.Millisecond), win(100, 10, time.Millisecond), verdictWait, ""},
-		{"good", 2 * time.Minute, win(500, 0, time.Millisecond), win(100, 10, time.Millisecond), verdictPass, "gates passed"},
-		{"no baseline", 2 * time.Minute, win(0, 0, 0), win(100, 0, time.Millisecond), verdictPass, "not evaluated"},
-	} {
-		e := evaluate(canary, tc.elapsed, tc.base, tc.cand)
-		if e.verdict != tc.want || !strings.Contains(e.reason, tc.reason) {
-			t.Errorf("%s: verdict %d %q, want %d %q", tc.name, e.verdict, e.reason, tc.want, tc.reason)
-		}
-	}
-	shadow := strategy(t, `{"kind":"shadow","min_requests":10,"min_duration":"0s","gates":{"max_cosine_distance":0.01}}`)
-	c := win(10, 0, time.Millisecond)
-	c.Drift = inference.DriftTotals{Compared: 10, CosineSum: 0.5, CosineN: 10}
-	if e := evaluate(shadow, time.Second, win(10, 0, time.Millisecond), c); e.verdict != verdictFail || !strings.Contains(e.reason, "cosine") {
-		t.Errorf("cosine drift: %+v", e)
-	}
-	c.Drift = inference.DriftTotals{Compared: 10, Mismatched: 1, MaxAbsDiff: math.Inf(1)}
-	if e := evaluate(shadow, time.Second, win(10, 0, time.Millisecond), c); e.verdict != verdictFail || !strings.Contains(e.reason, "shape") {
-		t.Errorf("mismatch: %+v", e)
-	}
-	if f := cleanFigures(map[string]float64{"a": math.Inf(1), "b": math.NaN(), "c": 1}); len(f) != 2 || f["a"] != math.MaxFloat64 {
-		t.Errorf("cleanFigures: %v", f)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/node/serving"
 )
 
 // Environment knobs of TestSwapRSS.
@@ -53,7 +54,7 @@ func TestSwapRSS(t *testing.T) {
 	swap := func(k int) {
 		v := strconv.Itoa(k)
 		importAs(t, n, "det", v, model, config)
-		if err := n.activate(ctx, "det", v); err != nil {
+		if err := activate(ctx, n, "det", v); err != nil {
 			t.Fatal(err)
 		}
 		m, release, err := n.router.Acquire("det", "")
@@ -70,7 +71,7 @@ func TestSwapRSS(t *testing.T) {
 	}
 	rss := func() int64 {
 		debug.FreeOSMemory() // Go's own heap out of the figure
-		return residentBytes()
+		return serving.ResidentBytes()
 	}
 	start := time.Now()
 	swap(1)

@@ -1,4 +1,10 @@
-package node
+// Package admin is the node's admin API (GET/PUT/POST/DELETE under
+// /admin/): import, activate, roll back, roll out, abort, delete, release
+// an override, and GC. It is a face of the serving owner only: every change
+// is a call to the small Owner interface below, which node/serving's Owner
+// implements; the admin API never touches the store or the router itself.
+// Errors map to HTTP statuses through one mapper (statusOf).
+package admin
 
 import (
 	"bytes"
@@ -10,17 +16,48 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"path/filepath"
 
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/node/serving"
 )
 
-// newAdminHandler serves the node's admin API (separate from the KServe
-// endpoints). With a token configured every call needs
-// "Authorization: Bearer <token>".
+// Owner is what the admin API needs from the serving owner.
+type Owner interface {
+	Models(ctx context.Context) ([]models.ModelInfo, error)
+	Model(ctx context.Context, name string) (models.ModelInfo, error)
+	Version(ctx context.Context, model, version string) (models.VersionInfo, error)
+	Rollouts(ctx context.Context) ([]serving.RolloutStatus, error)
+	Import(ctx context.Context, req models.ImportRequest, activate bool) (models.VersionInfo, error)
+	Activate(ctx context.Context, model, version string, a serving.Admin) (models.VersionInfo, error)
+	Rollback(ctx context.Context, model string, a serving.Admin) (models.VersionInfo, error)
+	ClearOverride(ctx context.Context, model string) error
+	StartRollout(ctx context.Context, model, version string, s models.Strategy, a serving.Admin) error
+	AbortRollout(ctx context.Context, model, reason string) (models.Rollout, error)
+	Rollout(ctx context.Context, model string) (models.Rollout, error)
+	Delete(ctx context.Context, model, version string) error
+	GC(ctx context.Context) (models.GCStats, error)
+}
+
+// Config configures the admin API.
+type Config struct {
+	// Token, when set, is required as "Authorization: Bearer <token>".
+	Token string
+	// UploadDir holds imports in progress; it must be on the store's file
+	// system (the import renames into the store).
+	UploadDir string
+	// MaxUploadBytes bounds an imported model file.
+	MaxUploadBytes int64
+}
+
+// New serves the node's admin API (separate from the KServe endpoints).
+// Activate, rollback and rollout are local operator decisions: each is
+// recorded as the model's override, which holds against desired state
+// until a newer desired generation names the model (DELETE
+// .../override hands it back at once). While a rollout of another version
+// runs they answer 409 naming it, unless ?abort_rollout=true.
 //
 //	GET    /admin/models                                   models, versions, states, reasons
 //	GET    /admin/models/{model}                           one model
@@ -29,10 +66,11 @@ import (
 //	POST   /admin/models/{model}/versions/{version}/rollout    start a rollout (body: models.Strategy JSON; empty = immediate)
 //	DELETE /admin/models/{model}/rollout                   abort a running or held rollout (candidate retired)
 //	POST   /admin/models/{model}/rollback                  serve the Previous version again
+//	DELETE /admin/models/{model}/override                  hand the model back to desired state
 //	DELETE /admin/models/{model}/versions/{version}        delete a version (not the Active one)
 //	POST   /admin/gc                                       collect unreferenced versions and blobs
-func newAdminHandler(n *Node, token string, log zerolog.Logger) http.Handler {
-	a := &admin{n: n, token: token, log: log.With().Str("component", "admin").Logger()}
+func New(o Owner, cfg Config, log zerolog.Logger) http.Handler {
+	a := &admin{o: o, cfg: cfg, log: log.With().Str("component", "admin").Logger()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/models", a.listModels)
 	mux.HandleFunc("GET /admin/models/{model}", a.getModel)
@@ -41,6 +79,7 @@ func newAdminHandler(n *Node, token string, log zerolog.Logger) http.Handler {
 	mux.HandleFunc("POST /admin/models/{model}/versions/{version}/rollout", a.startRollout)
 	mux.HandleFunc("DELETE /admin/models/{model}/rollout", a.abortRollout)
 	mux.HandleFunc("POST /admin/models/{model}/rollback", a.rollback)
+	mux.HandleFunc("DELETE /admin/models/{model}/override", a.clearOverride)
 	mux.HandleFunc("DELETE /admin/models/{model}/versions/{version}", a.deleteVersion)
 	mux.HandleFunc("POST /admin/gc", a.gc)
 	mux.HandleFunc("/admin/", func(w http.ResponseWriter, r *http.Request) {
@@ -50,16 +89,21 @@ func newAdminHandler(n *Node, token string, log zerolog.Logger) http.Handler {
 }
 
 type admin struct {
-	n     *Node
-	token string
-	log   zerolog.Logger
+	o   Owner
+	cfg Config
+	log zerolog.Logger
+}
+
+// adminOpts reads ?abort_rollout=true.
+func adminOpts(r *http.Request) serving.Admin {
+	return serving.Admin{AbortRollout: r.URL.Query().Get("abort_rollout") == "true"}
 }
 
 func (a *admin) auth(next http.Handler) http.Handler {
-	if a.token == "" {
+	if a.cfg.Token == "" {
 		return next
 	}
-	want := []byte("Bearer " + a.token)
+	want := []byte("Bearer " + a.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
@@ -72,12 +116,12 @@ func (a *admin) auth(next http.Handler) http.Handler {
 }
 
 func (a *admin) listModels(w http.ResponseWriter, r *http.Request) {
-	ms, err := a.n.store.Models(r.Context())
+	ms, err := a.o.Models(r.Context())
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
 	}
-	ros, err := a.n.Rollouts(r.Context())
+	ros, err := a.o.Rollouts(r.Context())
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -101,11 +145,11 @@ func (a *admin) startRollout(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := a.n.Rollout(r.Context(), model, version, s); err != nil {
+	if err := a.o.StartRollout(r.Context(), model, version, s, adminOpts(r)); err != nil {
 		adminError(w, statusOf(err), err)
 		return
 	}
-	ro, err := a.n.store.Rollout(r.Context(), model)
+	ro, err := a.o.Rollout(r.Context(), model)
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -115,7 +159,7 @@ func (a *admin) startRollout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) abortRollout(w http.ResponseWriter, r *http.Request) {
-	ro, err := a.n.AbortRollout(r.Context(), r.PathValue("model"), "aborted by an admin call")
+	ro, err := a.o.AbortRollout(r.Context(), r.PathValue("model"), "aborted by an admin call")
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -128,7 +172,7 @@ func (a *admin) getModel(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	m, err := a.n.store.Model(r.Context(), model)
+	m, err := a.o.Model(r.Context(), model)
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -144,7 +188,7 @@ func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	dir := filepath.Join(a.n.cfg.DataDir, "upload")
+	dir := a.cfg.UploadDir
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		adminError(w, http.StatusInternalServerError, err)
 		return
@@ -155,7 +199,7 @@ func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer os.Remove(f.Name())
-	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, a.n.cfg.MaxRequestBytes))
+	_, err = io.Copy(f, http.MaxBytesReader(w, r.Body, a.cfg.MaxUploadBytes))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -172,17 +216,11 @@ func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
 	if c := r.URL.Query().Get("config"); c != "" {
 		cfg = []byte(c)
 	}
-	v, err := a.n.store.Import(r.Context(), models.ImportRequest{Model: model, Version: version, ModelFile: f.Name(), Config: cfg})
+	v, err := a.o.Import(r.Context(), models.ImportRequest{Model: model, Version: version, ModelFile: f.Name(), Config: cfg},
+		r.URL.Query().Get("activate") == "true")
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
-	}
-	if r.URL.Query().Get("activate") == "true" {
-		if err := a.n.activate(r.Context(), model, version); err != nil {
-			adminError(w, statusOf(err), err)
-			return
-		}
-		v, _ = a.n.store.Version(r.Context(), model, version)
 	}
 	a.log.Info().Str("model", model).Str("version", version).Str("state", string(v.State)).Msg("imported")
 	writeJSON(w, http.StatusOK, v)
@@ -193,11 +231,7 @@ func (a *admin) activate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.n.activate(r.Context(), model, version); err != nil {
-		adminError(w, statusOf(err), err)
-		return
-	}
-	v, err := a.n.store.Version(r.Context(), model, version)
+	v, err := a.o.Activate(r.Context(), model, version, adminOpts(r))
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -211,7 +245,7 @@ func (a *admin) rollback(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	v, err := a.n.rollback(r.Context(), model)
+	v, err := a.o.Rollback(r.Context(), model, adminOpts(r))
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -225,7 +259,7 @@ func (a *admin) deleteVersion(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := a.n.deleteVersion(r.Context(), model, version); err != nil {
+	if err := a.o.Delete(r.Context(), model, version); err != nil {
 		adminError(w, statusOf(err), err)
 		return
 	}
@@ -234,7 +268,7 @@ func (a *admin) deleteVersion(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *admin) gc(w http.ResponseWriter, r *http.Request) {
-	st, err := a.n.store.GC(r.Context())
+	st, err := a.o.GC(r.Context())
 	if err != nil {
 		adminError(w, statusOf(err), err)
 		return
@@ -242,51 +276,17 @@ func (a *admin) gc(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, st)
 }
 
-// rollback makes the model's Previous version Active again. When it is still
-// loaded (the usual case) the switch is instant; otherwise it is reloaded
-// from the store first. The demoted version is unloaded.
-func (n *Node) rollback(ctx context.Context, model string) (models.VersionInfo, error) {
-	n.lifecycleMu.Lock()
-	defer n.lifecycleMu.Unlock()
-	l := n.engine.loader()
-	defer l.discard()
-	mi, err := n.store.Model(ctx, model)
-	if err != nil {
-		return models.VersionInfo{}, err
+func (a *admin) clearOverride(w http.ResponseWriter, r *http.Request) {
+	model, _, ok := pathNames(w, r, false)
+	if !ok {
+		return
 	}
-	opts := models.RollbackOptions{}
-	if mi.Previous == "" || !n.engine.routed(model, mi.Previous) {
-		opts.Loader = l
+	if err := a.o.ClearOverride(r.Context(), model); err != nil {
+		adminError(w, statusOf(err), err)
+		return
 	}
-	v, err := n.store.Rollback(ctx, model, opts)
-	if err != nil {
-		return v, err
-	}
-	if err := n.engine.promote(l.take(), v); err != nil {
-		return v, err
-	}
-	// The demoted version is Retired (or Failed) in the store: stop routing to it.
-	if mi.Active != "" && mi.Active != v.Version {
-		if err := n.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
-			n.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
-		}
-	}
-	return v, nil
-}
-
-// deleteVersion removes a version from the store and, if it was still
-// loaded (the rollback target), unloads it once its in-flight requests
-// finish. The store refuses the Active version (models.ErrInUse).
-func (n *Node) deleteVersion(ctx context.Context, model, version string) error {
-	n.lifecycleMu.Lock()
-	defer n.lifecycleMu.Unlock()
-	if err := n.store.Delete(ctx, model, version); err != nil {
-		return err
-	}
-	if err := n.engine.remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
-		n.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading a deleted version")
-	}
-	return nil
+	a.log.Info().Str("model", model).Msg("override cleared by admin call: desired state governs the model again")
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // statusOf maps store and engine errors to HTTP status codes (the table in
@@ -328,7 +328,12 @@ func pathNames(w http.ResponseWriter, r *http.Request, withVersion bool) (model,
 }
 
 func adminError(w http.ResponseWriter, status int, err error) {
+	writeJSON(w, status, map[string]string{"error": err.Error()})
+}
+
+// writeJSON answers with v as JSON (admin bodies are small and our own).
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]string{"error": err.Error()})
+	_ = json.NewEncoder(w).Encode(v)
 }

@@ -1,11 +1,9 @@
-package node
+package reconcile
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -22,205 +20,260 @@ import (
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-// cloud is the node's side of the cloud link (docs/protocol.md,
-// docs/architecture-cloud.md): the embedded broker when no broker is
-// configured, the MQTT link, the desired-state watcher, the chunk fetcher
-// over the model store, the reconciler, and status, presence and events.
+// CloudConfig configures the node's side of the cloud link.
+type CloudConfig struct {
+	NodeID string
+	Groups []string
+	Topics wire.Topics
+	// Keys verify manifests (the same key set as the store's).
+	Keys          models.KeySet
+	MaxModelBytes int64
+	// Link is the MQTT session's configuration; an empty BrokerURL starts
+	// the embedded broker (Embedded) and connects to it.
+	Link     mqttlink.Config
+	Embedded broker.Config
+	// Window and StallTimeout configure chunk transfers.
+	Window       int
+	StallTimeout time.Duration
+}
+
+// CloudStore is what the cloud link needs from the model store: chunks to
+// place fetched bytes, and the outbox of reports it publishes as events.
+type CloudStore interface {
+	transfer.BlobStore
+	Reports(ctx context.Context, limit int) ([]models.Report, error)
+	AckReports(ctx context.Context, upTo uint64) error
+}
+
+// Cloud is the node's side of the cloud link (docs/protocol.md): the
+// embedded broker when no broker is configured, the MQTT link, the chunk
+// fetcher over the model store, the desired-state watcher feeding the
+// reconciler, and status, presence and events. It implements Fetcher.
 //
-// Start-up order (startCloud, called by New after the models are loaded and
-// the HTTP listener is open, so nothing here delays serving): embedded
-// broker → link (Run in a goroutine: connection attempts never block) →
-// fetcher and reconciler → watcher. close stops them in reverse: watcher
-// and reconciler, then the link (publishes the will, disconnects), then
-// the embedded broker; the node closes the store after that.
-type cloud struct {
-	n      *Node
-	log    zerolog.Logger
-	nodeID string
-	topics wire.Topics
-	keys   models.KeySet
+// Start-up order (NewCloud, then Start once the reconciler exists; the node
+// calls both after the models are loaded and the HTTP listener is open, so
+// nothing here delays serving): embedded broker → link (Run in a
+// goroutine: connection attempts never block) → fetcher → watcher and
+// publisher. Close stops them in reverse: watcher and publisher, then the
+// link (publishes the will, disconnects), then the embedded broker.
+type Cloud struct {
+	cfg   CloudConfig
+	log   zerolog.Logger
+	store CloudStore
+	reg   prometheus.Registerer
 
 	broker  *broker.Broker // nil unless this node runs the embedded broker
 	link    *mqttlink.Link
 	rej     *wire.Rejecter
+	sink    *transfer.StoreSink
 	fetcher *transfer.Fetcher
-	watcher *desired.Watcher
-	rec     *reconciler
+	rec     *Reconciler
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	statusKick chan struct{} // capacity 1: the status changed or the link came up
-	closeOnce  sync.Once
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
 }
 
-// startCloud starts the cloud side, or returns nil when it is disabled or
-// cannot run (no broker configured and the embedded broker's port taken):
-// the node then serves offline. Only a configuration error (bad TLS files,
-// unreadable keys) fails start-up.
-func startCloud(n *Node, keys models.KeySet) (*cloud, error) {
-	cfg := n.cfg.Cloud
-	log := n.baseLog.With().Str("component", "cloud").Logger()
-	if cfg.Disabled {
-		log.Info().Msg("cloud link disabled")
-		return nil, nil
-	}
-	nodeID, err := cfg.nodeID()
-	if err != nil {
-		return nil, err
-	}
-	topics, err := wire.NewTopics(cfg.TopicRoot)
-	if err != nil {
-		return nil, err
-	}
-	c := &cloud{n: n, log: log.With().Str("node_id", nodeID).Logger(), nodeID: nodeID, topics: topics, keys: keys,
-		statusKick: make(chan struct{}, 1)}
-	url := cfg.Broker
-	if url == "" {
-		b, err := broker.Start(broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker")}, n.baseLog)
-		if err != nil {
-			// Another process holds the port (a second node on this
-			// device, a local mosquitto): serve offline rather than fail
-			// or join a broker nobody configured.
-			c.log.Warn().Err(err).Str("addr", cfg.EmbeddedAddr).Msg("embedded broker not started; serving without a cloud link")
-			return nil, nil
-		}
-		c.broker = b
-		url = b.URL()
-		c.log.Info().Str("addr", b.Addr()).Msg("embedded broker started")
-	}
-	ok := false
+// ErrEmbeddedBroker wraps the error of an embedded broker that could not
+// start (its port taken): the node then serves without a cloud link.
+var ErrEmbeddedBroker = errors.New("embedded broker not started")
+
+// NewCloud builds the link, its broker and the fetcher; nothing connects
+// until Start.
+func NewCloud(cfg CloudConfig, st CloudStore, log zerolog.Logger, reg prometheus.Registerer) (_ *Cloud, err error) {
+	c := &Cloud{cfg: cfg, log: log.With().Str("component", "cloud").Str("node_id", cfg.NodeID).Logger(), store: st, reg: reg}
 	defer func() {
-		if !ok {
-			c.close()
+		if err != nil {
+			c.Close()
 		}
 	}()
-	if err := c.build(url); err != nil {
+	if cfg.Link.BrokerURL == "" {
+		b, err := broker.Start(cfg.Embedded, log)
+		if err != nil {
+			return nil, fmt.Errorf("%w on %s: %w", ErrEmbeddedBroker, cfg.Embedded.Addr, err)
+		}
+		c.broker = b
+		c.cfg.Link.BrokerURL = b.URL()
+		c.log.Info().Str("addr", b.Addr()).Msg("embedded broker started")
+	}
+	if c.rej, err = wire.NewRejecter(reg, c.log); err != nil {
 		return nil, err
+	}
+	offline, err := wire.Presence{Protocol: wire.Protocol, Node: cfg.NodeID, Online: false}.Encode()
+	if err != nil {
+		return nil, err
+	}
+	lc := c.cfg.Link
+	lc.Will = &mqttlink.Message{Topic: cfg.Topics.Presence(cfg.NodeID), Payload: offline, Retained: true}
+	if c.link, err = mqttlink.New(lc, &reportOutbox{c: c}, log, reg); err != nil {
+		return nil, fmt.Errorf("cloud link: %w", err)
+	}
+	c.link.OnConnect(c.onConnect)
+	c.sink = transfer.NewStoreSink(context.Background(), st)
+	if c.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: cfg.Topics, Window: cfg.Window, StallTimeout: cfg.StallTimeout},
+		c.link, c.sink, c.rej, log, reg); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// URL is the broker the link connects to.
+func (c *Cloud) URL() string { return c.cfg.Link.BrokerURL }
+
+// Start connects and starts the watcher (feeding rec) and the publisher of
+// status and events. It never waits for the broker.
+func (c *Cloud) Start(rec *Reconciler) error {
+	c.rec = rec
+	initial, err := rec.Generations(context.Background())
+	if err != nil {
+		return err
+	}
+	w, err := desired.New(desired.Config{Topics: c.cfg.Topics, Node: c.cfg.NodeID, Groups: c.cfg.Groups, Initial: initial},
+		c.link, rec, c.rej, c.log)
+	if err != nil {
+		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.goRun(func() { _ = c.link.Run(ctx) })
-	c.goRun(func() { c.rec.run(ctx) })
 	c.goRun(func() { c.publishLoop(ctx) })
 	c.goRun(func() {
-		if err := c.watcher.Run(ctx); err != nil {
+		if err := w.Run(ctx); err != nil {
 			c.log.Error().Err(err).Msg("desired-state watcher stopped")
 		}
 	})
-	ok = true
-	c.log.Info().Str("broker", url).Strs("groups", cfg.Groups).Msg("cloud link started")
-	return c, nil
+	c.log.Info().Str("broker", c.URL()).Strs("groups", c.cfg.Groups).Msg("cloud link started")
+	return nil
 }
 
-func (c *cloud) goRun(f func()) {
+func (c *Cloud) goRun(f func()) {
 	c.wg.Add(1)
 	go func() { defer c.wg.Done(); f() }()
 }
 
-// build creates the link, fetcher, reconciler and watcher (no goroutines).
-func (c *cloud) build(url string) error {
-	cfg := c.n.cfg.Cloud
-	reg := c.n.reg
-	var err error
-	if c.rej, err = wire.NewRejecter(reg, c.n.baseLog.With().Str("component", "cloud").Logger()); err != nil {
-		return err
-	}
-	offline, err := wire.Presence{Protocol: wire.Protocol, Node: c.nodeID, Online: false}.Encode()
+// Connected implements Fetcher.
+func (c *Cloud) Connected() bool { return c.link.IsConnected() }
+
+// Fetch implements Fetcher. On an error the sink's open ingests are
+// released; what they wrote stays resumable in the store.
+func (c *Cloud) Fetch(ctx context.Context, m models.Manifest, progress func(transfer.Progress)) (transfer.Result, error) {
+	res, err := c.fetcher.Fetch(ctx, m, progress)
 	if err != nil {
-		return err
+		c.sink.Close()
 	}
-	lc := mqttlink.DefaultConfig()
-	lc.BrokerURL = url
-	lc.ClientID = "edge-node-" + c.nodeID
-	lc.Username, lc.Password = cfg.Username, cfg.Password
-	lc.TLS = mqttlink.TLSFiles{CAFile: cfg.TLS.CAFile, CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ServerName: cfg.TLS.ServerName}
-	lc.BackoffMax = cfg.BackoffMax
-	lc.Will = &mqttlink.Message{Topic: c.topics.Presence(c.nodeID), Payload: offline, Retained: true}
-	if c.link, err = mqttlink.New(lc, &reportOutbox{c: c}, c.n.baseLog, reg); err != nil {
-		return fmt.Errorf("cloud link: %w", err)
+	return res, err
+}
+
+// CheckManifest implements Fetcher.
+func (c *Cloud) CheckManifest(b []byte, model, version string) error {
+	topic := c.cfg.Topics.Manifest(model, version)
+	m, _, err := wire.DecodeSignedManifest(b, c.cfg.Keys, c.cfg.MaxModelBytes)
+	if err == nil && (m.Model != model || m.Version != version) {
+		err = wire.Reject(wire.KindManifest, wire.ReasonBadField, "manifest for %s/%s on the topic of %s/%s", m.Model, m.Version, model, version)
 	}
-	c.link.OnConnect(c.onConnect)
-	sink := transfer.NewStoreSink(context.Background(), c.n.store)
-	if c.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: c.topics, Window: cfg.Window, StallTimeout: cfg.StallTimeout},
-		c.link, sink, c.rej, c.n.baseLog, reg); err != nil {
-		return err
-	}
-	if c.rec, err = newReconciler(c, sink); err != nil {
-		return err
-	}
-	initial, err := c.rec.loadGenerations(context.Background())
 	if err != nil {
-		return err
+		c.rej.Observe(topic, err)
 	}
-	c.watcher, err = desired.New(desired.Config{Topics: c.topics, Node: c.nodeID, Groups: cfg.Groups, Initial: initial},
-		c.link, c.rec, c.rej, c.n.baseLog)
 	return err
 }
 
-// onConnect runs after every (re)connection: presence, status, outbox, and
-// a reconcile pass (a transfer waiting for the broker goes on).
-func (c *cloud) onConnect() {
+// manifestWait bounds the wait for a retained manifest after the SUBACK
+// (the broker sends a retained message right after it; none in this time
+// means it is not published yet).
+const manifestWait = 2 * time.Second
+
+// ReadManifest implements Fetcher: the first message that arrives after
+// subscribing to the manifest's topic, or false when none came within
+// manifestWait.
+func (c *Cloud) ReadManifest(ctx context.Context, model, version string) ([]byte, bool) {
+	topic := c.cfg.Topics.Manifest(model, version)
+	got := make(chan []byte, 1)
+	h := func(_ string, payload []byte) {
+		select {
+		case got <- append([]byte(nil), payload...):
+		default:
+		}
+	}
+	if err := c.link.Subscribe(ctx, h, topic); err != nil {
+		return nil, false
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = c.link.Unsubscribe(uctx, topic)
+	}()
+	t := time.NewTimer(manifestWait)
+	defer t.Stop()
+	select {
+	case b := <-got:
+		return b, len(b) > 0 // an empty retained payload is a deletion
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil, false
+}
+
+// onConnect runs after every (re)connection: presence, then the workers
+// look again (a transfer waiting for the broker goes on) and status and
+// events go out.
+func (c *Cloud) onConnect() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	online, err := wire.Presence{Protocol: wire.Protocol, Node: c.nodeID, Online: true, Time: now()}.Encode()
+	online, err := wire.Presence{Protocol: wire.Protocol, Node: c.cfg.NodeID, Online: true, Time: now()}.Encode()
 	if err == nil {
-		err = c.link.Publish(ctx, c.topics.Presence(c.nodeID), true, online)
+		err = c.link.Publish(ctx, c.cfg.Topics.Presence(c.cfg.NodeID), true, online)
 	}
 	if err != nil {
 		c.log.Warn().Err(err).Msg("publishing presence")
 	}
-	c.kickStatus()
-	c.link.KickOutbox()
-	c.rec.kick()
-}
-
-func (c *cloud) kickStatus() {
-	select {
-	case c.statusKick <- struct{}{}:
-	default:
+	if c.rec != nil {
+		c.rec.Kick()
 	}
 }
 
-// publishLoop publishes the retained status whenever it changed (and on
-// connect), and wakes the outbox flusher now and then: the store writes
-// reports in its own transactions (the admin API and boot change states
-// too), so the flusher polls it every outboxPoll besides being kicked.
-func (c *cloud) publishLoop(ctx context.Context) {
-	const outboxPoll = 2 * time.Second
-	t := time.NewTicker(outboxPoll)
-	defer t.Stop()
+// publishLoop publishes the retained status and flushes the outbox of
+// events whenever the reconciler or the serving owner reports a change
+// (and on connect, through the reconciler's kick).
+func (c *Cloud) publishLoop(ctx context.Context) {
+	changed := c.rec.Subscribe(ctx)
+	served := c.rec.cfg.Owner.Subscribe(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			c.link.KickOutbox()
-			continue
-		case <-c.statusKick:
+		case _, ok := <-changed:
+			if !ok {
+				return
+			}
+		case _, ok := <-served:
+			if !ok {
+				return
+			}
 		}
+		c.link.KickOutbox()
 		if !c.link.IsConnected() {
 			continue // republished on connect
 		}
-		b, err := c.rec.status(ctx).Encode()
+		b, err := c.rec.Status(ctx).Encode()
 		if err != nil {
 			c.log.Error().Err(err).Msg("encoding status")
 			continue
 		}
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		if err := c.link.Publish(pctx, c.topics.Status(c.nodeID), true, b); err != nil && ctx.Err() == nil {
+		if err := c.link.Publish(pctx, c.cfg.Topics.Status(c.cfg.NodeID), true, b); err != nil && ctx.Err() == nil {
 			c.log.Debug().Err(err).Msg("publishing status (again on connect)")
 		}
 		cancel()
 	}
 }
 
-// close stops everything in reverse start-up order; idempotent.
-func (c *cloud) close() error {
-	var errs []error
+// Close stops everything in reverse start-up order; idempotent.
+func (c *Cloud) Close() error {
 	c.closeOnce.Do(func() {
+		var errs []error
 		if c.cancel != nil {
-			c.cancel() // watcher, reconciler, publisher; link.Run publishes the will and disconnects
+			c.cancel() // watcher, publisher; link.Run publishes the will and disconnects
 		}
 		c.wg.Wait()
 		if c.link != nil {
@@ -229,11 +282,10 @@ func (c *cloud) close() error {
 		if c.broker != nil {
 			errs = append(errs, c.broker.Close())
 		}
+		c.closeErr = errors.Join(errs...)
 	})
-	return errors.Join(errs...)
+	return c.closeErr
 }
-
-func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 
 // reportOutbox is the link's outbox over the model store's outbox of
 // Reports: the store writes a report in the same bbolt transaction as each
@@ -242,7 +294,7 @@ func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }
 // them as events, strictly in order, and acks each after its PUBACK. There
 // is no second queue: status is retained and republished whole on every
 // connect, so it needs none.
-type reportOutbox struct{ c *cloud }
+type reportOutbox struct{ c *Cloud }
 
 var _ mqttlink.Outbox = (*reportOutbox)(nil)
 
@@ -253,17 +305,20 @@ func (o *reportOutbox) Append(topic string, retained bool, payload []byte) (int,
 func (o *reportOutbox) Oldest(n int) ([]outbox.Message, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rs, err := o.c.n.store.Reports(ctx, n)
+	rs, err := o.c.store.Reports(ctx, n)
 	if err != nil {
 		return nil, err
 	}
+	cfg := o.c.cfg
 	out := make([]outbox.Message, 0, len(rs))
 	for _, r := range rs {
-		e := wire.Event{Protocol: wire.Protocol, Node: o.c.nodeID, Seq: r.Seq, Time: r.At.UTC().Format(time.RFC3339Nano),
+		e := wire.Event{Protocol: wire.Protocol, Node: cfg.NodeID, Seq: r.Seq, Time: r.At.UTC().Format(time.RFC3339Nano),
 			Type: "version_state", Model: r.Model, Version: r.Version, State: string(r.To), Reason: string(r.Reason),
 			Detail: truncate(r.Detail, 1024)}
-		if ms, ok := o.c.rec.rolloutOf(r.Model, r.Version); ok {
-			e.Rollout = ms
+		if o.c.rec != nil {
+			if ms, ok := o.c.rec.RolloutOf(r.Model, r.Version); ok {
+				e.Rollout = ms
+			}
 		}
 		b, err := e.Encode()
 		if err != nil {
@@ -272,13 +327,13 @@ func (o *reportOutbox) Oldest(n int) ([]outbox.Message, error) {
 			o.c.log.Warn().Err(err).Uint64("seq", r.Seq).Msg("report cannot be sent as an event; skipped")
 			b = nil
 		}
-		out = append(out, outbox.Message{Seq: r.Seq, Topic: o.c.topics.Events(o.c.nodeID), Payload: b})
+		out = append(out, outbox.Message{Seq: r.Seq, Topic: cfg.Topics.Events(cfg.NodeID), Payload: b})
 	}
-	return skipEmpty(o, out)
+	return o.skipEmpty(out)
 }
 
 // skipEmpty acks the leading messages that could not be encoded.
-func skipEmpty(o *reportOutbox, ms []outbox.Message) ([]outbox.Message, error) {
+func (o *reportOutbox) skipEmpty(ms []outbox.Message) ([]outbox.Message, error) {
 	out := ms[:0]
 	for _, m := range ms {
 		if m.Payload == nil {
@@ -298,13 +353,13 @@ func skipEmpty(o *reportOutbox, ms []outbox.Message) ([]outbox.Message, error) {
 func (o *reportOutbox) Remove(seq uint64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return o.c.n.store.AckReports(ctx, seq)
+	return o.c.store.AckReports(ctx, seq)
 }
 
 func (o *reportOutbox) Len() (int, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	rs, err := o.c.n.store.Reports(ctx, 0)
+	rs, err := o.c.store.Reports(ctx, 0)
 	return len(rs), err
 }
 
@@ -313,63 +368,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:n], "")
-}
-
-// cloudMetrics are the reconciler's metrics.
-type cloudMetrics struct {
-	bytesDone  *prometheus.GaugeVec
-	bytesTotal *prometheus.GaugeVec
-	applies    *prometheus.CounterVec
-}
-
-func newCloudMetrics(reg prometheus.Registerer) (*cloudMetrics, error) {
-	m := &cloudMetrics{
-		bytesDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edge_cloud_download_bytes_done",
-			Help: "Bytes of the version being downloaded that are stored and verified, per model."}, []string{"model"}),
-		bytesTotal: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edge_cloud_download_bytes_total",
-			Help: "Size of the version being downloaded, per model."}, []string{"model"}),
-		applies: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_cloud_reconcile_total",
-			Help: "Reconciliations of one model to its desired version, by result (active, failed, waiting)."}, []string{"result"}),
-	}
-	for _, col := range []prometheus.Collector{m.bytesDone, m.bytesTotal, m.applies} {
-		if err := reg.Register(col); err != nil {
-			return nil, err
-		}
-	}
-	return m, nil
-}
-
-// trustedKeys is the one key set that verifies manifests (in the store's
-// Announce and on the link): store.trusted_keys plus cloud.trusted_key_files.
-func trustedKeys(cfg Config) (models.KeySet, error) {
-	ks, err := models.ParseTrustedKeys(cfg.Store.TrustedKeys)
-	if err != nil {
-		return nil, fmt.Errorf("store.trusted_keys: %w", err)
-	}
-	for _, f := range cfg.Cloud.TrustedKeyFiles {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("cloud.trusted_key_files: %w", err)
-		}
-		pub, err := models.ParsePublicKeyPEM(b)
-		if err != nil {
-			return nil, fmt.Errorf("cloud.trusted_key_files: %s: %w", f, err)
-		}
-		ks.Add(pub)
-	}
-	return ks, nil
-}
-
-// ApplyDesired is how a desired-state source other than the MQTT topics (a
-// KubeEdge bridge) drives the node: record want, the source's whole desired
-// model map, at generation gen (which must be newer than the last one
-// accepted from source, else ErrStaleGeneration; persisted in the store),
-// then reconcile in the background. Per model, the source that accepted a
-// desired state most recently wins over the others. It fails when the cloud
-// link is disabled.
-func (n *Node) ApplyDesired(ctx context.Context, source string, gen uint64, want map[string]wire.ModelSpec) error {
-	if n.cloud == nil {
-		return fmt.Errorf("apply desired state: the cloud link is not running: %w", models.ErrInvalidArgument)
-	}
-	return n.cloud.rec.applyDesired(ctx, source, gen, want)
 }

@@ -1,4 +1,4 @@
-package node
+package reconcile
 
 import (
 	"context"
@@ -7,67 +7,54 @@ import (
 	"maps"
 	"reflect"
 	"sync"
-	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/kubeedge"
-	"github.com/edgeai/edge-node/sync/kubeedge/dmi"
-	"github.com/edgeai/edge-node/sync/kubeedge/eventbus"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-// kubeEdgeApplier implements kubeedge.Applier over the real node.
+// KubeEdge implements kubeedge.Applier over the reconciler: a Device's
+// desired models are one more desired-state source (ApplyDesired), reported
+// in the same vocabulary. Per model, the source that accepted a desired
+// state most recently wins — a Device twin update after a fleet deploy
+// takes the model, and the next fleet generation takes it back (the
+// precedence table in docs/architecture.md).
 //
-// With the cloud link running, a Device's desired models go to the
-// reconciler (Node.ApplyDesired) as the bridge's own source: a version the
-// store does not have is fetched (signed manifest, chunk transfer) like one
-// from the MQTT desired state, and a version that cannot be had is reported
-// in status (Waiting(ManifestNotPublished), Failed(...)), not refused.
-//
-// With the cloud link disabled there is no way to fetch anything: a model
-// the store does not know is refused (UnknownModel), a version it does not
-// have likewise (UnknownVersion), and a version it has is activated (or
-// rolled out with the desired strategy) directly, synchronously, here.
+// A version the store does not have is fetched like one from the MQTT
+// desired state when the node has a cloud link; without one it is refused
+// up front (UnknownModel, UnknownVersion), so EdgeCore shows why.
 //
 // A desired SHA256 is checked against the version's manifest (its model
 // file) when the store has the version: a mismatch keeps the model on what
 // it ran and is reported as Failed(ChecksumMismatch). A version the store
-// does not have yet is forwarded to the reconciler and checked only once it
-// is in the store (reported then; it is not held back — see
-// docs/operations.md).
-type kubeEdgeApplier struct {
-	n   *Node
+// does not have yet is checked once it is in the store (reported then; it
+// is not held back — see docs/operations.md).
+type KubeEdge struct {
+	r   *Reconciler
 	log zerolog.Logger
 
-	mu sync.Mutex
+	mu sync.Mutex // guards the fields below
 	// desired is the version last asked for per model, by any KubeEdge
-	// source (for Status).
+	// source.
 	desired map[string]kubeedge.DesiredModel
-	// notes hold what this adapter found itself (cloud disabled, or a
-	// checksum mismatch): model → note for the desired version.
-	notes map[string]keNote
+	// mismatched are the models whose desired sha256 does not match the
+	// stored version (model → that version).
+	mismatched map[string]string
 }
 
-type keNote struct {
-	version string
-	state   models.State
-	reason  models.Reason
-}
-
-func newKubeEdgeApplier(n *Node) *kubeEdgeApplier {
-	return &kubeEdgeApplier{n: n, log: n.baseLog.With().Str("component", "kubeedge").Logger(),
-		desired: map[string]kubeedge.DesiredModel{}, notes: map[string]keNote{}}
+// NewKubeEdge builds the applier over r.
+func NewKubeEdge(r *Reconciler, log zerolog.Logger) *KubeEdge {
+	return &KubeEdge{r: r, log: log.With().Str("component", "kubeedge").Logger(),
+		desired: map[string]kubeedge.DesiredModel{}, mismatched: map[string]string{}}
 }
 
 // modelSHA256 is the sha256 of the manifest's model file ("" if none).
 func modelSHA256(m models.Manifest) string {
-	for _, f := range m.Files {
-		if f.Role == "model" {
-			return f.SHA256
-		}
+	if f, ok := m.ModelFile(); ok {
+		return f.SHA256
 	}
 	return ""
 }
@@ -83,97 +70,73 @@ func toWireStrategy(s kubeedge.Strategy) *wire.Strategy {
 }
 
 // ApplyDesired implements kubeedge.Applier.
-func (a *kubeEdgeApplier) ApplyDesired(ctx context.Context, source string, gen uint64, want map[string]kubeedge.DesiredModel) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	st := a.n.store
+func (k *KubeEdge) ApplyDesired(ctx context.Context, source string, gen uint64, want map[string]kubeedge.DesiredModel) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	st := k.r.cfg.Store
 	specs := map[string]wire.ModelSpec{}
 	var rej []kubeedge.Rejection
-	notes := map[string]keNote{}
+	mismatched := map[string]string{}
 	for name, d := range want {
 		v, err := st.Version(ctx, name, d.Version)
 		known := err == nil
 		if err != nil && !errors.Is(err, models.ErrNotFound) {
 			return err // transient: the twin tries again
 		}
-		if !known && a.n.cloud == nil {
+		if !known && !k.r.CanFetch() {
 			reason, detail := kubeedge.ReasonUnknownVersion, fmt.Sprintf("version %s of %s is not in the store and the cloud link is disabled", d.Version, name)
-			if _, err := st.Model(ctx, name); errors.Is(err, models.ErrNotFound) {
+			if !k.hasModel(ctx, name) {
 				reason, detail = kubeedge.ReasonUnknownModel, fmt.Sprintf("model %s is not in the store and the cloud link is disabled", name)
-			} else if err != nil {
-				return err
 			}
 			rej = append(rej, kubeedge.Rejection{Property: kubeedge.PropertyName(name, kubeedge.FieldVersion), Model: name, Reason: reason, Detail: detail})
 			continue
 		}
 		if known && d.SHA256 != "" && modelSHA256(v.Manifest) != d.SHA256 {
-			a.log.Warn().Str("model", name).Str("version", d.Version).Str("want_sha256", d.SHA256).
+			k.log.Warn().Str("model", name).Str("version", d.Version).Str("want_sha256", d.SHA256).
 				Str("manifest_sha256", modelSHA256(v.Manifest)).Msg("desired sha256 does not match the version; keeping what runs")
-			notes[name] = keNote{version: d.Version, state: models.Failed, reason: models.ReasonChecksumMismatch}
-			a.desired[name] = d
+			mismatched[name] = d.Version
+			k.desired[name] = d
 			continue
 		}
 		specs[name] = wire.ModelSpec{Version: d.Version, Strategy: toWireStrategy(d.Strategy)}
 	}
-	if a.n.cloud != nil {
-		if err := a.n.ApplyDesired(ctx, source, gen, specs); err != nil {
-			return err
-		}
-	} else {
-		for name, spec := range specs {
-			notes[name] = a.applyLocal(ctx, name, spec)
-		}
+	if err := k.r.ApplyDesired(ctx, source, gen, specs); err != nil {
+		return err
 	}
 	for name := range specs {
-		a.desired[name] = want[name]
+		k.desired[name] = want[name]
 	}
-	a.notes = notes
+	k.mismatched = mismatched
 	if len(rej) > 0 {
 		return &kubeedge.RejectedError{Rejections: rej}
 	}
 	return nil
 }
 
-// applyLocal brings model to spec without the cloud link: the version is in
-// the store. Failures leave the Active version serving and are noted.
-func (a *kubeEdgeApplier) applyLocal(ctx context.Context, model string, spec wire.ModelSpec) keNote {
-	nt := keNote{version: spec.Version}
-	mi, err := a.n.store.Model(ctx, model)
-	if err == nil && mi.Active == spec.Version && a.n.engine.routed(model, spec.Version) {
-		nt.state = models.Active
-		return nt
-	}
-	if running, ok := a.n.rollingOut(model); ok && running == spec.Version {
-		nt.state = models.Canary
-		return nt
-	}
-	if spec.Strategy == nil || spec.Strategy.Kind == models.StrategyImmediate {
-		err = a.n.activate(ctx, model, spec.Version)
-	} else {
-		err = a.n.Rollout(ctx, model, spec.Version, *spec.Strategy)
-	}
-	if v, verr := a.n.store.Version(ctx, model, spec.Version); verr == nil {
-		nt.state, nt.reason = v.State, v.Reason
-	}
+func (k *KubeEdge) hasModel(ctx context.Context, name string) bool {
+	ms, err := k.r.cfg.Owner.Models(ctx)
 	if err != nil {
-		a.log.Warn().Err(err).Str("model", model).Str("version", spec.Version).Msg("applying the KubeEdge desired version")
-		if nt.state != models.Failed {
-			nt.state, nt.reason = models.Failed, models.ReasonLoadError
+		return false
+	}
+	for _, mi := range ms {
+		if mi.Name == name {
+			return true
 		}
 	}
-	return nt
+	return false
 }
 
 // Status implements kubeedge.Applier.
-func (a *kubeEdgeApplier) Status(ctx context.Context) ([]kubeedge.ModelStatus, error) {
-	ms, err := a.n.store.Models(ctx)
+func (k *KubeEdge) Status(ctx context.Context) ([]kubeedge.ModelStatus, error) {
+	ms, err := k.r.cfg.Owner.Models(ctx)
 	if err != nil {
 		return nil, err
 	}
-	a.mu.Lock()
-	desired := maps.Clone(a.desired)
-	notes := maps.Clone(a.notes)
-	a.mu.Unlock()
+	k.mu.Lock()
+	desired := maps.Clone(k.desired)
+	mismatched := maps.Clone(k.mismatched)
+	k.mu.Unlock()
+	notes := k.r.DesiredModels()
 	seen := map[string]bool{}
 	out := make([]kubeedge.ModelStatus, 0, len(ms)+len(desired))
 	for _, mi := range ms {
@@ -186,13 +149,13 @@ func (a *kubeEdgeApplier) Status(ctx context.Context) ([]kubeedge.ModelStatus, e
 		}
 		if d, ok := desired[mi.Name]; ok {
 			s.Desired = d.Version
-			s.State, s.Reason = a.stateOf(mi, d, notes[mi.Name])
+			s.State, s.Reason = stateOf(mi, d, mismatched[mi.Name], notes[mi.Name])
 		}
 		if mi.Active != "" {
-			if snap, err := a.n.router.Stats(mi.Name, mi.Active); err == nil && snap.Requests > 0 {
+			if snap, err := k.r.cfg.Owner.Stats(mi.Name, mi.Active); err == nil && snap.Requests > 0 {
 				s.Health = &kubeedge.Health{P99: snap.Quantile(0.99), ErrorRate: snap.ErrorRate()}
 			} else if err != nil && !errors.Is(err, inference.ErrNotFound) {
-				a.log.Debug().Err(err).Str("model", mi.Name).Msg("router stats")
+				k.log.Debug().Err(err).Str("model", mi.Name).Msg("router stats")
 			}
 		}
 		out = append(out, s)
@@ -202,167 +165,79 @@ func (a *kubeEdgeApplier) Status(ctx context.Context) ([]kubeedge.ModelStatus, e
 			continue
 		}
 		s := kubeedge.ModelStatus{Model: name, Desired: d.Version}
-		s.State, s.Reason = a.stateOf(models.ModelInfo{Name: name}, d, notes[name])
+		s.State, s.Reason = stateOf(models.ModelInfo{Name: name}, d, mismatched[name], notes[name])
 		out = append(out, s)
 	}
 	return out, nil
 }
 
-// stateOf is the state of the desired version: this adapter's own note
-// (checksum mismatch, cloud disabled), else the reconciler's note, else the
-// store's.
-func (a *kubeEdgeApplier) stateOf(mi models.ModelInfo, d kubeedge.DesiredModel, nt keNote) (models.State, models.Reason) {
-	if nt.version == d.Version && nt.state == models.Failed {
-		return nt.state, nt.reason
+// stateOf is the state of the desired version: a checksum mismatch found
+// here or later, else the reconciler's view, else the store's.
+func stateOf(mi models.ModelInfo, d kubeedge.DesiredModel, mismatched string, rn Desired) (models.State, models.Reason) {
+	if mismatched == d.Version {
+		return models.Failed, models.ReasonChecksumMismatch
 	}
 	for _, v := range mi.Versions {
-		if v.Version != d.Version {
-			continue
-		}
-		if d.SHA256 != "" && modelSHA256(v.Manifest) != d.SHA256 {
-			// Fetched by the reconciler after the desired state was
-			// accepted: reported, not undone.
+		if v.Version == d.Version && d.SHA256 != "" && modelSHA256(v.Manifest) != d.SHA256 {
+			// Fetched after the desired state was accepted: reported, not undone.
 			return models.Failed, models.ReasonChecksumMismatch
 		}
 	}
-	if a.n.cloud != nil {
-		if rn := a.n.cloud.rec.note(mi.Name); rn.version == d.Version && rn.state != "" {
-			return models.State(rn.state), models.Reason(rn.reason)
-		}
+	if rn.Version == d.Version && rn.State != "" {
+		return rn.State, rn.Reason
 	}
 	for _, v := range mi.Versions {
 		if v.Version == d.Version {
 			return v.State, v.Reason
 		}
 	}
-	if a.n.cloud != nil {
-		return "Pending", ""
-	}
-	return nt.state, nt.reason
+	return models.Pending, ""
 }
 
-// kubeEdge runs the KubeEdge bridges of the node.
-type kubeEdge struct {
-	applier *kubeEdgeApplier
-	mapper  *dmi.Mapper
-	bridge  *eventbus.Bridge
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
-	log     zerolog.Logger
-}
+// Reporter is what WatchChanges asks for a report (the DMI mapper and the
+// EventBus bridge).
+type Reporter interface{ RequestReport() }
 
-// changePoll is how often the bridges' status is compared with the last
-// one; a change (state, version, reason — not health, which goes out every
-// report interval) asks the enabled bridges for a report. Polling rather
-// than hooking the reconciler catches every change alike: reconciler,
-// rollouts, admin API, boot.
-const changePoll = time.Second
-
-// startKubeEdge starts the enabled bridges (nil when none is). It never
-// waits for EdgeCore: the mapper registers and the bridge connects in the
-// background, retrying with backoff.
-func startKubeEdge(n *Node) (*kubeEdge, error) {
-	cfg := n.cfg.KubeEdge
-	if !cfg.DMI.Enabled && !cfg.EventBus.Enabled {
-		return nil, nil
-	}
-	k := &kubeEdge{applier: newKubeEdgeApplier(n), log: n.baseLog.With().Str("component", "kubeedge").Logger()}
-	if cfg.DMI.Enabled {
-		dc := cfg.DMI.Config
-		dc.Version = Version
-		m, err := dmi.New(dc, k.applier, n.baseLog, n.reg)
-		if err != nil {
-			return nil, err
-		}
-		k.mapper = m
-	}
-	if cfg.EventBus.Enabled {
-		b, err := eventbus.New(cfg.EventBus.Config, k.applier, n.baseLog, n.reg)
-		if err != nil {
-			k.close()
-			return nil, err
-		}
-		k.bridge = b
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	k.cancel = cancel
-	log := n.baseLog.With().Str("component", "kubeedge").Logger()
-	if k.mapper != nil {
-		k.goRun(func() {
-			if err := k.mapper.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error().Err(err).Msg("DMI mapper stopped")
-			}
-		})
-	}
-	if k.bridge != nil {
-		k.goRun(func() {
-			if err := k.bridge.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
-				log.Error().Err(err).Msg("EventBus bridge stopped")
-			}
-		})
-	}
-	k.goRun(func() { k.watchChanges(ctx) })
-	log.Info().Bool("dmi", k.mapper != nil).Bool("eventbus", k.bridge != nil).Msg("KubeEdge bridge started")
-	return k, nil
-}
-
-func (k *kubeEdge) goRun(f func()) {
-	k.wg.Add(1)
-	go func() { defer k.wg.Done(); f() }()
-}
-
-func (k *kubeEdge) requestReport() {
-	if k.mapper != nil {
-		k.mapper.RequestReport()
-	}
-	if k.bridge != nil {
-		k.bridge.RequestReport()
-	}
-}
-
-func (k *kubeEdge) watchChanges(ctx context.Context) {
-	t := time.NewTicker(changePoll)
-	defer t.Stop()
+// WatchChanges asks every reporter for a report whenever the models'
+// KubeEdge status changes (state, version, reason — not health, which goes
+// out every report interval), until ctx ends. It listens to the
+// reconciler's and the serving owner's change notifications: every change
+// alike — reconciler, rollouts, admin API, boot.
+func (k *KubeEdge) WatchChanges(ctx context.Context, reporters ...Reporter) {
+	changed := k.r.Subscribe(ctx)
+	served := k.r.cfg.Owner.Subscribe(ctx)
 	var last map[string]kubeedge.ModelStatus
 	for {
+		st, err := k.Status(ctx)
+		if err != nil {
+			k.log.Debug().Err(err).Msg("status for change detection")
+		} else {
+			cur := make(map[string]kubeedge.ModelStatus, len(st))
+			for _, s := range st {
+				s.Health = nil
+				cur[s.Model] = s
+			}
+			// The first look always reports: changes made before it are not
+			// otherwise seen.
+			if last == nil || !reflect.DeepEqual(cur, last) {
+				k.log.Debug().Msg("model status changed: reporting")
+				for _, rp := range reporters {
+					rp.RequestReport()
+				}
+			}
+			last = cur
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case _, ok := <-changed:
+			if !ok {
+				return
+			}
+		case _, ok := <-served:
+			if !ok {
+				return
+			}
 		}
-		st, err := k.applier.Status(ctx)
-		if err != nil {
-			k.log.Debug().Err(err).Msg("status for change detection")
-			continue
-		}
-		cur := make(map[string]kubeedge.ModelStatus, len(st))
-		for _, s := range st {
-			s.Health = nil
-			cur[s.Model] = s
-		}
-		// The first comparison always reports: changes made before it
-		// (between the bridges' own first reports and this tick) are not
-		// otherwise seen.
-		if last == nil || !reflect.DeepEqual(cur, last) {
-			k.log.Debug().Msg("model status changed: reporting")
-			k.requestReport()
-		}
-		last = cur
 	}
-}
-
-// close stops the bridges (before the reconciler and the store close).
-func (k *kubeEdge) close() error {
-	if k.cancel != nil {
-		k.cancel()
-	}
-	k.wg.Wait()
-	var errs []error
-	if k.mapper != nil {
-		errs = append(errs, k.mapper.Close())
-	}
-	if k.bridge != nil {
-		errs = append(errs, k.bridge.Close())
-	}
-	return errors.Join(errs...)
 }

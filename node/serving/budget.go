@@ -1,4 +1,4 @@
-package node
+package serving
 
 import (
 	"bytes"
@@ -24,9 +24,9 @@ import (
 // fit is still loaded beside Active — the budget is a policy for optional
 // residents, not an admission limit.
 
-// residentBytes is the process's resident set size from /proc/self/statm
+// ResidentBytes is the process's resident set size from /proc/self/statm
 // (0 where it cannot be read).
-func residentBytes() int64 {
+func ResidentBytes() int64 {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
 		return 0

@@ -1,4 +1,4 @@
-package node
+package serving
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/models/store"
 )
 
 // engine turns store versions into routed inference sessions.
@@ -46,7 +47,7 @@ func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*i
 	}
 	e.loadMu.Lock()
 	defer e.loadMu.Unlock()
-	before := residentBytes()
+	before := ResidentBytes()
 	s, err := e.env.Load(ctx, inference.LoadSpec{
 		Model:   v.Model,
 		Version: v.Version,
@@ -54,7 +55,7 @@ func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*i
 		Config:  cfg.Session(),
 	})
 	if err == nil {
-		e.recordCost(v, residentBytes()-before)
+		e.recordCost(v, ResidentBytes()-before)
 	}
 	return s, err
 }
@@ -208,7 +209,7 @@ func runGolden(ctx context.Context, m inference.Model, c models.GoldenCase) erro
 		return err
 	}
 	for i, g := range c.Outputs {
-		got, err := tensorFloats(outs[i])
+		got, err := outs[i].Float64s()
 		if err != nil {
 			return fmt.Errorf("output %q: %w", g.Name, err)
 		}
@@ -240,58 +241,19 @@ func goldenTensor(g models.GoldenTensor) (inference.Tensor, error) {
 	size := dt.Size()
 	buf := make([]byte, int(n)*size)
 	for i, f := range g.Data {
-		putNumber(buf[i*size:], dt, f)
+		dt.PutFloat64(buf[i*size:], f)
 	}
 	return inference.Tensor{Name: g.Name, DataType: dt, Shape: g.Shape, Data: buf}, nil
 }
 
-// putNumber stores f as one element of dt, little-endian (integers
-// truncated toward zero, BOOL as 0/1).
-func putNumber(b []byte, dt inference.DataType, f float64) {
-	switch dt {
-	case inference.Bool:
-		b[0] = 0
-		if f != 0 {
-			b[0] = 1
-		}
-	case inference.FP16:
-		putUint(b, 2, uint64(float64ToFP16(f)))
-	case inference.BF16:
-		putUint(b, 2, uint64(float64ToBF16(f)))
-	case inference.FP32:
-		putUint(b, 4, uint64(math.Float32bits(float32(f))))
-	case inference.FP64:
-		putUint(b, 8, math.Float64bits(f))
-	case inference.Uint64:
-		putUint(b, 8, uint64(f))
-	default: // signed and narrower unsigned integers
-		putUint(b, dt.Size(), uint64(int64(f)))
-	}
-}
-
-// tensorFloats decodes a numeric tensor's elements as float64.
-func tensorFloats(t inference.Tensor) ([]float64, error) {
-	size := t.DataType.Size()
-	if size == 0 {
-		return nil, fmt.Errorf("datatype %s is not numeric", t.DataType)
-	}
-	out := make([]float64, len(t.Data)/size)
-	for i := range out {
-		x := getUint(t.Data[i*size:], size)
-		switch t.DataType {
-		case inference.Int8, inference.Int16, inference.Int32, inference.Int64:
-			out[i] = float64(signExtend(x, size))
-		case inference.FP16:
-			out[i] = fp16ToFloat64(uint16(x))
-		case inference.BF16:
-			out[i] = bf16ToFloat64(uint16(x))
-		case inference.FP32:
-			out[i] = float64(math.Float32frombits(uint32(x)))
-		case inference.FP64:
-			out[i] = math.Float64frombits(x)
-		default: // BOOL and unsigned integers
-			out[i] = float64(x)
-		}
-	}
-	return out, nil
+// ActivateOffline makes a stored version Active with no node running (the
+// `edge-node models import --activate` command): the version is loaded and
+// warmed up only to prove it works, then its session is closed; the next
+// boot serves it. A version that does not load is recorded
+// Failed(LoadError) and the previous Active stays.
+func ActivateOffline(ctx context.Context, st *store.Store, env *inference.Environment, model, version string, log zerolog.Logger) (models.VersionInfo, error) {
+	e := &engine{env: env, router: inference.NewRouter(), log: log.With().Str("component", "engine").Logger()}
+	l := e.loader()
+	defer l.discard() // the session was only for load and warm-up
+	return st.Activate(ctx, model, version, l)
 }

@@ -1,4 +1,4 @@
-package node
+package serving
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/inferencetest"
 )
 
 func TestParseModelConfig(t *testing.T) {
@@ -59,7 +60,7 @@ func TestParseModelConfigRejects(t *testing.T) {
 		{"not a mapping", "- 1\n- 2\n", "cannot unmarshal"},
 		{"syntax error", "providers: [\n", "model config"},
 		{"too big", "# " + strings.Repeat("x", inference.MaxConfigSize) + "\n", "more than"},
-		{"alias bomb", aliasBomb(), "model config"},
+		{"alias bomb", inferencetest.AliasBomb(t), "model config"},
 		{"two documents", "intra_op_threads: 1\n---\nintra_op_threads: 2\n", "more than one YAML document"},
 		{"empty second document", "intra_op_threads: 1\n---\n---\n", "more than one YAML document"},
 	} {

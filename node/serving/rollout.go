@@ -1,4 +1,4 @@
-package node
+package serving
 
 import (
 	"context"
@@ -8,169 +8,181 @@ import (
 	"sync"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 )
 
-// ErrRolloutAborted is the reason recorded when a rollout is stopped by an
-// operator or by shutdown rather than by its gates.
-var ErrRolloutAborted = errors.New("rollout aborted")
-
-// rollouts runs on-device rollouts: one goroutine per model with a rollout
-// in progress, owned by the node and stopped (rollout aborted, candidate
-// retired, Active untouched) by Close. Nothing here needs the cloud link:
-// decisions go to the store, whose outbox the link flushes when it can.
-type rollouts struct {
-	n        *Node
-	log      zerolog.Logger
-	interval time.Duration
-
-	ctx    context.Context // cancelled by close
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // running goroutines
-
-	// mu guards running.
-	mu      sync.Mutex
-	running map[string]*rolloutRun // by model
-}
+// On-device rollouts: one goroutine per model with a rollout in progress,
+// owned by the Owner and stopped by Close (rollout aborted, candidate
+// retired, Active untouched). Nothing here needs the cloud link: decisions
+// go to the store, whose outbox the link flushes when it can.
+//
+// A rollout's goroutine waits for gate evidence without the owner's lock
+// and takes it for every change it makes (staging, promotion, retirement),
+// checking first that nobody ended the rollout meanwhile: an abort (an
+// admin call, a desired state naming another version) or an activation
+// ends it under the lock, so a gate verdict reached at the same time is
+// dropped instead of undoing that decision.
 
 // rolloutRun is one rollout in progress.
 type rolloutRun struct {
-	model, version string
-	strategy       models.Strategy
-	cancel         context.CancelCauseFunc
-	done           chan struct{} // closed when the goroutine ended
+	model, version, baseline string
+	strategy                 models.Strategy
+	cancel                   context.CancelFunc
+	finished                 chan struct{} // closed when the rollout ended
+
+	// Guarded by Owner.mu.
+	ended  bool // the rollout is over (decided by whoever set it)
+	staged bool // the candidate is loaded and routed
 
 	// mu guards progress: the figures of the last gate evaluation.
 	mu       sync.Mutex
 	progress map[string]float64
 }
 
-func newRollouts(n *Node, interval time.Duration, log zerolog.Logger) *rollouts {
-	if interval <= 0 {
-		interval = time.Second
+func (run *rolloutRun) snapshot() map[string]float64 {
+	run.mu.Lock()
+	defer run.mu.Unlock()
+	return run.progress
+}
+
+// stateLocked is the candidate's state while the rollout runs.
+func (run *rolloutRun) stateLocked() models.State {
+	switch {
+	case !run.staged:
+		return models.Loading
+	case run.strategy.Kind == models.StrategyShadow:
+		return models.Shadow
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &rollouts{n: n, log: log.With().Str("component", "rollout").Logger(), interval: interval,
-		ctx: ctx, cancel: cancel, running: make(map[string]*rolloutRun)}
+	return models.Canary
 }
 
-// close aborts every rollout in progress and waits for their goroutines
-// (which retire their candidates). It runs before the router and the store
-// close.
-func (rs *rollouts) close() {
-	rs.cancel()
-	rs.wg.Wait()
+// StartRollout starts rolling version out as model's Active version with
+// strategy s, as a local operator's decision (POST
+// /admin/models/{m}/versions/{v}/rollout): it is recorded as the model's
+// override, like Activate. It returns once the rollout is recorded; the
+// work goes on in a goroutine (WaitRollout waits for its end). The version
+// must be Ready or Retired; one already Active is a no-op. A model with a
+// rollout of another version in progress is refused (models.ErrInUse)
+// unless a.AbortRollout.
+func (o *Owner) StartRollout(ctx context.Context, model, version string, s models.Strategy, a Admin) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	defer o.changes.Notify()
+	if err := o.yieldRolloutLocked(ctx, model, "", a, "rollout of "+version); err != nil {
+		return err
+	}
+	if v, err := o.store.Version(ctx, model, version); err == nil && v.State == models.Active {
+		return nil
+	}
+	if err := o.startRolloutLocked(ctx, model, version, s); err != nil {
+		return err
+	}
+	return o.overrideLocked(ctx, model, version, "rollout")
 }
 
-// Rollout starts rolling version out as model's Active version with
-// strategy s, and returns once the rollout is recorded (the work goes on
-// in a goroutine owned by the node; WaitRollout waits for its end). It is
-// what the desired-state reconciler calls, and what
-// POST /admin/models/{m}/versions/{v}/rollout calls. It needs no network.
-//
-// The version must be Ready or Retired (Failed versions need a Retry
-// first). A version that is already Active is a no-op (nil), so a
-// reconciler may call Rollout again with the same desired state. A model
-// with a rollout in progress is refused with an error wrapping
-// models.ErrInUse; AbortRollout stops it.
-func (n *Node) Rollout(ctx context.Context, model, version string, s models.Strategy) error {
+// startRolloutLocked records a rollout and starts its goroutine (o.mu held).
+func (o *Owner) startRolloutLocked(ctx context.Context, model, version string, s models.Strategy) error {
 	s, err := s.Normalize()
 	if err != nil {
 		return err
 	}
-	mi, err := n.store.Model(ctx, model)
+	mi, err := o.store.Model(ctx, model)
 	if err != nil {
 		return err
 	}
-	v, err := n.store.Version(ctx, model, version)
+	v, err := o.store.Version(ctx, model, version)
 	if err != nil {
 		return err
-	}
-	if v.State == models.Active {
-		return nil
 	}
 	if v.State != models.Ready && v.State != models.Retired {
 		return fmt.Errorf("rollout %s/%s: version is %s, want Ready or Retired: %w", model, version, v.State,
 			&models.TransitionError{Model: model, Version: version, From: v.State, To: models.Loading})
 	}
-	rs := n.rollouts
-	rs.mu.Lock()
-	defer rs.mu.Unlock()
-	if rs.ctx.Err() != nil {
+	if o.ctx.Err() != nil {
 		return fmt.Errorf("rollout %s/%s: node is closing: %w", model, version, inference.ErrUnavailable)
 	}
-	if cur := rs.running[model]; cur != nil {
+	if cur := o.running[model]; cur != nil {
 		return fmt.Errorf("rollout %s/%s: %s is still rolling out: %w", model, version, cur.version, models.ErrInUse)
 	}
-	if _, err := n.store.StartRollout(ctx, models.Rollout{Model: model, Version: version, Baseline: mi.Active, Strategy: s}); err != nil {
+	if _, err := o.store.StartRollout(ctx, models.Rollout{Model: model, Version: version, Baseline: mi.Active, Strategy: s}); err != nil {
 		return err
 	}
-	rctx, cancel := context.WithCancelCause(rs.ctx)
-	run := &rolloutRun{model: model, version: version, strategy: s, cancel: cancel, done: make(chan struct{})}
-	rs.running[model] = run
-	rs.wg.Add(1)
+	rctx, cancel := context.WithCancel(o.ctx)
+	run := &rolloutRun{model: model, version: version, baseline: mi.Active, strategy: s, cancel: cancel, finished: make(chan struct{})}
+	o.running[model] = run
+	o.changes.Notify()
+	o.wg.Add(1)
 	go func() {
-		defer rs.wg.Done()
-		defer close(run.done)
-		defer func() {
-			rs.mu.Lock()
-			delete(rs.running, model)
-			rs.mu.Unlock()
-		}()
-		rs.run(rctx, run, mi.Active)
+		defer o.wg.Done()
+		o.runRollout(rctx, run)
 	}()
-	rs.log.Info().Str("model", model).Str("version", version).Str("baseline", mi.Active).Str("strategy", string(s.Kind)).Msg("rollout started")
+	o.log.Info().Str("model", model).Str("version", version).Str("baseline", mi.Active).Str("strategy", string(s.Kind)).Msg("rollout started")
 	return nil
 }
 
-// rollingOut reports the version of model whose rollout is running, if any.
-func (n *Node) rollingOut(model string) (string, bool) {
-	n.rollouts.mu.Lock()
-	defer n.rollouts.mu.Unlock()
-	if run := n.rollouts.running[model]; run != nil {
-		return run.version, true
+// endLocked ends run (o.mu held): nobody acts on it afterwards.
+func (o *Owner) endLocked(run *rolloutRun) {
+	if run.ended {
+		return
 	}
-	return "", false
+	run.ended = true
+	if o.running[run.model] == run {
+		delete(o.running, run.model)
+	}
+	run.cancel()
+	close(run.finished)
+	o.changes.Notify()
 }
 
 // WaitRollout waits until model has no rollout in progress (or ctx ends)
 // and returns its latest rollout record.
-func (n *Node) WaitRollout(ctx context.Context, model string) (models.Rollout, error) {
-	n.rollouts.mu.Lock()
-	run := n.rollouts.running[model]
-	n.rollouts.mu.Unlock()
+func (o *Owner) WaitRollout(ctx context.Context, model string) (models.Rollout, error) {
+	o.mu.Lock()
+	run := o.running[model]
+	o.mu.Unlock()
 	if run != nil {
 		select {
-		case <-run.done:
+		case <-run.finished:
 		case <-ctx.Done():
 			return models.Rollout{}, ctx.Err()
 		}
 	}
-	return n.store.Rollout(ctx, model)
+	return o.store.Rollout(ctx, model)
 }
 
-// AbortRollout stops model's rollout: a running one is cancelled, a held
-// one has its candidate unloaded; either way the candidate is Retired and
-// Active keeps serving. It waits for the end and returns the record.
-func (n *Node) AbortRollout(ctx context.Context, model, reason string) (models.Rollout, error) {
-	n.rollouts.mu.Lock()
-	run := n.rollouts.running[model]
-	n.rollouts.mu.Unlock()
-	if run != nil {
-		run.cancel(fmt.Errorf("%w: %s", ErrRolloutAborted, reason))
-		return n.WaitRollout(ctx, model)
+// Rollout returns model's latest rollout record.
+func (o *Owner) Rollout(ctx context.Context, model string) (models.Rollout, error) {
+	return o.store.Rollout(ctx, model)
+}
+
+// AbortRollout stops model's rollout: a running one is ended, a held one
+// has its candidate unloaded; either way the candidate is Retired and
+// Active keeps serving. It returns the record.
+func (o *Owner) AbortRollout(ctx context.Context, model, reason string) (models.Rollout, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	defer o.changes.Notify()
+	return o.abortLocked(ctx, model, reason)
+}
+
+// abortLocked is AbortRollout with o.mu held.
+func (o *Owner) abortLocked(ctx context.Context, model, reason string) (models.Rollout, error) {
+	if run := o.running[model]; run != nil {
+		defer o.endLocked(run)
+		if !run.staged { // the goroutine has not staged anything yet
+			return o.store.Decide(ctx, model, models.RolloutAborted, models.Decision{Event: models.EventAborted, Reason: reason}, nil)
+		}
+		return o.retireLocked(ctx, model, run.version, models.RolloutAborted, models.EventAborted, reason, run.snapshot())
 	}
-	r, err := n.store.Rollout(ctx, model)
+	r, err := o.store.Rollout(ctx, model)
 	if err != nil {
 		return r, err
 	}
 	if r.Phase != models.RolloutHeld {
 		return r, fmt.Errorf("rollout of %s is %s, not running or held: %w", model, r.Phase, models.ErrInvalidTransition)
 	}
-	return n.rollouts.retire(ctx, r.Model, r.Version, models.RolloutAborted, models.EventAborted, reason, nil)
+	return o.retireLocked(ctx, r.Model, r.Version, models.RolloutAborted, models.EventAborted, reason, nil)
 }
 
 // RolloutStatus is a rollout as GET /admin/models shows it: the stored
@@ -183,168 +195,201 @@ type RolloutStatus struct {
 }
 
 // Rollouts returns every model's latest rollout with its live state.
-func (n *Node) Rollouts(ctx context.Context) ([]RolloutStatus, error) {
-	rs, err := n.store.Rollouts(ctx)
+func (o *Owner) Rollouts(ctx context.Context) ([]RolloutStatus, error) {
+	rs, err := o.store.Rollouts(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]RolloutStatus, len(rs))
 	for i, r := range rs {
 		out[i].Rollout = r
-		if tr, err := n.router.Traffic(r.Model); err == nil {
+		if tr, err := o.router.Traffic(r.Model); err == nil {
 			out[i].Traffic = &tr
 		}
-		n.rollouts.mu.Lock()
-		run := n.rollouts.running[r.Model]
-		n.rollouts.mu.Unlock()
+		o.mu.Lock()
+		run := o.running[r.Model]
+		o.mu.Unlock()
 		if run != nil {
-			run.mu.Lock()
-			out[i].Progress = run.progress
-			run.mu.Unlock()
+			out[i].Progress = run.snapshot()
 		}
 	}
 	return out, nil
 }
 
-// run carries out one rollout to its end.
-func (rs *rollouts) run(ctx context.Context, run *rolloutRun, baseline string) {
-	log := rs.log.With().Str("model", run.model).Str("version", run.version).Logger()
-	n, s := rs.n, run.strategy
+// decideLocked records a rollout decision and logs it.
+func (o *Owner) decideLocked(ctx context.Context, run *rolloutRun, phase models.RolloutPhase, event, reason string, figs map[string]float64, move *models.Move) {
+	log := o.log.With().Str("model", run.model).Str("version", run.version).Logger()
+	if _, err := o.store.Decide(ctx, run.model, phase, models.Decision{Event: event, Reason: reason, Figures: cleanFigures(figs)}, move); err != nil {
+		log.Error().Err(err).Str("event", event).Msg("recording a rollout decision")
+	}
+	ev := log.Info()
+	if phase == models.RolloutRolledBack || phase == models.RolloutHeld {
+		ev = log.Warn()
+	}
+	ev.Str("event", event).Str("reason", reason).Fields(map[string]any{"figures": figs}).Msg("rollout decision")
+}
+
+// runRollout carries out one rollout to its end.
+func (o *Owner) runRollout(ctx context.Context, run *rolloutRun) {
 	// Decisions are written even when ctx was cancelled (shutdown): the
 	// store closes only after this goroutine ended.
 	dctx := context.WithoutCancel(ctx)
-	decide := func(phase models.RolloutPhase, event, reason string, figs map[string]float64, move *models.Move) {
-		if _, err := n.store.Decide(dctx, run.model, phase, models.Decision{Event: event, Reason: reason, Figures: cleanFigures(figs)}, move); err != nil {
-			log.Error().Err(err).Str("event", event).Msg("recording a rollout decision")
+	s := run.strategy
+	if s.Kind == models.StrategyImmediate || run.baseline == "" {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if run.ended {
+			return
 		}
-		ev := log.Info()
-		if phase == models.RolloutRolledBack || phase == models.RolloutHeld {
-			ev = log.Warn()
-		}
-		ev.Str("event", event).Str("reason", reason).Fields(map[string]any{"figures": figs}).Msg("rollout decision")
-	}
-
-	if s.Kind == models.StrategyImmediate || baseline == "" {
+		defer o.endLocked(run)
 		start := time.Now()
 		reason := "immediate"
 		if s.Kind != models.StrategyImmediate {
 			reason = "no Active version to compare with: promoted after warm-up"
 		}
-		if err := n.activate(ctx, run.model, run.version); err != nil {
-			decide(models.RolloutRolledBack, models.EventRolledBack, "activation failed: "+err.Error(), nil, nil)
+		if _, err := o.activateLocked(ctx, run.model, run.version); err != nil {
+			o.decideLocked(dctx, run, models.RolloutRolledBack, models.EventRolledBack, "activation failed: "+err.Error(), nil, nil)
+			o.dropRolloutOverrideLocked(dctx, run)
 			return
 		}
-		decide(models.RolloutPromoted, models.EventPromoted, reason, map[string]float64{"activate_seconds": time.Since(start).Seconds()}, nil)
+		o.decideLocked(dctx, run, models.RolloutPromoted, models.EventPromoted, reason, map[string]float64{"activate_seconds": time.Since(start).Seconds()}, nil)
 		return
 	}
+	share, setShare, base0, staged, ok := o.stage(ctx, dctx, run)
+	if !ok {
+		return
+	}
+	cand0, _ := o.router.Stats(run.model, run.version)
+	tick := time.NewTicker(o.interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			o.mu.Lock()
+			if !run.ended {
+				o.retireLocked(dctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "node shutting down", run.snapshot())
+				o.endLocked(run)
+			}
+			o.mu.Unlock()
+			return
+		case <-tick.C:
+		}
+		base, err1 := o.router.Stats(run.model, run.baseline)
+		cand, err2 := o.router.Stats(run.model, run.version)
+		var v evaluation
+		if err := errors.Join(err1, err2); err != nil {
+			v = evaluation{verdict: verdictGone, reason: "version no longer routed: " + err.Error(), figures: run.snapshot()}
+		} else {
+			v = evaluate(s, time.Since(staged), base.Sub(base0), cand.Sub(cand0))
+			run.mu.Lock()
+			run.progress = v.figures
+			run.mu.Unlock()
+		}
+		if v.verdict == verdictWait {
+			continue
+		}
+		o.mu.Lock()
+		if !run.ended {
+			o.concludeLocked(dctx, run, v, share, setShare)
+			o.endLocked(run)
+		}
+		o.mu.Unlock()
+		return
+	}
+}
 
+// stage loads, warms up and routes the candidate with its traffic share
+// (o.mu taken for it). ok is false when the rollout ended here.
+func (o *Owner) stage(ctx, dctx context.Context, run *rolloutRun) (share float64, setShare func(model, version string, share float64) error, base0 inference.StatsSnapshot, staged time.Time, ok bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if run.ended {
+		return 0, nil, base0, staged, false
+	}
+	s := run.strategy
 	state := models.Canary
 	if s.Kind == models.StrategyShadow {
 		state = models.Shadow
 	}
 	start := time.Now()
-	l := n.engine.loader()
-	if _, err := n.store.Stage(ctx, run.model, run.version, state, l); err != nil {
+	l := o.engine.loader()
+	if _, err := o.store.Stage(ctx, run.model, run.version, state, l); err != nil {
 		l.discard()
 		// The store recorded Failed(LoadError/WarmupFailed) already.
-		decide(models.RolloutRolledBack, models.EventRolledBack, "staging failed: "+err.Error(), nil, nil)
-		return
+		o.decideLocked(dctx, run, models.RolloutRolledBack, models.EventRolledBack, "staging failed: "+err.Error(), nil, nil)
+		o.dropRolloutOverrideLocked(dctx, run)
+		o.endLocked(run)
+		return 0, nil, base0, staged, false
 	}
-	sess := l.take()
-	if err := n.engine.addCandidate(sess); err != nil {
-		decide(models.RolloutRolledBack, models.EventRolledBack, "routing the candidate: "+err.Error(), nil,
+	if err := o.engine.addCandidate(l.take()); err != nil {
+		o.decideLocked(dctx, run, models.RolloutRolledBack, models.EventRolledBack, "routing the candidate: "+err.Error(), nil,
 			&models.Move{Version: run.version, To: models.Retired, Opts: models.TransitionOptions{Detail: err.Error()}})
-		return
+		o.dropRolloutOverrideLocked(dctx, run)
+		o.endLocked(run)
+		return 0, nil, base0, staged, false
 	}
-	share := s.CanaryPercent / 100
-	setShare := n.router.SetCanary
+	run.staged = true
+	share, setShare = s.CanaryPercent/100, o.router.SetCanary
 	if s.Kind == models.StrategyShadow {
-		share, setShare = s.ShadowPercent/100, n.router.SetShadow
+		share, setShare = s.ShadowPercent/100, o.router.SetShadow
 	}
-	base0, err := n.router.Stats(run.model, baseline)
+	base0, err := o.router.Stats(run.model, run.baseline)
 	if err == nil {
 		err = setShare(run.model, run.version, share)
 	}
-	if err != nil { // the baseline went away (an admin call): give up
-		rs.retire(dctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "baseline not routed: "+err.Error(), nil)
-		return
+	if err != nil { // the baseline went away: give up
+		o.retireLocked(dctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "baseline not routed: "+err.Error(), nil)
+		o.endLocked(run)
+		return 0, nil, base0, staged, false
 	}
-	cand0, _ := n.router.Stats(run.model, run.version)
-	staged := time.Now()
-	decide(models.RolloutRunning, models.EventStaged, fmt.Sprintf("%s at %g%%", state, share*100),
+	staged = time.Now()
+	o.changes.Notify()
+	o.decideLocked(dctx, run, models.RolloutRunning, models.EventStaged, fmt.Sprintf("%s at %g%%", state, share*100),
 		map[string]float64{"stage_seconds": staged.Sub(start).Seconds(), "share": share}, nil)
+	return share, setShare, base0, staged, true
+}
 
-	tick := time.NewTicker(rs.interval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			reason := "node shutting down"
-			if c := context.Cause(ctx); errors.Is(c, ErrRolloutAborted) {
-				reason = c.Error()
-			}
-			rs.retire(dctx, run.model, run.version, models.RolloutAborted, models.EventAborted, reason, run.snapshot())
-			return
-		case <-tick.C:
-		}
-		base, err1 := n.router.Stats(run.model, baseline)
-		cand, err2 := n.router.Stats(run.model, run.version)
-		if err := errors.Join(err1, err2); err != nil {
-			rs.retire(dctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "version no longer routed: "+err.Error(), run.snapshot())
+// concludeLocked carries out a gate verdict (o.mu held): promotion, hold
+// or rollback.
+func (o *Owner) concludeLocked(ctx context.Context, run *rolloutRun, v evaluation, share float64, setShare func(model, version string, share float64) error) {
+	log := o.log.With().Str("model", run.model).Str("version", run.version).Logger()
+	switch {
+	case v.verdict == verdictGone:
+		o.retireLocked(ctx, run.model, run.version, models.RolloutAborted, models.EventAborted, v.reason, v.figures)
+	case v.verdict == verdictPass:
+		move := &models.Move{Version: run.version, To: models.Active, Opts: models.TransitionOptions{Detail: "rollout passed its gates"}}
+		if _, err := o.store.Decide(ctx, run.model, models.RolloutPromoted,
+			models.Decision{Event: models.EventPromoted, Reason: v.reason, Figures: cleanFigures(v.figures)}, move); err != nil {
+			log.Error().Err(err).Msg("recording the promotion; the candidate is retired")
+			o.retireLocked(ctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "promotion failed: "+err.Error(), v.figures)
 			return
 		}
-		v := evaluate(s, time.Since(staged), base.Sub(base0), cand.Sub(cand0))
-		run.mu.Lock()
-		run.progress = v.figures
-		run.mu.Unlock()
-		switch v.verdict {
-		case verdictWait:
-			continue
-		case verdictPass:
-			move := &models.Move{Version: run.version, To: models.Active, Opts: models.TransitionOptions{Detail: "rollout passed its gates"}}
-			if _, err := n.store.Decide(dctx, run.model, models.RolloutPromoted,
-				models.Decision{Event: models.EventPromoted, Reason: v.reason, Figures: cleanFigures(v.figures)}, move); err != nil {
-				log.Error().Err(err).Msg("recording the promotion; the candidate is retired")
-				rs.retire(dctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "promotion failed: "+err.Error(), v.figures)
-				return
-			}
-			if err := n.engine.promote(nil, models.VersionInfo{Model: run.model, Version: run.version}); err != nil {
-				log.Error().Err(err).Msg("routing the promoted version")
-			}
-			log.Info().Str("reason", v.reason).Fields(map[string]any{"figures": v.figures}).Msg("rollout promoted")
-			return
-		case verdictFail:
-			if s.OnFailure == models.Hold {
-				if err := setShare(run.model, "", 0); err != nil {
-					log.Warn().Err(err).Msg("stopping candidate traffic")
-				}
-				decide(models.RolloutHeld, models.EventHeld, v.reason, v.figures, nil)
-				return
-			}
-			rs.retire(dctx, run.model, run.version, models.RolloutRolledBack, models.EventRolledBack, v.reason, v.figures)
-			return
+		if err := o.engine.promote(nil, models.VersionInfo{Model: run.model, Version: run.version}); err != nil {
+			log.Error().Err(err).Msg("routing the promoted version")
 		}
+		log.Info().Str("reason", v.reason).Fields(map[string]any{"figures": v.figures}).Msg("rollout promoted")
+	case run.strategy.OnFailure == models.Hold:
+		if err := setShare(run.model, "", 0); err != nil {
+			log.Warn().Err(err).Msg("stopping candidate traffic")
+		}
+		o.decideLocked(ctx, run, models.RolloutHeld, models.EventHeld, v.reason, v.figures, nil)
+	default:
+		o.retireLocked(ctx, run.model, run.version, models.RolloutRolledBack, models.EventRolledBack, v.reason, v.figures)
 	}
 }
 
-func (run *rolloutRun) snapshot() map[string]float64 {
-	run.mu.Lock()
-	defer run.mu.Unlock()
-	return run.progress
-}
-
-// retire takes a candidate out: no new traffic at once, unloaded after its
-// in-flight requests (and shadow runs), then recorded — Failed
-// (HealthRegression) for a rollback, Retired for an abort — with the
+// retireLocked takes a candidate out (o.mu held): no new traffic at once,
+// unloaded after its in-flight requests (and shadow runs), then recorded —
+// Failed(HealthRegression) for a rollback, Retired for an abort — with the
 // decision in the same transaction. figures gets rollback_seconds: from
-// the decision to the candidate being unloaded.
-func (rs *rollouts) retire(ctx context.Context, model, version string, phase models.RolloutPhase, event, reason string, figures map[string]float64) (models.Rollout, error) {
+// the decision to the candidate being unloaded. An admin rollout's
+// override is dropped with it: the model goes back to what it served.
+func (o *Owner) retireLocked(ctx context.Context, model, version string, phase models.RolloutPhase, event, reason string, figures map[string]float64) (models.Rollout, error) {
 	start := time.Now()
-	n := rs.n
-	_ = n.router.SetCanary(model, "", 0)
-	_ = n.router.SetShadow(model, "", 0)
-	if err := n.engine.remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
-		rs.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading the candidate")
+	_ = o.router.SetCanary(model, "", 0)
+	_ = o.router.SetShadow(model, "", 0)
+	if err := o.engine.remove(model, version); err != nil && !errors.Is(err, inference.ErrNotFound) {
+		o.log.Warn().Err(err).Str("model", model).Str("version", version).Msg("unloading the candidate")
 	}
 	figs := make(map[string]float64, len(figures)+1)
 	for k, v := range figures {
@@ -352,19 +397,32 @@ func (rs *rollouts) retire(ctx context.Context, model, version string, phase mod
 	}
 	figs["rollback_seconds"] = time.Since(start).Seconds()
 	var move *models.Move
-	if v, err := n.store.Version(ctx, model, version); err == nil && (v.State == models.Canary || v.State == models.Shadow) {
+	if v, err := o.store.Version(ctx, model, version); err == nil && (v.State == models.Canary || v.State == models.Shadow) {
 		move = &models.Move{Version: version, To: models.Retired, Opts: models.TransitionOptions{Detail: reason}}
 		if phase == models.RolloutRolledBack {
 			move.To, move.Opts.Reason = models.Failed, models.ReasonHealthRegression
 		}
 	}
-	r, err := n.store.Decide(ctx, model, phase, models.Decision{Event: event, Reason: reason, Figures: cleanFigures(figs)}, move)
+	r, err := o.store.Decide(ctx, model, phase, models.Decision{Event: event, Reason: reason, Figures: cleanFigures(figs)}, move)
 	if err != nil {
-		rs.log.Error().Err(err).Str("model", model).Str("version", version).Msg("recording a rollout decision")
+		o.log.Error().Err(err).Str("model", model).Str("version", version).Msg("recording a rollout decision")
 	}
-	rs.log.Warn().Str("model", model).Str("version", version).Str("event", event).Str("reason", reason).
+	o.dropRolloutOverrideLocked(ctx, &rolloutRun{model: model, version: version})
+	o.log.Warn().Str("model", model).Str("version", version).Str("event", event).Str("reason", reason).
 		Fields(map[string]any{"figures": figs}).Msg("rollout decision")
 	return r, err
+}
+
+// dropRolloutOverrideLocked clears the override an admin rollout of
+// run.version recorded, once that rollout ended without promoting it.
+func (o *Owner) dropRolloutOverrideLocked(ctx context.Context, run *rolloutRun) {
+	mi, err := o.store.Model(ctx, run.model)
+	if err != nil || mi.Override == nil || mi.Override.Action != "rollout" || mi.Override.Version != run.version {
+		return
+	}
+	if err := o.store.SetOverride(ctx, run.model, nil); err != nil {
+		o.log.Warn().Err(err).Str("model", run.model).Msg("clearing the override of a failed rollout")
+	}
 }
 
 // cleanFigures makes figures JSON-safe (JSON has no Inf or NaN): ±Inf
@@ -394,6 +452,7 @@ const (
 	verdictWait verdict = iota
 	verdictPass
 	verdictFail
+	verdictGone // a version of the rollout is no longer routed
 )
 
 type evaluation struct {

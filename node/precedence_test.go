@@ -1,0 +1,261 @@
+package node
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// These tests hold the node to its first promise — it serves exactly the
+// version its store calls Active and its status reports, and a decision of
+// the fleet is never silently undone — with a real node, real mosquitto and
+// real ONNX Runtime sessions. Each one reproduces a bug of issue 11.
+
+// statuses records every retained status the node publishes, in arrival
+// order (a plain paho client with ordered delivery).
+type statuses struct {
+	mu  sync.Mutex
+	got []wire.Status
+}
+
+func (e *cloudEnv) watchStatus() *statuses {
+	e.t.Helper()
+	s := &statuses{}
+	o := paho.NewClientOptions().AddBroker(e.m.URL()).SetClientID("status-test").SetOrderMatters(true)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
+		e.t.Fatalf("status client: %v", tok.Error())
+	}
+	e.t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe(cloudTopics.Status("n1"), 1, func(_ paho.Client, m paho.Message) {
+		st, err := wire.DecodeStatus(m.Payload())
+		if err != nil {
+			e.t.Errorf("node published an invalid status: %v", err)
+			return
+		}
+		s.mu.Lock()
+		s.got = append(s.got, st)
+		s.mu.Unlock()
+	})
+	if !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
+		e.t.Fatalf("subscribe status: %v", tok.Error())
+	}
+	return s
+}
+
+func (s *statuses) snapshot() []wire.Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]wire.Status(nil), s.got...)
+}
+
+// deploySpec writes spec for model into n1's desired state (next generation).
+func (e *cloudEnv) deploySpec(model string, spec wire.ModelSpec) wire.DesiredState {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	d, err := fleet.Deploy(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, model, spec, 300*time.Millisecond)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
+}
+
+// routedDefault is the version the router sends a model's unversioned
+// requests to, and its canary version ("" when none).
+func routedDefault(n *Node, model string) (def, canary string) {
+	tr, err := n.router.Traffic(model)
+	if err != nil {
+		return "", ""
+	}
+	return tr.Default, tr.Canary
+}
+
+// TestFleetRollbackAbortsRunningCanary is issue 11's first bug: a fleet
+// rollout of m/2 with a canary strategy, then the fleet rolls back (the
+// desired state names m/1 again, which is still Active). The canary must
+// stop at once — no answer from v2 a few seconds after the rollback — and it
+// must never promote v2 behind the fleet's back.
+func TestFleetRollbackAbortsRunningCanary(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	base, err := os.ReadFile(rolloutModel("rollout_base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addToRepo(t, repo, "m", "1", base)
+	cfg := e.nodeConfig(t.TempDir(), repo, e.m.URL())
+	cfg.Rollout.EvalInterval = 10 * time.Millisecond
+	rn := startNode(t, cfg)
+	e.publish(e.key, "m", "2", append(append([]byte(nil), base...), 0xC2, 0x3E, 1, '2'), nil)
+	e.deploySpec("m", wire.ModelSpec{Version: "1"})
+	waitFor(t, "m/1 Active in status", func() bool { st, _ := e.status(); return st.Models["m"].State == "Active" })
+
+	stop := make(chan struct{})
+	results := load(t, rn.Node, 2, stop)
+	// The canary would pass its gates 4 s after staging: a node that does
+	// not abort it promotes v2 during the test.
+	s := strategy(t, `{"kind":"canary","canary_percent":50,"min_requests":20,"min_duration":"4s","gates":{"max_error_rate":0.5,"max_p99_ratio":1000}}`)
+	e.deploySpec("m", wire.ModelSpec{Version: "2", Strategy: &s})
+	waitFor(t, "the canary of m/2 is routed", func() bool { _, c := routedDefault(rn.Node, "m"); return c == "2" })
+
+	rollback := time.Now()
+	e.deploySpec("m", wire.ModelSpec{Version: "1"})
+	waitFor(t, "the canary is gone from the router", func() bool { _, c := routedDefault(rn.Node, "m"); return c == "" })
+	gone := time.Now()
+	time.Sleep(6 * time.Second) // past the canary's min_duration
+	close(stop)
+
+	var lastV2 time.Time
+	for _, r := range results() {
+		if r.version == "2" && r.start.After(lastV2) {
+			lastV2 = r.start
+		}
+	}
+	t.Logf("fleet rollback → canary unrouted: %v; rollback → last request answered by v2: %v", gone.Sub(rollback), lastV2.Sub(rollback))
+	if lastV2.After(gone) {
+		t.Errorf("v2 answered a request sent %v after the rollback, %v after it was unrouted", lastV2.Sub(rollback), lastV2.Sub(gone))
+	}
+	if def, c := routedDefault(rn.Node, "m"); def != "1" || c != "" {
+		t.Errorf("router: default %q canary %q, want 1 and none", def, c)
+	}
+	if a := activeVersion(t, rn.url, "m"); a != "1" {
+		t.Errorf("store Active = %q, want 1", a)
+	}
+	st, _ := e.status()
+	if ms := st.Models["m"]; ms.Version != "1" || ms.State != "Active" {
+		t.Errorf("status m = %+v, want 1 Active", ms)
+	}
+	r, err := rn.store.Rollout(context.Background(), "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Version != "2" || r.Phase != models.RolloutAborted {
+		t.Errorf("rollout record %s/%s, want version 2 aborted", r.Version, r.Phase)
+	}
+}
+
+// TestAdminRollbackHoldsUntilNewerGeneration: an operator on the device
+// rolls m back; later reconcile passes of the same desired generation (one
+// runs every few seconds while another model waits for its manifest) must
+// not undo it. A newer generation that names m does.
+func TestAdminRollbackHoldsUntilNewerGeneration(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "2"})
+	// A model whose manifest is never published keeps passes coming.
+	e.deploySpec("ghost", wire.ModelSpec{Version: "1"})
+	waitFor(t, "ppocr_cls/2 Active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+
+	if code, body := adminCall(t, "POST", rn.url+"/admin/models/ppocr_cls/rollback", nil); code != http.StatusOK {
+		t.Fatalf("rollback: %d %s", code, body)
+	}
+	passes := func() float64 { return metricValue(t, rn.url, `edge_cloud_reconcile_total{result="waiting"}`) }
+	before := passes()
+	waitFor(t, "two more reconcile passes", func() bool { return passes() >= before+2 })
+	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "1" {
+		t.Fatalf("after reconcile passes Active = %q: the admin rollback was undone", a)
+	}
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "1" {
+		t.Fatalf("serving %q, want 1", got)
+	}
+	// The fleet decides again: a newer generation naming ppocr_cls wins.
+	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "2"})
+	waitFor(t, "ppocr_cls/2 Active again", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+}
+
+// TestStuckTransferDoesNotBlockOtherModels: model a's transfer can never
+// finish (a chunk is never published); b sorts after it in the desired
+// state. b must become Active while a is still trying, and a must end
+// Failed with its reason after its retry budget.
+func TestStuckTransferDoesNotBlockOtherModels(t *testing.T) {
+	e := newCloudEnv(t)
+	rn := startNode(t, e.nodeConfig(t.TempDir(), t.TempDir(), e.m.URL()))
+	e.halfPublish("a", "1", modelBytes(t, "ppocr_cls", "a"))
+	e.publish(e.key, "b", "1", modelBytes(t, "ppocr_cls", "b"), nil)
+	e.deploySpec("a", wire.ModelSpec{Version: "1"})
+	e.deploySpec("b", wire.ModelSpec{Version: "1"})
+	start := time.Now()
+	waitFor(t, "b/1 Active", func() bool {
+		st, _ := e.status()
+		return st.Models["b"].State == string(models.Active)
+	})
+	st, _ := e.status()
+	t.Logf("b Active after %v; a is %s(%s)", time.Since(start), st.Models["a"].State, st.Models["a"].Reason)
+	if st.Models["a"].State == string(models.Active) {
+		t.Fatalf("a is Active although a chunk was never published")
+	}
+	waitFor(t, "a Failed(TransferStalled)", func() bool {
+		st, _ := e.status()
+		return st.Models["a"].State == string(models.Failed) && st.Models["a"].Reason == "TransferStalled"
+	})
+	if got := inferAndCompare(t, rn.url, "b", "ppocr_cls", clsInput()); got != "1" {
+		t.Fatalf("b serving %q, want 1", got)
+	}
+}
+
+// TestStatusTellsTheTruth: while the node is connected its status never
+// says BrokerUnreachable, a version with no manifest stays
+// Waiting(ManifestNotPublished) across passes, and a desired state with no
+// models still moves status.desired.
+func TestStatusTellsTheTruth(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	sts := e.watchStatus()
+
+	// An empty first desired state.
+	d := wire.DesiredState{Protocol: wire.Protocol, Generation: 7, Models: map[string]wire.ModelSpec{}}
+	b, err := d.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	if err := e.link.Publish(ctx, cloudTopics.NodeDesired("n1"), true, b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "status.desired.node = 7", func() bool { st, _ := e.status(); return st.Desired.Node == 7 })
+
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "2"})
+	waitFor(t, "ppocr_cls/2 Active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "9"}) // never published
+	waitFor(t, "ppocr_cls/9 Waiting(ManifestNotPublished)", func() bool {
+		st, _ := e.status()
+		return st.Models["ppocr_cls"].Version == "9" && st.Models["ppocr_cls"].Reason == "ManifestNotPublished"
+	})
+	passes := func() float64 { return metricValue(t, rn.url, `edge_cloud_reconcile_total{result="waiting"}`) }
+	before := passes()
+	waitFor(t, "two more reconcile passes", func() bool { return passes() >= before+2 })
+
+	seen9 := false
+	for _, st := range sts.snapshot() {
+		for name, ms := range st.Models {
+			if ms.Reason == "BrokerUnreachable" {
+				t.Errorf("status published through the broker says %s %s(BrokerUnreachable)", name, ms.State)
+			}
+		}
+		ms := st.Models["ppocr_cls"]
+		if ms.Version != "9" {
+			continue
+		}
+		if seen9 && ms.Reason != "ManifestNotPublished" {
+			t.Errorf("status of ppocr_cls/9 flipped to %s(%s)", ms.State, ms.Reason)
+		}
+		seen9 = seen9 || ms.Reason == "ManifestNotPublished"
+	}
+}

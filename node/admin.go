@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/errdefs"
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 )
@@ -289,27 +290,9 @@ func (n *Node) deleteVersion(ctx context.Context, model, version string) error {
 	return nil
 }
 
-// statusOf maps store and engine errors to HTTP status codes (the table in
-// package models' doc).
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, models.ErrNotFound), errors.Is(err, inference.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, models.ErrExists), errors.Is(err, models.ErrInvalidTransition), errors.Is(err, models.ErrInUse):
-		return http.StatusConflict
-	case errors.Is(err, models.ErrChecksumMismatch):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, models.ErrInvalidArgument), errors.Is(err, inference.ErrInvalidArgument),
-		errors.Is(err, models.ErrSignatureInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, models.ErrDiskFull):
-		return http.StatusInsufficientStorage
-	case errors.Is(err, models.ErrLocked), errors.Is(err, inference.ErrUnavailable),
-		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
+// statusOf maps store and engine errors to HTTP status codes: the one
+// mapper, errdefs.HTTPStatus (the table in package models' doc).
+func statusOf(err error) int { return errdefs.HTTPStatus(err) }
 
 // pathNames returns the {model} (and {version}) path values, answering 400
 // and returning ok false when one is not a legal name.

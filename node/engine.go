@@ -255,9 +255,9 @@ func putNumber(b []byte, dt inference.DataType, f float64) {
 			b[0] = 1
 		}
 	case inference.FP16:
-		putUint(b, 2, uint64(float64ToFP16(f)))
+		putUint(b, 2, uint64(inference.Float64ToFP16(f)))
 	case inference.BF16:
-		putUint(b, 2, uint64(float64ToBF16(f)))
+		putUint(b, 2, uint64(inference.Float64ToBF16(f)))
 	case inference.FP32:
 		putUint(b, 4, uint64(math.Float32bits(float32(f))))
 	case inference.FP64:
@@ -282,9 +282,9 @@ func tensorFloats(t inference.Tensor) ([]float64, error) {
 		case inference.Int8, inference.Int16, inference.Int32, inference.Int64:
 			out[i] = float64(signExtend(x, size))
 		case inference.FP16:
-			out[i] = fp16ToFloat64(uint16(x))
+			out[i] = inference.FP16ToFloat64(uint16(x))
 		case inference.BF16:
-			out[i] = bf16ToFloat64(uint16(x))
+			out[i] = inference.BF16ToFloat64(uint16(x))
 		case inference.FP32:
 			out[i] = float64(math.Float32frombits(uint32(x)))
 		case inference.FP64:

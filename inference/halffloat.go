@@ -1,11 +1,12 @@
-package node
+package inference
 
 import "math"
 
 // FP16 (IEEE 754 binary16: 5 exponent bits, 10 mantissa bits) and BF16
-// (bfloat16: 8 exponent bits, 7 mantissa bits) conversions. Converting from
-// float64 directly, rounding once to nearest-even, avoids the double rounding
-// of going through float32.
+// (bfloat16: 8 exponent bits, 7 mantissa bits) conversions, for whoever
+// reads or writes those elements of a Tensor's Data (the KServe codec, the
+// engine's golden warm-up). Converting from float64 directly, rounding once
+// to nearest-even, avoids the double rounding of going through float32.
 
 // toSmallFloat rounds f to the nearest small float with expBits exponent
 // bits and mantBits mantissa bits, ties to even, and returns its bits.
@@ -80,7 +81,23 @@ func smallFloatIsInf(h uint16, expBits, mantBits uint) bool {
 	return h&(1<<(expBits+mantBits)-1) == uint16((1<<expBits-1)<<mantBits)
 }
 
-func float64ToFP16(f float64) uint16 { return toSmallFloat(f, 5, 10) }
-func fp16ToFloat64(h uint16) float64 { return fromSmallFloat(h, 5, 10) }
-func float64ToBF16(f float64) uint16 { return toSmallFloat(f, 8, 7) }
-func bf16ToFloat64(h uint16) float64 { return fromSmallFloat(h, 8, 7) }
+// Float64ToFP16 rounds f to the nearest FP16, ties to even, and returns its
+// bits. NaN is a quiet NaN; values past ±65504 (after rounding) are ±Inf.
+func Float64ToFP16(f float64) uint16 { return toSmallFloat(f, 5, 10) }
+
+// FP16ToFloat64 widens FP16 bits to float64 exactly.
+func FP16ToFloat64(h uint16) float64 { return fromSmallFloat(h, 5, 10) }
+
+// FP16IsInf reports whether FP16 bits are ±Inf (for callers that must reject
+// a finite value Float64ToFP16 rounded to infinity).
+func FP16IsInf(h uint16) bool { return smallFloatIsInf(h, 5, 10) }
+
+// Float64ToBF16 rounds f to the nearest BF16, ties to even, and returns its
+// bits. NaN is a quiet NaN; values past the largest finite BF16 are ±Inf.
+func Float64ToBF16(f float64) uint16 { return toSmallFloat(f, 8, 7) }
+
+// BF16ToFloat64 widens BF16 bits to float64 exactly.
+func BF16ToFloat64(h uint16) float64 { return fromSmallFloat(h, 8, 7) }
+
+// BF16IsInf reports whether BF16 bits are ±Inf.
+func BF16IsInf(h uint16) bool { return smallFloatIsInf(h, 8, 7) }

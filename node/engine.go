@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -294,4 +295,41 @@ func tensorFloats(t inference.Tensor) ([]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// putUint, getUint and signExtend read and write one little-endian element
+// of size bytes for putNumber and tensorFloats (node/kserve's codec has its
+// own copies on its hot path).
+
+// putUint stores the low size bytes of x little-endian.
+func putUint(b []byte, size int, x uint64) {
+	switch size {
+	case 1:
+		b[0] = byte(x)
+	case 2:
+		binary.LittleEndian.PutUint16(b, uint16(x))
+	case 4:
+		binary.LittleEndian.PutUint32(b, uint32(x))
+	case 8:
+		binary.LittleEndian.PutUint64(b, x)
+	}
+}
+
+// getUint loads size bytes little-endian.
+func getUint(b []byte, size int) uint64 {
+	switch size {
+	case 2:
+		return uint64(binary.LittleEndian.Uint16(b))
+	case 4:
+		return uint64(binary.LittleEndian.Uint32(b))
+	case 8:
+		return binary.LittleEndian.Uint64(b)
+	}
+	return uint64(b[0])
+}
+
+// signExtend widens a size-byte two's-complement integer.
+func signExtend(x uint64, size int) int64 {
+	shift := 64 - 8*uint(size)
+	return int64(x<<shift) >> shift
 }

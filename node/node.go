@@ -21,6 +21,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
+	"github.com/edgeai/edge-node/node/kserve"
 	"github.com/edgeai/edge-node/sync/chunker"
 )
 
@@ -295,13 +296,13 @@ func (n *Node) activate(ctx context.Context, model, version string) error {
 // Addr is the HTTP listener's address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
 
-// Acquire implements Backend.
+// Acquire implements kserve.Backend.
 func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {
 	return n.router.Acquire(model, version)
 }
 
-// Ready implements Backend: true once start-up finished, false again once
-// shutdown began.
+// Ready implements kserve.Backend: true once start-up finished, false again
+// once shutdown began.
 func (n *Node) Ready() bool { return n.ready.Load() }
 
 // Run serves HTTP until ctx is done, then stops intake and drains in-flight
@@ -387,20 +388,20 @@ func ignoreClosed(err error) error {
 
 // newHandler mounts the KServe v2 API, the admin API and /metrics on one mux.
 func (n *Node) newHandler() (http.Handler, error) {
-	opts := DefaultOptions()
+	opts := kserve.DefaultOptions()
 	opts.ServerVersion = Version
 	opts.MaxBodyBytes = n.cfg.MaxRequestBytes
 	opts.Registerer = n.reg
 	opts.EnablePprof = n.cfg.Pprof
 	opts.NewAllocator = n.newAllocator
-	kserve, err := NewHandler(n, n.log, opts)
+	api, err := kserve.NewHandler(n, n.log, opts)
 	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.Handle("/admin/", newAdminHandler(n, n.cfg.AdminToken, n.log))
-	mux.Handle("/", kserve)
+	mux.Handle("/", api)
 	return mux, nil
 }
 
@@ -422,11 +423,11 @@ func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
 	return b, err
 }
 
-// Index implements ModelIndexer (POST /v2/repository/index): every version
-// the store knows, in Triton's states. A version the router serves is READY;
-// Loading and Warming are LOADING; anything else is UNAVAILABLE with its
-// store state (and failure reason) as the reason.
-func (n *Node) Index() []ModelStatus {
+// Index implements kserve.ModelIndexer (POST /v2/repository/index): every
+// version the store knows, in Triton's states. A version the router serves is
+// READY; Loading and Warming are LOADING; anything else is UNAVAILABLE with
+// its store state (and failure reason) as the reason.
+func (n *Node) Index() []kserve.ModelStatus {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	ms, err := n.store.Models(ctx)
@@ -438,10 +439,10 @@ func (n *Node) Index() []ModelStatus {
 	for _, ix := range n.router.Index() {
 		routed[[2]string{ix.Model, ix.Version}] = ix.State == inference.StateServing
 	}
-	var out []ModelStatus
+	var out []kserve.ModelStatus
 	for _, m := range ms {
 		for _, v := range m.Versions {
-			st := ModelStatus{Name: m.Name, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
+			st := kserve.ModelStatus{Name: m.Name, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
 			switch {
 			case routed[[2]string{m.Name, v.Version}]:
 				st.State, st.Reason = "READY", ""

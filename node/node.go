@@ -426,9 +426,10 @@ func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
 // Index implements kserve.ModelIndexer (POST /v2/repository/index): every
 // version the store knows, in Triton's states. A version the router serves is
 // READY; Loading and Warming are LOADING; anything else is UNAVAILABLE with
-// its store state (and failure reason) as the reason.
-func (n *Node) Index() []kserve.ModelStatus {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// its store state (and failure reason) as the reason. The listing is bounded
+// by ctx (the request's) and 5 seconds.
+func (n *Node) Index(ctx context.Context) []kserve.ModelStatus {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	ms, err := n.store.Models(ctx)
 	if err != nil {

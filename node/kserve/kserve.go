@@ -35,7 +35,9 @@ type Backend interface {
 // versions; with it the handler serves POST /v2/repository/index and
 // advertises the "model_repository" extension.
 type ModelIndexer interface {
-	Index() []ModelStatus
+	// Index lists every model version the backend knows. ctx is the
+	// request's: the listing stops when the client goes away.
+	Index(ctx context.Context) []ModelStatus
 }
 
 // ModelStatus is one model version in the repository index.
@@ -214,7 +216,7 @@ func (h *Handler) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 		Inputs: tensorsMetadata(m.Inputs()), Outputs: tensorsMetadata(m.Outputs()),
 	}
 	if ix, ok := h.backend.(ModelIndexer); ok {
-		for _, st := range ix.Index() {
+		for _, st := range ix.Index(r.Context()) {
 			if st.Name == m.Name() && st.Version != "" {
 				md.Versions = append(md.Versions, st.Version)
 			}
@@ -257,7 +259,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	list := []ModelStatus{}
-	for _, st := range h.backend.(ModelIndexer).Index() {
+	for _, st := range h.backend.(ModelIndexer).Index(r.Context()) {
 		if !req.Ready || st.State == "READY" {
 			list = append(list, st)
 		}

@@ -47,7 +47,7 @@ func (b *testBackend) Acquire(model, version string) (inference.Model, func(), e
 
 func (b *testBackend) Ready() bool { return b.ready }
 
-func (b *testBackend) Index() []ModelStatus {
+func (b *testBackend) Index(context.Context) []ModelStatus {
 	var out []ModelStatus
 	for k, s := range b.models {
 		if strings.Contains(k, "/") {
@@ -157,6 +157,37 @@ func TestHealthAndMetadata(t *testing.T) {
 	b.ready = false
 	if w := do(h, "GET", "/v2/health/ready", nil, nil); w.Code != 503 {
 		t.Errorf("ready while not ready: %d", w.Code)
+	}
+}
+
+// indexCtxBackend records the context Index is called with.
+type indexCtxBackend struct {
+	*testBackend
+	got context.Context
+}
+
+func (b *indexCtxBackend) Index(ctx context.Context) []ModelStatus {
+	b.got = ctx
+	return b.testBackend.Index(ctx)
+}
+
+// Index is called with the request's context (so a slow listing stops
+// when its client goes away), from the index and model metadata routes.
+func TestIndexGetsTheRequestContext(t *testing.T) {
+	b := &indexCtxBackend{testBackend: newTestBackend(t)}
+	h, _ := newTestHandler(t, b, nil)
+	type key struct{}
+	for _, route := range []struct{ method, path string }{
+		{"POST", "/v2/repository/index"}, {"GET", "/v2/models/silero_vad"},
+	} {
+		b.got = nil
+		r := httptest.NewRequest(route.method, route.path, nil)
+		r = r.WithContext(context.WithValue(r.Context(), key{}, route.path))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || b.got == nil || b.got.Value(key{}) != route.path {
+			t.Errorf("%s %s: status %d, Index got context %v", route.method, route.path, w.Code, b.got)
+		}
 	}
 }
 

@@ -394,7 +394,8 @@ func (n *Node) newHandler() (http.Handler, error) {
 	opts.Registerer = n.reg
 	opts.EnablePprof = n.cfg.Pprof
 	opts.NewAllocator = n.newAllocator
-	api, err := kserve.NewHandler(n, n.log, opts)
+	// baseLog, not n.log: the handler adds its own component=kserve.
+	api, err := kserve.NewHandler(n, n.baseLog, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -91,7 +91,8 @@ type Handler struct {
 	mux     *http.ServeMux
 }
 
-// NewHandler builds the handler. It fails only when registering its metrics
+// NewHandler builds the handler. log should carry no "component" field: the
+// handler adds component=kserve. It fails only when registering its metrics
 // fails (for instance, twice on one registry).
 func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 	def := DefaultOptions()

@@ -191,6 +191,23 @@ func TestIndexGetsTheRequestContext(t *testing.T) {
 	}
 }
 
+// The handler tags its log lines component=kserve, once: its caller hands
+// it a logger without a component.
+func TestLogsItsComponentOnce(t *testing.T) {
+	var buf bytes.Buffer
+	opts := DefaultOptions()
+	opts.Registerer = prometheus.NewRegistry()
+	h, err := NewHandler(newTestBackend(t), zerolog.New(&buf), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(h, "GET", "/v2/nothing/here", nil, nil)
+	line := buf.String()
+	if strings.Count(line, `"component"`) != 1 || !strings.Contains(line, `"component":"kserve"`) {
+		t.Errorf("log line %q: want exactly one component, kserve", line)
+	}
+}
+
 // exhaustedAllocator is an Allocator whose pool is empty, as the pinned
 // pool's is under load: Alloc fails with ErrUnavailable.
 type exhaustedAllocator struct{}

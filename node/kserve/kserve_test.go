@@ -208,6 +208,30 @@ func TestLogsItsComponentOnce(t *testing.T) {
 	}
 }
 
+// A request whose context is already done is 503, counted under reason
+// "unavailable" (the session wraps the context's error in ErrUnavailable;
+// errdefs maps a bare context error the same way).
+func TestInferWithDoneContextIsUnavailable(t *testing.T) {
+	h, reg := newTestHandler(t, newTestBackend(t), nil)
+	body := kservetest.JSONRequest(t, "", kservetest.SileroInputs(), nil, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequest("POST", "/v2/models/silero_vad/infer", bytes.NewReader(body)).WithContext(ctx)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Errorf("status %d (Retry-After %q): %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	want := `
+# HELP edge_inference_rejected_requests_total Requests of any route rejected with an error, by reason.
+# TYPE edge_inference_rejected_requests_total counter
+edge_inference_rejected_requests_total{reason="unavailable"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "edge_inference_rejected_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
+
 // exhaustedAllocator is an Allocator whose pool is empty, as the pinned
 // pool's is under load: Alloc fails with ErrUnavailable.
 type exhaustedAllocator struct{}

@@ -9,11 +9,18 @@ import (
 	"testing"
 )
 
-// TestImportBoundaries enforces the project's two hard import rules:
-// only cgo/... has import "C", and only inference/... imports
-// onnxruntime_go. It also checks that every package has a doc comment.
+// TestImportBoundaries enforces the project's hard import rules: only
+// cgo/... has import "C"; only inference/... imports onnxruntime_go; the
+// inference frontends in node/kserve/... (tests included) import nothing
+// from the daemon's other packages under node/, from models/... or from
+// sync/...: they reach the serving owner only through their own small
+// interfaces; errdefs imports no package of this module. It also checks
+// that every package has a doc comment.
 func TestImportBoundaries(t *testing.T) {
-	const ort = "github.com/yalue/onnxruntime_go"
+	const (
+		ort    = "github.com/yalue/onnxruntime_go"
+		module = "github.com/edgeai/edge-node/"
+	)
 	docs := map[string]bool{} // package dir -> has a doc comment
 	fset := token.NewFileSet()
 	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
@@ -51,6 +58,13 @@ func TestImportBoundaries(t *testing.T) {
 			case p == ort && !strings.HasPrefix(dir, "inference"):
 				t.Errorf("%s: imports onnxruntime_go outside inference/", path)
 			}
+			if rel, ok := strings.CutPrefix(p, module); ok && within(dir, "node/kserve") && !within(rel, "node/kserve") &&
+				(within(rel, "node") || within(rel, "models") || within(rel, "sync")) {
+				t.Errorf("%s: node/kserve imports %s (it may use inference, errdefs and its own interfaces)", path, p)
+			}
+			if within(dir, "errdefs") && strings.HasPrefix(p, module) {
+				t.Errorf("%s: errdefs imports %s (it is imported by every layer, so imports none)", path, p)
+			}
 		}
 		return nil
 	})
@@ -65,4 +79,9 @@ func TestImportBoundaries(t *testing.T) {
 			t.Errorf("package in %s has no doc comment (// Package x ... or // Command x ...)", dir)
 		}
 	}
+}
+
+// within reports whether the slash-separated path p is dir or below it.
+func within(p, dir string) bool {
+	return p == dir || strings.HasPrefix(p, dir+"/")
 }

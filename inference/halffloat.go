@@ -1,15 +1,12 @@
 package inference
 
-import (
-	"encoding/binary"
-	"fmt"
-	"math"
-)
+import "math"
 
 // FP16 (IEEE 754 binary16: 5 exponent bits, 10 mantissa bits) and BF16
-// (bfloat16: 8 exponent bits, 7 mantissa bits) conversions. Converting from
-// float64 directly, rounding once to nearest-even, avoids the double rounding
-// of going through float32.
+// (bfloat16: 8 exponent bits, 7 mantissa bits) conversions, for whoever
+// reads or writes those elements of a Tensor's Data (the KServe codec, the
+// engine's golden warm-up). Converting from float64 directly, rounding once
+// to nearest-even, avoids the double rounding of going through float32.
 
 // toSmallFloat rounds f to the nearest small float with expBits exponent
 // bits and mantBits mantissa bits, ties to even, and returns its bits.
@@ -79,88 +76,28 @@ func fromSmallFloat(h uint16, expBits, mantBits uint) float64 {
 	return sign * math.Ldexp(mant+float64(uint64(1)<<mantBits), exp-bias-int(mantBits))
 }
 
-// Float64ToFP16 rounds f to the nearest FP16, ties to even.
+// smallFloatIsInf reports whether bits are ±infinity.
+func smallFloatIsInf(h uint16, expBits, mantBits uint) bool {
+	return h&(1<<(expBits+mantBits)-1) == uint16((1<<expBits-1)<<mantBits)
+}
+
+// Float64ToFP16 rounds f to the nearest FP16, ties to even, and returns its
+// bits. NaN is a quiet NaN; values past ±65504 (after rounding) are ±Inf.
 func Float64ToFP16(f float64) uint16 { return toSmallFloat(f, 5, 10) }
+
 // FP16ToFloat64 widens FP16 bits to float64 exactly.
 func FP16ToFloat64(h uint16) float64 { return fromSmallFloat(h, 5, 10) }
-// Float64ToBF16 rounds f to the nearest BF16, ties to even.
+
+// FP16IsInf reports whether FP16 bits are ±Inf (for callers that must reject
+// a finite value Float64ToFP16 rounded to infinity).
+func FP16IsInf(h uint16) bool { return smallFloatIsInf(h, 5, 10) }
+
+// Float64ToBF16 rounds f to the nearest BF16, ties to even, and returns its
+// bits. NaN is a quiet NaN; values past the largest finite BF16 are ±Inf.
 func Float64ToBF16(f float64) uint16 { return toSmallFloat(f, 8, 7) }
+
 // BF16ToFloat64 widens BF16 bits to float64 exactly.
 func BF16ToFloat64(h uint16) float64 { return fromSmallFloat(h, 8, 7) }
 
-// PutFloat64 stores f as one element of dt at the start of b, little-endian
-// (integers truncated toward zero, BOOL as 0/1). b must hold dt.Size()
-// bytes; dt must be numeric.
-func (dt DataType) PutFloat64(b []byte, f float64) {
-	switch dt {
-	case Bool:
-		b[0] = 0
-		if f != 0 {
-			b[0] = 1
-		}
-	case FP16:
-		putUint(b, 2, uint64(Float64ToFP16(f)))
-	case BF16:
-		putUint(b, 2, uint64(Float64ToBF16(f)))
-	case FP32:
-		putUint(b, 4, uint64(math.Float32bits(float32(f))))
-	case FP64:
-		putUint(b, 8, math.Float64bits(f))
-	case Uint64:
-		putUint(b, 8, uint64(f))
-	default: // signed and narrower unsigned integers
-		putUint(b, dt.Size(), uint64(int64(f)))
-	}
-}
-
-// Float64s decodes a numeric tensor's elements as float64.
-func (t Tensor) Float64s() ([]float64, error) {
-	size := t.DataType.Size()
-	if size == 0 || t.DataType == Bytes {
-		return nil, fmt.Errorf("datatype %s is not numeric", t.DataType)
-	}
-	out := make([]float64, len(t.Data)/size)
-	for i := range out {
-		b := t.Data[i*size:]
-		var x uint64
-		switch size {
-		case 2:
-			x = uint64(binary.LittleEndian.Uint16(b))
-		case 4:
-			x = uint64(binary.LittleEndian.Uint32(b))
-		case 8:
-			x = binary.LittleEndian.Uint64(b)
-		default:
-			x = uint64(b[0])
-		}
-		shift := 64 - 8*uint(size)
-		switch t.DataType {
-		case Int8, Int16, Int32, Int64:
-			out[i] = float64(int64(x<<shift) >> shift)
-		case FP16:
-			out[i] = FP16ToFloat64(uint16(x))
-		case BF16:
-			out[i] = BF16ToFloat64(uint16(x))
-		case FP32:
-			out[i] = float64(math.Float32frombits(uint32(x)))
-		case FP64:
-			out[i] = math.Float64frombits(x)
-		default: // BOOL and unsigned integers
-			out[i] = float64(x)
-		}
-	}
-	return out, nil
-}
-
-func putUint(b []byte, size int, x uint64) {
-	switch size {
-	case 1:
-		b[0] = byte(x)
-	case 2:
-		binary.LittleEndian.PutUint16(b, uint16(x))
-	case 4:
-		binary.LittleEndian.PutUint32(b, uint32(x))
-	case 8:
-		binary.LittleEndian.PutUint64(b, x)
-	}
-}
+// BF16IsInf reports whether BF16 bits are ±Inf.
+func BF16IsInf(h uint16) bool { return smallFloatIsInf(h, 8, 7) }

@@ -2,28 +2,34 @@ package inference
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
+
+	"github.com/edgeai/edge-node/errdefs"
 )
 
 // Sentinel errors. Errors returned by this package wrap one of them so that
-// callers (the HTTP layer) can map them with errors.Is.
+// callers (the HTTP layer) can map them with errors.Is and
+// errdefs.HTTPStatus. They are the errdefs family under this package's
+// names: ErrNotFound is errdefs.ErrNotFound, the same value as
+// models.ErrNotFound, and so on; ErrRunFailed is this package's own
+// sentinel of class errdefs.ErrInternal.
 var (
 	// ErrInvalidArgument: the request does not fit the model (name, dtype,
-	// shape, size).
-	ErrInvalidArgument = errors.New("invalid argument")
-	// ErrNotFound: no such model or version.
-	ErrNotFound = errors.New("not found")
+	// shape, size). 400.
+	ErrInvalidArgument = errdefs.ErrInvalidArgument
+	// ErrNotFound: no such model or version. 404.
+	ErrNotFound = errdefs.ErrNotFound
 	// ErrUnavailable: the model exists but cannot serve now (loading,
-	// closing, out of buffers).
-	ErrUnavailable = errors.New("unavailable")
+	// closing, out of buffers). 503.
+	ErrUnavailable = errdefs.ErrUnavailable
 	// ErrUnsupported: a feature the model or this build does not support.
-	ErrUnsupported = errors.New("unsupported")
+	// 501.
+	ErrUnsupported = errdefs.ErrUnsupported
 	// ErrRunFailed: ONNX Runtime failed while running the model (a kernel
 	// error, an input the graph cannot process) or returned something this
-	// package cannot map. Retrying the same request will not help.
-	ErrRunFailed = errors.New("model run failed")
+	// package cannot map. Retrying the same request will not help. 500.
+	ErrRunFailed = errdefs.Sentinel(errdefs.ErrInternal, "model run failed")
 )
 
 // TensorInfo describes one model input or output. A dimension of -1 is

@@ -22,6 +22,7 @@ import (
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/node/admin"
+	"github.com/edgeai/edge-node/node/kserve"
 	"github.com/edgeai/edge-node/node/reconcile"
 	"github.com/edgeai/edge-node/node/serving"
 	"github.com/edgeai/edge-node/sync/chunker"
@@ -190,14 +191,13 @@ func storeOptions(cfg Config) (store.Options, error) {
 // Addr is the HTTP listener's address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
 
-// Acquire implements the KServe frontend's Backend: the serving owner's
-// sessions.
+// Acquire implements kserve.Backend: the serving owner's sessions.
 func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {
 	return n.serving.Acquire(model, version)
 }
 
-// Ready implements Backend: true once start-up finished, false again once
-// shutdown began.
+// Ready implements kserve.Backend: true once start-up finished, false again
+// once shutdown began.
 func (n *Node) Ready() bool { return n.ready.Load() }
 
 // Run serves HTTP until ctx is done, then stops intake and drains in-flight
@@ -284,13 +284,14 @@ func ignoreClosed(err error) error {
 
 // newHandler mounts the KServe v2 API, the admin API and /metrics on one mux.
 func (n *Node) newHandler() (http.Handler, error) {
-	opts := DefaultOptions()
+	opts := kserve.DefaultOptions()
 	opts.ServerVersion = Version
 	opts.MaxBodyBytes = n.cfg.MaxRequestBytes
 	opts.Registerer = n.reg
 	opts.EnablePprof = n.cfg.Pprof
 	opts.NewAllocator = n.newAllocator
-	kserve, err := NewHandler(n, n.baseLog, opts)
+	// baseLog, not n.log: the handler adds its own component=kserve.
+	api, err := kserve.NewHandler(n, n.baseLog, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -298,7 +299,7 @@ func (n *Node) newHandler() (http.Handler, error) {
 	mux.Handle("/metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.Handle("/admin/", admin.New(n.serving, admin.Config{Token: n.cfg.AdminToken, UploadDir: filepath.Join(n.cfg.DataDir, "upload"),
 		MaxUploadBytes: n.cfg.MaxRequestBytes}, n.baseLog))
-	mux.Handle("/", kserve)
+	mux.Handle("/", api)
 	return mux, nil
 }
 
@@ -320,21 +321,22 @@ func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
 	return b, err
 }
 
-// Index implements ModelIndexer (POST /v2/repository/index): every version
-// the store knows, in Triton's states. A version the router serves is READY;
-// Loading and Warming are LOADING; anything else is UNAVAILABLE with its
-// store state (and failure reason) as the reason.
-func (n *Node) Index() []ModelStatus {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+// Index implements kserve.ModelIndexer (POST /v2/repository/index): every
+// version the store knows, in Triton's states. A version the router serves is
+// READY; Loading and Warming are LOADING; anything else is UNAVAILABLE with
+// its store state (and failure reason) as the reason. The listing is bounded
+// by ctx (the request's) and 5 seconds.
+func (n *Node) Index(ctx context.Context) []kserve.ModelStatus {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	vs, err := n.serving.Index(ctx)
 	if err != nil {
 		n.log.Warn().Err(err).Msg("repository index: listing the store")
 		return nil
 	}
-	out := make([]ModelStatus, 0, len(vs))
+	out := make([]kserve.ModelStatus, 0, len(vs))
 	for _, v := range vs {
-		st := ModelStatus{Name: v.Model, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
+		st := kserve.ModelStatus{Name: v.Model, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
 		switch {
 		case v.Serving:
 			st.State, st.Reason = "READY", ""

@@ -194,7 +194,7 @@ func inferAndCompare(t testing.TB, url, model, sample string, inputs []inference
 		t.Fatalf("infer %s: model %q with %d outputs, want %d", model, resp.ModelName, len(resp.Outputs), len(want))
 	}
 	for i, o := range resp.Outputs {
-		if o.Name != want[i].Name || !bytes.Equal(o.raw, want[i].Data) {
+		if o.Name != want[i].Name || !bytes.Equal(o.Raw, want[i].Data) {
 			t.Errorf("infer %s: output %s differs from the raw onnxruntime_go run", model, o.Name)
 		}
 	}

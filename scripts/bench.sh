@@ -12,7 +12,7 @@ t=${BENCHTIME:-2s}
   echo "# $(date -u +%FT%TZ) $(uname -m) $(nproc) cores, $(go version | cut -d' ' -f3)"
   echo "## Go benchmarks (-benchtime $t)"
   go test -run '^$' -bench . -benchmem -benchtime "$t" -count=1 -timeout 60m \
-    ./node/ ./inference/ ./cgo/pinned/ ./models/
+    ./node/ ./node/kserve/ ./inference/ ./cgo/pinned/ ./models/
   echo "## Weight transfer: 100 MiB through mosquitto vs mosquitto_pub -f"
   EDGEAI_MEASURE=1 go test -count=1 -run 'MeasureThroughput' -v -timeout 600s ./sync/transfer/ | grep -v '^=== '
 } 2>&1 | tee "$out"

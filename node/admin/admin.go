@@ -3,7 +3,7 @@
 // an override, and GC. It is a face of the serving owner only: every change
 // is a call to the small Owner interface below, which node/serving's Owner
 // implements; the admin API never touches the store or the router itself.
-// Errors map to HTTP statuses through one mapper (statusOf).
+// Errors map to HTTP statuses through the one mapper, errdefs.HTTPStatus.
 package admin
 
 import (
@@ -19,7 +19,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/errdefs"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/node/serving"
 )
@@ -118,12 +118,12 @@ func (a *admin) auth(next http.Handler) http.Handler {
 func (a *admin) listModels(w http.ResponseWriter, r *http.Request) {
 	ms, err := a.o.Models(r.Context())
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	ros, err := a.o.Rollouts(r.Context())
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"models": ms, "rollouts": ros})
@@ -146,12 +146,12 @@ func (a *admin) startRollout(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err := a.o.StartRollout(r.Context(), model, version, s, adminOpts(r)); err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	ro, err := a.o.Rollout(r.Context(), model)
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", model).Str("version", version).Str("strategy", string(ro.Strategy.Kind)).Msg("rollout started by admin call")
@@ -161,7 +161,7 @@ func (a *admin) startRollout(w http.ResponseWriter, r *http.Request) {
 func (a *admin) abortRollout(w http.ResponseWriter, r *http.Request) {
 	ro, err := a.o.AbortRollout(r.Context(), r.PathValue("model"), "aborted by an admin call")
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	writeJSON(w, http.StatusOK, ro)
@@ -174,7 +174,7 @@ func (a *admin) getModel(w http.ResponseWriter, r *http.Request) {
 	}
 	m, err := a.o.Model(r.Context(), model)
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	writeJSON(w, http.StatusOK, m)
@@ -219,7 +219,7 @@ func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
 	v, err := a.o.Import(r.Context(), models.ImportRequest{Model: model, Version: version, ModelFile: f.Name(), Config: cfg},
 		r.URL.Query().Get("activate") == "true")
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", model).Str("version", version).Str("state", string(v.State)).Msg("imported")
@@ -233,7 +233,7 @@ func (a *admin) activate(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := a.o.Activate(r.Context(), model, version, adminOpts(r))
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", model).Str("version", version).Msg("activated by admin call")
@@ -247,7 +247,7 @@ func (a *admin) rollback(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := a.o.Rollback(r.Context(), model, adminOpts(r))
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", v.Model).Str("version", v.Version).Msg("rolled back by admin call")
@@ -260,7 +260,7 @@ func (a *admin) deleteVersion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.o.Delete(r.Context(), model, version); err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", model).Str("version", version).Msg("deleted by admin call")
@@ -270,7 +270,7 @@ func (a *admin) deleteVersion(w http.ResponseWriter, r *http.Request) {
 func (a *admin) gc(w http.ResponseWriter, r *http.Request) {
 	st, err := a.o.GC(r.Context())
 	if err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -282,33 +282,11 @@ func (a *admin) clearOverride(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.o.ClearOverride(r.Context(), model); err != nil {
-		adminError(w, statusOf(err), err)
+		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", model).Msg("override cleared by admin call: desired state governs the model again")
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// statusOf maps store and engine errors to HTTP status codes (the table in
-// package models' doc).
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, models.ErrNotFound), errors.Is(err, inference.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, models.ErrExists), errors.Is(err, models.ErrInvalidTransition), errors.Is(err, models.ErrInUse):
-		return http.StatusConflict
-	case errors.Is(err, models.ErrChecksumMismatch):
-		return http.StatusUnprocessableEntity
-	case errors.Is(err, models.ErrInvalidArgument), errors.Is(err, inference.ErrInvalidArgument),
-		errors.Is(err, models.ErrSignatureInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, models.ErrDiskFull):
-		return http.StatusInsufficientStorage
-	case errors.Is(err, models.ErrLocked), errors.Is(err, inference.ErrUnavailable),
-		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
 }
 
 // pathNames returns the {model} (and {version}) path values, answering 400

@@ -1,4 +1,4 @@
-package node
+package kserve
 
 import (
 	"encoding/binary"
@@ -159,9 +159,9 @@ func appendTensorData(b []byte, t *inference.Tensor) ([]byte, error) {
 	case inference.FP16, inference.BF16:
 		for i := 0; i < len(d); i += 2 {
 			h := binary.LittleEndian.Uint16(d[i:])
-			f := fp16ToFloat64(h)
+			f := inference.FP16ToFloat64(h)
 			if t.DataType == inference.BF16 {
-				f = bf16ToFloat64(h)
+				f = inference.BF16ToFloat64(h)
 			}
 			if math.IsNaN(f) || math.IsInf(f, 0) {
 				return b, nonFinite(i / 2)

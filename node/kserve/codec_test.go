@@ -1,9 +1,8 @@
-package node
+package kserve
 
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -12,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/node/kserve/kservetest"
 )
 
 // codecModel is the tensor layout the pure codec tests decode against.
@@ -42,22 +42,6 @@ func binaryBody(header string, sections ...[]byte) ([]byte, int64) {
 	return b, int64(len(header))
 }
 
-func f32le(fs ...float32) []byte {
-	b := make([]byte, 4*len(fs))
-	for i, f := range fs {
-		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(f))
-	}
-	return b
-}
-
-func i64le(xs ...int64) []byte {
-	b := make([]byte, 8*len(xs))
-	for i, x := range xs {
-		binary.LittleEndian.PutUint64(b[8*i:], uint64(x))
-	}
-	return b
-}
-
 func TestDecodeJSONRequest(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -76,10 +60,10 @@ func TestDecodeJSONRequest(t *testing.T) {
 			if string(req.id) != `"a\"b"` {
 				t.Errorf("id = %s", req.id)
 			}
-			if got, want := req.inputs[0].tensor.Data, f32le(1, 2, 3, 4, 5, 6.5); !bytes.Equal(got, want) {
+			if got, want := req.inputs[0].tensor.Data, kservetest.F32LE(1, 2, 3, 4, 5, 6.5); !bytes.Equal(got, want) {
 				t.Errorf("x = %v, want %v", got, want)
 			}
-			if got, want := req.inputs[1].tensor.Data, i64le(16000); !bytes.Equal(got, want) {
+			if got, want := req.inputs[1].tensor.Data, kservetest.I64LE(16000); !bytes.Equal(got, want) {
 				t.Errorf("sr = %v, want %v", got, want)
 			}
 		})
@@ -88,12 +72,12 @@ func TestDecodeJSONRequest(t *testing.T) {
 
 func TestDecodeBinaryRequest(t *testing.T) {
 	body, hl := binaryBody(`{"inputs":[{"name":"sr","datatype":"INT64","shape":[],"data":[8000]},{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}}],"outputs":[{"name":"z","parameters":{"binary_data":true}}],"parameters":{"binary_data_output":false}}`,
-		f32le(-1, 0.5, 7))
+		kservetest.F32LE(-1, 0.5, 7))
 	req, err := decodeForTest(body, hl, codecInputs, codecOutputs)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := req.inputs[1].tensor.Data; !bytes.Equal(got, f32le(-1, 0.5, 7)) {
+	if got := req.inputs[1].tensor.Data; !bytes.Equal(got, kservetest.F32LE(-1, 0.5, 7)) {
 		t.Errorf("x = %v", got)
 	}
 	if len(req.outputs) != 1 || req.outputs[0].name != "z" || !req.outputs[0].binary || req.binaryOutput {
@@ -104,7 +88,7 @@ func TestDecodeBinaryRequest(t *testing.T) {
 // A table of bad requests for the codec: each must fail with a 400 (or the
 // status given) whose message names the problem.
 func TestDecodeRejectsBadRequests(t *testing.T) {
-	good := f32le(1, 2, 3)
+	good := kservetest.F32LE(1, 2, 3)
 	for _, tc := range []struct {
 		name   string
 		body   []byte
@@ -197,10 +181,10 @@ func allDataTypes() []inference.Tensor {
 		{Name: "i64", DataType: inference.Int64, Shape: []int64{3}, Data: le(8, 1<<63, math.MaxUint64, 1<<63-1)},
 		{Name: "fp16", DataType: inference.FP16, Shape: []int64{5}, Data: le(2, 0x3c00, 0x7bff, 0x0001, 0x8000, 0xc4d2)},
 		{Name: "bf16", DataType: inference.BF16, Shape: []int64{4}, Data: le(2, 0x3f80, 0x7f7f, 0x0001, 0xc2f7)},
-		{Name: "fp32", DataType: inference.FP32, Shape: []int64{1, 4}, Data: f32le(math.MaxFloat32, math.SmallestNonzeroFloat32, -0.1, 1e-7)},
+		{Name: "fp32", DataType: inference.FP32, Shape: []int64{1, 4}, Data: kservetest.F32LE(math.MaxFloat32, math.SmallestNonzeroFloat32, -0.1, 1e-7)},
 		{Name: "fp64", DataType: inference.FP64, Shape: []int64{3}, Data: le(8, math.Float64bits(math.MaxFloat64), math.Float64bits(5e-324), math.Float64bits(-0.1))},
 		{Name: "bytes", DataType: inference.Bytes, Shape: []int64{3}, Strings: [][]byte{[]byte("héllo \"q\"\n"), {}, []byte("x")}},
-		{Name: "scalar", DataType: inference.FP32, Shape: []int64{}, Data: f32le(3.25)},
+		{Name: "scalar", DataType: inference.FP32, Shape: []int64{}, Data: kservetest.F32LE(3.25)},
 		{Name: "empty", DataType: inference.Int32, Shape: []int64{0, 2}, Data: []byte{}},
 	}
 }
@@ -265,7 +249,7 @@ func TestEncodeRejectsWhatJSONCannotCarry(t *testing.T) {
 		t   inference.Tensor
 		msg string
 	}{
-		{inference.Tensor{Name: "n", DataType: inference.FP32, Shape: []int64{2}, Data: f32le(1, float32(math.NaN()))}, "element 1 is not finite"},
+		{inference.Tensor{Name: "n", DataType: inference.FP32, Shape: []int64{2}, Data: kservetest.F32LE(1, float32(math.NaN()))}, "element 1 is not finite"},
 		{inference.Tensor{Name: "i", DataType: inference.FP16, Shape: []int64{1}, Data: []byte{0, 0x7c}}, "element 0 is not finite"},
 		{inference.Tensor{Name: "s", DataType: inference.Bytes, Shape: []int64{1}, Strings: [][]byte{{0xff}}}, "not valid UTF-8"},
 		{inference.Tensor{Name: "r", DataType: inference.FP32, Shape: []int64{1}, Data: []byte{1, 2, 3}}, "not a whole number"},
@@ -343,7 +327,7 @@ func FuzzDecodeJSONRequest(f *testing.F) {
 
 func FuzzDecodeBinaryRequest(f *testing.F) {
 	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}},{"name":"s","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":5}},{"name":"h","datatype":"FP16","shape":[1],"data":[1]},{"name":"b","datatype":"BOOL","shape":[1],"parameters":{"binary_data_size":1}}]}`),
-		append(append(f32le(1, 2, 3), 1, 0, 0, 0, 'z'), 1))
+		append(append(kservetest.F32LE(1, 2, 3), 1, 0, 0, 0, 'z'), 1))
 	f.Add([]byte(`{"inputs":[{"name":"s","datatype":"BYTES","shape":[2],"parameters":{"binary_data_size":8}}]}`), []byte{0, 0, 0, 0, 0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, header, tail []byte) {
 		body := append(append([]byte(nil), header...), tail...)

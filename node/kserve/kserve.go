@@ -1,4 +1,4 @@
-package node
+package kserve
 
 import (
 	"context"
@@ -35,7 +35,9 @@ type Backend interface {
 // versions; with it the handler serves POST /v2/repository/index and
 // advertises the "model_repository" extension.
 type ModelIndexer interface {
-	Index() []ModelStatus
+	// Index lists every model version the backend knows. ctx is the
+	// request's: the listing stops when the client goes away.
+	Index(ctx context.Context) []ModelStatus
 }
 
 // ModelStatus is one model version in the repository index.
@@ -89,7 +91,8 @@ type Handler struct {
 	mux     *http.ServeMux
 }
 
-// NewHandler builds the handler. It fails only when registering its metrics
+// NewHandler builds the handler. log should carry no "component" field: the
+// handler adds component=kserve. It fails only when registering its metrics
 // fails (for instance, twice on one registry).
 func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 	def := DefaultOptions()
@@ -214,7 +217,7 @@ func (h *Handler) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 		Inputs: tensorsMetadata(m.Inputs()), Outputs: tensorsMetadata(m.Outputs()),
 	}
 	if ix, ok := h.backend.(ModelIndexer); ok {
-		for _, st := range ix.Index() {
+		for _, st := range ix.Index(r.Context()) {
 			if st.Name == m.Name() && st.Version != "" {
 				md.Versions = append(md.Versions, st.Version)
 			}
@@ -257,7 +260,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	list := []ModelStatus{}
-	for _, st := range h.backend.(ModelIndexer).Index() {
+	for _, st := range h.backend.(ModelIndexer).Index(r.Context()) {
 		if !req.Ready || st.State == "READY" {
 			list = append(list, st)
 		}

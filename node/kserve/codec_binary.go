@@ -1,4 +1,4 @@
-package node
+package kserve
 
 import (
 	"encoding/binary"

@@ -1,13 +1,11 @@
-package node
+package kserve
 
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/node/kserve/kservetest"
 )
 
 // testBackend serves real inference.Sessions by name and version. It is a
@@ -48,7 +47,7 @@ func (b *testBackend) Acquire(model, version string) (inference.Model, func(), e
 
 func (b *testBackend) Ready() bool { return b.ready }
 
-func (b *testBackend) Index() []ModelStatus {
+func (b *testBackend) Index(context.Context) []ModelStatus {
 	var out []ModelStatus
 	for k, s := range b.models {
 		if strings.Contains(k, "/") {
@@ -123,181 +122,6 @@ func do(h http.Handler, method, path string, header http.Header, body []byte) *h
 	return w
 }
 
-// sileroInputs is one 512-sample frame with zero state.
-func sileroInputs() []inference.Tensor {
-	samples := make([]float32, 512)
-	for i := range samples {
-		samples[i] = float32(math.Sin(float64(i)/7)) * 0.3
-	}
-	zero := make([]float32, 2*1*64)
-	return []inference.Tensor{
-		{Name: "input", DataType: inference.FP32, Shape: []int64{1, 512}, Data: f32le(samples...)},
-		{Name: "sr", DataType: inference.Int64, Shape: []int64{}, Data: i64le(16000)},
-		{Name: "h", DataType: inference.FP32, Shape: []int64{2, 1, 64}, Data: f32le(zero...)},
-		{Name: "c", DataType: inference.FP32, Shape: []int64{2, 1, 64}, Data: f32le(zero...)},
-	}
-}
-
-// detInput is a 1×3×size×size image with a few bright rectangles.
-func detInput(size int) []inference.Tensor {
-	img := make([]float32, 3*size*size)
-	for c := 0; c < 3; c++ {
-		for y := 0; y < size; y++ {
-			for x := 0; x < size; x++ {
-				v := float32(-0.5)
-				if (y/8)%3 == 1 && x > size/8 && x < size*7/8 {
-					v = 0.9
-				}
-				img[(c*size+y)*size+x] = v
-			}
-		}
-	}
-	return []inference.Tensor{{Name: "x", DataType: inference.FP32, Shape: []int64{1, 3, int64(size), int64(size)}, Data: f32le(img...)}}
-}
-
-func f32s(b []byte) []float32 {
-	out := make([]float32, len(b)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
-	}
-	return out
-}
-
-// jsonRequest builds a JSON body with encoding/json (independent of our
-// encoder). Only FP32 and INT64 inputs, which is what the sample models take.
-func jsonRequest(t testing.TB, id string, ins []inference.Tensor, outputs []string, binaryOut bool) []byte {
-	type input struct {
-		Name     string  `json:"name"`
-		Shape    []int64 `json:"shape"`
-		DataType string  `json:"datatype"`
-		Data     any     `json:"data"`
-	}
-	req := map[string]any{"id": id}
-	var inputs []input
-	for _, in := range ins {
-		var data any
-		switch in.DataType {
-		case inference.FP32:
-			data = f32s(in.Data)
-		case inference.Int64:
-			xs := make([]int64, len(in.Data)/8)
-			for i := range xs {
-				xs[i] = int64(binary.LittleEndian.Uint64(in.Data[8*i:]))
-			}
-			data = xs
-		default:
-			t.Fatalf("jsonRequest: %s not supported", in.DataType)
-		}
-		inputs = append(inputs, input{Name: in.Name, Shape: in.Shape, DataType: in.DataType.String(), Data: data})
-	}
-	req["inputs"] = inputs
-	if outputs != nil {
-		var outs []map[string]any
-		for _, o := range outputs {
-			outs = append(outs, map[string]any{"name": o})
-		}
-		req["outputs"] = outs
-	}
-	if binaryOut {
-		req["parameters"] = map[string]any{"binary_data_output": true}
-	}
-	b, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-// binaryRequest builds a binary-extension body: every input as a binary
-// section. It returns the body and the header length.
-func binaryRequest(t testing.TB, id string, ins []inference.Tensor, binaryOut bool) ([]byte, int) {
-	type input struct {
-		Name       string         `json:"name"`
-		Shape      []int64        `json:"shape"`
-		DataType   string         `json:"datatype"`
-		Parameters map[string]any `json:"parameters"`
-	}
-	var inputs []input
-	var tail []byte
-	for _, in := range ins {
-		inputs = append(inputs, input{Name: in.Name, Shape: in.Shape, DataType: in.DataType.String(),
-			Parameters: map[string]any{"binary_data_size": len(in.Data)}})
-		tail = append(tail, in.Data...)
-	}
-	req := map[string]any{"id": id, "inputs": inputs}
-	if binaryOut {
-		req["parameters"] = map[string]any{"binary_data_output": true}
-	}
-	hdr, err := json.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(hdr, tail...), len(hdr)
-}
-
-type responseOutput struct {
-	Name       string          `json:"name"`
-	DataType   string          `json:"datatype"`
-	Shape      []int64         `json:"shape"`
-	Data       json.RawMessage `json:"data"`
-	Parameters struct {
-		BinaryDataSize *int64 `json:"binary_data_size"`
-	} `json:"parameters"`
-	raw []byte // binary section, or the JSON data re-encoded little-endian (FP32 only)
-}
-
-type inferResponse struct {
-	ModelName    string           `json:"model_name"`
-	ModelVersion string           `json:"model_version"`
-	ID           string           `json:"id"`
-	Outputs      []responseOutput `json:"outputs"`
-}
-
-// parseResponse splits a response into its JSON header and binary sections
-// and fills each output's raw bytes.
-func parseResponse(t testing.TB, header http.Header, body []byte) inferResponse {
-	t.Helper()
-	hdr := body
-	var tail []byte
-	if hl := header.Get(headerContentLength); hl != "" {
-		n, err := strconv.Atoi(hl)
-		if err != nil || n > len(body) {
-			t.Fatalf("bad %s %q for a %d-byte body", headerContentLength, hl, len(body))
-		}
-		if ct := header.Get("Content-Type"); ct != "application/octet-stream" {
-			t.Errorf("binary response has Content-Type %q", ct)
-		}
-		hdr, tail = body[:n], body[n:]
-	}
-	var resp inferResponse
-	if err := json.Unmarshal(hdr, &resp); err != nil {
-		t.Fatalf("response header: %v\n%.300s", err, hdr)
-	}
-	for i := range resp.Outputs {
-		o := &resp.Outputs[i]
-		if o.Parameters.BinaryDataSize != nil {
-			n := int(*o.Parameters.BinaryDataSize)
-			if n > len(tail) {
-				t.Fatalf("output %s: binary_data_size %d past the body", o.Name, n)
-			}
-			o.raw, tail = tail[:n], tail[n:]
-			continue
-		}
-		if o.DataType != "FP32" {
-			t.Fatalf("output %s: parseResponse handles FP32 JSON only, got %s", o.Name, o.DataType)
-		}
-		var fs []float32
-		if err := json.Unmarshal(o.Data, &fs); err != nil {
-			t.Fatalf("output %s data: %v", o.Name, err)
-		}
-		o.raw = f32le(fs...)
-	}
-	if len(tail) != 0 {
-		t.Fatalf("%d bytes after the last binary output", len(tail))
-	}
-	return resp
-}
-
 func TestHealthAndMetadata(t *testing.T) {
 	b := newTestBackend(t)
 	h, _ := newTestHandler(t, b, nil)
@@ -336,6 +160,78 @@ func TestHealthAndMetadata(t *testing.T) {
 	}
 }
 
+// indexCtxBackend records the context Index is called with.
+type indexCtxBackend struct {
+	*testBackend
+	got context.Context
+}
+
+func (b *indexCtxBackend) Index(ctx context.Context) []ModelStatus {
+	b.got = ctx
+	return b.testBackend.Index(ctx)
+}
+
+// Index is called with the request's context (so a slow listing stops
+// when its client goes away), from the index and model metadata routes.
+func TestIndexGetsTheRequestContext(t *testing.T) {
+	b := &indexCtxBackend{testBackend: newTestBackend(t)}
+	h, _ := newTestHandler(t, b, nil)
+	type key struct{}
+	for _, route := range []struct{ method, path string }{
+		{"POST", "/v2/repository/index"}, {"GET", "/v2/models/silero_vad"},
+	} {
+		b.got = nil
+		r := httptest.NewRequest(route.method, route.path, nil)
+		r = r.WithContext(context.WithValue(r.Context(), key{}, route.path))
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != 200 || b.got == nil || b.got.Value(key{}) != route.path {
+			t.Errorf("%s %s: status %d, Index got context %v", route.method, route.path, w.Code, b.got)
+		}
+	}
+}
+
+// The handler tags its log lines component=kserve, once: its caller hands
+// it a logger without a component.
+func TestLogsItsComponentOnce(t *testing.T) {
+	var buf bytes.Buffer
+	opts := DefaultOptions()
+	opts.Registerer = prometheus.NewRegistry()
+	h, err := NewHandler(newTestBackend(t), zerolog.New(&buf), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do(h, "GET", "/v2/nothing/here", nil, nil)
+	line := buf.String()
+	if strings.Count(line, `"component"`) != 1 || !strings.Contains(line, `"component":"kserve"`) {
+		t.Errorf("log line %q: want exactly one component, kserve", line)
+	}
+}
+
+// A request whose context is already done is 503, counted under reason
+// "unavailable" (the session wraps the context's error in ErrUnavailable;
+// errdefs maps a bare context error the same way).
+func TestInferWithDoneContextIsUnavailable(t *testing.T) {
+	h, reg := newTestHandler(t, newTestBackend(t), nil)
+	body := kservetest.JSONRequest(t, "", kservetest.SileroInputs(), nil, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequest("POST", "/v2/models/silero_vad/infer", bytes.NewReader(body)).WithContext(ctx)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
+		t.Errorf("status %d (Retry-After %q): %s", w.Code, w.Header().Get("Retry-After"), w.Body)
+	}
+	want := `
+# HELP edge_inference_rejected_requests_total Requests of any route rejected with an error, by reason.
+# TYPE edge_inference_rejected_requests_total counter
+edge_inference_rejected_requests_total{reason="unavailable"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "edge_inference_rejected_requests_total"); err != nil {
+		t.Error(err)
+	}
+}
+
 // exhaustedAllocator is an Allocator whose pool is empty, as the pinned
 // pool's is under load: Alloc fails with ErrUnavailable.
 type exhaustedAllocator struct{}
@@ -353,8 +249,8 @@ func TestInferRejectsBadRequests(t *testing.T) {
 	hExhausted, _ := newTestHandler(t, b, func(o *Options) {
 		o.NewAllocator = func() (inference.Allocator, func()) { return exhaustedAllocator{}, func() {} }
 	})
-	good := jsonRequest(t, "ok", sileroInputs(), nil, false)
-	goodBin, goodHL := binaryRequest(t, "", sileroInputs(), false)
+	good := kservetest.JSONRequest(t, "ok", kservetest.SileroInputs(), nil, false)
+	goodBin, goodHL := kservetest.BinaryRequest(t, "", kservetest.SileroInputs(), false)
 	hl := func(n int) http.Header { return http.Header{headerContentLength: {strconv.Itoa(n)}} }
 	replace := func(body []byte, old, new string) []byte {
 		if !bytes.Contains(body, []byte(old)) {
@@ -452,8 +348,8 @@ func TestInferMatchesRawOnnxRuntime(t *testing.T) {
 		name   string
 		inputs []inference.Tensor
 	}{
-		{"silero_vad", sileroInputs()},
-		{"ppocr_det", detInput(96)},
+		{"silero_vad", kservetest.SileroInputs()},
+		{"ppocr_det", kservetest.DetInput(96)},
 	} {
 		want := inferencetest.RawRun(t, inferencetest.ModelPath(t, model.name), model.inputs)
 		for _, mode := range []struct {
@@ -465,16 +361,16 @@ func TestInferMatchesRawOnnxRuntime(t *testing.T) {
 				header := http.Header{}
 				if mode.binaryIn {
 					var n int
-					body, n = binaryRequest(t, "req-1", model.inputs, mode.binaryOut)
+					body, n = kservetest.BinaryRequest(t, "req-1", model.inputs, mode.binaryOut)
 					header.Set(headerContentLength, strconv.Itoa(n))
 				} else {
-					body = jsonRequest(t, "req-1", model.inputs, nil, mode.binaryOut)
+					body = kservetest.JSONRequest(t, "req-1", model.inputs, nil, mode.binaryOut)
 				}
 				w := do(h, "POST", "/v2/models/"+model.name+"/infer", header, body)
 				if w.Code != 200 {
 					t.Fatalf("status %d: %s", w.Code, w.Body)
 				}
-				resp := parseResponse(t, w.Header(), w.Body.Bytes())
+				resp := kservetest.ParseResponse(t, w.Header(), w.Body.Bytes())
 				if resp.ID != "req-1" || resp.ModelName != model.name || resp.ModelVersion != "1" {
 					t.Errorf("id %q model %q version %q", resp.ID, resp.ModelName, resp.ModelVersion)
 				}
@@ -485,7 +381,7 @@ func TestInferMatchesRawOnnxRuntime(t *testing.T) {
 					if o.Name != want[i].Name || fmt.Sprint(o.Shape) != fmt.Sprint(want[i].Shape) {
 						t.Errorf("output %d: %s %v, want %s %v", i, o.Name, o.Shape, want[i].Name, want[i].Shape)
 					}
-					if !bytes.Equal(o.raw, want[i].Data) {
+					if !bytes.Equal(o.Raw, want[i].Data) {
 						t.Errorf("output %s differs from the raw onnxruntime_go run", o.Name)
 					}
 				}
@@ -499,20 +395,20 @@ func TestInferMatchesRawOnnxRuntime(t *testing.T) {
 func TestInferRequestedOutputs(t *testing.T) {
 	b := newTestBackend(t)
 	h, _ := newTestHandler(t, b, nil)
-	body := jsonRequest(t, "x", sileroInputs(), []string{"cn", "output"}, true)
+	body := kservetest.JSONRequest(t, "x", kservetest.SileroInputs(), []string{"cn", "output"}, true)
 	body = bytes.Replace(body, []byte(`{"name":"output"}`), []byte(`{"name":"output","parameters":{"binary_data":false}}`), 1)
 	w := do(h, "POST", "/v2/models/silero_vad/versions/1/infer", nil, body)
 	if w.Code != 200 {
 		t.Fatalf("status %d: %s", w.Code, w.Body)
 	}
-	resp := parseResponse(t, w.Header(), w.Body.Bytes())
+	resp := kservetest.ParseResponse(t, w.Header(), w.Body.Bytes())
 	if len(resp.Outputs) != 2 || resp.Outputs[0].Name != "cn" || resp.Outputs[1].Name != "output" {
 		t.Fatalf("outputs %+v", resp.Outputs)
 	}
 	if resp.Outputs[0].Parameters.BinaryDataSize == nil || resp.Outputs[1].Parameters.BinaryDataSize != nil {
 		t.Errorf("cn should be binary and output JSON: %+v", resp.Outputs)
 	}
-	if p := f32s(resp.Outputs[1].raw); len(p) != 1 || p[0] < 0 || p[0] > 1 {
+	if p := kservetest.F32s(resp.Outputs[1].Raw); len(p) != 1 || p[0] < 0 || p[0] > 1 {
 		t.Errorf("speech probability %v", p)
 	}
 }
@@ -524,7 +420,7 @@ func TestInferOverLoopback(t *testing.T) {
 	h, _ := newTestHandler(t, b, nil)
 	srv := httptest.NewServer(h)
 	defer srv.Close()
-	body, n := binaryRequest(t, "", sileroInputs(), true)
+	body, n := kservetest.BinaryRequest(t, "", kservetest.SileroInputs(), true)
 	req, _ := http.NewRequest("POST", srv.URL+"/v2/models/silero_vad/infer", bytes.NewReader(body))
 	req.Header.Set(headerContentLength, strconv.Itoa(n))
 	resp, err := srv.Client().Do(req)
@@ -539,7 +435,7 @@ func TestInferOverLoopback(t *testing.T) {
 	if resp.StatusCode != 200 || resp.ContentLength != int64(len(got)) {
 		t.Fatalf("status %d, Content-Length %d for %d bytes", resp.StatusCode, resp.ContentLength, len(got))
 	}
-	out := parseResponse(t, resp.Header, got)
+	out := kservetest.ParseResponse(t, resp.Header, got)
 	if len(out.Outputs) != 3 {
 		t.Fatalf("%d outputs", len(out.Outputs))
 	}

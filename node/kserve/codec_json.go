@@ -1,4 +1,4 @@
-package node
+package kserve
 
 import (
 	"bytes"
@@ -750,11 +750,11 @@ func (rd *requestDecoder) putElem(d *jsontext.Decoder, t *inference.Tensor, i in
 		f, err := strconv.ParseFloat(s, 64)
 		var h uint16
 		if t.DataType == inference.FP16 {
-			h = float64ToFP16(f)
-			err = errOr(err, smallFloatIsInf(h, 5, 10))
+			h = inference.Float64ToFP16(f)
+			err = errOr(err, inference.FP16IsInf(h))
 		} else {
-			h = float64ToBF16(f)
-			err = errOr(err, smallFloatIsInf(h, 8, 7))
+			h = inference.Float64ToBF16(f)
+			err = errOr(err, inference.BF16IsInf(h))
 		}
 		if err != nil {
 			return bad("%s is out of range for %s")

@@ -1,4 +1,4 @@
-package node
+package kserve
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"github.com/edgeai/edge-node/cgo/pinned"
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/node/kserve/kservetest"
 )
 
 // newTestPool returns a real pinned buffer pool (whatever mode this machine
@@ -86,8 +87,8 @@ func TestBinaryRequestHeapBytes(t *testing.T) {
 	pool, lease := newTestPool(t)
 	pinnedH, _ := newTestHandler(t, b, func(o *Options) { o.NewAllocator = lease })
 	plainH, _ := newTestHandler(t, b, nil)
-	in := detInput(640)
-	body, n := binaryRequest(t, "", in, true)
+	in := kservetest.DetInput(640)
+	body, n := kservetest.BinaryRequest(t, "", in, true)
 	header := http.Header{headerContentLength: {strconv.Itoa(n)}}
 	payload := float64(len(in[0].Data))
 
@@ -118,7 +119,7 @@ type benchCase struct {
 }
 
 func benchCases() []benchCase {
-	return []benchCase{{"silero_vad", sileroInputs()}, {"ppocr_det", detInput(640)}}
+	return []benchCase{{"silero_vad", kservetest.SileroInputs()}, {"ppocr_det", kservetest.DetInput(640)}}
 }
 
 // reportLatency reports p50 and p99 of the per-request durations.
@@ -200,8 +201,8 @@ func BenchmarkInfer(b *testing.B) {
 			b.StopTimer()
 			reportLatency(b, d)
 		})
-		jsonBody := jsonRequest(b, "", bc.inputs, nil, false)
-		binBody, hl := binaryRequest(b, "", bc.inputs, true)
+		jsonBody := kservetest.JSONRequest(b, "", bc.inputs, nil, false)
+		binBody, hl := kservetest.BinaryRequest(b, "", bc.inputs, true)
 		for _, mode := range []struct {
 			name   string
 			body   []byte

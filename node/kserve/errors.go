@@ -1,10 +1,11 @@
-package node
+package kserve
 
 import (
 	"errors"
 	"fmt"
 	"net/http"
 
+	"github.com/edgeai/edge-node/errdefs"
 	"github.com/edgeai/edge-node/inference"
 )
 
@@ -20,7 +21,7 @@ const (
 	reasonTooLarge    = "too_large"   // body over the configured limit
 	reasonMethod      = "method"      // a route's wrong HTTP method
 	reasonNotFound    = "not_found"   // unknown model or version
-	reasonUnavailable = "unavailable" // model not ready or buffers exhausted
+	reasonUnavailable = "unavailable" // model not ready, buffers exhausted, request cancelled
 	reasonUnsupported = "unsupported" // a protocol feature we don't implement
 	reasonInvalid     = "invalid"     // the model rejected the request
 	reasonRunFailed   = "run_failed"  // ONNX Runtime failed running the model
@@ -44,29 +45,31 @@ func badRequest(reason, format string, args ...any) *apiError {
 	return &apiError{status: http.StatusBadRequest, reason: reason, msg: fmt.Sprintf(format, args...)}
 }
 
-// toAPIError maps any error to the status Triton would answer with:
-// invalid argument 400, not found 404, unavailable 503, unsupported 501,
-// body over the limit 413, anything else 500.
+// toAPIError maps any error to the status Triton would answer with, by
+// the one mapper (errdefs.HTTPStatus): invalid argument 400, not found 404,
+// unavailable (or a cancelled request) 503, unsupported 501, body over the
+// limit 413, anything else 500. The reason label follows the status.
 func toAPIError(err error) *apiError {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		return ae
 	}
+	status := errdefs.HTTPStatus(err)
+	e := &apiError{status: status, reason: reasonInternal, msg: err.Error(), err: err}
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		return &apiError{status: http.StatusRequestEntityTooLarge, reason: reasonTooLarge,
-			msg: fmt.Sprintf("request body is larger than the limit of %d bytes", mbe.Limit), err: err}
-	case errors.Is(err, inference.ErrNotFound):
-		return &apiError{status: http.StatusNotFound, reason: reasonNotFound, msg: err.Error(), err: err}
-	case errors.Is(err, inference.ErrUnavailable):
-		return &apiError{status: http.StatusServiceUnavailable, reason: reasonUnavailable, msg: err.Error(), err: err}
-	case errors.Is(err, inference.ErrUnsupported):
-		return &apiError{status: http.StatusNotImplemented, reason: reasonUnsupported, msg: err.Error(), err: err}
-	case errors.Is(err, inference.ErrInvalidArgument):
-		return &apiError{status: http.StatusBadRequest, reason: reasonInvalid, msg: err.Error(), err: err}
+		e.reason, e.msg = reasonTooLarge, fmt.Sprintf("request body is larger than the limit of %d bytes", mbe.Limit)
+	case status == http.StatusNotFound:
+		e.reason = reasonNotFound
+	case status == http.StatusServiceUnavailable:
+		e.reason = reasonUnavailable
+	case status == http.StatusNotImplemented:
+		e.reason = reasonUnsupported
+	case status == http.StatusBadRequest:
+		e.reason = reasonInvalid
 	case errors.Is(err, inference.ErrRunFailed):
-		return &apiError{status: http.StatusInternalServerError, reason: reasonRunFailed, msg: err.Error(), err: err}
+		e.reason = reasonRunFailed
 	}
-	return &apiError{status: http.StatusInternalServerError, reason: reasonInternal, msg: err.Error(), err: err}
+	return e
 }

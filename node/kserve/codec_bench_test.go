@@ -1,4 +1,4 @@
-package node
+package kserve
 
 import (
 	"bytes"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/node/kserve/kservetest"
 )
 
 // Codec-only benchmarks (no model): decoding a 1×3×640×640 FP32 request,
@@ -22,7 +23,7 @@ func benchmarkDecode(b *testing.B, binaryBody bool) {
 	if binaryBody {
 		hdr := []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3,640,640],"parameters":{"binary_data_size":4915200}}]}`)
 		hl = int64(len(hdr))
-		body = append(hdr, f32le(data...)...)
+		body = append(hdr, kservetest.F32LE(data...)...)
 	} else {
 		d, _ := json.Marshal(data)
 		body = append(append([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3,640,640],"data":`), d...), "}]}"...)
@@ -53,9 +54,9 @@ func BenchmarkDecodeJSON(b *testing.B)   { benchmarkDecode(b, false) }
 
 // Encoding a 1×1×640×640 FP32 output as JSON into a pooled buffer.
 func BenchmarkEncodeJSON(b *testing.B) {
-	out := []inference.Tensor{{Name: "y", DataType: inference.FP32, Shape: []int64{1, 1, 640, 640}, Data: f32le(make([]float32, 640*640)...)}}
+	out := []inference.Tensor{{Name: "y", DataType: inference.FP32, Shape: []int64{1, 1, 640, 640}, Data: kservetest.F32LE(make([]float32, 640*640)...)}}
 	for i := 0; i < 640*640; i++ {
-		copy(out[0].Data[4*i:], f32le(float32(i)/409600))
+		copy(out[0].Data[4*i:], kservetest.F32LE(float32(i)/409600))
 	}
 	flags := []bool{false}
 	b.ReportAllocs()

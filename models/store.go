@@ -229,8 +229,8 @@ type VersionInfo struct {
 	// Transfer says where the bytes of a cloud version came from (its
 	// last completed transfer).
 	Transfer *TransferStats `json:"transfer,omitempty"`
-	Created  time.Time     `json:"created"`
-	Updated  time.Time     `json:"updated"`
+	Created  time.Time      `json:"created"`
+	Updated  time.Time      `json:"updated"`
 	// History holds the most recent state changes, oldest first (capped).
 	History []StateChange `json:"history,omitempty"`
 }

@@ -68,11 +68,11 @@ var (
 	bucketOutbox   = []byte("outbox")
 	bucketRollouts = []byte("rollouts")
 
-	keySchema     = []byte("schema")
-	keyActive     = []byte("active")
-	keyCanary     = []byte("canary")
-	keyPrevious   = []byte("previous")
-	keyOverride   = []byte("override")
+	keySchema   = []byte("schema")
+	keyActive   = []byte("active")
+	keyCanary   = []byte("canary")
+	keyPrevious = []byte("previous")
+	keyOverride = []byte("override")
 )
 
 // migrations[i] moves the schema from version i to i+1.

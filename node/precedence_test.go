@@ -182,7 +182,9 @@ func TestAdminRollbackHoldsUntilNewerGeneration(t *testing.T) {
 // Failed with its reason after its retry budget.
 func TestStuckTransferDoesNotBlockOtherModels(t *testing.T) {
 	e := newCloudEnv(t)
-	rn := startNode(t, e.nodeConfig(t.TempDir(), t.TempDir(), e.m.URL()))
+	cfg := e.nodeConfig(t.TempDir(), t.TempDir(), e.m.URL())
+	cfg.Cloud.TransferAttempts = 3
+	rn := startNode(t, cfg)
 	e.halfPublish("a", "1", modelBytes(t, "ppocr_cls", "a"))
 	e.publish(e.key, "b", "1", modelBytes(t, "ppocr_cls", "b"), nil)
 	e.deploySpec("a", wire.ModelSpec{Version: "1"})
@@ -199,7 +201,7 @@ func TestStuckTransferDoesNotBlockOtherModels(t *testing.T) {
 	}
 	waitFor(t, "a Failed(TransferStalled)", func() bool {
 		st, _ := e.status()
-		return st.Models["a"].State == string(models.Failed) && st.Models["a"].Reason == "TransferStalled"
+		return st.Models["a"].State == string(models.Failed) && st.Models["a"].Reason == string(models.ReasonTransferStalled)
 	})
 	if got := inferAndCompare(t, rn.url, "b", "ppocr_cls", clsInput()); got != "1" {
 		t.Fatalf("b serving %q, want 1", got)

@@ -54,6 +54,14 @@ func (w *worker) wake() {
 	}
 }
 
+// transferBudget counts a version's transfer attempts in a row that
+// brought no new bytes.
+type transferBudget struct {
+	stalls     int
+	best       int64 // the most bytes any attempt had stored
+	progressed bool  // this attempt stored new bytes
+}
+
 // result is what one step found.
 type result struct {
 	nt note
@@ -70,9 +78,9 @@ func (w *worker) run(ctx context.Context) {
 	r := w.r
 	owner := r.cfg.Owner.Subscribe(ctx)
 	backoff := r.cfg.RetryMin
-	stalls := 0
+	var budget transferBudget
 	for {
-		res := w.step(ctx, &stalls)
+		res := w.step(ctx, &budget)
 		if ctx.Err() != nil {
 			return
 		}
@@ -132,7 +140,7 @@ func resultLabel(res result) string {
 }
 
 // step moves the model as far towards its desired version as it can now.
-func (w *worker) step(ctx context.Context, stalls *int) result {
+func (w *worker) step(ctx context.Context, stalls *transferBudget) result {
 	r := w.r
 	t := w.target()
 	ver := t.spec.Version
@@ -186,7 +194,7 @@ func (w *worker) step(ctx context.Context, stalls *int) result {
 				}
 				continue
 			}
-			*stalls = 0
+			*stalls = transferBudget{}
 			v, err = st.Retry(ctx, w.model, ver)
 		default: // Ready, Retired, Loading, Warming, Canary, Shadow, Active: the owner's
 			return w.apply(ctx, t, at, log)
@@ -314,7 +322,7 @@ func (w *worker) announce(ctx context.Context, t target, at func(models.State, m
 // store). An attempt that makes no progress for StallTimeout is stopped;
 // MaxTransferAttempts of those in a row fail the version
 // (TransferStalled).
-func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, stalls *int, log zerolog.Logger) (models.VersionInfo, *result, error) {
+func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, stalls *transferBudget, log zerolog.Logger) (models.VersionInfo, *result, error) {
 	r := w.r
 	f := r.cfg.Fetcher
 	wait := func(reason models.Reason, done, total int64) *result {
@@ -336,11 +344,15 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 	defer stop(nil)
 	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { stop(errStalled) })
 	defer watchdog.Stop()
-	var progressed bool
+	var mu sync.Mutex // guards done, total and stalls against the fetcher's callbacks
 	var done, total int64
 	progress := func(p transfer.Progress) {
-		watchdog.Reset(r.cfg.StallTimeout)
-		progressed = progressed || p.BytesDone > done
+		mu.Lock()
+		defer mu.Unlock()
+		if p.BytesDone > stalls.best { // new bytes, not the ones stored by earlier attempts
+			watchdog.Reset(r.cfg.StallTimeout)
+			stalls.best, stalls.progressed = p.BytesDone, true
+		}
 		done, total = p.BytesDone, p.BytesTotal
 		nt := base
 		nt.state, nt.done, nt.total = models.Downloading, p.BytesDone, p.BytesTotal
@@ -349,6 +361,8 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 		r.m.bytesTotal.WithLabelValues(w.model).Set(float64(p.BytesTotal))
 	}
 	res, err := f.Fetch(actx, v.Manifest, progress)
+	mu.Lock()
+	defer mu.Unlock()
 	if err != nil {
 		stalled := errors.Is(context.Cause(actx), errStalled)
 		if ctx.Err() != nil {
@@ -358,23 +372,24 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 			fv, ferr := r.cfg.Store.Fail(context.WithoutCancel(ctx), v.Model, v.Version, models.ReasonChecksumMismatch, err.Error())
 			return fv, nil, errors.Join(err, ferr)
 		}
-		if progressed {
-			*stalls = 0
+		if stalls.progressed {
+			stalls.stalls = 0
 		} else {
-			*stalls++
+			stalls.stalls++
 		}
+		stalls.progressed = false
 		if stalled {
 			err = fmt.Errorf("no progress for %v", r.cfg.StallTimeout)
 		}
-		if *stalls >= r.cfg.MaxTransferAttempts {
-			detail := fmt.Sprintf("%d transfer attempts in a row made no progress (last: %v)", *stalls, err)
+		if stalls.stalls >= r.cfg.MaxTransferAttempts {
+			detail := fmt.Sprintf("%d transfer attempts in a row made no progress (last: %v)", stalls.stalls, err)
 			fv, ferr := r.cfg.Store.Fail(context.WithoutCancel(ctx), v.Model, v.Version, models.ReasonTransferStalled, detail)
 			return fv, nil, errors.Join(errors.New(detail), ferr)
 		}
-		log.Warn().Err(err).Int("attempt", *stalls).Int("of", r.cfg.MaxTransferAttempts).Msg("transfer interrupted; it resumes from the store")
+		log.Warn().Err(err).Int("attempts_without_progress", stalls.stalls).Int("of", r.cfg.MaxTransferAttempts).Msg("transfer interrupted; it resumes from the store")
 		return v, wait(models.ReasonTransferInterrupted, done, total), nil
 	}
-	*stalls = 0
+	*stalls = transferBudget{}
 	log.Info().Int64("bytes_network", res.BytesNetwork).Int64("bytes_local", res.BytesLocal).Int64("bytes_resumed", res.BytesResumed).
 		Int64("bytes_total", res.BytesTotal).Int("chunks_network", res.ChunksNetwork).Int("chunks_resumed", res.ChunksResumed).Msg("version downloaded")
 	ts := models.TransferStats{BytesTotal: res.BytesTotal, BytesNetwork: res.BytesNetwork, BytesLocal: res.BytesLocal, BytesResumed: res.BytesResumed,

@@ -62,6 +62,11 @@ func TestImportBoundaries(t *testing.T) {
 				(within(rel, "node") || within(rel, "models") || within(rel, "sync")) {
 				t.Errorf("%s: node/kserve imports %s (it may use inference, errdefs and its own interfaces)", path, p)
 			}
+			if rel, ok := strings.CutPrefix(p, module); ok {
+				if msg := layerRule(dir, rel); msg != "" {
+					t.Errorf("%s: imports %s: %s", path, p, msg)
+				}
+			}
 			if within(dir, "errdefs") && strings.HasPrefix(p, module) {
 				t.Errorf("%s: errdefs imports %s (it is imported by every layer, so imports none)", path, p)
 			}
@@ -84,4 +89,33 @@ func TestImportBoundaries(t *testing.T) {
 // within reports whether the slash-separated path p is dir or below it.
 func within(p, dir string) bool {
 	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// layerRule says why the package in dir may not import the module package
+// rel ("" when it may). The node's packages call only downward: node (the
+// wiring) imports its subpackages, never the other way; the serving owner
+// imports none of its clients (admin, reconcile, kserve); the admin API and
+// the reconciler talk to the owner, not to each other; and nothing outside
+// node/ and cmd/ imports node/... (sync/ in particular is the protocol, not
+// the daemon).
+func layerRule(dir, rel string) string {
+	switch {
+	case within(dir, "node"):
+	case within(rel, "node") && !within(dir, "cmd") && dir != ".":
+		return "only cmd/ and node/ itself may import node/..."
+	default:
+		return ""
+	}
+	switch {
+	case dir != "node" && rel == "node":
+		return "a subpackage of node calls back up into the wiring"
+	case within(dir, "node/serving") && (within(rel, "node/admin") || within(rel, "node/reconcile") || within(rel, "node/kserve")):
+		return "the serving owner imports none of its clients"
+	case within(dir, "node/admin") && (within(rel, "node/reconcile") || within(rel, "node/kserve")),
+		within(dir, "node/reconcile") && (within(rel, "node/admin") || within(rel, "node/kserve")):
+		return "the owner's faces do not import each other"
+	case within(dir, "node/changes") && strings.HasPrefix(rel, "node"):
+		return "node/changes is a leaf"
+	}
+	return ""
 }

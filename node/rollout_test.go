@@ -63,7 +63,11 @@ func newRolloutNode(t testing.TB, mod func(*Config)) *Node {
 			t.Error(err)
 		}
 	})
+	deadline := time.Now().Add(time.Minute)
 	for !n.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatal("node not ready a minute after Run")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	return n
@@ -338,12 +342,7 @@ func TestRolloutCanaryShare(t *testing.T) {
 	if err := n.serving.StartRollout(context.Background(), "m", "2", models.Strategy{}, serving.Admin{}); !errors.Is(err, models.ErrInUse) {
 		t.Errorf("second rollout while one runs: %v", err)
 	}
-	for { // staged?
-		if tr, _ := n.router.Traffic("m"); tr.Canary == "2" {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the canary staged", func() bool { tr, _ := n.router.Traffic("m"); return tr.Canary == "2" })
 	c := &http.Client{}
 	const total, p = 1000, 0.3
 	got := map[string]int{}
@@ -592,12 +591,7 @@ func TestRolloutAbortedByClose(t *testing.T) {
 	if err := n.serving.StartRollout(context.Background(), "m", "2", strategy(t, `{"kind":"canary","min_requests":1000000}`), serving.Admin{}); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		if tr, _ := n.router.Traffic("m"); tr.Canary == "2" {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the canary staged", func() bool { tr, _ := n.router.Traffic("m"); return tr.Canary == "2" })
 	n.serving.Close()
 	r, err := n.store.Rollout(context.Background(), "m")
 	if err != nil || r.Phase != models.RolloutAborted || !strings.Contains(lastDecision(r).Reason, "shutting down") {

@@ -148,6 +148,7 @@ func TestFleetRollbackStopsCanaryRealBinaries(t *testing.T) {
 
 	rollback := time.Now()
 	edgectl(t, m.URL(), "deploy", "--node", "test-node", "--model", "ppocr_cls", "--version", "2")
+	published := time.Now() // edgectl returns once the broker acked the retained desired state
 	time.Sleep(8 * time.Second) // past the canary's min_duration: a canary left running would promote v4 now
 	close(stop)
 	wg.Wait()
@@ -158,8 +159,8 @@ func TestFleetRollbackStopsCanaryRealBinaries(t *testing.T) {
 			last = a.sent
 		}
 	}
-	t.Logf("FIGURE fleet rollback (edgectl deploy v2 during a v4 canary): last request answered by v4 was sent %v after the rollback began; %d answers in all",
-		last.Sub(rollback).Round(time.Millisecond), len(answers))
+	t.Logf("FIGURE fleet rollback (edgectl deploy v2 during a v4 canary): last request answered by v4 was sent %v after edgectl deploy started, %v after it returned (the desired state published); %d answers in all",
+		last.Sub(rollback).Round(time.Millisecond), last.Sub(published).Round(time.Millisecond), len(answers))
 	if n := fromV4(rollback.Add(3 * time.Second)); n > 0 {
 		t.Errorf("%d answers from v4 for requests sent more than 3 s after the fleet rolled back", n)
 	}

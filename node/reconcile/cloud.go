@@ -58,7 +58,8 @@ type CloudStore interface {
 // link (publishes the will, disconnects), then the embedded broker.
 type Cloud struct {
 	cfg   CloudConfig
-	log   zerolog.Logger
+	log   zerolog.Logger // component=cloud
+	base  zerolog.Logger // NewCloud's: the parts it builds add their own component
 	store CloudStore
 	reg   prometheus.Registerer
 
@@ -82,7 +83,7 @@ var ErrEmbeddedBroker = errors.New("embedded broker not started")
 // NewCloud builds the link, its broker and the fetcher; nothing connects
 // until Start.
 func NewCloud(cfg CloudConfig, st CloudStore, log zerolog.Logger, reg prometheus.Registerer) (_ *Cloud, err error) {
-	c := &Cloud{cfg: cfg, log: log.With().Str("component", "cloud").Str("node_id", cfg.NodeID).Logger(), store: st, reg: reg}
+	c := &Cloud{cfg: cfg, log: log.With().Str("component", "cloud").Str("node_id", cfg.NodeID).Logger(), base: log, store: st, reg: reg}
 	defer func() {
 		if err != nil {
 			c.Close()
@@ -130,7 +131,7 @@ func (c *Cloud) Start(rec *Reconciler) error {
 		return err
 	}
 	w, err := desired.New(desired.Config{Topics: c.cfg.Topics, Node: c.cfg.NodeID, Groups: c.cfg.Groups, Initial: initial},
-		c.link, rec, c.rej, c.log)
+		c.link, rec, c.rej, c.base)
 	if err != nil {
 		return err
 	}

@@ -17,17 +17,17 @@ func (dt DataType) PutFloat64(b []byte, f float64) {
 			b[0] = 1
 		}
 	case FP16:
-		putUint(b, 2, uint64(Float64ToFP16(f)))
+		PutUint(b, 2, uint64(Float64ToFP16(f)))
 	case BF16:
-		putUint(b, 2, uint64(Float64ToBF16(f)))
+		PutUint(b, 2, uint64(Float64ToBF16(f)))
 	case FP32:
-		putUint(b, 4, uint64(math.Float32bits(float32(f))))
+		PutUint(b, 4, uint64(math.Float32bits(float32(f))))
 	case FP64:
-		putUint(b, 8, math.Float64bits(f))
+		PutUint(b, 8, math.Float64bits(f))
 	case Uint64:
-		putUint(b, 8, uint64(f))
+		PutUint(b, 8, uint64(f))
 	default: // signed and narrower unsigned integers
-		putUint(b, dt.Size(), uint64(int64(f)))
+		PutUint(b, dt.Size(), uint64(int64(f)))
 	}
 }
 
@@ -70,7 +70,9 @@ func (t Tensor) Float64s() ([]float64, error) {
 	return out, nil
 }
 
-func putUint(b []byte, size int, x uint64) {
+// PutUint stores the low size bytes of x (size 1, 2, 4 or 8) at the start
+// of b, little-endian.
+func PutUint(b []byte, size int, x uint64) {
 	switch size {
 	case 1:
 		b[0] = byte(x)

@@ -163,20 +163,30 @@ type events struct {
 	got []wire.Event
 }
 
-// subscribeEvents subscribes with a plain paho client whose handler runs in
-// arrival order (mqttlink runs handlers concurrently, which would shuffle
-// them): the order recorded is the order the broker delivered.
+// subscribeOrdered subscribes to topic with a plain paho client whose
+// handler runs in arrival order (mqttlink runs handlers concurrently, which
+// would shuffle them): handle sees the order the broker delivered.
+func (e *cloudEnv) subscribeOrdered(clientID, topic string, handle func(payload []byte)) {
+	e.t.Helper()
+	o := paho.NewClientOptions().AddBroker(e.m.URL()).SetClientID(clientID).SetOrderMatters(true).SetAutoReconnect(true)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
+		e.t.Fatalf("%s client: %v", clientID, tok.Error())
+	}
+	e.t.Cleanup(func() { c.Disconnect(100) })
+	tok := c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { handle(m.Payload()) })
+	if !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
+		e.t.Fatalf("subscribe %s: %v", topic, tok.Error())
+	}
+}
+
+// subscribeEvents collects the node's events in the order the broker
+// delivered them.
 func (e *cloudEnv) subscribeEvents() *events {
 	e.t.Helper()
 	ev := &events{}
-	o := paho.NewClientOptions().AddBroker(e.m.URL()).SetClientID("events-test").SetOrderMatters(true).SetAutoReconnect(true)
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
-		e.t.Fatalf("events client: %v", tok.Error())
-	}
-	e.t.Cleanup(func() { c.Disconnect(100) })
-	tok := c.Subscribe(cloudTopics.Events("n1"), 1, func(_ paho.Client, m paho.Message) {
-		x, err := wire.DecodeEvent(m.Payload())
+	e.subscribeOrdered("events-test", cloudTopics.Events("n1"), func(b []byte) {
+		x, err := wire.DecodeEvent(b)
 		if err != nil {
 			e.t.Errorf("node published an invalid event: %v", err)
 			return
@@ -185,9 +195,6 @@ func (e *cloudEnv) subscribeEvents() *events {
 		ev.got = append(ev.got, x)
 		ev.mu.Unlock()
 	})
-	if !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
-		e.t.Fatalf("subscribe events: %v", tok.Error())
-	}
 	return ev
 }
 

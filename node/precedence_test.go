@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
-
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/wire"
@@ -30,14 +28,8 @@ type statuses struct {
 func (e *cloudEnv) watchStatus() *statuses {
 	e.t.Helper()
 	s := &statuses{}
-	o := paho.NewClientOptions().AddBroker(e.m.URL()).SetClientID("status-test").SetOrderMatters(true)
-	c := paho.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
-		e.t.Fatalf("status client: %v", tok.Error())
-	}
-	e.t.Cleanup(func() { c.Disconnect(100) })
-	tok := c.Subscribe(cloudTopics.Status("n1"), 1, func(_ paho.Client, m paho.Message) {
-		st, err := wire.DecodeStatus(m.Payload())
+	e.subscribeOrdered("status-test", cloudTopics.Status("n1"), func(b []byte) {
+		st, err := wire.DecodeStatus(b)
 		if err != nil {
 			e.t.Errorf("node published an invalid status: %v", err)
 			return
@@ -46,9 +38,6 @@ func (e *cloudEnv) watchStatus() *statuses {
 		s.got = append(s.got, st)
 		s.mu.Unlock()
 	})
-	if !tok.WaitTimeout(cloudDeadline) || tok.Error() != nil {
-		e.t.Fatalf("subscribe status: %v", tok.Error())
-	}
 	return s
 }
 

@@ -766,14 +766,14 @@ func (rd *requestDecoder) putElem(d *jsontext.Decoder, t *inference.Tensor, i in
 		if err != nil {
 			return bad("%s is not a valid %s")
 		}
-		putUint(b[i*int64(size):], size, uint64(x))
+		inference.PutUint(b[i*int64(size):], size, uint64(x))
 	case inference.Uint8, inference.Uint16, inference.Uint32, inference.Uint64:
 		size := t.DataType.Size()
 		x, err := strconv.ParseUint(s, 10, size*8)
 		if err != nil {
 			return bad("%s is not a valid %s")
 		}
-		putUint(b[i*int64(size):], size, x)
+		inference.PutUint(b[i*int64(size):], size, x)
 	default:
 		return badRequest(reasonInput, "input %q: datatype %s cannot carry data", t.Name, t.DataType)
 	}
@@ -787,18 +787,4 @@ func errOr(err error, inf bool) error {
 		return errOutOfRange
 	}
 	return err
-}
-
-// putUint stores the low size bytes of x little-endian.
-func putUint(b []byte, size int, x uint64) {
-	switch size {
-	case 1:
-		b[0] = byte(x)
-	case 2:
-		binary.LittleEndian.PutUint16(b, uint16(x))
-	case 4:
-		binary.LittleEndian.PutUint32(b, uint32(x))
-	case 8:
-		binary.LittleEndian.PutUint64(b, x)
-	}
 }

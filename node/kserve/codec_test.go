@@ -165,7 +165,7 @@ func allDataTypes() []inference.Tensor {
 	le := func(size int, xs ...uint64) []byte {
 		b := make([]byte, size*len(xs))
 		for i, x := range xs {
-			putUint(b[i*size:], size, x)
+			inference.PutUint(b[i*size:], size, x)
 		}
 		return b
 	}

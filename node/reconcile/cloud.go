@@ -237,21 +237,7 @@ func (c *Cloud) onConnect() {
 // events whenever the reconciler or the serving owner reports a change
 // (and on connect, through the reconciler's kick).
 func (c *Cloud) publishLoop(ctx context.Context) {
-	changed := c.rec.Subscribe(ctx)
-	served := c.rec.cfg.Owner.Subscribe(ctx)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-changed:
-			if !ok {
-				return
-			}
-		case _, ok := <-served:
-			if !ok {
-				return
-			}
-		}
+	for range c.rec.Subscribe(ctx) {
 		c.link.KickOutbox()
 		if !c.link.IsConnected() {
 			continue // republished on connect

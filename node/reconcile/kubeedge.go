@@ -201,11 +201,10 @@ type Reporter interface{ RequestReport() }
 // WatchChanges asks every reporter for a report whenever the models'
 // KubeEdge status changes (state, version, reason — not health, which goes
 // out every report interval), until ctx ends. It listens to the
-// reconciler's and the serving owner's change notifications: every change
-// alike — reconciler, rollouts, admin API, boot.
+// reconciler's change notifications, which carry the serving owner's too:
+// every change alike — reconciler, rollouts, admin API, boot.
 func (k *KubeEdge) WatchChanges(ctx context.Context, reporters ...Reporter) {
 	changed := k.r.Subscribe(ctx)
-	served := k.r.cfg.Owner.Subscribe(ctx)
 	var last map[string]kubeedge.ModelStatus
 	for {
 		st, err := k.Status(ctx)
@@ -227,17 +226,8 @@ func (k *KubeEdge) WatchChanges(ctx context.Context, reporters ...Reporter) {
 			}
 			last = cur
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case _, ok := <-changed:
-			if !ok {
-				return
-			}
-		case _, ok := <-served:
-			if !ok {
-				return
-			}
+		if _, ok := <-changed; !ok {
+			return // ctx ended or the reconciler stopped
 		}
 	}
 }

@@ -197,13 +197,17 @@ func (r *Reconciler) Run(ctx context.Context) {
 	r.ctx, r.started = ctx, true
 	r.syncWorkersLocked()
 	r.mu.Unlock()
-	<-ctx.Done()
+	// What the owner changes shows in status too: one feed for both.
+	for range r.cfg.Owner.Subscribe(ctx) {
+		r.changes.Notify()
+	}
 	r.wg.Wait()
 	r.changes.Close()
 }
 
 // Subscribe returns a channel that gets a (coalesced) value whenever the
-// status may have changed.
+// status may have changed: a change of the reconciler's or of the serving
+// owner's.
 func (r *Reconciler) Subscribe(ctx context.Context) <-chan struct{} { return r.changes.Subscribe(ctx) }
 
 // Kick wakes every waiting worker now (the link came back).

@@ -326,7 +326,7 @@ func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
 // READY; Loading and Warming are LOADING; anything else is UNAVAILABLE with
 // its store state (and failure reason) as the reason. The listing is bounded
 // by ctx (the request's) and 5 seconds.
-func (n *Node) Index(ctx context.Context) []kserve.ModelStatus {
+func (n *Node) Index(ctx context.Context) []kserve.RepositoryEntry {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	vs, err := n.serving.Index(ctx)
@@ -334,9 +334,9 @@ func (n *Node) Index(ctx context.Context) []kserve.ModelStatus {
 		n.log.Warn().Err(err).Msg("repository index: listing the store")
 		return nil
 	}
-	out := make([]kserve.ModelStatus, 0, len(vs))
+	out := make([]kserve.RepositoryEntry, 0, len(vs))
 	for _, v := range vs {
-		st := kserve.ModelStatus{Name: v.Model, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
+		st := kserve.RepositoryEntry{Name: v.Model, Version: v.Version, State: "UNAVAILABLE", Reason: string(v.State)}
 		switch {
 		case v.Serving:
 			st.State, st.Reason = "READY", ""

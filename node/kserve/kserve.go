@@ -37,11 +37,11 @@ type Backend interface {
 type ModelIndexer interface {
 	// Index lists every model version the backend knows. ctx is the
 	// request's: the listing stops when the client goes away.
-	Index(ctx context.Context) []ModelStatus
+	Index(ctx context.Context) []RepositoryEntry
 }
 
-// ModelStatus is one model version in the repository index.
-type ModelStatus struct {
+// RepositoryEntry is one model version in the repository index.
+type RepositoryEntry struct {
 	Name    string `json:"name"`
 	Version string `json:"version,omitempty"`
 	State   string `json:"state"` // "READY", "LOADING", "UNAVAILABLE", ...
@@ -259,7 +259,7 @@ func (h *Handler) serveIndex(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	list := []ModelStatus{}
+	list := []RepositoryEntry{}
 	for _, st := range h.backend.(ModelIndexer).Index(r.Context()) {
 		if !req.Ready || st.State == "READY" {
 			list = append(list, st)

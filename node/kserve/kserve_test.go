@@ -47,14 +47,14 @@ func (b *testBackend) Acquire(model, version string) (inference.Model, func(), e
 
 func (b *testBackend) Ready() bool { return b.ready }
 
-func (b *testBackend) Index(context.Context) []ModelStatus {
-	var out []ModelStatus
+func (b *testBackend) Index(context.Context) []RepositoryEntry {
+	var out []RepositoryEntry
 	for k, s := range b.models {
 		if strings.Contains(k, "/") {
-			out = append(out, ModelStatus{Name: s.Name(), Version: s.Version(), State: "READY"})
+			out = append(out, RepositoryEntry{Name: s.Name(), Version: s.Version(), State: "READY"})
 		}
 	}
-	out = append(out, ModelStatus{Name: "loading", Version: "3", State: "LOADING", Reason: "warming up"})
+	out = append(out, RepositoryEntry{Name: "loading", Version: "3", State: "LOADING", Reason: "warming up"})
 	return out
 }
 
@@ -166,7 +166,7 @@ type indexCtxBackend struct {
 	got context.Context
 }
 
-func (b *indexCtxBackend) Index(ctx context.Context) []ModelStatus {
+func (b *indexCtxBackend) Index(ctx context.Context) []RepositoryEntry {
 	b.got = ctx
 	return b.testBackend.Index(ctx)
 }

@@ -79,29 +79,29 @@ func SplitPropertyName(name string) (model string, f Field, ok bool) {
 	return name[:i], Field(name[i+1:]), true
 }
 
-// Strategy kinds, the same words as the MQTT desired state's.
+// Strategy kinds: the store's and the MQTT desired state's, one spelling.
 const (
-	StrategyImmediate = "immediate"
-	StrategyCanary    = "canary"
-	StrategyShadow    = "shadow"
+	StrategyImmediate = models.StrategyImmediate
+	StrategyCanary    = models.StrategyCanary
+	StrategyShadow    = models.StrategyShadow
 )
 
 // Strategy says how a new version takes traffic.
 type Strategy struct {
-	Kind          string // StrategyImmediate, StrategyCanary or StrategyShadow
-	CanaryPercent int    // 1–99 for canary
-	ShadowPercent int    // 1–100 for shadow
+	Kind          models.StrategyKind // StrategyImmediate, StrategyCanary or StrategyShadow
+	CanaryPercent int                 // 1–99 for canary
+	ShadowPercent int                 // 1–100 for shadow
 }
 
 // String is the twin value form: "immediate", "canary:P", "shadow:P".
 func (s Strategy) String() string {
 	switch s.Kind {
 	case StrategyCanary:
-		return StrategyCanary + ":" + strconv.Itoa(s.CanaryPercent)
+		return string(StrategyCanary) + ":" + strconv.Itoa(s.CanaryPercent)
 	case StrategyShadow:
-		return StrategyShadow + ":" + strconv.Itoa(s.ShadowPercent)
+		return string(StrategyShadow) + ":" + strconv.Itoa(s.ShadowPercent)
 	}
-	return StrategyImmediate
+	return string(StrategyImmediate)
 }
 
 // ParseStrategy decodes a rollout twin value.
@@ -121,7 +121,7 @@ func ParseStrategy(v string) (Strategy, error) {
 		}
 		return n, nil
 	}
-	switch kind {
+	switch models.StrategyKind(kind) {
 	case StrategyImmediate:
 		if hasArg {
 			return Strategy{}, fmt.Errorf("%q: immediate takes no percentage", v)

@@ -148,7 +148,7 @@ func TestFleetRollbackStopsCanaryRealBinaries(t *testing.T) {
 
 	rollback := time.Now()
 	edgectl(t, m.URL(), "deploy", "--node", "test-node", "--model", "ppocr_cls", "--version", "2")
-	published := time.Now() // edgectl returns once the broker acked the retained desired state
+	published := time.Now()     // edgectl returns once the broker acked the retained desired state
 	time.Sleep(8 * time.Second) // past the canary's min_duration: a canary left running would promote v4 now
 	close(stop)
 	wg.Wait()

@@ -45,7 +45,7 @@ func TestMeasureThroughput(t *testing.T) {
 	}
 	baseline := time.Since(start)
 
-	// Ours: publish (chunks + manifest), then a node fetches into a DirSink.
+	// Ours: publish (chunks + manifest), then a node fetches into the model store.
 	start = time.Now()
 	man, pst := e.publish("1", data, nil)
 	pubTime := time.Since(start)
@@ -59,7 +59,7 @@ func TestMeasureThroughput(t *testing.T) {
 		t.Fatal(err)
 	}
 	fetchTime := time.Since(start)
-	checkFiles(t, n.sink.DirSink, m, nil)
+	checkFiles(t, n.store, m, nil)
 	mb := float64(size) / (1 << 20)
 	t.Logf("100 MiB, %d chunks (avg %d KiB)", len(man.Files[0].Chunks), man.Files[0].Size/int64(len(man.Files[0].Chunks))>>10)
 	t.Logf("baseline mosquitto_pub -f -> mosquitto_sub: %.2fs (pub returned after %.2fs) = %.1f MiB/s", baseline.Seconds(), pubDone.Seconds(), mb/baseline.Seconds())

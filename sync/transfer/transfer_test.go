@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
@@ -63,16 +64,16 @@ func runLink(t *testing.T, url, id string) (*mqttlink.Link, func()) {
 	return l, stop
 }
 
-// countingSink wraps a DirSink and records every (blob, offset) written, to
-// prove no verified chunk is written twice across interruptions.
+// countingSink wraps the store's sink and records every (blob, offset)
+// written, to prove no verified chunk is written twice across interruptions.
 type countingSink struct {
-	*DirSink
+	*StoreSink
 	mu     *sync.Mutex
 	writes map[string]int
 }
 
 func (c countingSink) WriteChunk(blob string, off int64, data []byte) error {
-	if err := c.DirSink.WriteChunk(blob, off, data); err != nil {
+	if err := c.StoreSink.WriteChunk(blob, off, data); err != nil {
 		return err // not durable: may be written again
 	}
 	c.mu.Lock()
@@ -89,6 +90,20 @@ func (c countingSink) maxWrites() int {
 		m = max(m, n)
 	}
 	return m
+}
+
+// openStore opens the real model store (bbolt catalog and blob files) at
+// root until the test ends.
+func openStore(t *testing.T, root string) *store.Store {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	s, err := store.Open(ctx, store.DefaultOptions(root), zerolog.Nop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 type env struct {
@@ -139,20 +154,22 @@ func (e *env) publish(version string, model []byte, skip map[string]bool) (model
 type node struct {
 	link    *mqttlink.Link
 	stop    func()
+	store   *store.Store
 	sink    countingSink
 	fetcher *Fetcher
 	rej     *wire.Rejecter
 }
 
-func (e *env) node(url, sinkDir string, counts *countingSink) *node {
+// node starts a node's side of a transfer: its link to url and a Fetcher
+// into the model store at storeDir (counts, if set, carries the write
+// counts of an earlier node over the same store).
+func (e *env) node(url, storeDir string, counts *countingSink) *node {
 	e.t.Helper()
 	link, stop := runLink(e.t, url, "edge-node-n1")
-	ds, err := OpenDirSink(sinkDir)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { ds.Close() })
-	cs := countingSink{DirSink: ds, mu: &sync.Mutex{}, writes: map[string]int{}}
+	st := openStore(e.t, storeDir)
+	ss := NewStoreSink(context.Background(), st)
+	e.t.Cleanup(func() { ss.Close() })
+	cs := countingSink{StoreSink: ss, mu: &sync.Mutex{}, writes: map[string]int{}}
 	if counts != nil {
 		cs.mu, cs.writes = counts.mu, counts.writes
 	}
@@ -164,7 +181,7 @@ func (e *env) node(url, sinkDir string, counts *countingSink) *node {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return &node{link: link, stop: stop, sink: cs, fetcher: f, rej: rej}
+	return &node{link: link, stop: stop, store: st, sink: cs, fetcher: f, rej: rej}
 }
 
 // fetchSigned reads the manifest as a node does (retained, signature checked).
@@ -179,10 +196,16 @@ func (e *env) fetchManifest(n *node, version string) models.Manifest {
 	return m
 }
 
-func checkFiles(t *testing.T, s *DirSink, m models.Manifest, want map[string][]byte) {
+// checkFiles checks that every file of m is a committed blob of s, with the
+// bytes of want where want names the file.
+func checkFiles(t *testing.T, s *store.Store, m models.Manifest, want map[string][]byte) {
 	t.Helper()
 	for _, f := range m.Files {
-		got, err := s.ReadBlob(f.SHA256)
+		p, err := s.BlobPath(context.Background(), f.SHA256)
+		if err != nil {
+			t.Fatalf("%s not stored: %v", f.Path, err)
+		}
+		got, err := os.ReadFile(p)
 		if err != nil {
 			t.Fatalf("%s not stored: %v", f.Path, err)
 		}
@@ -205,7 +228,7 @@ func TestPublishThenFetchVerifiesAll(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFiles(t, n.sink.DirSink, m, map[string][]byte{"model.onnx": model})
+	checkFiles(t, n.store, m, map[string][]byte{"model.onnx": model})
 	if res.ChunksNetwork != res.UniqueMissing || res.ChunksNetwork != pst.Chunks {
 		t.Fatalf("result %+v, publisher sent %d chunks", res, pst.Chunks)
 	}
@@ -246,7 +269,7 @@ func TestBrokerRestartMidTransferResumes(t *testing.T) {
 	default:
 		t.Fatal("broker was never restarted")
 	}
-	checkFiles(t, n.sink.DirSink, m, map[string][]byte{"model.onnx": model})
+	checkFiles(t, n.store, m, map[string][]byte{"model.onnx": model})
 	if w := n.sink.maxWrites(); w != 1 {
 		t.Fatalf("a chunk was written %d times", w)
 	}
@@ -260,8 +283,8 @@ func TestClientRestartMidTransferResumes(t *testing.T) {
 	e := newEnv(t)
 	model := pseudoRandom(3, 8<<20)
 	e.publish("1", model, nil)
-	sinkDir := t.TempDir()
-	n := e.node(e.m.URL(), sinkDir, nil)
+	storeDir := t.TempDir()
+	n := e.node(e.m.URL(), storeDir, nil)
 	m := e.fetchManifest(n, "1")
 	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	_, err := n.fetcher.Fetch(ctx, m, func(p Progress) {
@@ -273,16 +296,19 @@ func TestClientRestartMidTransferResumes(t *testing.T) {
 		t.Fatalf("first fetch: %v", err)
 	}
 	n.stop()
-	n.sink.DirSink.Close()
+	n.sink.Close()
+	if err := n.store.Close(); err != nil { // the node goes down
+		t.Fatal(err)
+	}
 
-	n2 := e.node(e.m.URL(), sinkDir, &n.sink)
+	n2 := e.node(e.m.URL(), storeDir, &n.sink)
 	ctx2, cancel2 := context.WithTimeout(context.Background(), deadline)
 	defer cancel2()
 	res, err := n2.fetcher.Fetch(ctx2, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFiles(t, n2.sink.DirSink, m, map[string][]byte{"model.onnx": model})
+	checkFiles(t, n2.store, m, map[string][]byte{"model.onnx": model})
 	if res.ChunksResumed == 0 || res.ChunksNetwork != res.UniqueMissing {
 		t.Fatalf("second fetch did not resume: %+v", res)
 	}
@@ -338,7 +364,7 @@ func TestHostileChunkRejectedThenRecovered(t *testing.T) {
 	if o.err != nil {
 		t.Fatal(o.err)
 	}
-	checkFiles(t, n.sink.DirSink, m, map[string][]byte{"model.onnx": model})
+	checkFiles(t, n.store, m, map[string][]byte{"model.onnx": model})
 	if o.res.Resubscribes == 0 {
 		t.Logf("recovered without a stall re-subscribe (republish arrived on the live subscription)")
 	}
@@ -353,11 +379,15 @@ func (nopLink) HandleUnmatched(string, mqttlink.Handler)                     {}
 
 func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, string) {
 	rej, _ := wire.NewRejecter(nil, zerolog.Nop())
-	ds, err := OpenDirSink(t.TempDir())
+	ctx := context.Background()
+	ms, err := store.Open(ctx, store.DefaultOptions(t.TempDir()), zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := NewFetcher(Config{}, nopLink{}, ds, rej, zerolog.Nop(), nil)
+	t.Cleanup(func() { ms.Close() })
+	ss := NewStoreSink(ctx, ms)
+	t.Cleanup(func() { ss.Close() })
+	f, err := NewFetcher(Config{}, nopLink{}, ss, rej, zerolog.Nop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +395,7 @@ func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, str
 	sum := sha256.Sum256(data)
 	sha := fmt.Sprintf("%x", sum)
 	ref := models.FileRef{Path: "m", Role: "model", SHA256: sha, Size: int64(len(data)), Chunks: []models.ChunkRef{{SHA256: sha, Size: int64(len(data))}}}
-	if _, err := ds.Begin(ref); err != nil {
+	if _, err := ss.Begin(ref); err != nil {
 		t.Fatal(err)
 	}
 	st := &fetchState{wanted: map[string][]placement{sha: {{sha, 0}}}, remaining: map[string]int{sha: 1},
@@ -438,6 +468,6 @@ func fineTune(t *testing.T, e *env, v1, v2 []byte) (models.Manifest, Result, fle
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkFiles(t, n.sink.DirSink, m2, map[string][]byte{"model.onnx": v2})
+	checkFiles(t, n.store, m2, map[string][]byte{"model.onnx": v2})
 	return man1, res, pst2
 }

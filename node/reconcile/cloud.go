@@ -111,7 +111,7 @@ func NewCloud(cfg CloudConfig, st CloudStore, log zerolog.Logger, reg prometheus
 		return nil, fmt.Errorf("cloud link: %w", err)
 	}
 	c.link.OnConnect(c.onConnect)
-	c.sink = transfer.NewStoreSink(context.Background(), st)
+	c.sink = transfer.NewStoreSink(st)
 	if c.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: cfg.Topics, Window: cfg.Window, StallTimeout: cfg.StallTimeout},
 		c.link, c.sink, c.rej, log, reg); err != nil {
 		return nil, err

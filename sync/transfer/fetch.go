@@ -87,6 +87,8 @@ type Fetcher struct {
 
 // fetchState is one Fetch's bookkeeping.
 type fetchState struct {
+	ctx context.Context // the Fetch's: bounds the sink writes of chunk handlers
+
 	mu        sync.Mutex             // guards the fields below
 	wanted    map[string][]placement // chunk sha -> where it goes; deleted once written
 	remaining map[string]int         // blob -> chunks still to write
@@ -137,13 +139,13 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	f.run.Lock()
 	defer f.run.Unlock()
 
-	st := &fetchState{wanted: map[string][]placement{}, remaining: map[string]int{}, got: map[string]bool{}}
+	st := &fetchState{ctx: ctx, wanted: map[string][]placement{}, remaining: map[string]int{}, got: map[string]bool{}}
 	st.res.Files = len(m.Files)
 	var order []string // missing chunks, first occurrence order
 	var commitNow []string
 	for _, file := range m.Files {
 		st.res.BytesTotal += file.Size
-		ok, err := f.sink.HasBlob(file.SHA256)
+		ok, err := f.sink.HasBlob(ctx, file.SHA256)
 		if err != nil {
 			return st.result(), err
 		}
@@ -156,7 +158,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 			st.done += file.Size // same content twice in one version
 			continue
 		}
-		written, err := f.sink.Begin(file)
+		written, err := f.sink.Begin(ctx, file)
 		if err != nil {
 			return st.result(), fmt.Errorf("transfer: begin %s: %w", file.Path, err)
 		}
@@ -169,12 +171,12 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 				st.res.BytesResumed += c.Size
 				st.done += c.Size
 			default:
-				data, ok, err := f.sink.LocalChunk(c.SHA256)
+				data, ok, err := f.sink.LocalChunk(ctx, c.SHA256)
 				if err != nil {
 					return st.result(), err
 				}
 				if ok {
-					if err := f.sink.WriteChunk(file.SHA256, off, data); err != nil {
+					if err := f.sink.WriteChunk(ctx, file.SHA256, off, data); err != nil {
 						return st.result(), fmt.Errorf("transfer: local copy into %s: %w", file.Path, err)
 					}
 					st.res.ChunksLocal++
@@ -216,7 +218,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	}
 	report()
 	for _, b := range commitNow {
-		if err := f.sink.Commit(b); err != nil {
+		if err := f.sink.Commit(ctx, b); err != nil {
 			return st.result(), fmt.Errorf("transfer: commit %s: %w", b, err)
 		}
 		st.remaining[b] = -1
@@ -314,7 +316,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 			}
 			st.mu.Unlock()
 			for _, b := range ready {
-				if err := f.sink.Commit(b); err != nil {
+				if err := f.sink.Commit(ctx, b); err != nil {
 					return st.result(), fmt.Errorf("transfer: commit %s: %w", b, err)
 				}
 				committed++
@@ -379,7 +381,7 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 	}
 	var werr error
 	for _, p := range places {
-		if err := f.sink.WriteChunk(p.blob, p.offset, payload); err != nil {
+		if err := f.sink.WriteChunk(st.ctx, p.blob, p.offset, payload); err != nil {
 			werr = fmt.Errorf("transfer: write chunk %s: %w", sha[:16], err)
 			break
 		}

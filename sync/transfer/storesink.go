@@ -28,34 +28,32 @@ type BlobStore interface {
 // chunk some stored blob already holds is copied locally (dedup across
 // versions). Safe for concurrent use.
 type StoreSink struct {
-	st  BlobStore
-	ctx context.Context
+	st BlobStore
 
 	mu      sync.Mutex                    // guards ingests
 	ingests map[string]models.ChunkIngest // blob -> open ingest
 }
 
-// NewStoreSink builds a sink over st; ctx bounds the store calls (the
-// ChunkSink interface has none of its own), so cancel it to abandon writes.
-func NewStoreSink(ctx context.Context, st BlobStore) *StoreSink {
-	return &StoreSink{st: st, ctx: ctx, ingests: map[string]models.ChunkIngest{}}
+// NewStoreSink builds a sink over st.
+func NewStoreSink(st BlobStore) *StoreSink {
+	return &StoreSink{st: st, ingests: map[string]models.ChunkIngest{}}
 }
 
 var _ ChunkSink = (*StoreSink)(nil)
 
 // HasBlob implements ChunkSink.
-func (s *StoreSink) HasBlob(blob string) (bool, error) {
+func (s *StoreSink) HasBlob(ctx context.Context, blob string) (bool, error) {
 	// Any error means "not stored": a store that cannot be read fails at
 	// Begin, with the real error.
-	_, err := s.st.BlobPath(s.ctx, blob)
+	_, err := s.st.BlobPath(ctx, blob)
 	return err == nil, nil
 }
 
 // Begin implements ChunkSink: it opens (or resumes) the store's ingest of f
 // and returns the offsets of f's chunks whose whole range is already
 // written and verified.
-func (s *StoreSink) Begin(f models.FileRef) (map[int64]bool, error) {
-	in, err := s.st.OpenIngest(s.ctx, f)
+func (s *StoreSink) Begin(ctx context.Context, f models.FileRef) (map[int64]bool, error) {
+	in, err := s.st.OpenIngest(ctx, f)
 	if err != nil {
 		return nil, err
 	}
@@ -87,8 +85,8 @@ func overlaps(rs []models.Range, start, end int64) bool {
 }
 
 // LocalChunk implements ChunkSink through the store's chunk index.
-func (s *StoreSink) LocalChunk(chunk string) ([]byte, bool, error) {
-	locs, err := s.st.HaveChunks(s.ctx, []string{chunk})
+func (s *StoreSink) LocalChunk(ctx context.Context, chunk string) ([]byte, bool, error) {
+	locs, err := s.st.HaveChunks(ctx, []string{chunk})
 	if err != nil {
 		return nil, false, err
 	}
@@ -96,7 +94,7 @@ func (s *StoreSink) LocalChunk(chunk string) ([]byte, bool, error) {
 	if !ok {
 		return nil, false, nil
 	}
-	data, err := s.st.ReadChunk(s.ctx, loc)
+	data, err := s.st.ReadChunk(ctx, loc)
 	if err != nil {
 		// A blob that no longer holds the chunk (removed, or rotten): fetch
 		// it from the network instead.
@@ -106,7 +104,7 @@ func (s *StoreSink) LocalChunk(chunk string) ([]byte, bool, error) {
 }
 
 // WriteChunk implements ChunkSink.
-func (s *StoreSink) WriteChunk(blob string, offset int64, data []byte) error {
+func (s *StoreSink) WriteChunk(ctx context.Context, blob string, offset int64, data []byte) error {
 	s.mu.Lock()
 	in := s.ingests[blob]
 	s.mu.Unlock()
@@ -114,12 +112,12 @@ func (s *StoreSink) WriteChunk(blob string, offset int64, data []byte) error {
 		return fmt.Errorf("transfer: no ingest open for blob %s", blob)
 	}
 	sum := sha256.Sum256(data)
-	return in.WriteChunk(s.ctx, offset, data, hex.EncodeToString(sum[:]))
+	return in.WriteChunk(ctx, offset, data, hex.EncodeToString(sum[:]))
 }
 
 // Commit implements ChunkSink: the store verifies the whole blob. A
 // mismatch wraps both models.ErrChecksumMismatch and ErrChecksumMismatch.
-func (s *StoreSink) Commit(blob string) error {
+func (s *StoreSink) Commit(ctx context.Context, blob string) error {
 	s.mu.Lock()
 	in := s.ingests[blob]
 	delete(s.ingests, blob)
@@ -128,7 +126,7 @@ func (s *StoreSink) Commit(blob string) error {
 		return fmt.Errorf("transfer: no ingest open for blob %s", blob)
 	}
 	defer in.Close()
-	if err := in.Commit(s.ctx); err != nil {
+	if err := in.Commit(ctx); err != nil {
 		if errors.Is(err, models.ErrChecksumMismatch) {
 			return fmt.Errorf("%w: %w", ErrChecksumMismatch, err)
 		}

@@ -56,7 +56,7 @@ func TestStoreSinkFetchesIntoTheModelStore(t *testing.T) {
 	}
 	n := e.node(e.m.URL(), t.TempDir(), nil)
 	fetch := func(s *store.Store, m models.Manifest, stopAfter int) (Result, error) {
-		sink := NewStoreSink(ctx, s)
+		sink := NewStoreSink(s)
 		defer sink.Close()
 		f, err := NewFetcher(Config{Topics: topics, Window: 2, StallTimeout: 2 * time.Second}, n.link, sink, n.rej, zerolog.Nop(), prometheus.NewRegistry())
 		if err != nil {

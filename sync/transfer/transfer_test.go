@@ -72,8 +72,8 @@ type countingSink struct {
 	writes map[string]int
 }
 
-func (c countingSink) WriteChunk(blob string, off int64, data []byte) error {
-	if err := c.StoreSink.WriteChunk(blob, off, data); err != nil {
+func (c countingSink) WriteChunk(ctx context.Context, blob string, off int64, data []byte) error {
+	if err := c.StoreSink.WriteChunk(ctx, blob, off, data); err != nil {
 		return err // not durable: may be written again
 	}
 	c.mu.Lock()
@@ -167,7 +167,7 @@ func (e *env) node(url, storeDir string, counts *countingSink) *node {
 	e.t.Helper()
 	link, stop := runLink(e.t, url, "edge-node-n1")
 	st := openStore(e.t, storeDir)
-	ss := NewStoreSink(context.Background(), st)
+	ss := NewStoreSink(st)
 	e.t.Cleanup(func() { ss.Close() })
 	cs := countingSink{StoreSink: ss, mu: &sync.Mutex{}, writes: map[string]int{}}
 	if counts != nil {
@@ -385,7 +385,7 @@ func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ms.Close() })
-	ss := NewStoreSink(ctx, ms)
+	ss := NewStoreSink(ms)
 	t.Cleanup(func() { ss.Close() })
 	f, err := NewFetcher(Config{}, nopLink{}, ss, rej, zerolog.Nop(), nil)
 	if err != nil {
@@ -395,11 +395,11 @@ func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, str
 	sum := sha256.Sum256(data)
 	sha := fmt.Sprintf("%x", sum)
 	ref := models.FileRef{Path: "m", Role: "model", SHA256: sha, Size: int64(len(data)), Chunks: []models.ChunkRef{{SHA256: sha, Size: int64(len(data))}}}
-	if _, err := ss.Begin(ref); err != nil {
+	if _, err := ss.Begin(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
 	st := &fetchState{wanted: map[string][]placement{sha: {{sha, 0}}}, remaining: map[string]int{sha: 1},
-		got: map[string]bool{}, arrived: make(chan string, 2)}
+		got: map[string]bool{}, arrived: make(chan string, 2), ctx: ctx}
 	f.cur = st
 	return f, rej, st, sha
 }

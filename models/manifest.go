@@ -104,8 +104,12 @@ const (
 
 // Validate checks everything the store relies on: protocol, names (see
 // ValidModelName and ValidVersion), exactly one "model" file, safe unique
-// paths, well-formed digests and sizes, chunk lists that add up. Errors wrap
-// ErrInvalidArgument.
+// paths, well-formed digests and sizes, and chunk lists that can describe
+// their files: each chunk 1 … MaxChunkSize bytes, the sizes adding up to the
+// file's (so no chunk starts or ends past the end), a single chunk named as
+// its file, and one size for each sha256 throughout the manifest (a sha256
+// names one content, hence one size). A file may list no chunks (a local
+// import); the link requires them. Errors wrap ErrInvalidArgument.
 func (m *Manifest) Validate() error {
 	if m.Protocol != ManifestProtocol {
 		return fmt.Errorf("manifest: protocol %d, want %d: %w", m.Protocol, ManifestProtocol, ErrInvalidArgument)
@@ -131,6 +135,14 @@ func (m *Manifest) Validate() error {
 		return fmt.Errorf("manifest: %d golden cases (max %d): %w", len(m.Golden), MaxGoldenCases, ErrInvalidArgument)
 	}
 	paths := make(map[string]bool, len(m.Files))
+	sizes := map[string]int64{} // sha256 (file or chunk) -> its size
+	sameSize := func(what, sha string, size int64) error {
+		if prev, ok := sizes[sha]; ok && prev != size {
+			return fmt.Errorf("manifest: %s: sha256 %.16s… is listed with %d and %d bytes: %w", what, sha, prev, size, ErrInvalidArgument)
+		}
+		sizes[sha] = size
+		return nil
+	}
 	nmodel := 0
 	for i := range m.Files {
 		f := &m.Files[i]
@@ -154,6 +166,9 @@ func (m *Manifest) Validate() error {
 		if f.Size < 0 || f.Size > MaxFileSize {
 			return fmt.Errorf("manifest: file %q: size %d: %w", f.Path, f.Size, ErrInvalidArgument)
 		}
+		if err := sameSize(fmt.Sprintf("file %q", f.Path), f.SHA256, f.Size); err != nil {
+			return err
+		}
 		if len(f.Chunks) > MaxChunks {
 			return fmt.Errorf("manifest: file %q: %d chunks: %w", f.Path, len(f.Chunks), ErrInvalidArgument)
 		}
@@ -165,10 +180,16 @@ func (m *Manifest) Validate() error {
 			if c.Size <= 0 || c.Size > MaxChunkSize {
 				return fmt.Errorf("manifest: file %q chunk %d: size %d: %w", f.Path, j, c.Size, ErrInvalidArgument)
 			}
+			if err := sameSize(fmt.Sprintf("file %q chunk %d", f.Path, j), c.SHA256, c.Size); err != nil {
+				return err
+			}
 			sum += c.Size
 		}
 		if len(f.Chunks) > 0 && sum != f.Size {
 			return fmt.Errorf("manifest: file %q: chunks add up to %d, size is %d: %w", f.Path, sum, f.Size, ErrInvalidArgument)
+		}
+		if len(f.Chunks) == 1 && f.Chunks[0].SHA256 != f.SHA256 {
+			return fmt.Errorf("manifest: file %q: its one chunk is the whole file but is named %.16s…, not the file's sha256: %w", f.Path, f.Chunks[0].SHA256, ErrInvalidArgument)
 		}
 	}
 	if nmodel != 1 {

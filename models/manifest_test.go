@@ -42,27 +42,42 @@ func TestDecodeManifestBad(t *testing.T) {
 		return string(b)
 	}
 	bad := map[string]string{
-		"empty":            "",
-		"not json":         "{",
-		"array":            "[]",
-		"trailing":         string(good) + "{}",
-		"unknown field":    strings.Replace(string(good), `"protocol"`, `"extra":1,"protocol"`, 1),
-		"protocol 2":       mut(func(m *Manifest) { m.Protocol = 2 }),
-		"bad model":        mut(func(m *Manifest) { m.Model = "../etc" }),
-		"bad version":      mut(func(m *Manifest) { m.Version = "" }),
-		"bad created":      mut(func(m *Manifest) { m.Created = "yesterday" }),
-		"no files":         mut(func(m *Manifest) { m.Files = nil }),
-		"no model role":    mut(func(m *Manifest) { m.Files[0].Role = RoleExternalData }),
-		"unknown role":     mut(func(m *Manifest) { m.Files[0].Role = "exe" }),
-		"two models":       mut(func(m *Manifest) { f := m.Files[0]; f.Path = "b.onnx"; m.Files = append(m.Files, f) }),
-		"dup path":         mut(func(m *Manifest) { f := m.Files[0]; f.Role = RoleConfig; m.Files = append(m.Files, f) }),
-		"path traversal":   mut(func(m *Manifest) { m.Files[0].Path = "../../x" }),
-		"absolute path":    mut(func(m *Manifest) { m.Files[0].Path = "/x" }),
-		"upper hex":        mut(func(m *Manifest) { m.Files[0].SHA256 = strings.ToUpper(m.Files[0].SHA256) }),
-		"short digest":     mut(func(m *Manifest) { m.Files[0].SHA256 = "abc" }),
-		"negative size":    mut(func(m *Manifest) { m.Files[0].Size = -1 }),
-		"chunks mismatch":  mut(func(m *Manifest) { m.Files[0].Chunks[0].Size = 5 }),
-		"zero chunk":       mut(func(m *Manifest) { m.Files[0].Chunks[0].Size = 0 }),
+		"empty":           "",
+		"not json":        "{",
+		"array":           "[]",
+		"trailing":        string(good) + "{}",
+		"unknown field":   strings.Replace(string(good), `"protocol"`, `"extra":1,"protocol"`, 1),
+		"protocol 2":      mut(func(m *Manifest) { m.Protocol = 2 }),
+		"bad model":       mut(func(m *Manifest) { m.Model = "../etc" }),
+		"bad version":     mut(func(m *Manifest) { m.Version = "" }),
+		"bad created":     mut(func(m *Manifest) { m.Created = "yesterday" }),
+		"no files":        mut(func(m *Manifest) { m.Files = nil }),
+		"no model role":   mut(func(m *Manifest) { m.Files[0].Role = RoleExternalData }),
+		"unknown role":    mut(func(m *Manifest) { m.Files[0].Role = "exe" }),
+		"two models":      mut(func(m *Manifest) { f := m.Files[0]; f.Path = "b.onnx"; m.Files = append(m.Files, f) }),
+		"dup path":        mut(func(m *Manifest) { f := m.Files[0]; f.Role = RoleConfig; m.Files = append(m.Files, f) }),
+		"path traversal":  mut(func(m *Manifest) { m.Files[0].Path = "../../x" }),
+		"absolute path":   mut(func(m *Manifest) { m.Files[0].Path = "/x" }),
+		"upper hex":       mut(func(m *Manifest) { m.Files[0].SHA256 = strings.ToUpper(m.Files[0].SHA256) }),
+		"short digest":    mut(func(m *Manifest) { m.Files[0].SHA256 = "abc" }),
+		"negative size":   mut(func(m *Manifest) { m.Files[0].Size = -1 }),
+		"chunks mismatch": mut(func(m *Manifest) { m.Files[0].Chunks[0].Size = 5 }),
+		"zero chunk":      mut(func(m *Manifest) { m.Files[0].Chunks[0].Size = 0 }),
+		"chunks past end": mut(func(m *Manifest) { m.Files[0].Chunks[1].Size = 7 }),
+		"negative chunk":  mut(func(m *Manifest) { m.Files[0].Chunks[0].Size = -4; m.Files[0].Chunks[1].Size = 14 }),
+		"oversize chunk": mut(func(m *Manifest) {
+			m.Files[0].Size = MaxChunkSize + 1
+			m.Files[0].Chunks = []ChunkRef{{SHA256: m.Files[0].SHA256, Size: MaxChunkSize + 1}}
+		}),
+		"one sha two sizes": mut(func(m *Manifest) { m.Files[0].Chunks[1].SHA256 = m.Files[0].Chunks[0].SHA256 }),
+		"one chunk not the file": mut(func(m *Manifest) {
+			m.Files[0].Chunks = []ChunkRef{{SHA256: m.Files[0].Chunks[0].SHA256, Size: m.Files[0].Size}}
+		}),
+		"file sha two sizes": mut(func(m *Manifest) {
+			f := m.Files[0]
+			f.Path, f.Role, f.Size, f.Chunks = "copy.bin", RoleExternalData, 9, []ChunkRef{{SHA256: f.SHA256, Size: 9}}
+			m.Files = append(m.Files, f)
+		}),
 		"bad chunk digest": mut(func(m *Manifest) { m.Files[0].Chunks[0].SHA256 = "zz" }),
 		"huge config":      mut(func(m *Manifest) { m.Config = strings.Repeat("x", MaxConfigBytes+1) }),
 		"too big":          strings.Repeat(" ", MaxManifestBytes+1),

@@ -53,8 +53,10 @@ type CloudConfig struct {
 	MaxModelBytes int64 `yaml:"max_model_bytes"`
 	// Window is how many chunk topics are subscribed at once.
 	Window int `yaml:"window"`
-	// StallTimeout re-subscribes the chunk window when nothing arrived;
-	// a transfer attempt with no progress for three times as long stops.
+	// StallTimeout: the chunk window is re-subscribed after half of it
+	// without a chunk, and a transfer attempt ends (transfer.ErrStalled)
+	// after all of it, counting only time connected; the reconciler's own
+	// watchdog stops an attempt with no progress for three times as long.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// TransferAttempts is how many transfer attempts in a row without
 	// progress (backing off between them) a version gets before it is

@@ -8,7 +8,9 @@ package transfer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,11 +22,34 @@ import (
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
+// ErrUnsatisfiable is wrapped by a Fetch that no publisher can complete:
+// the manifest's chunk list cannot describe its files (it fails
+// models.Manifest.Validate, or lists no chunks for a non-empty file), a
+// chunk whose bytes verify against its sha256 has another size than the
+// manifest says (the sha256 fixes the bytes, so no copy can fit), or the
+// broker's retained copy of a chunk, re-sent on a re-subscription, is bytes
+// of another size that do not verify. It wraps ErrChecksumMismatch, so a
+// caller that fails a version on a checksum mismatch fails these too,
+// without retrying.
+var ErrUnsatisfiable = fmt.Errorf("manifest cannot be satisfied: %w", ErrChecksumMismatch)
+
+// ErrStalled is wrapped by a Fetch that made no progress for
+// Config.StallTimeout while the link was connected: a chunk that is not
+// published (or whose retained copy is wrong but of the right size, which a
+// republish can repair). It is not a checksum error: what was written stays
+// in the sink and a later Fetch resumes; the caller decides how many stalled
+// attempts a version gets.
+var ErrStalled = errors.New("transfer stalled")
+
 // Link is what the Fetcher needs from the MQTT session (*mqttlink.Link).
 type Link interface {
 	Subscribe(ctx context.Context, h mqttlink.Handler, filters ...string) error
 	Unsubscribe(ctx context.Context, filters ...string) error
 	HandleUnmatched(filter string, h mqttlink.Handler)
+	// Connected returns a channel closed while the session is up; a fresh
+	// one is handed out after each disconnect. Time without a session does
+	// not count towards StallTimeout.
+	Connected() <-chan struct{}
 }
 
 // Config configures a Fetcher.
@@ -32,9 +57,11 @@ type Config struct {
 	Topics wire.Topics
 	// Window is how many chunk topics are subscribed at once (default 16).
 	Window int
-	// StallTimeout: when no wanted chunk arrived for this long, the window is
-	// re-subscribed, which makes the broker re-send the retained chunks
-	// (default 15s).
+	// StallTimeout: when no wanted chunk arrived for half of it while
+	// connected, the window is re-subscribed, which makes the broker re-send
+	// the retained chunks; when none arrived for all of it, the Fetch ends
+	// with ErrStalled (or ErrUnsatisfiable, when what the re-subscription
+	// brought was a wrong copy of another size). Default 15s.
 	StallTimeout time.Duration
 }
 
@@ -56,7 +83,7 @@ type Result struct {
 	ChunksResumed int // already written by an earlier, interrupted attempt
 	BytesResumed  int64
 	Duplicates    int // chunk messages received again after being written
-	Resubscribes  int // window re-subscriptions after a stall
+	Resubscribes  int // window re-subscriptions after StallTimeout/2 without progress
 	BytesTotal    int64
 	UniqueMissing int // distinct chunks that had to come from the network
 }
@@ -91,13 +118,16 @@ type fetchState struct {
 
 	mu        sync.Mutex             // guards the fields below
 	wanted    map[string][]placement // chunk sha -> where it goes; deleted once written
+	sizes     map[string]int64       // chunk sha -> its size in the manifest (set before the Fetch is visible to handlers)
+	wrongCopy map[string]int         // chunk sha -> size of the last delivery that did not verify, since the last (re-)subscription
 	remaining map[string]int         // blob -> chunks still to write
 	res       Result
 	done      int64
 	nDone     int
 	got       map[string]bool // chunk sha -> written from the network
-	err       error           // first write error
+	err       error           // first write error, or the ErrUnsatisfiable a handler found
 	arrived   chan string     // written chunks; capacity: distinct missing chunks + 1
+	failed    chan struct{}   // signalled (capacity 1, never blocking) when err is set
 }
 
 // NewFetcher builds a Fetcher. rej counts and logs rejected chunk messages.
@@ -133,13 +163,20 @@ func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log z
 }
 
 // Fetch makes every file of m present and verified in the sink. It returns
-// when all files are committed, on a write or checksum error, or when ctx
-// ends (progress so far is kept by the sink; a later Fetch resumes).
+// when all files are committed; with an error wrapping ErrUnsatisfiable (a
+// manifest no publisher can complete), ErrChecksumMismatch (a file whose
+// chunks do not hash to it), or ErrStalled (no progress for StallTimeout
+// while connected); on a write error; or when ctx ends. Progress so far is
+// kept by the sink; a later Fetch resumes.
 func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Progress)) (Result, error) {
 	f.run.Lock()
 	defer f.run.Unlock()
 
-	st := &fetchState{ctx: ctx, wanted: map[string][]placement{}, remaining: map[string]int{}, got: map[string]bool{}}
+	if err := checkChunkLists(m); err != nil {
+		return Result{Files: len(m.Files)}, err
+	}
+	st := &fetchState{ctx: ctx, wanted: map[string][]placement{}, sizes: map[string]int64{}, wrongCopy: map[string]int{},
+		remaining: map[string]int{}, got: map[string]bool{}, failed: make(chan struct{}, 1)}
 	st.res.Files = len(m.Files)
 	var order []string // missing chunks, first occurrence order
 	var commitNow []string
@@ -176,6 +213,11 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 					return st.result(), err
 				}
 				if ok {
+					if int64(len(data)) != c.Size {
+						// The store verified these bytes against the sha256.
+						return st.result(), fmt.Errorf("transfer: %w: file %s: chunk %s at %d: the manifest says %d bytes, the chunk (stored, verified) is %d",
+							ErrUnsatisfiable, file.Path, c.SHA256[:16], off, c.Size, len(data))
+					}
 					if err := f.sink.WriteChunk(ctx, file.SHA256, off, data); err != nil {
 						return st.result(), fmt.Errorf("transfer: local copy into %s: %w", file.Path, err)
 					}
@@ -188,6 +230,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 					order = append(order, c.SHA256)
 				}
 				st.wanted[c.SHA256] = append(st.wanted[c.SHA256], placement{file.SHA256, off})
+				st.sizes[c.SHA256] = c.Size
 				n++
 			}
 			off += c.Size
@@ -256,8 +299,22 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	}()
 	next := 0
 	committed := 0
-	stall := time.NewTimer(f.cfg.StallTimeout)
-	defer stall.Stop()
+	// Stall detection: a quiet interval is StallTimeout/2 without a wanted
+	// chunk. It counts only if one session was up for all of it (time
+	// offline is not a stall; after a reconnect the link re-subscribes
+	// everything itself). The first quiet interval re-subscribes the
+	// window; the second ends the Fetch.
+	half := max(f.cfg.StallTimeout/2, time.Millisecond)
+	quiet := time.NewTimer(half)
+	defer quiet.Stop()
+	session := f.link.Connected()
+	upAtStart := isClosed(session)
+	resubscribed := false
+	restart := func() {
+		session = f.link.Connected()
+		upAtStart = isClosed(session)
+		quiet.Reset(half)
+	}
 	for committed < toCommit {
 		// Fill the window.
 		var add []string
@@ -275,9 +332,26 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 		select {
 		case <-ctx.Done():
 			return st.result(), ctx.Err()
-		case <-stall.C:
+		case <-st.failed:
+			st.mu.Lock()
+			err := st.err
+			st.mu.Unlock()
+			return st.result(), err
+		case <-quiet.C:
+			if now := f.link.Connected(); !upAtStart || now != session || !isClosed(now) {
+				resubscribed = false // the link was down for some of it
+				restart()
+				continue
+			}
+			if resubscribed {
+				return st.result(), st.stallError(inflight, f.cfg.StallTimeout)
+			}
+			resubscribed = true
 			st.mu.Lock()
 			st.res.Resubscribes++
+			for sha := range inflight {
+				delete(st.wrongCopy, sha) // judge the copies the re-subscription brings
+			}
 			st.mu.Unlock()
 			if ts := topics(); len(ts) > 0 {
 				f.log.Info().Int("chunks", len(ts)).Msg("no chunk for a while: re-subscribing the window")
@@ -285,21 +359,16 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 					f.log.Debug().Err(err).Msg("re-subscribe chunks")
 				}
 			}
-			stall.Reset(f.cfg.StallTimeout)
+			restart()
 		case sha := <-st.arrived:
-			if !stall.Stop() {
-				select {
-				case <-stall.C:
-				default:
-				}
-			}
-			stall.Reset(f.cfg.StallTimeout)
 			st.mu.Lock()
 			err := st.err
 			st.mu.Unlock()
 			if err != nil {
 				return st.result(), err
 			}
+			resubscribed = false
+			restart()
 			delete(inflight, sha)
 			if err := f.link.Unsubscribe(ctx, f.cfg.Topics.Chunk(sha)); err != nil && ctx.Err() == nil {
 				f.log.Debug().Err(err).Msg("unsubscribe chunk")
@@ -324,6 +393,56 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 		}
 	}
 	return st.result(), nil
+}
+
+// checkChunkLists refuses, before any work, a manifest whose chunk lists
+// cannot describe its files. The link's decoder (wire.ValidateManifest)
+// refuses these too; this guards callers that hand the Fetcher a manifest
+// from elsewhere.
+func checkChunkLists(m models.Manifest) error {
+	if err := m.Validate(); err != nil {
+		return fmt.Errorf("transfer: %w: %w", ErrUnsatisfiable, err)
+	}
+	for _, f := range m.Files {
+		if len(f.Chunks) == 0 && f.Size > 0 {
+			return fmt.Errorf("transfer: %w: file %s of %d bytes lists no chunks", ErrUnsatisfiable, f.Path, f.Size)
+		}
+	}
+	return nil
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// stallError says why a Fetch stalled: ErrUnsatisfiable when what the
+// re-subscription brought for a chunk of the window was bytes of another
+// size than the manifest's that do not verify; ErrStalled otherwise.
+func (st *fetchState) stallError(inflight map[string]bool, timeout time.Duration) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	missing := make([]string, 0, len(inflight))
+	for sha := range inflight {
+		missing = append(missing, sha)
+	}
+	slices.Sort(missing)
+	for _, sha := range missing {
+		if n, ok := st.wrongCopy[sha]; ok && int64(n) != st.sizes[sha] {
+			return fmt.Errorf("transfer: %w: the broker's copy of chunk %s is %d bytes that do not hash to it; the manifest says %d",
+				ErrUnsatisfiable, sha[:16], n, st.sizes[sha])
+		}
+	}
+	first := ""
+	if len(missing) > 0 {
+		first = missing[0][:16]
+	}
+	return fmt.Errorf("%w: no wanted chunk for %s while connected, after re-subscribing; %d chunks of the window missing (%s…)",
+		ErrStalled, timeout, len(missing), first)
 }
 
 // onChunk handles one chunk message (runs on the link's handler goroutines).
@@ -365,8 +484,19 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 		}
 		return
 	}
+	size := st.sizes[sha] // written before st was published under f.mu; read-only since
 	if err := wire.CheckChunk(sha, payload); err != nil {
 		f.rej.Observe(topic, err)
+		st.mu.Lock()
+		st.wrongCopy[sha] = len(payload)
+		st.mu.Unlock()
+		return
+	}
+	if int64(len(payload)) != size {
+		// The bytes are the chunk (they hash to its name), so the manifest's
+		// size is wrong: no copy can ever fit.
+		f.rej.Observe(topic, wire.Reject(wire.KindChunk, wire.ReasonChunkSize, "chunk %s is %d bytes, the manifest says %d", sha[:16], len(payload), size))
+		st.fail(fmt.Errorf("transfer: %w: chunk %s is %d bytes (its sha256 verifies), the manifest says %d", ErrUnsatisfiable, sha[:16], len(payload), size))
 		return
 	}
 	st.mu.Lock()
@@ -388,9 +518,6 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 	}
 	st.mu.Lock()
 	if werr != nil {
-		if st.err == nil {
-			st.err = werr
-		}
 		st.wanted[sha] = places // let a retry have it
 	} else {
 		st.got[sha] = true
@@ -404,10 +531,7 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 	}
 	st.mu.Unlock()
 	if werr != nil {
-		select { // one error signal is enough; never block a handler
-		case st.arrived <- sha:
-		default:
-		}
+		st.fail(werr)
 		return
 	}
 	f.bytes.WithLabelValues("network").Add(float64(len(payload)))
@@ -422,6 +546,20 @@ func (f *Fetcher) wasWanted(st *fetchState, sha string) bool {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	return st.got[sha]
+}
+
+// fail records the Fetch's first error and wakes it; one signal is
+// enough, and a handler never blocks on it.
+func (st *fetchState) fail(err error) {
+	st.mu.Lock()
+	if st.err == nil {
+		st.err = err
+	}
+	st.mu.Unlock()
+	select {
+	case st.failed <- struct{}{}:
+	default:
+	}
 }
 
 func (st *fetchState) result() Result {

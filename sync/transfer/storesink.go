@@ -53,14 +53,19 @@ func (s *StoreSink) HasBlob(ctx context.Context, blob string) (bool, error) {
 // and returns the offsets of f's chunks whose whole range is already
 // written and verified.
 func (s *StoreSink) Begin(ctx context.Context, f models.FileRef) (map[int64]bool, error) {
+	// An ingest left open by an earlier Fetch that ended early is closed
+	// first: the store allows one open ingest per blob.
+	s.mu.Lock()
+	if old := s.ingests[f.SHA256]; old != nil {
+		_ = old.Close()
+		delete(s.ingests, f.SHA256)
+	}
+	s.mu.Unlock()
 	in, err := s.st.OpenIngest(ctx, f)
 	if err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	if old := s.ingests[f.SHA256]; old != nil {
-		_ = old.Close()
-	}
 	s.ingests[f.SHA256] = in
 	s.mu.Unlock()
 	missing := in.Missing()

@@ -165,6 +165,12 @@ type node struct {
 // counts of an earlier node over the same store).
 func (e *env) node(url, storeDir string, counts *countingSink) *node {
 	e.t.Helper()
+	return e.nodeWith(url, storeDir, counts, Config{Topics: topics, StallTimeout: 5 * time.Second})
+}
+
+// nodeWith is node with the Fetcher's Config.
+func (e *env) nodeWith(url, storeDir string, counts *countingSink, cfg Config) *node {
+	e.t.Helper()
 	link, stop := runLink(e.t, url, "edge-node-n1")
 	st := openStore(e.t, storeDir)
 	ss := NewStoreSink(st)
@@ -177,7 +183,7 @@ func (e *env) node(url, storeDir string, counts *countingSink) *node {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	f, err := NewFetcher(Config{Topics: topics, StallTimeout: 2 * time.Second}, link, cs, rej, zerolog.Nop(), prometheus.NewRegistry())
+	f, err := NewFetcher(cfg, link, cs, rej, zerolog.Nop(), prometheus.NewRegistry())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -343,7 +349,9 @@ func TestHostileChunkRejectedThenRecovered(t *testing.T) {
 	if err := e.cloud.Publish(ctx, topics.Chunk(victim), true, []byte("not the chunk")); err != nil {
 		t.Fatal(err)
 	}
-	n := e.node(e.m.URL(), t.TempDir(), nil)
+	// A StallTimeout longer than the republish takes: the bad copy is of
+	// another size, which a stall would report as ErrUnsatisfiable.
+	n := e.nodeWith(e.m.URL(), t.TempDir(), nil, Config{Topics: topics, StallTimeout: deadline / 2})
 	m := e.fetchManifest(n, "1")
 	type out struct {
 		res Result
@@ -376,6 +384,9 @@ type nopLink struct{}
 func (nopLink) Subscribe(context.Context, mqttlink.Handler, ...string) error { return nil }
 func (nopLink) Unsubscribe(context.Context, ...string) error                 { return nil }
 func (nopLink) HandleUnmatched(string, mqttlink.Handler)                     {}
+func (nopLink) Connected() <-chan struct{}                                   { return closed }
+
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, string) {
 	rej, _ := wire.NewRejecter(nil, zerolog.Nop())
@@ -398,8 +409,9 @@ func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, str
 	if _, err := ss.Begin(ctx, ref); err != nil {
 		t.Fatal(err)
 	}
-	st := &fetchState{wanted: map[string][]placement{sha: {{sha, 0}}}, remaining: map[string]int{sha: 1},
-		got: map[string]bool{}, arrived: make(chan string, 2), ctx: ctx}
+	st := &fetchState{wanted: map[string][]placement{sha: {{sha, 0}}}, sizes: map[string]int64{sha: int64(len(data))},
+		wrongCopy: map[string]int{}, remaining: map[string]int{sha: 1},
+		got: map[string]bool{}, arrived: make(chan string, 2), failed: make(chan struct{}, 1), ctx: ctx}
 	f.cur = st
 	return f, rej, st, sha
 }

@@ -34,6 +34,9 @@ const (
 	ReasonBadTopic         = "bad_topic"
 	ReasonUnsolicitedChunk = "unsolicited_chunk"
 	ReasonChunkMismatch    = "chunk_mismatch"
+	// ReasonChunkSize: a chunk whose bytes hash to its name has another
+	// size than the manifest says (the manifest is wrong).
+	ReasonChunkSize = "chunk_size"
 )
 
 // RejectError says why a message was rejected.

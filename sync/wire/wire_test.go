@@ -22,7 +22,7 @@ var sha1x = strings.Repeat("a", 64)
 func goodManifest() models.Manifest {
 	return models.Manifest{Protocol: 1, Model: "m", Version: "1", Created: "2025-01-01T00:00:00Z",
 		Files: []models.FileRef{{Path: "model.onnx", Role: RoleModel, SHA256: sha1x, Size: 30,
-			Chunks: []models.ChunkRef{{SHA256: sha1x, Size: 10}, {SHA256: sha1x, Size: 20}}}}}
+			Chunks: []models.ChunkRef{{SHA256: shaOf([]byte("c1")), Size: 10}, {SHA256: shaOf([]byte("c2")), Size: 20}}}}}
 }
 
 func testKey(t testing.TB) (ed25519.PrivateKey, models.KeySet) {
@@ -155,6 +155,14 @@ func TestDecodeSignedManifestRejects(t *testing.T) {
 			m.Files[0].Chunks = []models.ChunkRef{{SHA256: sha1x, Size: 10 << 30}}
 		}), ReasonTooLarge},
 		{"chunks don't sum", mod(func(m *models.Manifest) { m.Files[0].Size = 31 }), ReasonBadField},
+		{"chunks past the end", mod(func(m *models.Manifest) { m.Files[0].Chunks[1].Size = 21 }), ReasonBadField},
+		{"chunks short of the end", mod(func(m *models.Manifest) { m.Files[0].Chunks[0].Size = 9 }), ReasonBadField},
+		{"negative chunk", mod(func(m *models.Manifest) { m.Files[0].Chunks[0].Size = -10; m.Files[0].Chunks[1].Size = 40 }), ReasonBadField},
+		{"no chunks", mod(func(m *models.Manifest) { m.Files[0].Chunks = nil }), ReasonBadField},
+		{"one sha, two sizes", mod(func(m *models.Manifest) { m.Files[0].Chunks[1].SHA256 = m.Files[0].Chunks[0].SHA256 }), ReasonBadField},
+		{"single chunk, not the file", mod(func(m *models.Manifest) {
+			m.Files[0].Chunks = []models.ChunkRef{{SHA256: shaOf([]byte("c1")), Size: 30}}
+		}), ReasonBadField},
 		{"oversize chunk", mod(func(m *models.Manifest) {
 			m.Files[0].Size = MaxChunkBytes + 1
 			m.Files[0].Chunks = []models.ChunkRef{{SHA256: sha1x, Size: MaxChunkBytes + 1}}

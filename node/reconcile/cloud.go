@@ -15,7 +15,6 @@ import (
 	"github.com/edgeai/edge-node/sync/broker"
 	"github.com/edgeai/edge-node/sync/desired"
 	"github.com/edgeai/edge-node/sync/mqttlink"
-	"github.com/edgeai/edge-node/sync/outbox"
 	"github.com/edgeai/edge-node/sync/transfer"
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -285,11 +284,7 @@ type reportOutbox struct{ c *Cloud }
 
 var _ mqttlink.Outbox = (*reportOutbox)(nil)
 
-func (o *reportOutbox) Append(topic string, retained bool, payload []byte) (int, error) {
-	return 0, errors.New("cloud: events come from the model store's reports; nothing else is queued")
-}
-
-func (o *reportOutbox) Oldest(n int) ([]outbox.Message, error) {
+func (o *reportOutbox) Oldest(n int) ([]mqttlink.OutboxMessage, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rs, err := o.c.store.Reports(ctx, n)
@@ -297,7 +292,7 @@ func (o *reportOutbox) Oldest(n int) ([]outbox.Message, error) {
 		return nil, err
 	}
 	cfg := o.c.cfg
-	out := make([]outbox.Message, 0, len(rs))
+	out := make([]mqttlink.OutboxMessage, 0, len(rs))
 	for _, r := range rs {
 		e := wire.Event{Protocol: wire.Protocol, Node: cfg.NodeID, Seq: r.Seq, Time: r.At.UTC().Format(time.RFC3339Nano),
 			Type: "version_state", Model: r.Model, Version: r.Version, State: string(r.To), Reason: string(r.Reason),
@@ -314,13 +309,13 @@ func (o *reportOutbox) Oldest(n int) ([]outbox.Message, error) {
 			o.c.log.Warn().Err(err).Uint64("seq", r.Seq).Msg("report cannot be sent as an event; skipped")
 			b = nil
 		}
-		out = append(out, outbox.Message{Seq: r.Seq, Topic: cfg.Topics.Events(cfg.NodeID), Payload: b})
+		out = append(out, mqttlink.OutboxMessage{Seq: r.Seq, Topic: cfg.Topics.Events(cfg.NodeID), Payload: b})
 	}
 	return o.skipEmpty(out)
 }
 
 // skipEmpty acks the leading messages that could not be encoded.
-func (o *reportOutbox) skipEmpty(ms []outbox.Message) ([]outbox.Message, error) {
+func (o *reportOutbox) skipEmpty(ms []mqttlink.OutboxMessage) ([]mqttlink.OutboxMessage, error) {
 	out := ms[:0]
 	for _, m := range ms {
 		if m.Payload == nil {

@@ -3,8 +3,8 @@
 // TLS, username/password, a stable client id with a persistent session
 // (CleanSession false) so QoS 1 messages queue while offline, reconnection
 // with exponential backoff and jitter, a Last Will, subscriptions restored on
-// every reconnect, and an outbox for reports flushed in order after each
-// reconnect.
+// every reconnect, and the flushing of an outbox of reports (kept by the
+// caller: the node's model store), in order, after each reconnect.
 //
 // Start-up order: New → Subscribe (any number, before or after Run) → Run(ctx)
 // in a goroutine. Shutdown: cancel Run's context (Run publishes the will
@@ -27,7 +27,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
-	"github.com/edgeai/edge-node/sync/outbox"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -35,13 +34,12 @@ import (
 // broker while the link is down.
 var ErrNotConnected = errors.New("mqttlink: not connected")
 
-// Outbox is the durable queue of reports (sync/outbox.Bolt implements it; the
-// model store may provide its own over its bbolt file).
+// Outbox is the durable queue of reports that the link flushes (the node
+// adapts its model store's outbox of reports to it). The owner appends to it
+// by its own means and calls KickOutbox.
 type Outbox interface {
-	// Append queues a message and returns how many old ones it dropped.
-	Append(topic string, retained bool, payload []byte) (dropped int, err error)
 	// Oldest returns up to n messages, oldest first.
-	Oldest(n int) ([]outbox.Message, error)
+	Oldest(n int) ([]OutboxMessage, error)
 	// Remove deletes an acknowledged message.
 	Remove(seq uint64) error
 	// Len is the number of queued messages.
@@ -93,6 +91,15 @@ type Message struct {
 	Retained bool
 }
 
+// OutboxMessage is one queued report: Seq orders the queue and names the
+// message to Remove once the broker acknowledged it.
+type OutboxMessage struct {
+	Seq      uint64
+	Topic    string
+	Retained bool
+	Payload  []byte
+}
+
 // DefaultConfig returns a fresh Config with the defaults.
 func DefaultConfig() Config {
 	return Config{
@@ -116,7 +123,6 @@ type metrics struct {
 	connectErrors prometheus.Counter
 	received      prometheus.Counter
 	outboxDepth   prometheus.Gauge
-	outboxDropped prometheus.Counter
 	outboxSent    prometheus.Counter
 }
 
@@ -127,11 +133,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		connectErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_connect_errors_total", Help: "Failed MQTT connection attempts."}),
 		received:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_messages_received_total", Help: "MQTT messages received."}),
 		outboxDepth:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_link_outbox_depth", Help: "Reports queued in the outbox."}),
-		outboxDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_outbox_dropped_total", Help: "Reports dropped from a full outbox (oldest first)."}),
 		outboxSent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_outbox_sent_total", Help: "Reports delivered from the outbox."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.connected, m.connects, m.connectErrors, m.received, m.outboxDepth, m.outboxDropped, m.outboxSent} {
+		for _, c := range []prometheus.Collector{m.connected, m.connects, m.connectErrors, m.received, m.outboxDepth, m.outboxSent} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -165,7 +170,7 @@ type Link struct {
 }
 
 // New builds a Link; nothing touches the network until Run. ob may be nil
-// (Enqueue then fails).
+// (nothing is flushed).
 func New(cfg Config, ob Outbox, log zerolog.Logger, reg prometheus.Registerer) (*Link, error) {
 	def := DefaultConfig()
 	if cfg.BrokerURL == "" || cfg.ClientID == "" {
@@ -389,8 +394,8 @@ func (l *Link) Unsubscribe(ctx context.Context, filters ...string) error {
 }
 
 // Publish sends a QoS 1 message now and waits for the PUBACK. It fails with
-// ErrNotConnected while the link is down; use Enqueue for reports that must
-// survive an outage.
+// ErrNotConnected while the link is down; reports that must survive an
+// outage go through the Outbox.
 func (l *Link) Publish(ctx context.Context, topic string, retained bool, payload []byte) error {
 	if len(payload) > wire.MaxMessageBytes {
 		return fmt.Errorf("mqttlink: publish %s: %d bytes over the %d-byte message limit", topic, len(payload), wire.MaxMessageBytes)
@@ -416,36 +421,8 @@ func (l *Link) PublishAsync(topic string, retained bool, payload []byte) (waitAc
 	return func(ctx context.Context) error { return wait(ctx, tok) }
 }
 
-// Enqueue appends a report to the outbox; it is published, in order, as soon
-// as the link is up.
-func (l *Link) Enqueue(topic string, retained bool, payload []byte) error {
-	if l.outbox == nil {
-		return fmt.Errorf("mqttlink: no outbox configured")
-	}
-	if len(payload) > wire.MaxMessageBytes {
-		return fmt.Errorf("mqttlink: enqueue %s: %d bytes over the message limit", topic, len(payload))
-	}
-	dropped, err := l.outbox.Append(topic, retained, payload)
-	if err != nil {
-		return err
-	}
-	if dropped > 0 {
-		l.m.outboxDropped.Add(float64(dropped))
-		l.log.Warn().Int("dropped", dropped).Msg("outbox full: dropped oldest reports")
-	}
-	if n, err := l.outbox.Len(); err == nil {
-		l.m.outboxDepth.Set(float64(n))
-	}
-	select {
-	case l.kick <- struct{}{}:
-	default:
-	}
-	return nil
-}
-
 // KickOutbox wakes the outbox flusher: call it when the outbox gained
-// messages by another path than Enqueue (the model store writes its reports
-// in its own transactions).
+// messages (the model store writes its reports in its own transactions).
 func (l *Link) KickOutbox() {
 	select {
 	case l.kick <- struct{}{}:

@@ -284,8 +284,8 @@ type reportOutbox struct{ c *Cloud }
 
 var _ mqttlink.Outbox = (*reportOutbox)(nil)
 
-func (o *reportOutbox) Oldest(n int) ([]mqttlink.OutboxMessage, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (o *reportOutbox) Oldest(ctx context.Context, n int) ([]mqttlink.OutboxMessage, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rs, err := o.c.store.Reports(ctx, n)
 	if err != nil {
@@ -311,16 +311,16 @@ func (o *reportOutbox) Oldest(n int) ([]mqttlink.OutboxMessage, error) {
 		}
 		out = append(out, mqttlink.OutboxMessage{Seq: r.Seq, Topic: cfg.Topics.Events(cfg.NodeID), Payload: b})
 	}
-	return o.skipEmpty(out)
+	return o.skipEmpty(ctx, out)
 }
 
 // skipEmpty acks the leading messages that could not be encoded.
-func (o *reportOutbox) skipEmpty(ms []mqttlink.OutboxMessage) ([]mqttlink.OutboxMessage, error) {
+func (o *reportOutbox) skipEmpty(ctx context.Context, ms []mqttlink.OutboxMessage) ([]mqttlink.OutboxMessage, error) {
 	out := ms[:0]
 	for _, m := range ms {
 		if m.Payload == nil {
 			if len(out) == 0 {
-				if err := o.Remove(m.Seq); err != nil {
+				if err := o.Remove(ctx, m.Seq); err != nil {
 					return nil, err
 				}
 				continue
@@ -332,14 +332,14 @@ func (o *reportOutbox) skipEmpty(ms []mqttlink.OutboxMessage) ([]mqttlink.Outbox
 	return out, nil
 }
 
-func (o *reportOutbox) Remove(seq uint64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (o *reportOutbox) Remove(ctx context.Context, seq uint64) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	return o.c.store.AckReports(ctx, seq)
 }
 
-func (o *reportOutbox) Len() (int, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func (o *reportOutbox) Len(ctx context.Context) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	rs, err := o.c.store.Reports(ctx, 0)
 	return len(rs), err

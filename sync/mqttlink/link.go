@@ -36,14 +36,14 @@ var ErrNotConnected = errors.New("mqttlink: not connected")
 
 // Outbox is the durable queue of reports that the link flushes (the node
 // adapts its model store's outbox of reports to it). The owner appends to it
-// by its own means and calls KickOutbox.
+// by its own means and calls KickOutbox. ctx bounds each call.
 type Outbox interface {
 	// Oldest returns up to n messages, oldest first.
-	Oldest(n int) ([]OutboxMessage, error)
+	Oldest(ctx context.Context, n int) ([]OutboxMessage, error)
 	// Remove deletes an acknowledged message.
-	Remove(seq uint64) error
+	Remove(ctx context.Context, seq uint64) error
 	// Len is the number of queued messages.
-	Len() (int, error)
+	Len(ctx context.Context) (int, error)
 }
 
 // TLSFiles names PEM files for TLS. CAFile alone gives server-verified TLS;
@@ -523,6 +523,9 @@ func (l *Link) sessionDown() {
 	l.mu.Unlock()
 }
 
+// outboxAckTimeout bounds the removal of a message the broker acknowledged.
+const outboxAckTimeout = 10 * time.Second
+
 // flushOutbox publishes queued reports strictly in order: one at a time,
 // each removed only after its PUBACK. On an error it waits for the next
 // session (the message stays queued).
@@ -531,9 +534,11 @@ func (l *Link) flushOutbox(ctx context.Context) {
 		return
 	}
 	for {
-		msgs, err := l.outbox.Oldest(l.cfg.OutboxBatch)
+		msgs, err := l.outbox.Oldest(ctx, l.cfg.OutboxBatch)
 		if err != nil {
-			l.log.Error().Err(err).Msg("reading outbox")
+			if ctx.Err() == nil { // else the session ended
+				l.log.Error().Err(err).Msg("reading outbox")
+			}
 			return
 		}
 		for _, m := range msgs {
@@ -543,13 +548,18 @@ func (l *Link) flushOutbox(ctx context.Context) {
 				}
 				return
 			}
-			if err := l.outbox.Remove(m.Seq); err != nil {
+			// The broker has it: record that even when the session is
+			// ending (else it is sent again; the cloud deduplicates by seq).
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), outboxAckTimeout)
+			err := l.outbox.Remove(rctx, m.Seq)
+			cancel()
+			if err != nil {
 				l.log.Error().Err(err).Msg("removing from outbox")
 				return
 			}
 			l.m.outboxSent.Inc()
 		}
-		if n, err := l.outbox.Len(); err == nil {
+		if n, err := l.outbox.Len(ctx); err == nil {
 			l.m.outboxDepth.Set(float64(n))
 		}
 		if len(msgs) > 0 {

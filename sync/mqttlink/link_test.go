@@ -95,13 +95,13 @@ func (o *memOutbox) add(topic string, payload string) {
 	o.msgs = append(o.msgs, OutboxMessage{Seq: uint64(len(o.msgs) + 1), Topic: topic, Payload: []byte(payload)})
 }
 
-func (o *memOutbox) Oldest(n int) ([]OutboxMessage, error) {
+func (o *memOutbox) Oldest(_ context.Context, n int) ([]OutboxMessage, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return append([]OutboxMessage(nil), o.msgs[:min(n, len(o.msgs))]...), nil
 }
 
-func (o *memOutbox) Remove(seq uint64) error {
+func (o *memOutbox) Remove(_ context.Context, seq uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for i, m := range o.msgs {
@@ -113,7 +113,7 @@ func (o *memOutbox) Remove(seq uint64) error {
 	return fmt.Errorf("no message %d", seq)
 }
 
-func (o *memOutbox) Len() (int, error) {
+func (o *memOutbox) Len(context.Context) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return len(o.msgs), nil
@@ -153,7 +153,7 @@ func TestOutboxFlushesInOrderAfterOutage(t *testing.T) {
 		t.Fatalf("events = %v, want 0..4 in order", msgs)
 	}
 	end := time.Now().Add(deadline)
-	for n, _ := ob.Len(); n != 0; n, _ = ob.Len() {
+	for n, _ := ob.Len(context.Background()); n != 0; n, _ = ob.Len(context.Background()) {
 		if time.Now().After(end) {
 			t.Fatalf("outbox still holds %d", n)
 		}

@@ -1,14 +1,9 @@
 package inference
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"strconv"
-
-	"gopkg.in/yaml.v3"
 )
 
 // Execution provider names, as written in SessionConfig.Providers and
@@ -106,25 +101,6 @@ type ProviderOptions struct {
 	// Extra is passed to the provider as is, after the typed fields (it
 	// wins on conflicts): the escape hatch for options without a field.
 	Extra map[string]string `yaml:"extra"`
-}
-
-// ParseSessionConfig decodes and validates a config.yaml. Unknown fields are
-// errors (a typo must not silently fall back to a default). Errors wrap
-// ErrInvalidArgument.
-func ParseSessionConfig(data []byte) (SessionConfig, error) {
-	var cfg SessionConfig
-	if len(data) > MaxConfigSize {
-		return cfg, fmt.Errorf("session config is %d bytes, more than %d: %w", len(data), MaxConfigSize, ErrInvalidArgument)
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-		return SessionConfig{}, fmt.Errorf("session config: %v: %w", err, ErrInvalidArgument)
-	}
-	if err := cfg.Validate(); err != nil {
-		return SessionConfig{}, err
-	}
-	return cfg, nil
 }
 
 // Validate checks cfg; errors name the field and wrap ErrInvalidArgument.

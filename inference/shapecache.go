@@ -57,9 +57,3 @@ func (c *shapeCache) forget(key []byte) {
 	defer c.mu.Unlock()
 	delete(c.m, string(key))
 }
-
-func (c *shapeCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
-}

@@ -274,15 +274,6 @@ func KeyID(pub ed25519.PublicKey) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// NewKeySet trusts the given public keys, each under its KeyID.
-func NewKeySet(pubs ...ed25519.PublicKey) KeySet {
-	ks := make(KeySet, len(pubs))
-	for _, p := range pubs {
-		ks.Add(p)
-	}
-	return ks
-}
-
 // Add trusts pub under its KeyID.
 func (ks KeySet) Add(pub ed25519.PublicKey) { ks[KeyID(pub)] = pub }
 

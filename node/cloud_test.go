@@ -1,9 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -186,7 +188,13 @@ func (e *cloudEnv) subscribeEvents() *events {
 	e.t.Helper()
 	ev := &events{}
 	e.subscribeOrdered("events-test", cloudTopics.Events("n1"), func(b []byte) {
-		x, err := wire.DecodeEvent(b)
+		var x wire.Event
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.DisallowUnknownFields()
+		err := dec.Decode(&x)
+		if err == nil {
+			err = x.Validate()
+		}
 		if err != nil {
 			e.t.Errorf("node published an invalid event: %v", err)
 			return

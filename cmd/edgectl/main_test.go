@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -50,7 +51,7 @@ func TestKeygenPublishDeployStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := wire.ParsePublicKeyPEM(pubPEM); err != nil {
+	if _, err := models.ParsePublicKeyPEM(pubPEM); err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(prefix + ".key"); fi.Mode().Perm() != 0o600 {

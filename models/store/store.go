@@ -169,9 +169,6 @@ func (s *Store) Close() error {
 // Blobs returns the underlying blob store (read-only uses: paths, stats).
 func (s *Store) Blobs() *blobstore.Store { return s.blobs }
 
-// Catalog returns the underlying catalog.
-func (s *Store) Catalog() *catalog.Catalog { return s.cat }
-
 // Models lists every model with its versions.
 func (s *Store) Models(ctx context.Context) ([]models.ModelInfo, error) {
 	var out []models.ModelInfo

@@ -84,9 +84,6 @@ func NewController(cfg Config, link Link, log zerolog.Logger) (*Controller, erro
 		views: map[string]*wire.Status{}, desired: map[string]*wire.DesiredState{}}, nil
 }
 
-// Store returns the controller's state file.
-func (c *Controller) Store() *Store { return c.store }
-
 // watch subscribes to every node's status (once) and waits for the
 // retained ones.
 func (c *Controller) watch(ctx context.Context) error {
@@ -165,13 +162,6 @@ func (c *Controller) onStatus(topic string, b []byte) {
 		}
 	}
 	c.views[node] = &s
-}
-
-// Nodes returns a copy of the latest status of every node.
-func (c *Controller) Nodes() map[string]*wire.Status {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.views)
 }
 
 // Start selects the nodes, assigns waves and stores a new rollout record

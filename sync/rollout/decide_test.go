@@ -222,7 +222,7 @@ func TestResumeStopsWaveClock(t *testing.T) {
 		Abort: Abort{MaxFailedPercent: 10}},
 		Phase: PhasePaused, Wave: 0, WavesWritten: 1, WaveStarted: []time.Time{t0}, PausedAt: t0.Add(30 * time.Second),
 		Members: [][]string{{"a"}, {"b"}}, Counts: make([]Counts, 2), Command: CmdResume}
-	if err := c.Store().Create(r); err != nil {
+	if err := c.store.Create(r); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.step(context.Background(), "r1")

@@ -2,7 +2,6 @@ package transfer
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"os"
 	"testing"
@@ -34,7 +33,7 @@ func TestStoreSinkFetchesIntoTheModelStore(t *testing.T) {
 	root := t.TempDir()
 	open := func() *store.Store {
 		opts := store.DefaultOptions(root)
-		opts.TrustedKeys = models.NewKeySet(e.key.Public().(ed25519.PublicKey))
+		opts.TrustedKeys = e.keys
 		s, err := store.Open(ctx, opts, zerolog.Nop(), nil)
 		if err != nil {
 			t.Fatal(err)

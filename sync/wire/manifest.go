@@ -22,10 +22,6 @@ const (
 // its 32 raw bytes (models.KeyID: signing and verification live in models).
 func KeyID(pub ed25519.PublicKey) string { return models.KeyID(pub) }
 
-// ParsePublicKeyPEM parses a PEM "PUBLIC KEY" (PKIX) holding an ed25519 key
-// (models.ParsePublicKeyPEM).
-func ParsePublicKeyPEM(b []byte) (ed25519.PublicKey, error) { return models.ParsePublicKeyPEM(b) }
-
 // ParsePrivateKeyPEM parses a PEM "PRIVATE KEY" (PKCS#8) holding an ed25519 key.
 func ParsePrivateKeyPEM(b []byte) (ed25519.PrivateKey, error) {
 	blk, _ := pem.Decode(b)

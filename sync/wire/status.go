@@ -182,15 +182,6 @@ func (p Presence) Encode() ([]byte, error) {
 	return json.Marshal(p)
 }
 
-// DecodeEvent decodes and validates an event payload.
-func DecodeEvent(b []byte) (Event, error) {
-	var e Event
-	if err := decodeStrict(KindEvent, b, MaxControlBytes, &e); err != nil {
-		return Event{}, err
-	}
-	return e, e.Validate()
-}
-
 // Validate checks every field of e.
 func (e Event) Validate() error {
 	const k = KindEvent

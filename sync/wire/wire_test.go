@@ -216,11 +216,11 @@ func TestKeyPEMRoundTrip(t *testing.T) {
 	if err != nil || !p2.Equal(priv) {
 		t.Fatalf("private key round trip: %v", err)
 	}
-	pub, err := ParsePublicKeyPEM(pubPEM)
+	pub, err := models.ParsePublicKeyPEM(pubPEM)
 	if err != nil || !pub.Equal(priv.Public()) {
 		t.Fatalf("public key round trip: %v", err)
 	}
-	if _, err := ParsePublicKeyPEM(privPEM); err == nil {
+	if _, err := models.ParsePublicKeyPEM(privPEM); err == nil {
 		t.Fatal("private PEM accepted as public key")
 	}
 	if _, err := ParsePrivateKeyPEM([]byte("garbage")); err == nil {
@@ -324,7 +324,16 @@ func TestStatusPresenceEventRejects(t *testing.T) {
 
 func decStatus(b []byte) error   { _, err := DecodeStatus(b); return err }
 func decPresence(b []byte) error { _, err := DecodePresence(b); return err }
-func decEvent(b []byte) error    { _, err := DecodeEvent(b); return err }
+
+// decEvent decodes an event as strictly as the other payloads (the cloud
+// side has no event decoder yet; the node only encodes them).
+func decEvent(b []byte) error {
+	var e Event
+	if err := decodeStrict(KindEvent, b, MaxControlBytes, &e); err != nil {
+		return err
+	}
+	return e.Validate()
+}
 
 func TestRejecterCountsAndRateLimits(t *testing.T) {
 	reg := prometheus.NewRegistry()

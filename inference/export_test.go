@@ -1,0 +1,30 @@
+package inference
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+
+	"gopkg.in/yaml.v3"
+)
+
+// ParseSessionConfig decodes and validates a SessionConfig on its own, the
+// way a model's config.yaml carries it, for the tests of SessionConfig's
+// decoding and Validate. The node decodes the whole file as
+// node.ModelConfig, which holds a SessionConfig inline.
+func ParseSessionConfig(data []byte) (SessionConfig, error) {
+	var cfg SessionConfig
+	if len(data) > MaxConfigSize {
+		return cfg, fmt.Errorf("session config is %d bytes, more than %d: %w", len(data), MaxConfigSize, ErrInvalidArgument)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return SessionConfig{}, fmt.Errorf("session config: %v: %w", err, ErrInvalidArgument)
+	}
+	if err := cfg.Validate(); err != nil {
+		return SessionConfig{}, err
+	}
+	return cfg, nil
+}

@@ -51,9 +51,10 @@ bench: deps ## the measurements of docs/performance.md, in one run, into bench.t
 fuzz: deps ## each fuzz target for $(FUZZTIME)
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
-lint: ## gofmt and go vet
+lint: ## gofmt, go vet, and deadcode (no function only tests reach outside test helpers: scripts/deadcode.sh)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	@GO=$(GO) scripts/deadcode.sh
 
 .PHONY: dist dist-test
 

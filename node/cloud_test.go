@@ -19,14 +19,15 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/node/reconcile"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/chunker"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -66,35 +67,8 @@ func newCloudEnv(t *testing.T) *cloudEnv {
 	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.link = runTestLink(t, m.URL(), "edgectl-test")
+	e.link = mqttlinktest.Connect(t, m.URL(), "edgectl-test")
 	return e
-}
-
-func runTestLink(t *testing.T, url, id string) *mqttlink.Link {
-	t.Helper()
-	cfg := mqttlink.DefaultConfig()
-	cfg.BrokerURL, cfg.ClientID = url, id
-	return runTestLinkConfig(t, cfg)
-}
-
-func runTestLinkConfig(t *testing.T, cfg mqttlink.Config) *mqttlink.Link {
-	t.Helper()
-	id := cfg.ClientID
-	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; l.Close() })
-	wctx, wcancel := context.WithTimeout(context.Background(), cloudDeadline)
-	defer wcancel()
-	if err := l.WaitConnected(wctx); err != nil {
-		t.Fatalf("link %s: %v", id, err)
-	}
-	return l
 }
 
 // nodeConfig is testConfig with the cloud link on, to url, as node n1.
@@ -212,16 +186,10 @@ func (ev *events) snapshot() []wire.Event {
 	return append([]wire.Event(nil), ev.got...)
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor waits up to cloudDeadline until cond holds.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(cloudDeadline)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
+	testwait.For(t, what, cond, cloudDeadline)
 }
 
 // transferOf is where the bytes of model/version's transfer came from, as
@@ -679,7 +647,8 @@ func TestCloudOverMutualTLSWithPassword(t *testing.T) {
 	lc := mqttlink.DefaultConfig()
 	lc.BrokerURL, lc.ClientID, lc.Username, lc.Password = m.URL(), "edgectl-test", "cloud", "cl0ud"
 	lc.TLS = mqttlink.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
-	e.link = runTestLinkConfig(t, lc)
+	e.link, _ = mqttlinktest.Start(t, lc, mqttlinktest.Options{})
+	mqttlinktest.WaitUp(t, e.link)
 
 	repo := t.TempDir()
 	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
@@ -717,7 +686,7 @@ func TestCloudEmbeddedBroker(t *testing.T) {
 	if rn.cloud == nil {
 		t.Fatal("no embedded broker")
 	}
-	e.link = runTestLink(t, rn.cloud.URL(), "edgectl-test")
+	e.link = mqttlinktest.Connect(t, rn.cloud.URL(), "edgectl-test")
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.deploy("ppocr_cls", "2")
 	waitFor(t, "version 2 active through the embedded broker", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })

@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/internal/testwait"
 )
 
 const kib = 1 << 10
@@ -50,14 +52,8 @@ func newTestPool(t testing.TB, mod func(*Options)) (*Pool, *bytes.Buffer, *prome
 	return p, &logs, reg
 }
 
-// waitFor polls until cond holds; it has no deadline of its own (the test
-// binary's -timeout bounds it), so it asserts no timing.
-func waitFor(cond func() bool) {
-	for !cond() {
-		runtime.Gosched()
-		time.Sleep(100 * time.Microsecond)
-	}
-}
+// waitDeadline only stops a hung test: nothing here asserts timing.
+const waitDeadline = time.Minute
 
 func mustGet(t testing.TB, p *Pool, n int) *Buffer {
 	t.Helper()
@@ -226,7 +222,7 @@ func TestWaitThenSucceedWhenPut(t *testing.T) {
 		}
 		got <- b
 	}()
-	waitFor(func() bool { return p.Stats().Waits == 1 })
+	testwait.For(t, "1 waiter(s) in Get", func() bool { return p.Stats().Waits == 1 }, waitDeadline)
 	p.Put(a)
 	b := <-got
 	if b != a {
@@ -271,7 +267,7 @@ func TestWaitEndsWithContext(t *testing.T) {
 		_, err := p.Get(ctx, 4*kib)
 		errc <- err
 	}()
-	waitFor(func() bool { return p.Stats().Waits == 1 })
+	testwait.For(t, "1 waiter(s) in Get", func() bool { return p.Stats().Waits == 1 }, waitDeadline)
 	cancel()
 	err := <-errc
 	if !errors.Is(err, ErrExhausted) || !errors.Is(err, context.Canceled) {
@@ -309,10 +305,10 @@ func TestFIFOAndEviction(t *testing.T) {
 	b := mustGet(t, p, 4*kib)
 	big := make(chan *Buffer)
 	go func() { big <- mustGet(t, p, 16*kib) }()
-	waitFor(func() bool { return p.Stats().Waits == 1 })
+	testwait.For(t, "1 waiter(s) in Get", func() bool { return p.Stats().Waits == 1 }, waitDeadline)
 	small := make(chan *Buffer)
 	go func() { small <- mustGet(t, p, 4*kib) }() // 4 KiB of budget is free, but the big one is first
-	waitFor(func() bool { return p.Stats().Waits == 2 })
+	testwait.For(t, "2 waiter(s) in Get", func() bool { return p.Stats().Waits == 2 }, waitDeadline)
 	p.Put(a)
 	p.Put(b) // idle 12 KiB: evicted so that the 16 KiB request fits
 	bb := <-big
@@ -342,7 +338,7 @@ func TestCloseWakesWaitersAndFreesLater(t *testing.T) {
 		_, err := p.Get(context.Background(), 64*kib)
 		errc <- err
 	}()
-	waitFor(func() bool { return p.Stats().Waits == 1 })
+	testwait.For(t, "1 waiter(s) in Get", func() bool { return p.Stats().Waits == 1 }, waitDeadline)
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -12,13 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/chunker"
 	"github.com/edgeai/edge-node/sync/fleet"
-	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -44,7 +43,7 @@ func TestNodeSIGKILLedMidTransferResumes(t *testing.T) {
 	if err := os.WriteFile(pub, pubPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cloud := cloudLink(t, m.URL())
+	cloud := mqttlinktest.Connect(t, m.URL(), "edgectl-test")
 	tp := wire.Topics{Root: wire.DefaultRoot}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -97,10 +96,10 @@ func TestNodeSIGKILLedMidTransferResumes(t *testing.T) {
 		return st.Models["ppocr_det"]
 	}
 	var before wire.ModelStatus
-	waitUntil(t, "the node half-way through the transfer", func() bool {
+	testwait.For(t, "the node half-way through the transfer", func() bool {
 		before = status()
 		return before.State == "Downloading" && before.BytesDone > 0 && before.BytesDone < before.BytesTotal && len(fetchedChunks(d.stderr.String())) >= len(firstHalf)
-	})
+	}, 3*time.Minute)
 	fetchedBefore := fetchedChunks(d.stderr.String())
 	if err := d.cmd.Process.Kill(); err != nil { // SIGKILL
 		t.Fatal(err)
@@ -108,10 +107,10 @@ func TestNodeSIGKILLedMidTransferResumes(t *testing.T) {
 	<-d.exited
 	publish(nil)
 	d2 := startDaemon(t, args...)
-	waitUntil(t, "version 2 active after the restart", func() bool {
+	testwait.For(t, "version 2 active after the restart", func() bool {
 		st := status()
 		return st.Version == "2" && st.State == "Active"
-	})
+	}, 3*time.Minute)
 	again := 0
 	after := fetchedChunks(d2.stderr.String())
 	for sha := range after {
@@ -128,27 +127,6 @@ func TestNodeSIGKILLedMidTransferResumes(t *testing.T) {
 	if resumed, _ := line["chunks_resumed"].(float64); int(resumed) < len(fetchedBefore) {
 		t.Fatalf("chunks_resumed %v, want ≥ %d", line["chunks_resumed"], len(fetchedBefore))
 	}
-}
-
-func cloudLink(t *testing.T, url string) *mqttlink.Link {
-	t.Helper()
-	cfg := mqttlink.DefaultConfig()
-	cfg.BrokerURL, cfg.ClientID = url, "edgectl-test"
-	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; l.Close() })
-	wctx, wcancel := context.WithTimeout(context.Background(), time.Minute)
-	defer wcancel()
-	if err := l.WaitConnected(wctx); err != nil {
-		t.Fatal(err)
-	}
-	return l
 }
 
 // fetchedChunks are the chunks the node's log says it wrote from the
@@ -178,15 +156,4 @@ func logLine(t *testing.T, log, msg string) map[string]any {
 	}
 	t.Fatalf("no %q log line:\n%s", msg, log)
 	return nil
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

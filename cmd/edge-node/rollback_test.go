@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
 )
 
@@ -144,7 +145,7 @@ func TestFleetRollbackStopsCanaryRealBinaries(t *testing.T) {
 	}
 	edgectl(t, m.URL(), "deploy", "--node", "test-node", "--model", "ppocr_cls", "--version", "4", "--strategy",
 		`{"kind":"canary","canary_percent":50,"min_requests":20,"min_duration":"4s","gates":{"max_error_rate":0.5,"max_p99_ratio":1000}}`)
-	waitUntil(t, "answers from the v4 canary", func() bool { return fromV4(time.Time{}) > 0 })
+	testwait.For(t, "answers from the v4 canary", func() bool { return fromV4(time.Time{}) > 0 }, 3*time.Minute)
 
 	rollback := time.Now()
 	edgectl(t, m.URL(), "deploy", "--node", "test-node", "--model", "ppocr_cls", "--version", "2")

@@ -8,9 +8,11 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -18,60 +20,40 @@ const deadline = 30 * time.Second
 
 var tp = wire.Topics{Root: wire.DefaultRoot}
 
-func runLink(t *testing.T, url, id string) *mqttlink.Link {
-	t.Helper()
-	cfg := mqttlink.DefaultConfig()
-	cfg.BrokerURL, cfg.ClientID = url, id
-	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 300*time.Millisecond
-	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; l.Close() })
-	return l
-}
-
 // recorder is the node's reconciler as far as this test cares: it records
 // what it was asked to apply.
 type recorder struct {
-	mu    sync.Mutex
+	mu    sync.Mutex // guards snaps
 	snaps []Snapshot
-	kick  chan struct{}
 }
 
 func (r *recorder) Apply(_ context.Context, s Snapshot) error {
 	r.mu.Lock()
 	r.snaps = append(r.snaps, s)
 	r.mu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
 	return nil
 }
 
+// waitFor waits until ok holds on the last snapshot applied and returns it.
 func (r *recorder) waitFor(t *testing.T, what string, ok func(Snapshot) bool) Snapshot {
 	t.Helper()
-	end := time.After(deadline)
-	for {
+	var last *Snapshot
+	defer func() {
+		if t.Failed() {
+			t.Logf("last snapshot: %+v", last)
+		}
+	}()
+	testwait.For(t, what, func() bool {
 		r.mu.Lock()
-		var last *Snapshot
+		defer r.mu.Unlock()
+		last = nil
 		if n := len(r.snaps); n > 0 {
-			last = &r.snaps[n-1]
+			s := r.snaps[n-1]
+			last = &s
 		}
-		r.mu.Unlock()
-		if last != nil && ok(*last) {
-			return *last
-		}
-		select {
-		case <-r.kick:
-		case <-end:
-			t.Fatalf("timed out waiting for %s; last %+v", what, last)
-		}
-	}
+		return last != nil && ok(*last)
+	}, deadline)
+	return *last
 }
 
 func deploy(t *testing.T, l *mqttlink.Link, target fleet.Target, model, version string) wire.DesiredState {
@@ -91,14 +73,16 @@ func deploy(t *testing.T, l *mqttlink.Link, target fleet.Target, model, version 
 func TestOfflineChangesLandOnLatestGeneration(t *testing.T) {
 	m := brokertest.StartMosquitto(t, brokertest.Options{})
 	proxy := brokertest.NewProxy(t, m.Addr())
-	cloud := runLink(t, m.URL(), "edgectl")
+	cloud := mqttlinktest.Connect(t, m.URL(), "edgectl")
 	deploy(t, cloud, fleet.Target{Group: "cams"}, "det", "1")
 	deploy(t, cloud, fleet.Target{Group: "cams"}, "vad", "1")
 	d1 := deploy(t, cloud, fleet.Target{Node: "n1"}, "det", "1")
 
-	node := runLink(t, proxy.URL(), "edge-node-n1")
+	nodeCfg := mqttlink.DefaultConfig()
+	nodeCfg.BrokerURL, nodeCfg.ClientID = proxy.URL(), "edge-node-n1"
+	node, _ := mqttlinktest.Start(t, nodeCfg, mqttlinktest.Options{})
 	rej, _ := wire.NewRejecter(nil, zerolog.Nop())
-	rec := &recorder{kick: make(chan struct{}, 1)}
+	rec := &recorder{}
 	w, err := New(Config{Topics: tp, Node: "n1", Groups: []string{"cams"}}, node, rec, rej, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -132,13 +116,9 @@ func TestOfflineChangesLandOnLatestGeneration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	end := time.Now().Add(deadline)
-	for rej.Count(wire.KindDesired, wire.ReasonStaleGeneration) < 1 || rej.Count(wire.KindDesired, wire.ReasonBadJSON) < 3 {
-		if time.Now().After(end) {
-			t.Fatalf("stale/hostile not rejected: stale=%v bad_json=%v", rej.Count(wire.KindDesired, wire.ReasonStaleGeneration), rej.Count(wire.KindDesired, wire.ReasonBadJSON))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, "the stale and hostile messages rejected", func() bool {
+		return rej.Count(wire.KindDesired, wire.ReasonStaleGeneration) >= 1 && rej.Count(wire.KindDesired, wire.ReasonBadJSON) >= 3
+	}, deadline)
 	if got := w.Snapshot(); got.Models["det"].Version != "3" {
 		t.Fatalf("state moved after stale message: %+v", got)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -52,17 +53,8 @@ func TestNodesReportInWireFormat(t *testing.T) {
 	defer f.Close()
 	cfg := mqttlink.DefaultConfig()
 	cfg.BrokerURL, cfg.ClientID, cfg.CleanSession = m.URL(), "cloud", true
-	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(rctx) }()
-	defer func() { stop(); <-done; l.Close() }()
-	if err := l.WaitConnected(ctx); err != nil {
-		t.Fatal(err)
-	}
+	l, _ := mqttlinktest.Start(t, cfg, mqttlinktest.Options{})
+	mqttlinktest.WaitUp(t, l)
 	views, err := fleet.ReadNodes(ctx, l, tp, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)

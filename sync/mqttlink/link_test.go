@@ -1,104 +1,83 @@
-package mqttlink
+package mqttlink_test
 
 import (
 	"context"
 	"fmt"
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 )
 
 const deadline = 30 * time.Second
 
 // startLink runs a Link until the test ends.
-func startLink(t *testing.T, cfg Config, ob Outbox) *Link {
+func startLink(t *testing.T, cfg mqttlink.Config, ob mqttlink.Outbox) *mqttlink.Link {
 	t.Helper()
-	if cfg.BackoffMin == 0 {
-		cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	}
-	l, err := New(cfg, ob, zerolog.Nop(), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; l.Close() })
+	l, _ := mqttlinktest.Start(t, cfg, mqttlinktest.Options{Outbox: ob})
 	return l
 }
 
 // collector gathers payloads received on a topic.
 type collector struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // guards msgs
 	msgs []string
-	ch   chan struct{}
 }
 
-func newCollector() *collector { return &collector{ch: make(chan struct{}, 1)} }
+func newCollector() *collector { return &collector{} }
 
 func (c *collector) handle(_ string, p []byte) {
 	c.mu.Lock()
 	c.msgs = append(c.msgs, string(p))
 	c.mu.Unlock()
-	select {
-	case c.ch <- struct{}{}:
-	default:
-	}
 }
 
-// waitFor waits (generous deadline) until cond holds on the messages.
+// waitFor waits until cond holds on the messages and returns them.
 func (c *collector) waitFor(t *testing.T, what string, cond func([]string) bool) []string {
 	t.Helper()
-	end := time.After(deadline)
-	for {
+	var msgs []string
+	defer func() {
+		if t.Failed() {
+			t.Logf("messages: %q", msgs)
+		}
+	}()
+	testwait.For(t, what, func() bool {
 		c.mu.Lock()
-		msgs := append([]string(nil), c.msgs...)
+		msgs = append([]string(nil), c.msgs...)
 		c.mu.Unlock()
-		if cond(msgs) {
-			return msgs
-		}
-		select {
-		case <-c.ch:
-		case <-end:
-			t.Fatalf("timed out waiting for %s; have %q", what, msgs)
-		}
-	}
-}
-
-func waitUp(t *testing.T, l *Link) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), deadline)
-	defer cancel()
-	if err := l.WaitConnected(ctx); err != nil {
-		t.Fatalf("not connected: %v", err)
-	}
+		return cond(msgs)
+	}, deadline)
+	return msgs
 }
 
 // memOutbox is an Outbox in memory (the node's is its model store's).
 type memOutbox struct {
 	mu   sync.Mutex // guards msgs
-	msgs []OutboxMessage
+	msgs []mqttlink.OutboxMessage
 }
 
 func (o *memOutbox) add(topic string, payload string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.msgs = append(o.msgs, OutboxMessage{Seq: uint64(len(o.msgs) + 1), Topic: topic, Payload: []byte(payload)})
+	o.msgs = append(o.msgs, mqttlink.OutboxMessage{Seq: uint64(len(o.msgs) + 1), Topic: topic, Payload: []byte(payload)})
 }
 
-func (o *memOutbox) Oldest(_ context.Context, n int) ([]OutboxMessage, error) {
+func (o *memOutbox) Oldest(_ context.Context, n int) ([]mqttlink.OutboxMessage, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return append([]OutboxMessage(nil), o.msgs[:min(n, len(o.msgs))]...), nil
+	return append([]mqttlink.OutboxMessage(nil), o.msgs[:min(n, len(o.msgs))]...), nil
 }
 
 func (o *memOutbox) Remove(_ context.Context, seq uint64) error {
@@ -139,7 +118,7 @@ func TestOutboxFlushesInOrderAfterOutage(t *testing.T) {
 
 	ob := &memOutbox{}
 	proxy.SetDown(true) // the node starts offline
-	node := startLink(t, Config{BrokerURL: proxy.URL(), ClientID: "edge-node-n1", OutboxBatch: 2}, ob)
+	node := startLink(t, mqttlink.Config{BrokerURL: proxy.URL(), ClientID: "edge-node-n1", OutboxBatch: 2}, ob)
 	for i := 0; i < 5; i++ {
 		ob.add("edgeai/v1/nodes/n1/events", fmt.Sprint(i))
 		node.KickOutbox()
@@ -152,27 +131,21 @@ func TestOutboxFlushesInOrderAfterOutage(t *testing.T) {
 	if strings.Join(msgs, ",") != "0,1,2,3,4" {
 		t.Fatalf("events = %v, want 0..4 in order", msgs)
 	}
-	end := time.Now().Add(deadline)
-	for n, _ := ob.Len(context.Background()); n != 0; n, _ = ob.Len(context.Background()) {
-		if time.Now().After(end) {
-			t.Fatalf("outbox still holds %d", n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, "the outbox emptied", func() bool { n, _ := ob.Len(context.Background()); return n == 0 }, deadline)
 }
 
 func TestWillMarksOfflineAndSubscriptionsSurvive(t *testing.T) {
 	m := brokertest.StartMosquitto(t, brokertest.Options{})
 	proxy := brokertest.NewProxy(t, m.Addr())
-	obs := startLink(t, Config{BrokerURL: m.URL(), ClientID: "observer"}, nil)
+	obs := startLink(t, mqttlink.Config{BrokerURL: m.URL(), ClientID: "observer"}, nil)
 	presence := newCollector()
 	_ = obs.Subscribe(context.Background(), presence.handle, "edgeai/v1/nodes/n1/presence")
-	node := startLink(t, Config{BrokerURL: proxy.URL(), ClientID: "edge-node-n1",
-		Will: &Message{Topic: "edgeai/v1/nodes/n1/presence", Payload: []byte("offline"), Retained: true}}, nil)
+	node := startLink(t, mqttlink.Config{BrokerURL: proxy.URL(), ClientID: "edge-node-n1",
+		Will: &mqttlink.Message{Topic: "edgeai/v1/nodes/n1/presence", Payload: []byte("offline"), Retained: true}}, nil)
 	desired := newCollector()
 	_ = node.Subscribe(context.Background(), desired.handle, "edgeai/v1/nodes/n1/desired")
-	waitUp(t, node)
-	waitUp(t, obs)
+	mqttlinktest.WaitUp(t, node)
+	mqttlinktest.WaitUp(t, obs)
 	if err := node.Publish(context.Background(), "edgeai/v1/nodes/n1/presence", true, []byte("online")); err != nil {
 		t.Fatal(err)
 	}
@@ -199,58 +172,74 @@ func TestMutualTLSAndPassword(t *testing.T) {
 		TLS:          true,
 		ListenerConf: append(certs.MosquittoTLS(true), "password_file "+pwfile, "allow_anonymous false"),
 	})
-	tlsFiles := TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
-	l := startLink(t, Config{BrokerURL: m.URL(), ClientID: "tls-node", Username: "node1", Password: "s3cret", TLS: tlsFiles}, nil)
+	tlsFiles := mqttlink.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
+	l := startLink(t, mqttlink.Config{BrokerURL: m.URL(), ClientID: "tls-node", Username: "node1", Password: "s3cret", TLS: tlsFiles}, nil)
 	got := newCollector()
 	_ = l.Subscribe(context.Background(), got.handle, "edgeai/v1/x")
-	waitUp(t, l)
+	mqttlinktest.WaitUp(t, l)
 	if err := l.Publish(context.Background(), "edgeai/v1/x", false, []byte("over mTLS")); err != nil {
 		t.Fatal(err)
 	}
 	got.waitFor(t, "message over mTLS", func(m []string) bool { return len(m) == 1 })
 
-	// Refused: no client certificate; wrong password.
-	for name, cfg := range map[string]Config{
-		"no client cert": {BrokerURL: m.URL(), ClientID: "c2", Username: "node1", Password: "s3cret", TLS: TLSFiles{CAFile: certs.CA}},
+	// Refused: no client certificate; wrong password. The link keeps
+	// trying; each attempt it makes fails.
+	for name, cfg := range map[string]mqttlink.Config{
+		"no client cert": {BrokerURL: m.URL(), ClientID: "c2", Username: "node1", Password: "s3cret", TLS: mqttlink.TLSFiles{CAFile: certs.CA}},
 		"bad password":   {BrokerURL: m.URL(), ClientID: "c3", Username: "node1", Password: "nope", TLS: tlsFiles},
 	} {
-		bad, err := New(cfg, nil, zerolog.Nop(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok := bad.client.Connect()
-		if !tok.WaitTimeout(deadline) {
-			t.Fatalf("%s: connect did not finish", name)
-		}
-		if tok.Error() == nil {
+		reg := prometheus.NewRegistry()
+		bad, stop := mqttlinktest.Start(t, cfg, mqttlinktest.Options{Registerer: reg})
+		testwait.For(t, name+": a refused connection attempt", func() bool { return counter(t, reg, "edge_link_connect_errors_total") >= 2 }, deadline)
+		if bad.IsConnected() || counter(t, reg, "edge_link_connects_total") != 0 {
 			t.Fatalf("%s: connected", name)
 		}
-		bad.Close()
+		stop()
 	}
+}
+
+// counter reads a counter of reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }
 
 func TestEmbeddedBrokerRetained(t *testing.T) {
 	b := brokertest.StartEmbedded(t)
-	pub := startLink(t, Config{BrokerURL: b.URL(), ClientID: "edgectl"}, nil)
-	waitUp(t, pub)
+	pub := startLink(t, mqttlink.Config{BrokerURL: b.URL(), ClientID: "edgectl"}, nil)
+	mqttlinktest.WaitUp(t, pub)
 	if err := pub.Publish(context.Background(), "edgeai/v1/nodes/n1/desired", true, []byte("retained")); err != nil {
 		t.Fatal(err)
 	}
-	node := startLink(t, Config{BrokerURL: b.URL(), ClientID: "edge-node-n1"}, nil)
+	node := startLink(t, mqttlink.Config{BrokerURL: b.URL(), ClientID: "edge-node-n1"}, nil)
 	got := newCollector()
 	_ = node.Subscribe(context.Background(), got.handle, "edgeai/v1/nodes/+/desired")
-	got.waitFor(t, "retained message", func(m []string) bool { return len(m) == 1 && m[0] == "retained" })
+	// At least once: the embedded broker (mochi-mqtt v2.7.9) now and then
+	// delivers a retained message twice on one SUBSCRIBE (QoS 1 allows it).
+	got.waitFor(t, "retained message", func(m []string) bool {
+		return len(m) >= 1 && !slices.ContainsFunc(m, func(s string) bool { return s != "retained" })
+	})
 }
 
 func TestConfigErrors(t *testing.T) {
-	if _, err := New(Config{ClientID: "x"}, nil, zerolog.Nop(), nil); err == nil {
+	if _, err := mqttlink.New(mqttlink.Config{ClientID: "x"}, nil, zerolog.Nop(), nil); err == nil {
 		t.Fatal("missing broker accepted")
 	}
-	if _, err := New(Config{BrokerURL: "tcp://127.0.0.1:1", ClientID: "x", TLS: TLSFiles{CAFile: "/nonexistent"}}, nil, zerolog.Nop(), nil); err == nil {
+	if _, err := mqttlink.New(mqttlink.Config{BrokerURL: "tcp://127.0.0.1:1", ClientID: "x", TLS: mqttlink.TLSFiles{CAFile: "/nonexistent"}}, nil, zerolog.Nop(), nil); err == nil {
 		t.Fatal("missing CA file accepted")
 	}
-	l, _ := New(Config{BrokerURL: "tcp://127.0.0.1:1", ClientID: "x"}, nil, zerolog.Nop(), nil)
-	if err := l.Publish(context.Background(), "t", false, nil); err != ErrNotConnected {
+	l, _ := mqttlink.New(mqttlink.Config{BrokerURL: "tcp://127.0.0.1:1", ClientID: "x"}, nil, zerolog.Nop(), nil)
+	if err := l.Publish(context.Background(), "t", false, nil); err != mqttlink.ErrNotConnected {
 		t.Fatalf("publish while down: %v", err)
 	}
 }

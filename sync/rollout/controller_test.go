@@ -14,29 +14,22 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
+// testLink is a cloud-side session (clean session: controllers keep no
+// broker state) until the test ends.
 func testLink(t testing.TB, url, id string) *mqttlink.Link {
 	t.Helper()
 	cfg := mqttlink.DefaultConfig()
 	cfg.BrokerURL, cfg.ClientID, cfg.CleanSession = url, id, true
-	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; l.Close() })
-	wctx, wcancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer wcancel()
-	if err := l.WaitConnected(wctx); err != nil {
-		t.Fatal(err)
-	}
+	l, _ := mqttlinktest.Start(t, cfg, mqttlinktest.Options{})
+	mqttlinktest.WaitUp(t, l)
 	return l
 }
 
@@ -187,14 +180,14 @@ func TestRolloutBadVersionAbortsAndRollsBack(t *testing.T) {
 		}
 	}
 	// The rollback lands: every node runs version 1 again.
-	waitFor(t, func() bool {
+	testwait.For(t, "every node on version 1 again", func() bool {
 		for _, v := range e.fleet.Active("det") {
 			if v != "1" {
 				return false
 			}
 		}
 		return true
-	})
+	}, time.Minute)
 	t.Logf("aborted in wave %d: %s; %d nodes had started", r.Wave+1, r.Reason, len(started))
 }
 
@@ -373,25 +366,14 @@ func TestRolloutPauseResumeAbort(t *testing.T) {
 	if err != nil || r.Phase != PhaseRolledBack {
 		t.Fatalf("after rollback: %v, %+v", err, r)
 	}
-	waitFor(t, func() bool {
+	testwait.For(t, "every node on version 1 again", func() bool {
 		for _, v := range e.fleet.Active("det") {
 			if v != "1" {
 				return false
 			}
 		}
 		return true
-	})
-}
-
-func waitFor(t testing.TB, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	}, time.Minute)
 }
 
 // TestRolloutScale runs the scale figures of docs/performance.md; it needs

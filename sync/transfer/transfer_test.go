@@ -18,11 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -42,25 +44,14 @@ func pseudoRandom(seed uint64, n int) []byte {
 	return out[:n]
 }
 
+// runLink starts a session as client id on url and waits until it is up;
+// stop ends it (it also ends with the test).
 func runLink(t *testing.T, url, id string) (*mqttlink.Link, func()) {
 	t.Helper()
 	cfg := mqttlink.DefaultConfig()
 	cfg.BrokerURL, cfg.ClientID = url, id
-	cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
-	l, err := mqttlink.New(cfg, nil, zerolog.Nop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = l.Run(ctx) }()
-	stop := func() { cancel(); <-done; l.Close() }
-	t.Cleanup(stop)
-	wctx, wcancel := context.WithTimeout(context.Background(), deadline)
-	defer wcancel()
-	if err := l.WaitConnected(wctx); err != nil {
-		t.Fatalf("link %s: %v", id, err)
-	}
+	l, stop := mqttlinktest.Start(t, cfg, mqttlinktest.Options{})
+	mqttlinktest.WaitUp(t, l)
 	return l, stop
 }
 
@@ -359,13 +350,7 @@ func TestHostileChunkRejectedThenRecovered(t *testing.T) {
 	}
 	done := make(chan out, 1)
 	go func() { r, err := n.fetcher.Fetch(ctx, m, nil); done <- out{r, err} }()
-	end := time.Now().Add(deadline)
-	for n.rej.Count(wire.KindChunk, wire.ReasonChunkMismatch) == 0 {
-		if time.Now().After(end) {
-			t.Fatal("bad chunk never rejected")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.For(t, "the bad chunk rejected", func() bool { return n.rej.Count(wire.KindChunk, wire.ReasonChunkMismatch) > 0 }, deadline)
 	// The cloud republishes the version; the stall timer re-subscribes.
 	e.publish("1", model, nil)
 	o := <-done

@@ -320,9 +320,6 @@ func (s *Store) openWriter(ctx context.Context, ref string, resume bool) (*Write
 	return w, nil
 }
 
-// Ref returns the ingest's ref.
-func (w *Writer) Ref() string { return w.ref }
-
 // Offset returns how many bytes a sequential writer has written (including
 // bytes from before a resume).
 func (w *Writer) Offset() int64 { return w.off }

@@ -162,15 +162,3 @@ func (r *Record) Nodes() int {
 	}
 	return n
 }
-
-// WaveOf returns the 0-based wave of node, or -1.
-func (r *Record) WaveOf(node string) int {
-	for w, m := range r.Members {
-		for _, n := range m {
-			if n == node {
-				return w
-			}
-		}
-	}
-	return -1
-}

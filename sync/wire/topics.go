@@ -83,9 +83,6 @@ func (t Topics) AllStatus() string { return t.Root + "/nodes/+/status" }
 // AllPresence matches every node's presence.
 func (t Topics) AllPresence() string { return t.Root + "/nodes/+/presence" }
 
-// AllEvents matches every node's events.
-func (t Topics) AllEvents() string { return t.Root + "/nodes/+/events" }
-
 func (t Topics) rel(topic string) ([]string, bool) {
 	if !strings.HasPrefix(topic, t.Root+"/") {
 		return nil, false

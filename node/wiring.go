@@ -59,7 +59,7 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 		}
 	}
 	rc := reconcile.Config{Store: n.store, Owner: n.serving, NodeID: nodeID, Groups: cfg.Groups, Labels: n.labels(),
-		Agent: "edge-node/" + Version, StallTimeout: 3 * cfg.StallTimeout, MaxTransferAttempts: cfg.TransferAttempts,
+		Agent: "edge-node/" + Version, MaxTransferAttempts: cfg.TransferAttempts,
 		Registerer: n.reg}
 	if n.cloud != nil {
 		rc.Fetcher = n.cloud

@@ -32,9 +32,6 @@ ALLOW=(
   # fault injection for models/store's tests (another package, so not an
   # export_test.go of blobstore).
   "models/blobstore WithWriteFault"
-  # the gRPC side of errdefs' one error mapping, ahead of its consumer (the
-  # gRPC frontend beside node/kserve); remove this entry when it lands.
-  "errdefs GRPCCode"
 )
 
 is_helper() {

@@ -155,14 +155,10 @@ func (c *Cloud) goRun(f func()) {
 // Connected implements Fetcher.
 func (c *Cloud) Connected() bool { return c.link.IsConnected() }
 
-// Fetch implements Fetcher. On an error the sink's open ingests are
-// released; what they wrote stays resumable in the store.
+// Fetch implements Fetcher. Fetches of several models run at once; what an
+// attempt that ended early wrote stays resumable in the store.
 func (c *Cloud) Fetch(ctx context.Context, m models.Manifest, progress func(transfer.Progress)) (transfer.Result, error) {
-	res, err := c.fetcher.Fetch(ctx, m, progress)
-	if err != nil {
-		c.sink.Close()
-	}
-	return res, err
+	return c.fetcher.Fetch(ctx, m, progress)
 }
 
 // CheckManifest implements Fetcher.
@@ -264,6 +260,9 @@ func (c *Cloud) Close() error {
 		c.wg.Wait()
 		if c.link != nil {
 			errs = append(errs, c.link.Close())
+		}
+		if c.sink != nil {
+			errs = append(errs, c.sink.Close()) // open ingests stay resumable
 		}
 		if c.broker != nil {
 			errs = append(errs, c.broker.Close())

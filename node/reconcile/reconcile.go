@@ -27,10 +27,6 @@ import (
 // not newer than the last one accepted from the same source.
 var ErrStaleGeneration = errors.New("stale desired-state generation")
 
-// errStalled is the cause of a transfer attempt stopped for making no
-// progress.
-var errStalled = errors.New("transfer made no progress")
-
 // Desired-state sources. The MQTT watcher's merged state (node topic over
 // group topics, docs/protocol.md) is one source; a bridge (KubeEdge) is
 // another, named by the bridge.
@@ -91,9 +87,6 @@ type Config struct {
 	Groups []string
 	Labels map[string]string
 	Agent  string
-	// StallTimeout: a transfer attempt with no progress for this long is
-	// stopped (default 45s).
-	StallTimeout time.Duration
 	// MaxTransferAttempts is how many attempts in a row without progress
 	// a transfer gets before the version is Failed(TransferStalled)
 	// (default 5).
@@ -116,8 +109,6 @@ type Reconciler struct {
 	log     zerolog.Logger
 	m       *metrics
 	changes changes.Feed // status changed
-
-	fetchMu sync.Mutex // one transfer at a time (the link's bandwidth is shared)
 
 	ctx context.Context // Run's; workers run under it
 	wg  sync.WaitGroup
@@ -150,9 +141,6 @@ type note struct {
 
 // New builds a Reconciler; Run starts its workers.
 func New(cfg Config, log zerolog.Logger) (*Reconciler, error) {
-	if cfg.StallTimeout <= 0 {
-		cfg.StallTimeout = 45 * time.Second
-	}
 	if cfg.MaxTransferAttempts <= 0 {
 		cfg.MaxTransferAttempts = 5
 	}

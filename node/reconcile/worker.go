@@ -319,9 +319,12 @@ func (w *worker) announce(ctx context.Context, t target, at func(models.State, m
 // download fetches v's chunks into the store and verifies the version. res
 // is non-nil when the step ends here: the link is down, or the attempt
 // stopped before the end (what was written and verified stays in the
-// store). An attempt that makes no progress for StallTimeout is stopped;
-// MaxTransferAttempts of those in a row fail the version
-// (TransferStalled).
+// store). The fetcher ends an attempt that gets no wanted chunk for its
+// stall timeout while connected (transfer.ErrStalled); MaxTransferAttempts
+// attempts in a row that stored no new bytes fail the version
+// (TransferStalled). A manifest no publisher can satisfy fails it at once
+// (InvalidManifest), a file that does not hash to its sha256 likewise
+// (ChecksumMismatch).
 func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, stalls *transferBudget, log zerolog.Logger) (models.VersionInfo, *result, error) {
 	r := w.r
 	f := r.cfg.Fetcher
@@ -338,19 +341,12 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 	if !f.Connected() {
 		return v, wait(models.ReasonBrokerUnreachable, 0, 0), nil
 	}
-	r.fetchMu.Lock()
-	defer r.fetchMu.Unlock()
-	actx, stop := context.WithCancelCause(ctx)
-	defer stop(nil)
-	watchdog := time.AfterFunc(r.cfg.StallTimeout, func() { stop(errStalled) })
-	defer watchdog.Stop()
 	var mu sync.Mutex // guards done, total and stalls against the fetcher's callbacks
 	var done, total int64
 	progress := func(p transfer.Progress) {
 		mu.Lock()
 		defer mu.Unlock()
 		if p.BytesDone > stalls.best { // new bytes, not the ones stored by earlier attempts
-			watchdog.Reset(r.cfg.StallTimeout)
 			stalls.best, stalls.progressed = p.BytesDone, true
 		}
 		done, total = p.BytesDone, p.BytesTotal
@@ -360,13 +356,17 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 		r.m.bytesDone.WithLabelValues(w.model).Set(float64(p.BytesDone))
 		r.m.bytesTotal.WithLabelValues(w.model).Set(float64(p.BytesTotal))
 	}
-	res, err := f.Fetch(actx, v.Manifest, progress)
+	res, err := f.Fetch(ctx, v.Manifest, progress)
 	mu.Lock()
 	defer mu.Unlock()
 	if err != nil {
-		stalled := errors.Is(context.Cause(actx), errStalled)
 		if ctx.Err() != nil {
 			return v, wait("", done, total), nil
+		}
+		if errors.Is(err, transfer.ErrUnsatisfiable) {
+			// No publisher can complete this manifest: fail now, with its reason.
+			fv, ferr := r.cfg.Store.Fail(context.WithoutCancel(ctx), v.Model, v.Version, models.ReasonInvalidManifest, err.Error())
+			return fv, nil, errors.Join(err, ferr)
 		}
 		if errors.Is(err, transfer.ErrChecksumMismatch) {
 			fv, ferr := r.cfg.Store.Fail(context.WithoutCancel(ctx), v.Model, v.Version, models.ReasonChecksumMismatch, err.Error())
@@ -378,9 +378,6 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 			stalls.stalls++
 		}
 		stalls.progressed = false
-		if stalled {
-			err = fmt.Errorf("no progress for %v", r.cfg.StallTimeout)
-		}
 		if stalls.stalls >= r.cfg.MaxTransferAttempts {
 			detail := fmt.Sprintf("%d transfer attempts in a row made no progress (last: %v)", stalls.stalls, err)
 			fv, ferr := r.cfg.Store.Fail(context.WithoutCancel(ctx), v.Model, v.Version, models.ReasonTransferStalled, detail)

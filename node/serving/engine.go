@@ -130,9 +130,6 @@ func (e *engine) routed(model, version string) bool {
 	return false
 }
 
-// close has nothing of its own to release: sessions belong to the router.
-func (e *engine) close() error { return nil }
-
 // loader returns a models.Loader for one activation.
 func (e *engine) loader() *versionLoader { return &versionLoader{e: e} }
 

@@ -93,8 +93,11 @@ type placement struct {
 	offset int64
 }
 
-// Fetcher downloads manifests' chunks into a ChunkSink. One Fetch runs at a
-// time (a second waits).
+// Fetcher downloads manifests' chunks into a ChunkSink. Fetches run
+// concurrently (one per model being fetched: a stuck transfer never holds
+// up another); a chunk message goes to every Fetch that wants it, and a
+// chunk topic stays subscribed while any Fetch wants it. Two Fetches that
+// need the same file take turns on it: the second finds it stored.
 type Fetcher struct {
 	cfg  Config
 	link Link
@@ -105,16 +108,19 @@ type Fetcher struct {
 	bytes  *prometheus.CounterVec
 	chunks *prometheus.CounterVec
 
-	run sync.Mutex // serialises Fetch
-
-	mu    sync.Mutex // guards cur
-	cur   *fetchState
-	stale sync.Map // chunk topics already being unsubscribed
+	mu     sync.Mutex               // guards the fields below
+	active map[*fetchState]struct{} // the Fetches past their set-up
+	subs   map[string]int           // chunk topic → Fetches subscribed to it
+	blobs  map[string]chan struct{} // file sha256 → closed when the Fetch assembling it ends
+	stale  sync.Map                 // chunk topics already being unsubscribed
 }
 
 // fetchState is one Fetch's bookkeeping.
 type fetchState struct {
 	ctx context.Context // the Fetch's: bounds the sink writes of chunk handlers
+	// claimed are the file blobs this Fetch assembles (guarded by the
+	// Fetcher's mu): file sha256 → the channel closed when it lets go.
+	claimed map[string]chan struct{}
 
 	mu        sync.Mutex             // guards the fields below
 	wanted    map[string][]placement // chunk sha -> where it goes; deleted once written
@@ -143,6 +149,7 @@ func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log z
 	}
 	f := &Fetcher{
 		cfg: cfg, link: link, sink: sink, rej: rej,
+		active: map[*fetchState]struct{}{}, subs: map[string]int{}, blobs: map[string]chan struct{}{},
 		log: log.With().Str("component", "transfer").Logger(),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_transfer_bytes_total",
 			Help: "Model bytes placed by transfers, by source (network, local, resumed)."}, []string{"source"}),
@@ -169,20 +176,18 @@ func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log z
 // while connected); on a write error; or when ctx ends. Progress so far is
 // kept by the sink; a later Fetch resumes.
 func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Progress)) (Result, error) {
-	f.run.Lock()
-	defer f.run.Unlock()
-
 	if err := checkChunkLists(m); err != nil {
 		return Result{Files: len(m.Files)}, err
 	}
-	st := &fetchState{ctx: ctx, wanted: map[string][]placement{}, sizes: map[string]int64{}, wrongCopy: map[string]int{},
+	st := &fetchState{ctx: ctx, claimed: map[string]chan struct{}{}, wanted: map[string][]placement{}, sizes: map[string]int64{}, wrongCopy: map[string]int{},
 		remaining: map[string]int{}, got: map[string]bool{}, failed: make(chan struct{}, 1)}
 	st.res.Files = len(m.Files)
+	defer f.releaseBlobs(st)
 	var order []string // missing chunks, first occurrence order
 	var commitNow []string
 	for _, file := range m.Files {
 		st.res.BytesTotal += file.Size
-		ok, err := f.sink.HasBlob(ctx, file.SHA256)
+		ok, err := f.claimBlob(ctx, st, file.SHA256)
 		if err != nil {
 			return st.result(), err
 		}
@@ -264,6 +269,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 		if err := f.sink.Commit(ctx, b); err != nil {
 			return st.result(), fmt.Errorf("transfer: commit %s: %w", b, err)
 		}
+		f.releaseBlobs(st, b)
 		st.remaining[b] = -1
 	}
 	if len(order) == 0 {
@@ -274,11 +280,11 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 
 	toCommit := len(st.remaining) - len(commitNow)
 	f.mu.Lock()
-	f.cur = st
+	f.active[st] = struct{}{}
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
-		f.cur = nil
+		delete(f.active, st)
 		f.mu.Unlock()
 	}()
 
@@ -293,7 +299,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	defer func() {
 		if ts := topics(); len(ts) > 0 {
 			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-			_ = f.link.Unsubscribe(uctx, ts...)
+			f.unsubscribe(uctx, ts...)
 			cancel()
 		}
 	}()
@@ -324,7 +330,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 			next++
 		}
 		if len(add) > 0 {
-			if err := f.link.Subscribe(ctx, f.onChunk, add...); err != nil && ctx.Err() == nil {
+			if err := f.subscribe(ctx, add...); err != nil && ctx.Err() == nil {
 				// Not fatal: the link restores it on reconnect; the stall timer retries.
 				f.log.Debug().Err(err).Msg("subscribe chunks")
 			}
@@ -355,6 +361,8 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 			st.mu.Unlock()
 			if ts := topics(); len(ts) > 0 {
 				f.log.Info().Int("chunks", len(ts)).Msg("no chunk for a while: re-subscribing the window")
+				// Subscribing again (not counted) makes the broker re-send the
+				// retained chunks.
 				if err := f.link.Subscribe(ctx, f.onChunk, ts...); err != nil && ctx.Err() == nil {
 					f.log.Debug().Err(err).Msg("re-subscribe chunks")
 				}
@@ -370,9 +378,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 			resubscribed = false
 			restart()
 			delete(inflight, sha)
-			if err := f.link.Unsubscribe(ctx, f.cfg.Topics.Chunk(sha)); err != nil && ctx.Err() == nil {
-				f.log.Debug().Err(err).Msg("unsubscribe chunk")
-			}
+			f.unsubscribe(ctx, f.cfg.Topics.Chunk(sha))
 			report()
 			// Commit blobs whose last chunk this was.
 			st.mu.Lock()
@@ -388,6 +394,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 				if err := f.sink.Commit(ctx, b); err != nil {
 					return st.result(), fmt.Errorf("transfer: commit %s: %w", b, err)
 				}
+				f.releaseBlobs(st, b)
 				committed++
 			}
 		}
@@ -456,24 +463,40 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 		return // a retained chunk being deleted by the cloud
 	}
 	f.mu.Lock()
-	st := f.cur
-	f.mu.Unlock()
-	var places []placement
-	if st != nil {
-		st.mu.Lock()
-		places = st.wanted[sha]
-		st.mu.Unlock()
+	sts := make([]*fetchState, 0, len(f.active))
+	for st := range f.active {
+		sts = append(sts, st)
 	}
-	if len(places) == 0 {
-		if st != nil && f.wasWanted(st, sha) {
+	f.mu.Unlock()
+	wanted, duplicate := false, false
+	for _, st := range sts {
+		st.mu.Lock()
+		w, d := len(st.wanted[sha]) > 0, st.got[sha]
+		st.mu.Unlock()
+		if w {
+			wanted = true
+			f.place(st, topic, sha, payload)
+		} else if d {
+			duplicate = true
 			st.mu.Lock()
 			st.res.Duplicates++
 			st.mu.Unlock()
+		}
+	}
+	if !wanted {
+		if duplicate {
 			f.chunks.WithLabelValues("duplicate").Inc()
 			return
 		}
 		f.rej.Observe(topic, wire.Reject(wire.KindChunk, wire.ReasonUnsolicitedChunk, "chunk %s is not wanted by any transfer", sha[:16]))
-		// A leftover subscription of a persistent session: drop it.
+		// A leftover subscription of a persistent session: drop it (unless
+		// a Fetch holds the topic: a late copy of a chunk it just got).
+		f.mu.Lock()
+		held := f.subs[topic] > 0
+		f.mu.Unlock()
+		if held {
+			return
+		}
 		if _, busy := f.stale.LoadOrStore(topic, true); !busy {
 			go func() {
 				defer f.stale.Delete(topic)
@@ -482,8 +505,12 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 				_ = f.link.Unsubscribe(ctx, topic)
 			}()
 		}
-		return
 	}
+}
+
+// place writes one verified-by-name chunk message into one Fetch that
+// wants it.
+func (f *Fetcher) place(st *fetchState, topic, sha string, payload []byte) {
 	size := st.sizes[sha] // written before st was published under f.mu; read-only since
 	if err := wire.CheckChunk(sha, payload); err != nil {
 		f.rej.Observe(topic, err)
@@ -500,7 +527,7 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 		return
 	}
 	st.mu.Lock()
-	places = st.wanted[sha]
+	places := st.wanted[sha]
 	delete(st.wanted, sha) // claim it: a concurrent duplicate becomes a no-op
 	st.mu.Unlock()
 	if len(places) == 0 {
@@ -540,12 +567,96 @@ func (f *Fetcher) onChunk(topic string, payload []byte) {
 	st.arrived <- sha // at most once per distinct chunk: fits the capacity
 }
 
-// wasWanted reports whether sha belongs to the current fetch but was already
-// written (a duplicate delivery).
-func (f *Fetcher) wasWanted(st *fetchState, sha string) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return st.got[sha]
+// subscribe subscribes the chunk topics for one Fetch: the broker is asked
+// for each topic no other Fetch holds.
+func (f *Fetcher) subscribe(ctx context.Context, topics ...string) error {
+	f.mu.Lock()
+	var fresh []string
+	for _, t := range topics {
+		if f.subs[t]++; f.subs[t] == 1 {
+			fresh = append(fresh, t)
+		}
+	}
+	f.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	return f.link.Subscribe(ctx, f.onChunk, fresh...)
+}
+
+// unsubscribe drops one Fetch's hold on the chunk topics; the broker is
+// told for each topic no Fetch holds any more.
+func (f *Fetcher) unsubscribe(ctx context.Context, topics ...string) {
+	f.mu.Lock()
+	var gone []string
+	for _, t := range topics {
+		if f.subs[t]--; f.subs[t] <= 0 {
+			delete(f.subs, t)
+			gone = append(gone, t)
+		}
+	}
+	f.mu.Unlock()
+	if len(gone) == 0 {
+		return
+	}
+	if err := f.link.Unsubscribe(ctx, gone...); err != nil && ctx.Err() == nil {
+		f.log.Debug().Err(err).Msg("unsubscribe chunks")
+	}
+}
+
+// claimBlob reports whether the file blob is stored; if not, it makes st
+// the only Fetch assembling it (two versions may share a file), waiting
+// while another Fetch assembles it — that one commits it, or gives it up
+// when it ends. A blob st already claimed (the same file twice in one
+// manifest) is not stored and not claimed again.
+func (f *Fetcher) claimBlob(ctx context.Context, st *fetchState, blob string) (stored bool, err error) {
+	for {
+		ok, err := f.sink.HasBlob(ctx, blob)
+		if err != nil || ok {
+			return ok, err
+		}
+		f.mu.Lock()
+		if _, mine := st.claimed[blob]; mine {
+			f.mu.Unlock()
+			return false, nil
+		}
+		busy, held := f.blobs[blob]
+		if !held {
+			ch := make(chan struct{})
+			f.blobs[blob], st.claimed[blob] = ch, ch
+			f.mu.Unlock()
+			return false, nil
+		}
+		f.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return false, ctx.Err()
+		}
+	}
+}
+
+// releaseBlobs gives up st's claims on blobs (all of them when none is
+// named), waking the Fetches waiting for them.
+func (f *Fetcher) releaseBlobs(st *fetchState, blobs ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(blobs) == 0 {
+		for b := range st.claimed {
+			blobs = append(blobs, b)
+		}
+	}
+	for _, b := range blobs {
+		ch, ok := st.claimed[b]
+		if !ok {
+			continue
+		}
+		delete(st.claimed, b)
+		if f.blobs[b] == ch {
+			delete(f.blobs, b)
+		}
+		close(ch)
+	}
 }
 
 // fail records the Fetch's first error and wakes it; one signal is

@@ -397,7 +397,7 @@ func newHandlerFetcher(t testing.TB) (*Fetcher, *wire.Rejecter, *fetchState, str
 	st := &fetchState{wanted: map[string][]placement{sha: {{sha, 0}}}, sizes: map[string]int64{sha: int64(len(data))},
 		wrongCopy: map[string]int{}, remaining: map[string]int{sha: 1},
 		got: map[string]bool{}, arrived: make(chan string, 2), failed: make(chan struct{}, 1), ctx: ctx}
-	f.cur = st
+	f.active[st] = struct{}{}
 	return f, rej, st, sha
 }
 

@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/edgeai/edge-node/errdefs"
 	"github.com/edgeai/edge-node/sync/kubeedge"
 )
 
@@ -323,7 +324,7 @@ func (m *Mapper) apply(ctx context.Context, d *dmiapi.Device) error {
 	m.RequestReport()
 	var re *kubeedge.RejectedError
 	if err != nil && !errors.As(err, &re) {
-		return status.Errorf(codes.Unavailable, "applying the desired state: %v", err)
+		return status.Errorf(retryCode(err), "applying the desired state: %v", err)
 	}
 	return nil
 }
@@ -362,7 +363,7 @@ func (m *Mapper) RemoveDevice(ctx context.Context, req *dmiapi.RemoveDeviceReque
 	}
 	m.log.Info().Msg("device removed: withdrawing the KubeEdge desired state")
 	if err := m.twin.SetDesired(ctx, nil); err != nil {
-		return nil, status.Errorf(codes.Unavailable, "withdrawing the desired state: %v", err)
+		return nil, status.Errorf(retryCode(err), "withdrawing the desired state: %v", err)
 	}
 	return &dmiapi.RemoveDeviceResponse{}, nil
 }
@@ -375,7 +376,7 @@ func (m *Mapper) GetDevice(ctx context.Context, req *dmiapi.GetDeviceRequest) (*
 	}
 	vals, err := m.twin.Report(ctx)
 	if err != nil {
-		return nil, status.Errorf(codes.Unavailable, "node status: %v", err)
+		return nil, status.Errorf(retryCode(err), "node status: %v", err)
 	}
 	st := &dmiapi.DeviceStatus{ReportToCloud: true}
 	for _, v := range vals {
@@ -422,4 +423,14 @@ func (m *Mapper) Close() error {
 		m.closeErr = errors.Join(errs...)
 	})
 	return m.closeErr
+}
+
+// retryCode is the gRPC code EdgeCore gets for a failed call: the one error
+// mapping (errdefs) where the error says what it is, Unavailable (try
+// again) for anything else.
+func retryCode(err error) codes.Code {
+	if c := errdefs.GRPCCode(err); c != codes.Unknown && c != codes.Internal {
+		return c
+	}
+	return codes.Unavailable
 }

@@ -454,14 +454,19 @@ func (o *Owner) Apply(ctx context.Context, d Desired) (Outcome, error) {
 		for src, gen := range d.Generations {
 			superseded = superseded || ov.SupersededBy(src, gen)
 		}
-		if !superseded {
+		switch {
+		case !superseded && ov.Version == d.Version:
+			// The fleet asks for what the operator chose: carry on (the
+			// override stays until a newer generation).
+		case !superseded:
 			return Outcome{State: models.Waiting, Reason: models.ReasonOverridden, Override: ov}, nil
+		default:
+			if err := o.store.SetOverride(ctx, d.Model, nil); err != nil {
+				return Outcome{}, err
+			}
+			o.changes.Notify()
+			o.log.Info().Str("model", d.Model).Str("override", ov.Version).Str("desired", d.Version).Msg("a newer desired generation ends the local override")
 		}
-		if err := o.store.SetOverride(ctx, d.Model, nil); err != nil {
-			return Outcome{}, err
-		}
-		o.changes.Notify()
-		o.log.Info().Str("model", d.Model).Str("override", ov.Version).Str("desired", d.Version).Msg("a newer desired generation ends the local override")
 	}
 	if ver, _, ok := o.rolloutOfLocked(ctx, d.Model); ok && ver != d.Version {
 		if _, err := o.abortLocked(ctx, d.Model, "superseded by desired version "+d.Version); err != nil {

@@ -247,6 +247,10 @@ func TestOverrideHoldsUntilNewerGeneration(t *testing.T) {
 	if mi, _ := o.Model(ctx, "m"); mi.Active != "2" {
 		t.Fatalf("Active %q after an overridden desired state, want 2", mi.Active)
 	}
+	// A desired state that asks for the operator's choice is simply Active.
+	if oc, err := o.Apply(ctx, Desired{Model: "m", Version: "2", Generations: map[string]uint64{"mqtt/node": 5}}); err != nil || oc.State != models.Active {
+		t.Fatalf("desired = the override's version: %+v %v, want Active", oc, err)
+	}
 	oc, err = o.Apply(ctx, Desired{Model: "m", Version: "1", Generations: map[string]uint64{"mqtt/node": 6}})
 	if err != nil || oc.State != models.Active {
 		t.Fatalf("newer generation: %+v %v", oc, err)

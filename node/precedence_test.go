@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -257,5 +259,56 @@ func TestStatusTellsTheTruth(t *testing.T) {
 			t.Errorf("status of ppocr_cls/9 flipped to %s(%s)", ms.State, ms.Reason)
 		}
 		seen9 = seen9 || ms.Reason == "ManifestNotPublished"
+	}
+}
+
+// TestShiftedChunkSizesFailAtOnce: a signed manifest whose chunk sizes are
+// shifted by one byte (they still add up to the file; the chunks are the
+// ones already published for another version) can never be satisfied. The
+// version ends Failed(InvalidManifest) on its first attempt — status never
+// shows it retrying as Downloading(TransferInterrupted) — and the Active
+// version keeps serving.
+func TestShiftedChunkSizesFailAtOnce(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	sts := e.watchStatus()
+	m := e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	bad := m
+	bad.Version = "3"
+	bad.Files = slices.Clone(m.Files)
+	bad.Files[0].Chunks = slices.Clone(m.Files[0].Chunks)
+	if len(bad.Files[0].Chunks) < 2 {
+		t.Fatal("the model should have several chunks")
+	}
+	bad.Files[0].Chunks[0].Size++
+	bad.Files[0].Chunks[1].Size--
+	sm, err := models.SignManifest(bad, e.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	if err := e.link.Publish(ctx, cloudTopics.Manifest("ppocr_cls", "3"), true, b); err != nil {
+		t.Fatal(err)
+	}
+	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "3"})
+	waitFor(t, "ppocr_cls/3 Failed(InvalidManifest)", func() bool {
+		st, _ := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ms.Version == "3" && ms.State == string(models.Failed) && ms.Reason == string(models.ReasonInvalidManifest)
+	})
+	for _, st := range sts.snapshot() {
+		if ms := st.Models["ppocr_cls"]; ms.Version == "3" && ms.Reason == string(models.ReasonTransferInterrupted) {
+			t.Fatalf("ppocr_cls/3 was retried as %s(%s) before failing", ms.State, ms.Reason)
+		}
+	}
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "1" {
+		t.Fatalf("serving %q, want 1", got)
 	}
 }

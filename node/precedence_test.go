@@ -162,9 +162,18 @@ func TestAdminRollbackHoldsUntilNewerGeneration(t *testing.T) {
 	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "1" {
 		t.Fatalf("serving %q, want 1", got)
 	}
+	// Status says so: the desired version is held back, and what serves.
+	waitFor(t, "status: ppocr_cls/2 Waiting(Overridden), serving 1", func() bool {
+		st, _ := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ms.Version == "2" && ms.State == string(models.Waiting) && ms.Reason == string(models.ReasonOverridden) && ms.Serving == "1"
+	})
 	// The fleet decides again: a newer generation naming ppocr_cls wins.
 	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "2"})
 	waitFor(t, "ppocr_cls/2 Active again", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	if mi := adminModel(t, rn.url, "ppocr_cls"); mi.Override != nil {
+		t.Fatalf("override %+v still recorded after a newer generation", mi.Override)
+	}
 }
 
 // TestStuckTransferDoesNotBlockOtherModels: model a's transfer can never

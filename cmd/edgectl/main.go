@@ -344,6 +344,9 @@ func printNodes(views map[string]*fleet.NodeView) {
 				if m.Reason != "" {
 					e += "[" + m.Reason + "]"
 				}
+				if m.Serving != "" {
+					e += "(serving " + m.Serving + ")"
+				}
 				ms = append(ms, e)
 			}
 			sort.Strings(ms)

@@ -413,8 +413,13 @@ func (r *Reconciler) Status(ctx context.Context) wire.Status {
 	if err != nil {
 		r.log.Warn().Err(err).Msg("status: listing the store")
 	}
+	active := map[string]string{}
 	for _, mi := range ms {
-		if _, ok := notes[mi.Name]; ok || mi.Active == "" || wire.ValidName(mi.Name) != nil || wire.ValidName(mi.Active) != nil {
+		if mi.Active == "" || wire.ValidName(mi.Name) != nil || wire.ValidName(mi.Active) != nil {
+			continue
+		}
+		active[mi.Name] = mi.Active
+		if _, ok := notes[mi.Name]; ok {
 			continue
 		}
 		st.Models[mi.Name] = wire.ModelStatus{Version: mi.Active, State: string(models.Active), P99Ms: r.p99Ms(mi.Name, mi.Active)}
@@ -431,6 +436,9 @@ func (r *Reconciler) Status(ctx context.Context) wire.Status {
 		}
 		if nt.state == models.Active {
 			ms.P99Ms = r.p99Ms(name, nt.version)
+		}
+		if a := active[name]; a != nt.version {
+			ms.Serving = a
 		}
 		st.Models[name] = ms
 		if len(st.Models) >= wire.MaxModels {

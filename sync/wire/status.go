@@ -53,6 +53,11 @@ type ModelStatus struct {
 	// P99Ms is the 99th-percentile inference latency of this version on
 	// the node, in milliseconds (0: not measured yet).
 	P99Ms float64 `json:"p99_ms,omitempty"`
+	// Serving is the version the node serves (its store's Active one)
+	// when that is not Version: while the desired version downloads or
+	// rolls out, after it failed, or under a local override. Empty when
+	// Version is what serves, or when nothing does.
+	Serving string `json:"serving,omitempty"`
 }
 
 // Presence is a node's retained liveness flag; the Last Will publishes it with
@@ -126,6 +131,11 @@ func (s Status) Validate() error {
 		if m.Version != "" {
 			if err := ValidName(m.Version); err != nil {
 				return Reject(k, ReasonBadField, "model %s version: %v", name, err)
+			}
+		}
+		if m.Serving != "" {
+			if err := ValidName(m.Serving); err != nil {
+				return Reject(k, ReasonBadField, "model %s serving: %v", name, err)
 			}
 		}
 		if err := checkText(k, "state", m.State+m.Reason); err != nil {

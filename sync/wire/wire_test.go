@@ -303,6 +303,7 @@ func TestStatusPresenceEventRejects(t *testing.T) {
 		{"status label key", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"labels":{"a/b":"x"}}`, ReasonBadField},
 		{"status label value", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"labels":{"site":"x y"}}`, ReasonBadField},
 		{"status label type", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"labels":{"site":1}}`, ReasonBadJSON},
+		{"status serving name", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"2","state":"Waiting","reason":"Overridden","serving":"../1"}}}`, ReasonBadField},
 		{"status p99", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","p99_ms":-1}}}`, ReasonBadField},
 		{"status rollout ref", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","rollout":{"id":"r/1","wave":1}}}}`, ReasonBadField},
 		{"status unknown", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"z":1}`, ReasonBadJSON},
@@ -412,6 +413,7 @@ func FuzzManifestPayload(f *testing.F) {
 func FuzzDecodeStatusPresenceEvent(f *testing.F) {
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Canary","p99_ms":12.5,"rollout":{"id":"r1","wave":2}}},"labels":{"arch":"arm64","site":""}}`))
+	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Waiting","reason":"Overridden","serving":"1"}}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","online":false}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","seq":1,"time":"2025-01-01T00:00:00Z","type":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -54,6 +54,9 @@ func (w *worker) wake() {
 	}
 }
 
+// progressEvery is how often a transfer's progress reaches status.
+const progressEvery = 500 * time.Millisecond
+
 // transferBudget counts a version's transfer attempts in a row that
 // brought no new bytes.
 type transferBudget struct {
@@ -341,8 +344,17 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 	if !f.Connected() {
 		return v, wait(models.ReasonBrokerUnreachable, 0, 0), nil
 	}
-	var mu sync.Mutex // guards done, total and stalls against the fetcher's callbacks
+	var mu sync.Mutex // guards done, total, noted, flush and stalls against the fetcher's callbacks
 	var done, total int64
+	var noted time.Time
+	var flush *time.Timer // a pending note of the latest progress
+	var ended bool        // Fetch returned: no more progress notes
+	note := func() { // mu held
+		noted = time.Now()
+		nt := base
+		nt.state, nt.done, nt.total = models.Downloading, done, total
+		r.setNote(w, nt)
+	}
 	progress := func(p transfer.Progress) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -350,15 +362,33 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 			stalls.best, stalls.progressed = p.BytesDone, true
 		}
 		done, total = p.BytesDone, p.BytesTotal
-		nt := base
-		nt.state, nt.done, nt.total = models.Downloading, p.BytesDone, p.BytesTotal
-		r.setNote(w, nt)
 		r.m.bytesDone.WithLabelValues(w.model).Set(float64(p.BytesDone))
 		r.m.bytesTotal.WithLabelValues(w.model).Set(float64(p.BytesTotal))
+		// Status (a retained publish, and a read of the store) follows
+		// progress at most every progressEvery, the latest figure always
+		// last: a large model has thousands of chunks.
+		if wait := progressEvery - time.Since(noted); wait > 0 && p.BytesDone < p.BytesTotal {
+			if flush == nil {
+				flush = time.AfterFunc(wait, func() {
+					mu.Lock()
+					defer mu.Unlock()
+					flush = nil
+					if !ended {
+						note()
+					}
+				})
+			}
+			return
+		}
+		note()
 	}
 	res, err := f.Fetch(ctx, v.Manifest, progress)
 	mu.Lock()
 	defer mu.Unlock()
+	ended = true // the step's own result carries the last figures
+	if flush != nil {
+		flush.Stop()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return v, wait("", done, total), nil

@@ -174,6 +174,10 @@ func TestAdminRejects(t *testing.T) {
 		{"same version, other content", "PUT", "/admin/models/silero_vad/versions/1", modelBytes(t, "silero_vad", "other"), 409},
 		{"bad config", "PUT", "/admin/models/silero_vad/versions/5?config=intra_op_threads:%20-1", model, 400},
 		{"unknown route", "GET", "/admin/nothing", nil, 404},
+		{"rollout of an unknown model", "GET", "/admin/models/nope/rollout", nil, 404},
+		{"rollout wait not a duration", "GET", "/admin/models/silero_vad/rollout?wait=soon", nil, 400},
+		{"rollout wait too long", "GET", "/admin/models/silero_vad/rollout?wait=11m", nil, 400},
+		{"rollout wait negative", "GET", "/admin/models/silero_vad/rollout?wait=-1s", nil, 400},
 		{"wrong method", "PATCH", "/admin/models/silero_vad", nil, 404},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

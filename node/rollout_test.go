@@ -205,13 +205,17 @@ func load(t testing.TB, n *Node, workers int, stop <-chan struct{}) func() []inf
 	return func() []inferResult { wg.Wait(); return all }
 }
 
+// waitRollout waits for model's rollout to end the way a script does:
+// GET /admin/models/{model}/rollout?wait=2m.
 func waitRollout(t testing.TB, n *Node, model string) models.Rollout {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	r, err := n.serving.WaitRollout(ctx, model)
-	if err != nil {
-		t.Fatal(err)
+	code, _, body := call(t, "GET", "http://"+n.Addr()+"/admin/models/"+model+"/rollout?wait=2m", nil, nil)
+	var r models.Rollout
+	if code != http.StatusOK || json.Unmarshal(body, &r) != nil {
+		t.Fatalf("GET .../rollout?wait=2m: %d %s", code, body)
+	}
+	if !r.Phase.Final() {
+		t.Fatalf("rollout still %s after waiting 2m", r.Phase)
 	}
 	return r
 }

@@ -16,6 +16,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -37,6 +38,7 @@ type Owner interface {
 	StartRollout(ctx context.Context, model, version string, s models.Strategy, a serving.Admin) error
 	AbortRollout(ctx context.Context, model, reason string) (models.Rollout, error)
 	Rollout(ctx context.Context, model string) (models.Rollout, error)
+	WaitRollout(ctx context.Context, model string) (models.Rollout, error)
 	Delete(ctx context.Context, model, version string) error
 	GC(ctx context.Context) (models.GCStats, error)
 }
@@ -64,6 +66,7 @@ type Config struct {
 //	PUT    /admin/models/{model}/versions/{version}        import the body (an .onnx file) as a version
 //	POST   /admin/models/{model}/versions/{version}/activate   load, warm up and serve exactly this version
 //	POST   /admin/models/{model}/versions/{version}/rollout    start a rollout (body: models.Strategy JSON; empty = immediate)
+//	GET    /admin/models/{model}/rollout[?wait=DURATION]   the latest rollout; with wait, once it ended (or the wait passed)
 //	DELETE /admin/models/{model}/rollout                   abort a running or held rollout (candidate retired)
 //	POST   /admin/models/{model}/rollback                  serve the Previous version again
 //	DELETE /admin/models/{model}/override                  hand the model back to desired state
@@ -77,6 +80,7 @@ func New(o Owner, cfg Config, log zerolog.Logger) http.Handler {
 	mux.HandleFunc("PUT /admin/models/{model}/versions/{version}", a.importVersion)
 	mux.HandleFunc("POST /admin/models/{model}/versions/{version}/activate", a.activate)
 	mux.HandleFunc("POST /admin/models/{model}/versions/{version}/rollout", a.startRollout)
+	mux.HandleFunc("GET /admin/models/{model}/rollout", a.getRollout)
 	mux.HandleFunc("DELETE /admin/models/{model}/rollout", a.abortRollout)
 	mux.HandleFunc("POST /admin/models/{model}/rollback", a.rollback)
 	mux.HandleFunc("DELETE /admin/models/{model}/override", a.clearOverride)
@@ -156,6 +160,40 @@ func (a *admin) startRollout(w http.ResponseWriter, r *http.Request) {
 	}
 	a.log.Info().Str("model", model).Str("version", version).Str("strategy", string(ro.Strategy.Kind)).Msg("rollout started by admin call")
 	writeJSON(w, http.StatusAccepted, ro)
+}
+
+// maxRolloutWait bounds ?wait= on GET .../rollout.
+const maxRolloutWait = 10 * time.Minute
+
+// getRollout answers the model's latest rollout record. With ?wait=D (a Go
+// duration, at most maxRolloutWait) it first waits up to D for a running
+// rollout to end — what a script that started one waits on. The record
+// says whether it ended (phase).
+func (a *admin) getRollout(w http.ResponseWriter, r *http.Request) {
+	model, _, ok := pathNames(w, r, false)
+	if !ok {
+		return
+	}
+	if q := r.URL.Query().Get("wait"); q != "" {
+		d, err := time.ParseDuration(q)
+		if err != nil || d < 0 || d > maxRolloutWait {
+			adminError(w, http.StatusBadRequest, fmt.Errorf("wait %q: want a duration from 0s to %v", q, maxRolloutWait))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		_, err = a.o.WaitRollout(ctx, model)
+		cancel()
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			adminError(w, errdefs.HTTPStatus(err), err)
+			return
+		}
+	}
+	ro, err := a.o.Rollout(r.Context(), model)
+	if err != nil {
+		adminError(w, errdefs.HTTPStatus(err), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ro)
 }
 
 func (a *admin) abortRollout(w http.ResponseWriter, r *http.Request) {

@@ -349,7 +349,7 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 	var noted time.Time
 	var flush *time.Timer // a pending note of the latest progress
 	var ended bool        // Fetch returned: no more progress notes
-	note := func() { // mu held
+	note := func() {      // mu held
 		noted = time.Now()
 		nt := base
 		nt.state, nt.done, nt.total = models.Downloading, done, total

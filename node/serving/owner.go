@@ -324,9 +324,6 @@ func (o *Owner) Version(ctx context.Context, model, version string) (models.Vers
 	return o.store.Version(ctx, model, version)
 }
 
-// Serving reports whether (model, version) is loaded and takes requests.
-func (o *Owner) Serving(model, version string) bool { return o.engine.routed(model, version) }
-
 // Stats returns the router's counters of a serving version.
 func (o *Owner) Stats(model, version string) (inference.StatsSnapshot, error) {
 	return o.router.Stats(model, version)

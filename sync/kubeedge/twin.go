@@ -343,7 +343,7 @@ func (t *Twin) Report(ctx context.Context) ([]TwinValue, error) {
 		}
 		val(FieldState, state)
 		val(FieldReason, reason)
-		p99, er := "", ""
+		p99, er := "0", "0" // FLOAT properties: a number before any traffic
 		if s.Health != nil {
 			p99 = strconv.FormatFloat(float64(s.Health.P99)/float64(time.Millisecond), 'f', 3, 64)
 			er = strconv.FormatFloat(s.Health.ErrorRate, 'f', 6, 64)

@@ -211,9 +211,9 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 // afterFix is the report expected once the good values are back.
 func afterFix(model string) map[string]string {
 	if model == "yolo" {
-		// No longer named by the Device, so no longer reported: the wait
-		// matches a missing key as "".
-		return map[string]string{"yolo.state": "", "yolo.reason": ""}
+		// No longer named by the Device: reported cleared once, not left
+		// stale at Rejected.
+		return map[string]string{"yolo.state": "none", "yolo.reason": "none", "yolo.p99_ms": "0"}
 	}
 	return map[string]string{model + ".state": string(models.Active), model + ".reason": "none"}
 }

@@ -28,6 +28,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dmiapi "github.com/kubeedge/api/apis/dmi/v1beta1"
@@ -35,6 +36,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -133,9 +135,11 @@ type Mapper struct {
 	// every twin went last (the heartbeat), reregister that the last
 	// report failed, so EdgeCore may have restarted and forgotten the
 	// mapper.
-	sent       map[string]kubeedge.TwinValue
-	lastFull   time.Time
-	reregister bool
+	sent     map[string]kubeedge.TwinValue
+	lastFull time.Time
+	// reregister is set by a failed report or by the connection watcher
+	// (EdgeCore's socket went away and came back).
+	reregister atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -202,6 +206,8 @@ func (m *Mapper) Run(ctx context.Context) error {
 		if err := m.register(ctx); err != nil {
 			return // ctx ended
 		}
+		wg.Add(1)
+		go func() { defer wg.Done(); m.watchConn(ctx) }()
 		m.reportLoop(ctx)
 	}()
 	var err error
@@ -271,6 +277,43 @@ func (m *Mapper) register(ctx context.Context) error {
 	}
 }
 
+// watchConn watches the EdgeCore connection: when it goes down after
+// being up (EdgeCore stopped, its socket went away) it is re-dialled, and
+// once up again the mapper registers again (a restarted EdgeCore may have
+// forgotten it) and reports every twin. An idle connection closed by gRPC
+// and re-dialled also re-registers, which is harmless.
+func (m *Mapper) watchConn(ctx context.Context) {
+	m.mu.Lock()
+	conn := m.conn
+	m.mu.Unlock()
+	up, down := false, false
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			if down {
+				m.log.Info().Str("edgecore", m.cfg.EdgeCoreSocket).Msg("EdgeCore connection back: registering again")
+				m.reregister.Store(true)
+				m.RequestReport()
+			}
+			up, down = true, false
+		case connectivity.Idle, connectivity.TransientFailure:
+			if up && !down {
+				m.log.Warn().Str("edgecore", m.cfg.EdgeCoreSocket).Str("state", s.String()).Msg("EdgeCore connection lost")
+				down = true
+			}
+			if s == connectivity.Idle {
+				conn.Connect()
+			}
+		case connectivity.Shutdown:
+			return
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+}
+
 // RequestReport asks for a status report now (the node calls it when a
 // version changes state; reports also go out every ReportInterval).
 func (m *Mapper) RequestReport() {
@@ -293,17 +336,17 @@ func (m *Mapper) reportLoop(ctx context.Context) {
 			}
 		case <-m.kick:
 		}
-		if m.reregister {
-			m.log.Info().Msg("a report failed: registering with EdgeCore again (it may have restarted)")
+		if m.reregister.Load() {
+			m.log.Info().Msg("registering with EdgeCore again (a report failed or the connection came back: it may have restarted)")
 			if err := m.register(ctx); err != nil {
 				return // ctx ended
 			}
-			m.reregister = false
+			m.reregister.Store(false)
 			m.sent = map[string]kubeedge.TwinValue{} // a restarted EdgeCore gets every twin
 		}
 		if err := m.report(ctx); err != nil && ctx.Err() == nil {
 			m.log.Warn().Err(err).Msg("reporting device status")
-			m.reregister = true
+			m.reregister.Store(true)
 			m.RequestReport()
 			select { // do not spin while EdgeCore is down
 			case <-ctx.Done():

@@ -152,6 +152,9 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 		{"strategy as JSON", map[string]string{"silero_vad.rollout": `{"kind":"canary"}`}, "silero_vad", kubeedge.ReasonInvalidValue},
 		{"bad sha256", map[string]string{"silero_vad.sha256": "ABC"}, "silero_vad", kubeedge.ReasonInvalidSHA256},
 		{"desired on a read-only property", map[string]string{"silero_vad.state": "Active"}, "silero_vad", kubeedge.ReasonReadOnlyProperty},
+		// Several bad at once: each property's own reason reaches the cloud.
+		{"bad version and bad rollout", map[string]string{"silero_vad.version": "-3", "silero_vad.rollout": "bluegreen"}, "silero_vad",
+			"version:InvalidVersion,rollout:InvalidRollout"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {

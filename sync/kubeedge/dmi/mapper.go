@@ -326,6 +326,7 @@ func (m *Mapper) RequestReport() {
 func (m *Mapper) reportLoop(ctx context.Context) {
 	tick := time.NewTicker(m.cfg.ReportInterval)
 	defer tick.Stop()
+	retry := time.Second // after a failed report, doubling to 30s
 	for {
 		select {
 		case <-ctx.Done():
@@ -344,16 +345,23 @@ func (m *Mapper) reportLoop(ctx context.Context) {
 			m.reregister.Store(false)
 			m.sent = map[string]kubeedge.TwinValue{} // a restarted EdgeCore gets every twin
 		}
-		if err := m.report(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn().Err(err).Msg("reporting device status")
-			m.reregister.Store(true)
-			m.RequestReport()
-			select { // do not spin while EdgeCore is down
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-			}
+		err := m.report(ctx)
+		if err == nil {
+			retry = time.Second
+			continue
 		}
+		if ctx.Err() != nil {
+			return
+		}
+		m.log.Warn().Err(err).Dur("retry_in", retry).Msg("reporting device status")
+		m.reregister.Store(true)
+		m.RequestReport()
+		select { // do not spin while EdgeCore is down or keeps refusing
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, 30*time.Second)
 	}
 }
 

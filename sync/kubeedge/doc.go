@@ -28,10 +28,13 @@
 //	M.state       ReadOnly   reported: the desired version's state (Downloading, Ready,
 //	                         Canary, Active, Failed, ...), or Rejected when the desired
 //	                         values were refused
-//	M.reason      ReadOnly   reported: why it is Failed or Rejected (a Reason code), or "none"
+//	M.reason      ReadOnly   reported: why it is Failed or Rejected (a Reason code), or "none";
+//	                         several refused properties: "field:Code,field:Code" in
+//	                         field order (e.g. version:InvalidVersion,rollout:InvalidRollout)
 //	M.p99_ms      ReadOnly   reported: p99 inference latency of the Active version in
-//	                         milliseconds, or "none"
-//	M.error_rate  ReadOnly   reported: fraction of failed requests (0–1), or "none"
+//	                         milliseconds (FLOAT), "0" before any traffic
+//	M.error_rate  ReadOnly   reported: fraction of failed requests (0–1, FLOAT),
+//	                         "0" before any traffic
 //
 // A desired value on a ReadOnly property is refused (ReasonReadOnlyProperty).
 // Weights never travel in twins: the reconciler fetches a version by the

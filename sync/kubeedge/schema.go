@@ -58,6 +58,21 @@ func (f Field) Writable() bool {
 	return f == FieldVersion || f == FieldRollout || f == FieldSHA256
 }
 
+// Float reports whether the field is declared FLOAT in the DeviceModel
+// (deploy/kubeedge/devicemodel.yaml): its values are numbers, "0" before
+// anything was measured, never "none".
+func (f Field) Float() bool { return f == FieldP99 || f == FieldErrorRate }
+
+// ClearedValue is the value reported for a property the node no longer
+// reports (its model left the Device): "0" for a FLOAT field, None for the
+// others, so the cloud's DeviceStatus does not keep a stale value.
+func ClearedValue(name string) string {
+	if _, f, ok := SplitPropertyName(name); ok && f.Float() {
+		return "0"
+	}
+	return None
+}
+
 func (f Field) valid() bool {
 	for _, g := range Fields {
 		if f == g {

@@ -95,8 +95,10 @@ type Twin struct {
 	desired map[string]string
 	// accepted is the desired set the Applier last took.
 	accepted map[string]DesiredModel
-	// rejected holds the current refusal of each model.
+	// rejected holds the current refusal of each model, and reasons every
+	// refused property of it (each reported: ReasonValue).
 	rejected map[string]Rejection
+	reasons  map[string][]Rejection
 	// applied is true once the Applier took a desired set; lastInput is
 	// that set as given (before its refusals) and applierRej its refusals.
 	applied    bool
@@ -139,6 +141,7 @@ func NewTwin(applier Applier, source string, logger zerolog.Logger, reg promethe
 		gen:           uint64(time.Now().UnixNano()),
 		accepted:      map[string]DesiredModel{},
 		rejected:      map[string]Rejection{},
+		reasons:       map[string][]Rejection{},
 	}
 }
 
@@ -178,6 +181,7 @@ func (t *Twin) SetDesired(ctx context.Context, props []Property) error {
 		}
 	}
 	t.rejected = map[string]Rejection{}
+	t.reasons = map[string][]Rejection{}
 	next := map[string]DesiredModel{}
 	if parsed == nil && len(rej) > 0 { // the whole update refused
 		next = maps.Clone(t.accepted)
@@ -190,6 +194,7 @@ func (t *Twin) SetDesired(ctx context.Context, props []Property) error {
 			continue
 		}
 		t.rejected[r.Model] = r
+		t.reasons[r.Model] = append(t.reasons[r.Model], r)
 		if old, ok := t.accepted[r.Model]; ok {
 			next[r.Model] = old // a refusal never stops what ran
 		}
@@ -208,6 +213,36 @@ func (t *Twin) SetDesired(ctx context.Context, props []Property) error {
 		return &RejectedError{Rejections: all}
 	}
 	return nil
+}
+
+// ReasonValue is the M.reason value for a model's refusals: the code alone
+// for one, "field:Code" for each refused property, comma-separated in
+// field order, for several (so each property's own reason reaches the
+// cloud).
+func ReasonValue(rs []Rejection) string {
+	if len(rs) == 1 {
+		return string(rs[0].Reason)
+	}
+	order := func(r Rejection) int {
+		_, f, _ := SplitPropertyName(r.Property)
+		for i, g := range Fields {
+			if f == g {
+				return i
+			}
+		}
+		return len(Fields)
+	}
+	sorted := append([]Rejection(nil), rs...)
+	sort.SliceStable(sorted, func(i, j int) bool { return order(sorted[i]) < order(sorted[j]) })
+	var b []byte
+	for i, r := range sorted {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		_, f, _ := SplitPropertyName(r.Property)
+		b = append(b, string(f)+":"+string(r.Reason)...)
+	}
+	return string(b)
 }
 
 func isRejected(err error) bool {
@@ -263,6 +298,9 @@ func (t *Twin) applierRejectionsLocked() error {
 	re := &RejectedError{}
 	for m, r := range t.applierRej {
 		t.rejected[m] = r
+		if len(t.reasons[m]) == 0 {
+			t.reasons[m] = []Rejection{r}
+		}
 		re.Rejections = append(re.Rejections, r)
 	}
 	sort.Slice(re.Rejections, func(i, j int) bool { return re.Rejections[i].Model < re.Rejections[j].Model })
@@ -339,11 +377,14 @@ func (t *Twin) Report(ctx context.Context) ([]TwinValue, error) {
 		val(FieldCanary, s.Canary)
 		state, reason := string(s.State), string(s.Reason)
 		if refused {
-			state, reason = "Rejected", string(rej.Reason)
+			state, reason = "Rejected", ReasonValue(t.reasons[m])
+			if reason == "" {
+				reason = string(rej.Reason)
+			}
 		}
 		val(FieldState, state)
 		val(FieldReason, reason)
-		p99, er := "", ""
+		p99, er := "0", "0" // FLOAT properties: a number before any traffic
 		if s.Health != nil {
 			p99 = strconv.FormatFloat(float64(s.Health.P99)/float64(time.Millisecond), 'f', 3, 64)
 			er = strconv.FormatFloat(s.Health.ErrorRate, 'f', 6, 64)

@@ -11,7 +11,10 @@
 // error); Run serves it, registers with EdgeCore (retrying with backoff
 // until EdgeCore answers: it may start after the node), applies the
 // Device found in the registration answer, then reports status after every
-// change and every Config.ReportInterval. Close stops the server and
+// change, looking again every Config.ReportInterval (only changed twins go
+// out, every twin once per Config.HeartbeatInterval). A failed report
+// makes the mapper register again before the next one: EdgeCore may have
+// restarted and forgotten it. Close stops the server and
 // removes the socket.
 package dmi
 
@@ -22,8 +25,10 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dmiapi "github.com/kubeedge/api/apis/dmi/v1beta1"
@@ -31,6 +36,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
@@ -54,8 +60,13 @@ type Config struct {
 	// node (in a DaemonSet: one Device per edge node, named after it).
 	DeviceNamespace string `yaml:"device_namespace"`
 	DeviceName      string `yaml:"device_name"`
-	// ReportInterval is how often status is reported besides after changes.
+	// ReportInterval is how often the node looks at its status besides
+	// after changes; a report goes out only when a value changed.
 	ReportInterval time.Duration `yaml:"report_interval"`
+	// HeartbeatInterval is how often every twin is reported even when
+	// nothing changed (EdgeCore sends each twin as its own DeviceStatus
+	// update, so this is kept slow).
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 	// Version is the node's version, sent in MapperRegister.
 	Version string `yaml:"-"`
 }
@@ -64,13 +75,14 @@ type Config struct {
 // the node's protocol name.
 func DefaultConfig() Config {
 	return Config{
-		EdgeCoreSocket:  "/etc/kubeedge/dmi.sock",
-		Socket:          "/etc/kubeedge/edge-node.sock",
-		MapperName:      "edge-node",
-		Protocol:        "edge-node",
-		DeviceNamespace: "default",
-		ReportInterval:  30 * time.Second,
-		Version:         "dev",
+		EdgeCoreSocket:    "/etc/kubeedge/dmi.sock",
+		Socket:            "/etc/kubeedge/edge-node.sock",
+		MapperName:        "edge-node",
+		Protocol:          "edge-node",
+		DeviceNamespace:   "default",
+		ReportInterval:    30 * time.Second,
+		HeartbeatInterval: 10 * time.Minute,
+		Version:           "dev",
 	}
 }
 
@@ -87,6 +99,8 @@ func (c Config) Validate() error {
 		return errors.New("kubeedge dmi: device_namespace and device_name must be set")
 	case c.ReportInterval <= 0:
 		return fmt.Errorf("kubeedge dmi: report_interval must be positive, got %v", c.ReportInterval)
+	case c.HeartbeatInterval <= 0:
+		return fmt.Errorf("kubeedge dmi: heartbeat_interval must be positive, got %v", c.HeartbeatInterval)
 	}
 	return nil
 }
@@ -108,10 +122,24 @@ type Mapper struct {
 	// kick asks the report loop for a report now (buffered, coalescing).
 	kick chan struct{}
 
+	// callLog logs EdgeCore's calls at Info, at most 10 lines a second.
+	callLog zerolog.Logger
+
 	// mu guards conn and client.
 	mu     sync.Mutex
 	conn   *grpc.ClientConn
 	client dmiapi.DeviceManagerServiceClient
+
+	// Owned by the report loop: sent holds the twins EdgeCore was last
+	// sent, by name (a report carries only what changed), lastFull when
+	// every twin went last (the heartbeat), reregister that the last
+	// report failed, so EdgeCore may have restarted and forgotten the
+	// mapper.
+	sent     map[string]kubeedge.TwinValue
+	lastFull time.Time
+	// reregister is set by a failed report or by the connection watcher
+	// (EdgeCore's socket went away and came back).
+	reregister atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -126,10 +154,12 @@ func New(cfg Config, applier kubeedge.Applier, logger zerolog.Logger, reg promet
 	}
 	log := logger.With().Str("component", "kubeedge-dmi").Logger()
 	m := &Mapper{
-		cfg:  cfg,
-		log:  log,
-		twin: kubeedge.NewTwin(applier, SourceName, log, reg),
-		kick: make(chan struct{}, 1),
+		cfg:     cfg,
+		log:     log,
+		twin:    kubeedge.NewTwin(applier, SourceName, log, reg),
+		kick:    make(chan struct{}, 1),
+		sent:    map[string]kubeedge.TwinValue{},
+		callLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 	}
 	if err := removeStaleSocket(cfg.Socket); err != nil {
 		return nil, err
@@ -176,6 +206,8 @@ func (m *Mapper) Run(ctx context.Context) error {
 		if err := m.register(ctx); err != nil {
 			return // ctx ended
 		}
+		wg.Add(1)
+		go func() { defer wg.Done(); m.watchConn(ctx) }()
 		m.reportLoop(ctx)
 	}()
 	var err error
@@ -192,13 +224,20 @@ func (m *Mapper) Run(ctx context.Context) error {
 
 // register calls MapperRegister until EdgeCore answers (backoff 1s → 30s),
 // then applies this node's Device from the answer.
+//
+// It is called again when a report fails (EdgeCore restarted: its socket
+// went away, or it no longer knows the mapper), over the same connection,
+// which gRPC re-dials.
 func (m *Mapper) register(ctx context.Context) error {
-	conn, err := grpc.NewClient("unix://"+m.cfg.EdgeCoreSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		return err // only for a malformed target; cannot happen with unix://
-	}
 	m.mu.Lock()
-	m.conn, m.client = conn, dmiapi.NewDeviceManagerServiceClient(conn)
+	if m.conn == nil {
+		conn, err := grpc.NewClient("unix://"+m.cfg.EdgeCoreSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			m.mu.Unlock()
+			return err // only for a malformed target; cannot happen with unix://
+		}
+		m.conn, m.client = conn, dmiapi.NewDeviceManagerServiceClient(conn)
+	}
 	client := m.client
 	m.mu.Unlock()
 
@@ -238,6 +277,43 @@ func (m *Mapper) register(ctx context.Context) error {
 	}
 }
 
+// watchConn watches the EdgeCore connection: when it goes down after
+// being up (EdgeCore stopped, its socket went away) it is re-dialled, and
+// once up again the mapper registers again (a restarted EdgeCore may have
+// forgotten it) and reports every twin. An idle connection closed by gRPC
+// and re-dialled also re-registers, which is harmless.
+func (m *Mapper) watchConn(ctx context.Context) {
+	m.mu.Lock()
+	conn := m.conn
+	m.mu.Unlock()
+	up, down := false, false
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			if down {
+				m.log.Info().Str("edgecore", m.cfg.EdgeCoreSocket).Msg("EdgeCore connection back: registering again")
+				m.reregister.Store(true)
+				m.RequestReport()
+			}
+			up, down = true, false
+		case connectivity.Idle, connectivity.TransientFailure:
+			if up && !down {
+				m.log.Warn().Str("edgecore", m.cfg.EdgeCoreSocket).Str("state", s.String()).Msg("EdgeCore connection lost")
+				down = true
+			}
+			if s == connectivity.Idle {
+				conn.Connect()
+			}
+		case connectivity.Shutdown:
+			return
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return
+		}
+	}
+}
+
 // RequestReport asks for a status report now (the node calls it when a
 // version changes state; reports also go out every ReportInterval).
 func (m *Mapper) RequestReport() {
@@ -250,6 +326,7 @@ func (m *Mapper) RequestReport() {
 func (m *Mapper) reportLoop(ctx context.Context) {
 	tick := time.NewTicker(m.cfg.ReportInterval)
 	defer tick.Stop()
+	retry := time.Second // after a failed report, doubling to 30s
 	for {
 		select {
 		case <-ctx.Done():
@@ -260,27 +337,77 @@ func (m *Mapper) reportLoop(ctx context.Context) {
 			}
 		case <-m.kick:
 		}
-		if err := m.report(ctx); err != nil && ctx.Err() == nil {
-			m.log.Warn().Err(err).Msg("reporting device status")
+		if m.reregister.Load() {
+			m.log.Info().Msg("registering with EdgeCore again (a report failed or the connection came back: it may have restarted)")
+			if err := m.register(ctx); err != nil {
+				return // ctx ended
+			}
+			m.reregister.Store(false)
+			m.sent = map[string]kubeedge.TwinValue{} // a restarted EdgeCore gets every twin
 		}
+		err := m.report(ctx)
+		if err == nil {
+			retry = time.Second
+			continue
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		m.log.Warn().Err(err).Dur("retry_in", retry).Msg("reporting device status")
+		m.reregister.Store(true)
+		m.RequestReport()
+		select { // do not spin while EdgeCore is down or keeps refusing
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+		retry = min(2*retry, 30*time.Second)
 	}
 }
 
-// report sends the twin's reported values with ReportDeviceStatus.
+// report sends, in one ReportDeviceStatus, the twins whose values changed
+// since the last report, a cleared value (kubeedge.ClearedValue) for twins
+// no longer reported, and every twin once per HeartbeatInterval. Nothing
+// is sent when nothing changed: EdgeCore turns each twin into its own
+// DeviceStatus update, and refuses a report without twins. Every twin
+// carries ObservedDesired (empty when nothing is desired): EdgeCore reads
+// it unchecked.
 func (m *Mapper) report(ctx context.Context) error {
 	vals, err := m.twin.Report(ctx)
 	if err != nil {
 		return err
 	}
+	full := time.Since(m.lastFull) >= m.cfg.HeartbeatInterval
 	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	meta := func() map[string]string { return map[string]string{"timestamp": now, "type": "string"} }
-	twins := make([]*dmiapi.Twin, 0, len(vals))
-	for _, v := range vals {
-		t := &dmiapi.Twin{PropertyName: v.Name, Reported: &dmiapi.TwinProperty{Value: v.Reported, Metadata: meta()}}
-		if v.ObservedDesired != "" {
-			t.ObservedDesired = &dmiapi.TwinProperty{Value: v.ObservedDesired, Metadata: meta()}
+	meta := func(name string) map[string]string {
+		typ := "string"
+		if _, f, ok := kubeedge.SplitPropertyName(name); ok && f.Float() {
+			typ = "float"
 		}
-		twins = append(twins, t)
+		return map[string]string{"timestamp": now, "type": typ}
+	}
+	next := make(map[string]kubeedge.TwinValue, len(vals))
+	var send []kubeedge.TwinValue
+	for _, v := range vals {
+		next[v.Name] = v
+		if old, ok := m.sent[v.Name]; full || !ok || old != v {
+			send = append(send, v)
+		}
+	}
+	for name := range m.sent {
+		if _, ok := next[name]; !ok {
+			send = append(send, kubeedge.TwinValue{Name: name, Reported: kubeedge.ClearedValue(name)})
+		}
+	}
+	if len(send) == 0 {
+		return nil
+	}
+	sort.Slice(send, func(i, j int) bool { return send[i].Name < send[j].Name })
+	twins := make([]*dmiapi.Twin, 0, len(send))
+	for _, v := range send {
+		twins = append(twins, &dmiapi.Twin{PropertyName: v.Name,
+			ObservedDesired: &dmiapi.TwinProperty{Value: v.ObservedDesired, Metadata: meta(v.Name)},
+			Reported:        &dmiapi.TwinProperty{Value: v.Reported, Metadata: meta(v.Name)}})
 	}
 	m.mu.Lock()
 	client := m.client
@@ -292,7 +419,14 @@ func (m *Mapper) report(ctx context.Context) error {
 		DeviceNamespace: m.cfg.DeviceNamespace,
 		ReportedDevice:  &dmiapi.DeviceStatus{Twins: twins, ReportToCloud: true, ReportCycle: m.cfg.ReportInterval.Milliseconds()},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	m.sent = next
+	if full {
+		m.lastFull = time.Now()
+	}
+	return nil
 }
 
 func (m *Mapper) ours(namespace, name string) bool {
@@ -332,6 +466,7 @@ func (m *Mapper) apply(ctx context.Context, d *dmiapi.Device) error {
 // RegisterDevice implements DeviceMapperServiceServer.
 func (m *Mapper) RegisterDevice(ctx context.Context, req *dmiapi.RegisterDeviceRequest) (*dmiapi.RegisterDeviceResponse, error) {
 	d := req.GetDevice()
+	m.callLog.Info().Str("device", d.GetNamespace()+"/"+d.GetName()).Int("properties", len(d.GetSpec().GetProperties())).Msg("EdgeCore: RegisterDevice")
 	if err := m.check(d); err != nil {
 		return nil, err
 	}
@@ -344,6 +479,7 @@ func (m *Mapper) RegisterDevice(ctx context.Context, req *dmiapi.RegisterDeviceR
 // UpdateDevice implements DeviceMapperServiceServer.
 func (m *Mapper) UpdateDevice(ctx context.Context, req *dmiapi.UpdateDeviceRequest) (*dmiapi.UpdateDeviceResponse, error) {
 	d := req.GetDevice()
+	m.callLog.Info().Str("device", d.GetNamespace()+"/"+d.GetName()).Int("properties", len(d.GetSpec().GetProperties())).Msg("EdgeCore: UpdateDevice")
 	if err := m.check(d); err != nil {
 		return nil, err
 	}
@@ -390,6 +526,7 @@ func (m *Mapper) GetDevice(ctx context.Context, req *dmiapi.GetDeviceRequest) (*
 // CreateDeviceModel implements DeviceMapperServiceServer. The node's schema
 // is fixed (package kubeedge), so device models are acknowledged only.
 func (m *Mapper) CreateDeviceModel(_ context.Context, req *dmiapi.CreateDeviceModelRequest) (*dmiapi.CreateDeviceModelResponse, error) {
+	m.callLog.Info().Str("device_model", req.GetModel().GetNamespace()+"/"+req.GetModel().GetName()).Msg("EdgeCore: CreateDeviceModel")
 	return &dmiapi.CreateDeviceModelResponse{DeviceModelName: req.GetModel().GetName(), DeviceModelNamespace: req.GetModel().GetNamespace()}, nil
 }
 

@@ -152,6 +152,9 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 		{"strategy as JSON", map[string]string{"silero_vad.rollout": `{"kind":"canary"}`}, "silero_vad", kubeedge.ReasonInvalidValue},
 		{"bad sha256", map[string]string{"silero_vad.sha256": "ABC"}, "silero_vad", kubeedge.ReasonInvalidSHA256},
 		{"desired on a read-only property", map[string]string{"silero_vad.state": "Active"}, "silero_vad", kubeedge.ReasonReadOnlyProperty},
+		// Several bad at once: each property's own reason reaches the cloud.
+		{"bad version and bad rollout", map[string]string{"silero_vad.version": "-3", "silero_vad.rollout": "bluegreen"}, "silero_vad",
+			"version:InvalidVersion,rollout:InvalidRollout"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -211,9 +214,9 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 // afterFix is the report expected once the good values are back.
 func afterFix(model string) map[string]string {
 	if model == "yolo" {
-		// No longer named by the Device, so no longer reported: the wait
-		// matches a missing key as "".
-		return map[string]string{"yolo.state": "", "yolo.reason": ""}
+		// No longer named by the Device: reported cleared once, not left
+		// stale at Rejected.
+		return map[string]string{"yolo.state": "none", "yolo.reason": "none", "yolo.p99_ms": "0"}
 	}
 	return map[string]string{model + ".state": string(models.Active), model + ".reason": "none"}
 }
@@ -264,4 +267,91 @@ func TestNewRefusesBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startMapper runs a mapper for node-1 against the EdgeCore socket in dir
+// until the end of the test.
+func startMapper(t *testing.T, dir string, app kubeedge.Applier, edit func(*dmi.Config)) {
+	t.Helper()
+	cfg := dmi.DefaultConfig()
+	cfg.EdgeCoreSocket = filepath.Join(dir, "dmi.sock")
+	cfg.Socket = filepath.Join(dir, "mapper.sock")
+	cfg.DeviceNamespace, cfg.DeviceName = "edge", "node-1"
+	edit(&cfg)
+	m, err := dmi.New(cfg, app, zerolog.New(zerolog.NewTestWriter(t)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		m.Close()
+	})
+}
+
+// TestMapperNoDeviceNoReport: with no Device bound to the node, the
+// mapper registers and sends nothing (the real EdgeCore refuses a report
+// without twins; the stand-in fails the test on one). Before the fix it
+// reported zero twins every cycle.
+func TestMapperNoDeviceNoReport(t *testing.T) {
+	dir := kubeedgetest.ShortTempDir(t)
+	ec := kubeedgetest.StartEdgeCore(t, filepath.Join(dir, "dmi.sock"))
+	startMapper(t, dir, kubeedgetest.NewStoreApplier(t), func(c *dmi.Config) { c.ReportInterval = 50 * time.Millisecond })
+	deadline := time.Now().Add(30 * time.Second)
+	for len(ec.Registered()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // ten report cycles
+	if n, _ := ec.Counts(); n != 0 || len(ec.Registered()) != 1 {
+		t.Fatalf("%d reports, %d registrations; want none and 1", n, len(ec.Registered()))
+	}
+}
+
+// TestMapperQuietAndReregisters: at steady state (2 models, no change) the
+// mapper sends nothing between heartbeats; the DeviceStatus updates per
+// minute are logged (each twin is one update in the real EdgeCore). When
+// EdgeCore restarts and forgets the mapper, the mapper registers again and
+// reports every twin.
+func TestMapperQuietAndReregisters(t *testing.T) {
+	dir := kubeedgetest.ShortTempDir(t)
+	app := kubeedgetest.NewStoreApplier(t)
+	app.Publish("silero_vad", "1", inferencetest.ModelPath(t, "silero_vad"))
+	app.Publish("ppocr_cls", "7", inferencetest.ModelPath(t, "ppocr_cls"))
+	ec := kubeedgetest.StartEdgeCore(t, filepath.Join(dir, "dmi.sock"),
+		device("node-1", map[string]string{"silero_vad.version": "1", "ppocr_cls.version": "7"}))
+	const interval = 100 * time.Millisecond
+	startMapper(t, dir, app, func(c *dmi.Config) { c.ReportInterval = interval; c.HeartbeatInterval = time.Hour })
+	waitReport(t, ec, map[string]string{"silero_vad.state": "Active", "ppocr_cls.state": "Active", "ppocr_cls.p99_ms": "0", "silero_vad.error_rate": "0"})
+
+	r0, tw0 := ec.Counts()
+	const window = 2 * time.Second
+	time.Sleep(window)
+	r1, tw1 := ec.Counts()
+	perMin := func(n int) float64 { return float64(n) * float64(time.Minute) / float64(window) }
+	cycles := float64(time.Minute) / float64(interval)
+	t.Logf("steady state, 2 models, report_interval %v: %d reports, %d twins in %v = %.0f reports/min, %.0f DeviceStatus updates/min (every twin every cycle, as before: %.0f reports/min, %.0f updates/min)",
+		interval, r1-r0, tw1-tw0, window, perMin(r1-r0), perMin(tw1-tw0), cycles, cycles*float64(len(ec.Status())))
+	if r1 != r0 {
+		t.Fatalf("%d reports at steady state, want none", r1-r0)
+	}
+
+	ec.Restart()
+	deadline := time.Now().Add(60 * time.Second)
+	for len(ec.Registered()) < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := len(ec.Registered()); n < 2 {
+		t.Fatalf("%d registrations after the restart, want 2", n)
+	}
+	for time.Now().Before(deadline) {
+		if _, tw := ec.Counts(); tw >= tw1+16 {
+			return // every twin of both models again
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, tw := ec.Counts()
+	t.Fatalf("%d twins reported after the re-registration, want all 16", tw-tw1)
 }

@@ -64,36 +64,14 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 		device("other-node", map[string]string{"silero_vad.version": "9"}),
 		device("node-1", map[string]string{"silero_vad.version": "1", "silero_vad.state": ""}))
 
-	cfg := dmi.DefaultConfig()
-	cfg.EdgeCoreSocket = filepath.Join(dir, "dmi.sock")
-	cfg.Socket = filepath.Join(dir, "mapper.sock")
-	cfg.DeviceNamespace, cfg.DeviceName = "edge", "node-1"
-	cfg.ReportInterval = time.Hour // reports come from changes in this test
 	reg := prometheus.NewRegistry()
-	m, err := dmi.New(cfg, app, zerolog.New(zerolog.NewTestWriter(t)), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run: %v", err)
-		}
-		if err := m.Close(); err != nil {
-			t.Error(err)
-		}
-		if err := m.Close(); err != nil {
-			t.Errorf("second Close: %v", err)
-		}
-	})
+	startMapper(t, dir, app, reg, func(c *dmi.Config) { c.ReportInterval = time.Hour }) // reports come from changes in this test
+	ctx, socket := context.Background(), filepath.Join(dir, "mapper.sock")
 
 	// Registration, then the Device from the answer applied and reported.
 	got := waitReport(t, ec, map[string]string{"silero_vad.version": "1", "silero_vad.state": "Active"})
 	reg0 := ec.Registered()[0]
-	if mi := reg0.GetMapper(); !reg0.GetWithData() || mi.GetProtocol() != "edge-node" || string(mi.GetAddress()) != cfg.Socket || mi.GetApiVersion() != "v1beta1" {
+	if mi := reg0.GetMapper(); !reg0.GetWithData() || mi.GetProtocol() != "edge-node" || string(mi.GetAddress()) != socket || mi.GetApiVersion() != "v1beta1" {
 		t.Fatalf("MapperRegister request: %v", reg0)
 	}
 	if got["silero_vad.sha256"] != sha256File(t, vad) || got["silero_vad.canary"] != "none" || got["silero_vad.reason"] != "none" {
@@ -104,7 +82,7 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 	}
 
 	// EdgeCore's side of the mapper socket.
-	conn, err := grpc.NewClient("unix://"+cfg.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,15 +248,16 @@ func TestNewRefusesBadConfig(t *testing.T) {
 }
 
 // startMapper runs a mapper for node-1 against the EdgeCore socket in dir
-// until the end of the test.
-func startMapper(t *testing.T, dir string, app kubeedge.Applier, edit func(*dmi.Config)) {
+// until the end of the test (metrics in reg, if not nil), then checks that
+// Run ends with the context and that Close is idempotent.
+func startMapper(t *testing.T, dir string, app kubeedge.Applier, reg prometheus.Registerer, edit func(*dmi.Config)) {
 	t.Helper()
 	cfg := dmi.DefaultConfig()
 	cfg.EdgeCoreSocket = filepath.Join(dir, "dmi.sock")
 	cfg.Socket = filepath.Join(dir, "mapper.sock")
 	cfg.DeviceNamespace, cfg.DeviceName = "edge", "node-1"
 	edit(&cfg)
-	m, err := dmi.New(cfg, app, zerolog.New(zerolog.NewTestWriter(t)), nil)
+	m, err := dmi.New(cfg, app, zerolog.New(zerolog.NewTestWriter(t)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -287,8 +266,15 @@ func startMapper(t *testing.T, dir string, app kubeedge.Applier, edit func(*dmi.
 	go func() { done <- m.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-done
-		m.Close()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		if err := m.Close(); err != nil {
+			t.Error(err)
+		}
+		if err := m.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
 	})
 }
 
@@ -299,7 +285,7 @@ func startMapper(t *testing.T, dir string, app kubeedge.Applier, edit func(*dmi.
 func TestMapperNoDeviceNoReport(t *testing.T) {
 	dir := kubeedgetest.ShortTempDir(t)
 	ec := kubeedgetest.StartEdgeCore(t, filepath.Join(dir, "dmi.sock"))
-	startMapper(t, dir, kubeedgetest.NewStoreApplier(t), func(c *dmi.Config) { c.ReportInterval = 50 * time.Millisecond })
+	startMapper(t, dir, kubeedgetest.NewStoreApplier(t), nil, func(c *dmi.Config) { c.ReportInterval = 50 * time.Millisecond })
 	deadline := time.Now().Add(30 * time.Second)
 	for len(ec.Registered()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -323,7 +309,7 @@ func TestMapperQuietAndReregisters(t *testing.T) {
 	ec := kubeedgetest.StartEdgeCore(t, filepath.Join(dir, "dmi.sock"),
 		device("node-1", map[string]string{"silero_vad.version": "1", "ppocr_cls.version": "7"}))
 	const interval = 100 * time.Millisecond
-	startMapper(t, dir, app, func(c *dmi.Config) { c.ReportInterval = interval; c.HeartbeatInterval = time.Hour })
+	startMapper(t, dir, app, nil, func(c *dmi.Config) { c.ReportInterval = interval; c.HeartbeatInterval = time.Hour })
 	waitReport(t, ec, map[string]string{"silero_vad.state": "Active", "ppocr_cls.state": "Active", "ppocr_cls.p99_ms": "0", "silero_vad.error_rate": "0"})
 
 	r0, tw0 := ec.Counts()

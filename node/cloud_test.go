@@ -104,13 +104,16 @@ func (e *cloudEnv) publish(key ed25519.PrivateKey, model, version string, data [
 
 func (e *cloudEnv) deploy(model, version string) wire.DesiredState {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
-	defer cancel()
-	d, err := fleet.Deploy(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, model, wire.ModelSpec{Version: version}, 300*time.Millisecond)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return d
+	return e.deploySpec(model, wire.ModelSpec{Version: version})
+}
+
+// startServingCls starts node n1 on the broker serving ppocr_cls/1 from its
+// model repository.
+func (e *cloudEnv) startServingCls() *runningNode {
+	e.t.Helper()
+	repo := e.t.TempDir()
+	addToRepo(e.t, repo, "ppocr_cls", "1", modelBytes(e.t, "ppocr_cls", ""))
+	return startNode(e.t, e.nodeConfig(e.t.TempDir(), repo, e.m.URL()))
 }
 
 // status reads the node's retained status.
@@ -543,9 +546,7 @@ func TestCloudFineTuneMovesFewBytes(t *testing.T) {
 // than the last one from that source is refused and changes nothing.
 func TestApplyDesiredFromAnotherSource(t *testing.T) {
 	e := newCloudEnv(t)
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	rn := e.startServingCls()
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
@@ -700,9 +701,7 @@ func TestCloudEmbeddedBroker(t *testing.T) {
 // reported in status, and the previous version keeps serving.
 func TestCloudFailedActivationKeepsServing(t *testing.T) {
 	e := newCloudEnv(t)
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	rn := e.startServingCls()
 	e.publish(e.key, "ppocr_cls", "2", []byte(strings.Repeat("not an onnx model ", 20000)), nil)
 	e.deploy("ppocr_cls", "2")
 	waitFor(t, "status: v2 Failed(LoadError)", func() bool {

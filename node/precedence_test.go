@@ -141,9 +141,7 @@ func TestFleetRollbackAbortsRunningCanary(t *testing.T) {
 // not undo it. A newer generation that names m does.
 func TestAdminRollbackHoldsUntilNewerGeneration(t *testing.T) {
 	e := newCloudEnv(t)
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	rn := e.startServingCls()
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "2"})
 	// A model whose manifest is never published keeps passes coming.
@@ -223,9 +221,7 @@ func TestStuckTransferDoesNotBlockOtherModels(t *testing.T) {
 // models still moves status.desired.
 func TestStatusTellsTheTruth(t *testing.T) {
 	e := newCloudEnv(t)
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	rn := e.startServingCls()
 	sts := e.watchStatus()
 
 	// An empty first desired state.
@@ -279,9 +275,7 @@ func TestStatusTellsTheTruth(t *testing.T) {
 // version keeps serving.
 func TestShiftedChunkSizesFailAtOnce(t *testing.T) {
 	e := newCloudEnv(t)
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	rn := e.startServingCls()
 	sts := e.watchStatus()
 	m := e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	bad := m

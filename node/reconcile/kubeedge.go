@@ -173,7 +173,7 @@ func (k *KubeEdge) Status(ctx context.Context) ([]kubeedge.ModelStatus, error) {
 
 // stateOf is the state of the desired version: a checksum mismatch found
 // here or later, else the reconciler's view, else the store's.
-func stateOf(mi models.ModelInfo, d kubeedge.DesiredModel, mismatched string, rn Desired) (models.State, models.Reason) {
+func stateOf(mi models.ModelInfo, d kubeedge.DesiredModel, mismatched string, rn DesiredStatus) (models.State, models.Reason) {
 	if mismatched == d.Version {
 		return models.Failed, models.ReasonChecksumMismatch
 	}

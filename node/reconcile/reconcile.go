@@ -366,20 +366,20 @@ func (r *Reconciler) RolloutOf(model, version string) (*wire.RolloutRef, bool) {
 	return nt.rollout, true
 }
 
-// Desired is one model's desired version and where it stands.
-type Desired struct {
+// DesiredStatus is one model's desired version and where it stands.
+type DesiredStatus struct {
 	Version string
 	State   models.State
 	Reason  models.Reason
 }
 
 // DesiredModels returns every desired model's version and state.
-func (r *Reconciler) DesiredModels() map[string]Desired {
+func (r *Reconciler) DesiredModels() map[string]DesiredStatus {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]Desired, len(r.notes))
+	out := make(map[string]DesiredStatus, len(r.notes))
 	for name, nt := range r.notes {
-		out[name] = Desired{Version: nt.version, State: nt.state, Reason: nt.reason}
+		out[name] = DesiredStatus{Version: nt.version, State: nt.state, Reason: nt.reason}
 	}
 	return out
 }

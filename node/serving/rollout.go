@@ -249,7 +249,7 @@ func (o *Owner) runRollout(ctx context.Context, run *rolloutRun) {
 		}
 		if _, err := o.activateLocked(ctx, run.model, run.version); err != nil {
 			o.decideLocked(dctx, run, models.RolloutRolledBack, models.EventRolledBack, "activation failed: "+err.Error(), nil, nil)
-			o.dropRolloutOverrideLocked(dctx, run)
+			o.dropRolloutOverrideLocked(dctx, run.model, run.version)
 			return
 		}
 		o.decideLocked(dctx, run, models.RolloutPromoted, models.EventPromoted, reason, map[string]float64{"activate_seconds": time.Since(start).Seconds()}, nil)
@@ -317,14 +317,14 @@ func (o *Owner) stage(ctx, dctx context.Context, run *rolloutRun) (share float64
 		l.discard()
 		// The store recorded Failed(LoadError/WarmupFailed) already.
 		o.decideLocked(dctx, run, models.RolloutRolledBack, models.EventRolledBack, "staging failed: "+err.Error(), nil, nil)
-		o.dropRolloutOverrideLocked(dctx, run)
+		o.dropRolloutOverrideLocked(dctx, run.model, run.version)
 		o.endLocked(run)
 		return 0, nil, base0, staged, false
 	}
 	if err := o.engine.addCandidate(l.take()); err != nil {
 		o.decideLocked(dctx, run, models.RolloutRolledBack, models.EventRolledBack, "routing the candidate: "+err.Error(), nil,
 			&models.Move{Version: run.version, To: models.Retired, Opts: models.TransitionOptions{Detail: err.Error()}})
-		o.dropRolloutOverrideLocked(dctx, run)
+		o.dropRolloutOverrideLocked(dctx, run.model, run.version)
 		o.endLocked(run)
 		return 0, nil, base0, staged, false
 	}
@@ -407,21 +407,21 @@ func (o *Owner) retireLocked(ctx context.Context, model, version string, phase m
 	if err != nil {
 		o.log.Error().Err(err).Str("model", model).Str("version", version).Msg("recording a rollout decision")
 	}
-	o.dropRolloutOverrideLocked(ctx, &rolloutRun{model: model, version: version})
+	o.dropRolloutOverrideLocked(ctx, model, version)
 	o.log.Warn().Str("model", model).Str("version", version).Str("event", event).Str("reason", reason).
 		Fields(map[string]any{"figures": figs}).Msg("rollout decision")
 	return r, err
 }
 
 // dropRolloutOverrideLocked clears the override an admin rollout of
-// run.version recorded, once that rollout ended without promoting it.
-func (o *Owner) dropRolloutOverrideLocked(ctx context.Context, run *rolloutRun) {
-	mi, err := o.store.Model(ctx, run.model)
-	if err != nil || mi.Override == nil || mi.Override.Action != "rollout" || mi.Override.Version != run.version {
+// model/version recorded, once that rollout ended without promoting it.
+func (o *Owner) dropRolloutOverrideLocked(ctx context.Context, model, version string) {
+	mi, err := o.store.Model(ctx, model)
+	if err != nil || mi.Override == nil || mi.Override.Action != "rollout" || mi.Override.Version != version {
 		return
 	}
-	if err := o.store.SetOverride(ctx, run.model, nil); err != nil {
-		o.log.Warn().Err(err).Str("model", run.model).Msg("clearing the override of a failed rollout")
+	if err := o.store.SetOverride(ctx, model, nil); err != nil {
+		o.log.Warn().Err(err).Str("model", model).Msg("clearing the override of a failed rollout")
 	}
 }
 

@@ -25,7 +25,6 @@ import (
 	"io/fs"
 	"net"
 	"os"
-	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -130,13 +129,9 @@ type Mapper struct {
 	conn   *grpc.ClientConn
 	client dmiapi.DeviceManagerServiceClient
 
-	// Owned by the report loop: sent holds the twins EdgeCore was last
-	// sent, by name (a report carries only what changed), lastFull when
-	// every twin went last (the heartbeat), reregister that the last
-	// report failed, so EdgeCore may have restarted and forgotten the
-	// mapper.
-	sent     map[string]kubeedge.TwinValue
-	lastFull time.Time
+	// filter is owned by the report loop: what EdgeCore was last sent (a
+	// report carries only what changed, every twin once per heartbeat).
+	filter kubeedge.ReportFilter
 	// reregister is set by a failed report or by the connection watcher
 	// (EdgeCore's socket went away and came back).
 	reregister atomic.Bool
@@ -158,7 +153,7 @@ func New(cfg Config, applier kubeedge.Applier, logger zerolog.Logger, reg promet
 		log:     log,
 		twin:    kubeedge.NewTwin(applier, SourceName, log, reg),
 		kick:    make(chan struct{}, 1),
-		sent:    map[string]kubeedge.TwinValue{},
+		filter:  kubeedge.ReportFilter{Heartbeat: cfg.HeartbeatInterval},
 		callLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 	}
 	if err := removeStaleSocket(cfg.Socket); err != nil {
@@ -343,7 +338,7 @@ func (m *Mapper) reportLoop(ctx context.Context) {
 				return // ctx ended
 			}
 			m.reregister.Store(false)
-			m.sent = map[string]kubeedge.TwinValue{} // a restarted EdgeCore gets every twin
+			m.filter.Reset() // a restarted EdgeCore gets every twin
 		}
 		err := m.report(ctx)
 		if err == nil {
@@ -377,34 +372,17 @@ func (m *Mapper) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	full := time.Since(m.lastFull) >= m.cfg.HeartbeatInterval
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	meta := func(name string) map[string]string {
-		typ := "string"
-		if _, f, ok := kubeedge.SplitPropertyName(name); ok && f.Float() {
-			typ = "float"
-		}
-		return map[string]string{"timestamp": now, "type": typ}
-	}
-	next := make(map[string]kubeedge.TwinValue, len(vals))
-	var send []kubeedge.TwinValue
-	for _, v := range vals {
-		next[v.Name] = v
-		if old, ok := m.sent[v.Name]; full || !ok || old != v {
-			send = append(send, v)
-		}
-	}
-	for name := range m.sent {
-		if _, ok := next[name]; !ok {
-			send = append(send, kubeedge.TwinValue{Name: name, Reported: kubeedge.ClearedValue(name)})
-		}
-	}
-	if len(send) == 0 {
+	now := time.Now()
+	r := m.filter.Next(vals, now)
+	if len(r.Values) == 0 {
 		return nil
 	}
-	sort.Slice(send, func(i, j int) bool { return send[i].Name < send[j].Name })
-	twins := make([]*dmiapi.Twin, 0, len(send))
-	for _, v := range send {
+	ms := strconv.FormatInt(now.UnixMilli(), 10)
+	meta := func(name string) map[string]string {
+		return map[string]string{"timestamp": ms, "type": kubeedge.ValueType(name)}
+	}
+	twins := make([]*dmiapi.Twin, 0, len(r.Values))
+	for _, v := range r.Values {
 		twins = append(twins, &dmiapi.Twin{PropertyName: v.Name,
 			ObservedDesired: &dmiapi.TwinProperty{Value: v.ObservedDesired, Metadata: meta(v.Name)},
 			Reported:        &dmiapi.TwinProperty{Value: v.Reported, Metadata: meta(v.Name)}})
@@ -422,10 +400,7 @@ func (m *Mapper) report(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.sent = next
-	if full {
-		m.lastFull = time.Now()
-	}
+	m.filter.Sent(r, now)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -28,14 +29,17 @@ type Config struct {
 	// DeviceNamespace and DeviceName name the Device that is this node.
 	DeviceNamespace string `yaml:"device_namespace"`
 	DeviceName      string `yaml:"device_name"`
-	// ReportInterval is how often actual values are reported besides after
-	// changes.
+	// ReportInterval is how often the node's status is looked at besides
+	// after changes; a twin/update goes out only when a value changed.
 	ReportInterval time.Duration `yaml:"report_interval"`
+	// HeartbeatInterval is how often every twin is reported even when
+	// nothing changed (EdgeCore writes each reported twin to the cloud).
+	HeartbeatInterval time.Duration `yaml:"heartbeat_interval"`
 }
 
 // DefaultConfig returns a fresh Config for EdgeCore's internal broker.
 func DefaultConfig() Config {
-	return Config{Broker: "tcp://127.0.0.1:1884", DeviceNamespace: "default", ReportInterval: 30 * time.Second}
+	return Config{Broker: "tcp://127.0.0.1:1884", DeviceNamespace: "default", ReportInterval: 30 * time.Second, HeartbeatInterval: 10 * time.Minute}
 }
 
 // Validate reports the first problem with c.
@@ -50,6 +54,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("kubeedge eventbus: device %s/%s: want [a-z0-9.-] (a Kubernetes name)", c.DeviceNamespace, c.DeviceName)
 	case c.ReportInterval <= 0:
 		return fmt.Errorf("kubeedge eventbus: report_interval must be positive, got %v", c.ReportInterval)
+	case c.HeartbeatInterval <= 0:
+		return fmt.Errorf("kubeedge eventbus: heartbeat_interval must be positive, got %v", c.HeartbeatInterval)
 	}
 	return nil
 }
@@ -87,8 +93,12 @@ type Bridge struct {
 	wake  chan struct{}
 	kick  chan struct{}
 
-	// last is the desired set last applied (only Run's goroutine uses it).
-	last []kubeedge.Property
+	// last is the desired set last applied, filter what EdgeCore was last
+	// sent (only Run's goroutine uses them); resend asks for every twin in
+	// the next report (set on each connect: EdgeCore may have restarted).
+	last   []kubeedge.Property
+	filter kubeedge.ReportFilter
+	resend atomic.Bool
 
 	decodeErrors prometheus.Counter
 	closeOnce    sync.Once
@@ -108,6 +118,7 @@ func New(cfg Config, applier kubeedge.Applier, logger zerolog.Logger, reg promet
 		topics: DeviceTopics(cfg.DeviceNamespace, cfg.DeviceName),
 		wake:   make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
+		filter: kubeedge.ReportFilter{Heartbeat: cfg.HeartbeatInterval},
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_kubeedge_eventbus_bad_messages_total",
 			Help: "EventBus messages that did not decode.",
@@ -160,6 +171,7 @@ func (b *Bridge) onConnect(c mqtt.Client) {
 		return
 	}
 	c.Publish(b.topics.Get, 1, false, payload)
+	b.resend.Store(true)
 	b.RequestReport()
 }
 
@@ -204,9 +216,11 @@ func (b *Bridge) badMessage(topic string, err error) {
 	b.log.Warn().Err(err).Str("topic", topic).Msg("EventBus message refused")
 }
 
-// Run connects (retrying until the broker answers), applies desired values
-// as they arrive and reports actual values after each change and every
-// ReportInterval, until ctx ends; it returns ctx's error then.
+// Run connects (retrying until the broker answers) and applies desired
+// values as they arrive, until ctx ends; it returns ctx's error then. After
+// each change and every ReportInterval it looks at the node's status and
+// reports what changed (every twin after a connect and once per
+// HeartbeatInterval).
 func (b *Bridge) Run(ctx context.Context) error {
 	b.client.Connect() // with ConnectRetry, keeps trying in the background
 	tick := time.NewTicker(b.cfg.ReportInterval)
@@ -249,21 +263,31 @@ func (b *Bridge) report(ctx context.Context) error {
 	if !b.client.IsConnectionOpen() {
 		return nil // onConnect asks for a report
 	}
+	if b.resend.Swap(false) {
+		b.filter.Reset()
+	}
 	vals, err := b.twin.Report(ctx)
 	if err != nil {
 		return err
 	}
-	if len(vals) == 0 {
+	now := time.Now()
+	r := b.filter.Next(vals, now)
+	if len(r.Values) == 0 {
 		return nil
 	}
-	payload, err := EncodeReport(vals, time.Now())
+	payload, err := EncodeReport(r.Values, now)
 	if err != nil {
 		return err
 	}
 	t := b.client.Publish(b.topics.Update, 1, false, payload)
 	select {
 	case <-t.Done():
-		return t.Error()
+		if err := t.Error(); err != nil {
+			b.resend.Store(true) // not known to have arrived
+			return err
+		}
+		b.filter.Sent(r, now)
+		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}

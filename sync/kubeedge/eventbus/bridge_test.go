@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/sync/kubeedge"
 	"github.com/edgeai/edge-node/sync/kubeedge/eventbus"
 	"github.com/edgeai/edge-node/sync/kubeedge/kubeedgetest"
 )
@@ -68,11 +70,15 @@ type fakeEdgeCore struct {
 	prefix   string
 	expected map[string]string
 	updates  chan map[string]any
+	// reported merges the twin/update reports read so far, as EdgeCore's
+	// DeviceStatus does (reports carry only what changed); read and written
+	// by the test's goroutine.
+	reported map[string]string
 }
 
 func newFakeEdgeCore(t *testing.T, broker string, expected map[string]string) *fakeEdgeCore {
 	t.Helper()
-	e := &fakeEdgeCore{prefix: "$hw/events/device/edge/node-1", expected: expected, updates: make(chan map[string]any, 64)}
+	e := &fakeEdgeCore{prefix: "$hw/events/device/edge/node-1", expected: expected, updates: make(chan map[string]any, 64), reported: map[string]string{}}
 	e.c = mqtt.NewClient(mqtt.NewClientOptions().AddBroker(broker).SetClientID("edgecore"))
 	if tok := e.c.Connect(); tok.Wait() && tok.Error() != nil {
 		t.Fatal(tok.Error())
@@ -153,34 +159,35 @@ func actual(t *testing.T, u map[string]any) map[string]string {
 		if _, ok := tw["expected"]; ok {
 			t.Fatalf("twin %s: a device must not send expected values: %v", name, tw)
 		}
-		if md, _ := tw["metadata"].(map[string]any); md["type"] != "string" {
-			t.Fatalf("twin %s metadata: %v", name, tw["metadata"])
+		if md, _ := tw["metadata"].(map[string]any); md["type"] != kubeedge.ValueType(name) {
+			t.Fatalf("twin %s metadata: %v, want type %s", name, tw["metadata"], kubeedge.ValueType(name))
 		}
 		out[name], _ = act["value"].(string)
 	}
 	return out
 }
 
+// waitUpdate reads reports until the merged reported values hold want, and
+// returns them.
 func waitUpdate(t *testing.T, e *fakeEdgeCore, want map[string]string) map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var last map[string]string
 	for {
+		ok := true
+		for k, v := range want {
+			if e.reported[k] != v {
+				ok = false
+			}
+		}
+		if ok {
+			return maps.Clone(e.reported)
+		}
 		select {
 		case u := <-e.updates:
-			last = actual(t, u)
-			ok := true
-			for k, v := range want {
-				if last[k] != v {
-					ok = false
-				}
-			}
-			if ok {
-				return last
-			}
+			maps.Copy(e.reported, actual(t, u))
 		case <-ctx.Done():
-			t.Fatalf("no twin/update with %v; last: %v", want, last)
+			t.Fatalf("no twin/update with %v; reported: %v", want, e.reported)
 		}
 	}
 }
@@ -265,6 +272,113 @@ func TestBridgeAgainstMosquitto(t *testing.T) {
 	for _, c := range calls {
 		if v := c.Models["silero_vad"].Version; v != "1" && v != "2" {
 			t.Fatalf("a bad payload was applied: %+v", c)
+		}
+	}
+}
+
+// startBridge runs a bridge for edge/node-1 on broker until the test ends.
+func startBridge(t *testing.T, broker string, app kubeedge.Applier, edit func(*eventbus.Config)) {
+	t.Helper()
+	cfg := eventbus.DefaultConfig()
+	cfg.Broker = broker
+	cfg.DeviceNamespace, cfg.DeviceName = "edge", "node-1"
+	edit(&cfg)
+	b, err := eventbus.New(cfg, app, zerolog.New(zerolog.NewTestWriter(t)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
+		b.Close()
+	})
+}
+
+// drain empties e.updates and returns how many there were.
+func (e *fakeEdgeCore) drain() int {
+	for n := 0; ; n++ {
+		select {
+		case <-e.updates:
+		default:
+			return n
+		}
+	}
+}
+
+// TestBridgeReportsOnlyChanges: at steady state the bridge sends no
+// twin/update between heartbeats (EdgeCore turns each twin of each update
+// into a DeviceStatus write); after a change, a report carries only the
+// twins that changed; the heartbeat sends every twin.
+func TestBridgeReportsOnlyChanges(t *testing.T) {
+	broker := startMosquitto(t)
+	vad := inferencetest.ModelPath(t, "silero_vad")
+	app := kubeedgetest.NewStoreApplier(t)
+	app.Publish("silero_vad", "1", vad)
+	app.Publish("silero_vad", "2", vad)
+	ec := newFakeEdgeCore(t, broker, map[string]string{"silero_vad.version": "1"})
+	const interval = 50 * time.Millisecond
+	startBridge(t, broker, app, func(c *eventbus.Config) { c.ReportInterval = interval; c.HeartbeatInterval = time.Hour })
+
+	first := waitUpdate(t, ec, map[string]string{"silero_vad.version": "1", "silero_vad.state": "Active"})
+	if len(first) != len(kubeedge.Fields) {
+		t.Fatalf("the first report after connecting carries %d twins, want every one (%d): %v", len(first), len(kubeedge.Fields), first)
+	}
+	ec.drain()
+	const window = time.Second
+	time.Sleep(window) // twenty report cycles
+	if n := ec.drain(); n != 0 {
+		t.Fatalf("%d twin/update messages in %v at steady state (report_interval %v), want none", n, window, interval)
+	}
+
+	ec.delta(t, map[string]string{"silero_vad.version": "2"})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		var got map[string]string
+		select {
+		case u := <-ec.updates:
+			got = actual(t, u)
+		case <-ctx.Done():
+			t.Fatalf("no report of version 2 Active; reported: %v", ec.reported)
+		}
+		for _, unchanged := range []string{"silero_vad.p99_ms", "silero_vad.error_rate", "silero_vad.reason", "silero_vad.canary"} {
+			if _, ok := got[unchanged]; ok {
+				t.Fatalf("a report after the change carries the unchanged %s: %v", unchanged, got)
+			}
+		}
+		maps.Copy(ec.reported, got)
+		if ec.reported["silero_vad.version"] == "2" && ec.reported["silero_vad.state"] == "Active" {
+			break
+		}
+	}
+}
+
+// TestBridgeHeartbeat: every twin goes out once per heartbeat_interval even
+// when nothing changed, so a lost update heals.
+func TestBridgeHeartbeat(t *testing.T) {
+	broker := startMosquitto(t)
+	app := kubeedgetest.NewStoreApplier(t)
+	app.Publish("silero_vad", "1", inferencetest.ModelPath(t, "silero_vad"))
+	ec := newFakeEdgeCore(t, broker, map[string]string{"silero_vad.version": "1"})
+	startBridge(t, broker, app, func(c *eventbus.Config) {
+		c.ReportInterval = 50 * time.Millisecond
+		c.HeartbeatInterval = 300 * time.Millisecond
+	})
+	waitUpdate(t, ec, map[string]string{"silero_vad.state": "Active"})
+	ec.drain()
+	for range 2 {
+		select {
+		case u := <-ec.updates:
+			if got := actual(t, u); len(got) != len(kubeedge.Fields) {
+				t.Fatalf("heartbeat carries %d twins, want %d: %v", len(got), len(kubeedge.Fields), got)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("no heartbeat")
 		}
 	}
 }

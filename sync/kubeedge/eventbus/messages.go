@@ -215,7 +215,7 @@ func EncodeReport(vals []kubeedge.TwinValue, now time.Time) ([]byte, error) {
 		val := v.Reported
 		u.Twin[v.Name] = &MsgTwin{
 			Actual:   &TwinValue{Value: &val, Metadata: &ValueMetadata{Timestamp: ms}},
-			Metadata: &TypeMetadata{Type: "string"},
+			Metadata: &TypeMetadata{Type: kubeedge.ValueType(v.Name)},
 		}
 	}
 	return json.Marshal(u)

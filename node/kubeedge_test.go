@@ -6,7 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -276,4 +279,55 @@ func TestKubeEdgeEventBusDrivesNode(t *testing.T) {
 	if got["ppocr_cls.version"] != "2" || activeVersion(t, rn.url, "ppocr_cls") != "2" {
 		t.Fatalf("report after a bad value: %v", got)
 	}
+}
+
+// TestKubeEdgeDMISwitchTimes measures the node's part of a `kubectl patch`
+// of a desired version: from EdgeCore's UpdateDevice call to the first
+// inference answered by the new version, and to the ReportDeviceStatus that
+// shows it Active. Six switches between two versions the store has (cloud
+// link disabled; after the first switch both stay loaded, so this is the
+// reconcile-and-route path, not a session load). The figures are logged
+// (docs/performance.md); the test asserts only that every switch is served
+// and reported.
+func TestKubeEdgeDMISwitchTimes(t *testing.T) {
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	addToRepo(t, repo, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"))
+	dir := kubeedgetest.ShortTempDir(t)
+	ec := kubeedgetest.StartEdgeCore(t, filepath.Join(dir, "dmi.sock"),
+		kubeedgetest.Device("edge", "node-1", map[string]string{"ppocr_cls.version": "1"}))
+	cfg := withDMI(testConfig(t, t.TempDir(), repo), dir)
+	rn := startNode(t, cfg)
+	ec.WaitReport(t, "edge", "node-1", map[string]string{"ppocr_cls.version": "1", "ppocr_cls.state": "Active"})
+	mc := mapperClient(t, cfg.KubeEdge.DMI.Socket)
+
+	body, n := binaryRequest(t, "switch", clsInput(), true)
+	served := func() string {
+		code, hdr, got := call(t, "POST", rn.url+"/v2/models/ppocr_cls/infer", http.Header{headerContentLength: {strconv.Itoa(n)}}, body)
+		if code != http.StatusOK {
+			t.Fatalf("infer: %d %s", code, got)
+		}
+		return parseResponse(t, hdr, got).ModelVersion
+	}
+	var toServe, toReport []time.Duration
+	for i := range 6 {
+		want := []string{"2", "1"}[i%2]
+		start := time.Now()
+		updateDevice(t, mc, map[string]string{"ppocr_cls.version": want})
+		for served() != want {
+			if time.Since(start) > cloudDeadline {
+				t.Fatalf("switch %d: version %s never served", i, want)
+			}
+		}
+		toServe = append(toServe, time.Since(start))
+		ec.WaitReport(t, "edge", "node-1", map[string]string{"ppocr_cls.version": want, "ppocr_cls.state": "Active"})
+		toReport = append(toReport, time.Since(start))
+	}
+	med := func(ds []time.Duration) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[len(s)/2]
+	}
+	t.Logf("UpdateDevice → served by the new version: median %v %v; → ReportDeviceStatus shows it Active: median %v %v",
+		med(toServe), toServe, med(toReport), toReport)
 }

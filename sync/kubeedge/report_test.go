@@ -13,7 +13,7 @@ func TestReportFilter(t *testing.T) {
 		return kubeedge.TwinValue{Name: name, Reported: reported}
 	}
 	t0 := time.Unix(1_700_000_000, 0)
-	f := kubeedge.ReportFilter{Heartbeat: 10 * time.Minute}
+	f := kubeedge.ReportFilter{Heartbeat: 10 * time.Minute, Settle: 30 * time.Second}
 	steps := []struct {
 		name string
 		at   time.Duration
@@ -24,16 +24,19 @@ func TestReportFilter(t *testing.T) {
 		{"first report carries every twin", 0, []kubeedge.TwinValue{v("m.version", "1"), v("m.p99_ms", "3")}, true,
 			[]kubeedge.TwinValue{v("m.p99_ms", "3"), v("m.version", "1")}},
 		{"nothing changed", time.Second, []kubeedge.TwinValue{v("m.version", "1"), v("m.p99_ms", "3")}, true, nil},
-		{"one value changed", 2 * time.Second, []kubeedge.TwinValue{v("m.version", "2"), v("m.p99_ms", "3")}, false,
+		{"every twin once more when the first report settled", 30 * time.Second, []kubeedge.TwinValue{v("m.version", "1"), v("m.p99_ms", "3")}, true,
+			[]kubeedge.TwinValue{v("m.p99_ms", "3"), v("m.version", "1")}},
+		{"then only once per heartbeat", 61 * time.Second, []kubeedge.TwinValue{v("m.version", "1"), v("m.p99_ms", "3")}, true, nil},
+		{"one value changed", 62 * time.Second, []kubeedge.TwinValue{v("m.version", "2"), v("m.p99_ms", "3")}, false,
 			[]kubeedge.TwinValue{v("m.version", "2")}},
-		{"a report that did not go out is sent again", 3 * time.Second, []kubeedge.TwinValue{v("m.version", "2"), v("m.p99_ms", "3")}, true,
+		{"a report that did not go out is sent again", 63 * time.Second, []kubeedge.TwinValue{v("m.version", "2"), v("m.p99_ms", "3")}, true,
 			[]kubeedge.TwinValue{v("m.version", "2")}},
-		{"twins no longer reported are cleared, FLOAT ones to 0", 4 * time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true,
+		{"twins no longer reported are cleared, FLOAT ones to 0", 64 * time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true,
 			[]kubeedge.TwinValue{v("m.p99_ms", "0"), v("m.version", kubeedge.None), v("n.version", "1")}},
-		{"a cleared twin is not cleared again", 5 * time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true, nil},
-		{"the heartbeat carries every twin", 10*time.Minute + time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true,
+		{"a cleared twin is not cleared again", 65 * time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true, nil},
+		{"the heartbeat carries every twin", 10*time.Minute + 30*time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true,
 			[]kubeedge.TwinValue{v("n.version", "1")}},
-		{"quiet again after the heartbeat", 10*time.Minute + 2*time.Second, []kubeedge.TwinValue{v("n.version", "1")}, true, nil},
+		{"quiet again after the heartbeat", 11 * time.Minute, []kubeedge.TwinValue{v("n.version", "1")}, true, nil},
 	}
 	for _, s := range steps {
 		r := f.Next(s.vals, t0.Add(s.at))
@@ -45,7 +48,13 @@ func TestReportFilter(t *testing.T) {
 		}
 	}
 	f.Reset()
-	if r := f.Next([]kubeedge.TwinValue{v("n.version", "1")}, t0.Add(11*time.Minute)); len(r.Values) != 1 {
-		t.Fatalf("after Reset: %v, want every twin", r.Values)
+	at := t0.Add(12 * time.Minute)
+	for i, want := range []int{1, 0, 1, 0} { // every twin, quiet, settled, quiet
+		r := f.Next([]kubeedge.TwinValue{v("n.version", "1")}, at)
+		if len(r.Values) != want {
+			t.Fatalf("report %d after Reset (%v): %v, want %d twins", i, at.Sub(t0), r.Values, want)
+		}
+		f.Sent(r, at)
+		at = at.Add(20 * time.Second)
 	}
 }

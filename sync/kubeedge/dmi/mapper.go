@@ -153,7 +153,7 @@ func New(cfg Config, applier kubeedge.Applier, logger zerolog.Logger, reg promet
 		log:     log,
 		twin:    kubeedge.NewTwin(applier, SourceName, log, reg),
 		kick:    make(chan struct{}, 1),
-		filter:  kubeedge.ReportFilter{Heartbeat: cfg.HeartbeatInterval},
+		filter:  kubeedge.ReportFilter{Heartbeat: cfg.HeartbeatInterval, Settle: cfg.ReportInterval},
 		callLog: log.Sample(&zerolog.BurstSampler{Burst: 10, Period: time.Second}),
 	}
 	if err := removeStaleSocket(cfg.Socket); err != nil {

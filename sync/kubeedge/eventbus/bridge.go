@@ -118,7 +118,7 @@ func New(cfg Config, applier kubeedge.Applier, logger zerolog.Logger, reg promet
 		topics: DeviceTopics(cfg.DeviceNamespace, cfg.DeviceName),
 		wake:   make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
-		filter: kubeedge.ReportFilter{Heartbeat: cfg.HeartbeatInterval},
+		filter: kubeedge.ReportFilter{Heartbeat: cfg.HeartbeatInterval, Settle: cfg.ReportInterval},
 		decodeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edge_kubeedge_eventbus_bad_messages_total",
 			Help: "EventBus messages that did not decode.",

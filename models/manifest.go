@@ -26,8 +26,10 @@ type Manifest struct {
 	Version string `json:"version"`
 	// Created is when the version was published (RFC 3339).
 	Created string `json:"created"`
-	// Files are the version's files. Exactly one has Role "model" (the .onnx
-	// graph); others are ONNX external-data files or configs.
+	// Files are the version's files. One has Role "model" (the .onnx
+	// graph); others are ONNX external-data files or configs. A version
+	// with no graph of its own (an ensemble: its Config names the models
+	// it chains) has none.
 	Files []FileRef `json:"files"`
 	// Config is the optional per-model config (YAML, the same format as a
 	// model repository's config.yaml).
@@ -103,7 +105,8 @@ const (
 )
 
 // Validate checks everything the store relies on: protocol, names (see
-// ValidModelName and ValidVersion), exactly one "model" file, safe unique
+// ValidModelName and ValidVersion), one "model" file (or none with a
+// config: an ensemble), safe unique
 // paths, well-formed digests and sizes, and chunk lists that can describe
 // their files: each chunk 1 … MaxChunkSize bytes, the sizes adding up to the
 // file's (so no chunk starts or ends past the end), a single chunk named as
@@ -192,8 +195,11 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("manifest: file %q: its one chunk is the whole file but is named %.16s…, not the file's sha256: %w", f.Path, f.Chunks[0].SHA256, ErrInvalidArgument)
 		}
 	}
-	if nmodel != 1 {
-		return fmt.Errorf("manifest: %d files with role %q, want exactly 1: %w", nmodel, RoleModel, ErrInvalidArgument)
+	switch {
+	case nmodel > 1:
+		return fmt.Errorf("manifest: %d files with role %q, want at most 1: %w", nmodel, RoleModel, ErrInvalidArgument)
+	case nmodel == 0 && m.Config == "":
+		return fmt.Errorf("manifest: no file with role %q and no config: a version without a graph (an ensemble) needs a config that says what it runs: %w", RoleModel, ErrInvalidArgument)
 	}
 	return nil
 }

@@ -231,3 +231,20 @@ func FuzzDecodeManifest(f *testing.F) {
 		}
 	})
 }
+
+// TestManifestGraphless: a version with no model file (an ensemble) is
+// valid only with a config saying what it runs.
+func TestManifestGraphless(t *testing.T) {
+	m := testManifest()
+	m.Files[0].Role, m.Files[0].Path = RoleExternalData, "ppocr_keys_v1.txt"
+	if err := m.Validate(); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "needs a config") {
+		t.Errorf("no model file, no config: %v", err)
+	}
+	m.Config = "ensemble: {ocr: {}}\n"
+	if err := m.Validate(); err != nil {
+		t.Errorf("no model file, a config: %v", err)
+	}
+	if _, ok := m.ModelFile(); ok {
+		t.Error("ModelFile found one")
+	}
+}

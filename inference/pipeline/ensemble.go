@@ -97,8 +97,9 @@ func (o *OCR) Run(ctx context.Context, inputs []inference.Tensor, outputs []stri
 		model, release, err := o.acquire(m.Model, m.Version)
 		if err != nil {
 			if errors.Is(err, inference.ErrNotFound) {
-				// The ensemble exists; its pinned member is not loaded.
-				err = fmt.Errorf("%w: %w", err, inference.ErrUnavailable)
+				// The ensemble exists; its pinned member is not routed
+				// (not loaded, or not yet): 503, not 404.
+				err = fmt.Errorf("%v: not served: %w", err, inference.ErrUnavailable)
 			}
 			return nil, fmt.Errorf("ensemble %s/%s: member %s: %w", o.name, o.version, m, err)
 		}

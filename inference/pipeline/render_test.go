@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"image"
-	"image/color"
-	"image/draw"
 	"image/jpeg"
 	"image/png"
 	"os"
@@ -13,38 +11,10 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/image/font"
-	"golang.org/x/image/font/gofont/goregular"
-	"golang.org/x/image/font/opentype"
-	"golang.org/x/image/math/fixed"
-
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/inference/pipeline"
 )
-
-// renderLines draws each line in black Go Regular on white, one under the
-// other, and returns the image.
-func renderLines(t testing.TB, w, h int, size float64, lines ...string) *image.RGBA {
-	t.Helper()
-	f, err := opentype.Parse(goregular.TTF)
-	if err != nil {
-		t.Fatal(err)
-	}
-	face, err := opentype.NewFace(f, &opentype.FaceOptions{Size: size, DPI: 72, Hinting: font.HintingFull})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer face.Close()
-	img := image.NewRGBA(image.Rect(0, 0, w, h))
-	draw.Draw(img, img.Bounds(), image.NewUniform(color.White), image.Point{}, draw.Src)
-	d := &font.Drawer{Dst: img, Src: image.NewUniform(color.Black), Face: face}
-	for i, l := range lines {
-		d.Dot = fixed.P(int(size), int(size*1.2)+int(float64(i)*size*2))
-		d.DrawString(l)
-	}
-	return img
-}
 
 func encodePNG(t testing.TB, img image.Image) []byte {
 	var b bytes.Buffer
@@ -62,13 +32,12 @@ func encodeJPEG(t testing.TB, img image.Image) []byte {
 	return b.Bytes()
 }
 
-// dictionary reads ppocr_keys_v1.txt from the sample ocr model.
+// dictionary reads ppocr_keys_v1.txt of the sample ocr ensemble.
 func dictionary(t testing.TB) []string {
 	t.Helper()
-	p := filepath.Join(filepath.Dir(filepath.Dir(inferencetest.ModelPath(t, "ppocr_rec"))), "..", "ocr", "1", "ppocr_keys_v1.txt")
-	b, err := os.ReadFile(p)
+	b, err := os.ReadFile(filepath.Join(inferencetest.OCRDir(t), "1", "ppocr_keys_v1.txt"))
 	if err != nil {
-		t.Skipf("no dictionary (run make setup): %v", err)
+		t.Fatal(err)
 	}
 	d, err := pipeline.ParseLabels(b)
 	if err != nil {
@@ -118,7 +87,7 @@ func TestOCRRecognisesRenderedText(t *testing.T) {
 	}
 	r := loadSessions(t)
 	want := []string{"Images in, answers out", "KServe v2 on the edge: 42 frames"}
-	img := renderLines(t, 720, 200, 40, want...)
+	img := inferencetest.RenderText(t, 720, 200, 40, want...)
 	for name, b := range map[string][]byte{"png": encodePNG(t, img), "jpeg": encodeJPEG(t, img)} {
 		t.Run(name, func(t *testing.T) {
 			tm := pipeline.Timings{}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 
 	"gopkg.in/yaml.v3"
 
@@ -23,10 +24,15 @@ import (
 //	graph_optimization: all
 //	max_concurrency: 2
 //
+// or, for a model with no graph of its own that chains others (an
+// ensemble, see EnsembleConfig), an `ensemble` section and no session
+// fields.
+//
 // Unknown keys are an error: a typo must not silently fall back to a default.
 type ModelConfig struct {
 	Platform                string            `yaml:"platform"`
 	Labels                  map[string]string `yaml:"labels"`
+	Ensemble                *EnsembleConfig   `yaml:"ensemble"`
 	inference.SessionConfig `yaml:",inline"`
 }
 
@@ -62,6 +68,14 @@ func ParseModelConfig(data []byte) (cfg ModelConfig, err error) {
 	}
 	if err := cfg.SessionConfig.Validate(); err != nil {
 		return ModelConfig{}, fmt.Errorf("model config: %w", err)
+	}
+	if cfg.Ensemble != nil {
+		if !reflect.ValueOf(cfg.SessionConfig).IsZero() {
+			return ModelConfig{}, fmt.Errorf("model config: an ensemble has no session of its own: set providers, threads and batching on its members: %w", inference.ErrInvalidArgument)
+		}
+		if err := cfg.Ensemble.validate(); err != nil {
+			return ModelConfig{}, fmt.Errorf("model config: %w", err)
+		}
 	}
 	return cfg, nil
 }

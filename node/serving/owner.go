@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/pipeline"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/node/changes"
@@ -31,6 +32,8 @@ type Config struct {
 	// EvalInterval is how often a rollout's gates are evaluated (default
 	// one second).
 	EvalInterval time.Duration
+	// PipelineMetrics records the stage times of ensembles (nil: none).
+	PipelineMetrics *pipeline.Metrics
 }
 
 // Owner is the one owner of what the node has loaded and routed. See the
@@ -66,16 +69,20 @@ func New(cfg Config, log zerolog.Logger) *Owner {
 		interval = time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Owner{
-		store:    cfg.Store,
-		router:   cfg.Router,
-		engine:   &engine{env: cfg.Env, router: cfg.Router, log: log.With().Str("component", "engine").Logger(), budget: cfg.MemoryBudgetBytes},
+	o := &Owner{
+		store:  cfg.Store,
+		router: cfg.Router,
+		engine: &engine{env: cfg.Env, router: cfg.Router, log: log.With().Str("component", "engine").Logger(),
+			budget: cfg.MemoryBudgetBytes, pipelineMetrics: cfg.PipelineMetrics},
 		log:      log.With().Str("component", "serving").Logger(),
 		interval: interval,
 		running:  map[string]*rolloutRun{},
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	// An ensemble's members go through the one owner like any request.
+	o.engine.acquire = o.Acquire
+	return o
 }
 
 // Close aborts every rollout in progress (each candidate retired, the

@@ -36,6 +36,9 @@ type Manifest struct {
 	Config string `json:"config,omitempty"`
 	// Golden are optional warm-up inputs with expected outputs.
 	Golden []GoldenCase `json:"golden,omitempty"`
+	// Lineage is where the version came from (training run, data set,
+	// source commit, evaluation metrics); optional, signed with the rest.
+	Lineage *Lineage `json:"lineage,omitempty"`
 }
 
 // FileRef is one file of a version.
@@ -136,6 +139,11 @@ func (m *Manifest) Validate() error {
 	}
 	if len(m.Golden) > MaxGoldenCases {
 		return fmt.Errorf("manifest: %d golden cases (max %d): %w", len(m.Golden), MaxGoldenCases, ErrInvalidArgument)
+	}
+	if m.Lineage != nil {
+		if err := m.Lineage.Validate(); err != nil {
+			return fmt.Errorf("manifest: %w", err)
+		}
 	}
 	paths := make(map[string]bool, len(m.Files))
 	sizes := map[string]int64{} // sha256 (file or chunk) -> its size

@@ -49,6 +49,8 @@ type cloudEnv struct {
 	key     ed25519.PrivateKey
 	pubFile string
 	src     string
+	// lineage, if set, is signed into the manifests publish makes.
+	lineage *models.Lineage
 }
 
 func newCloudEnv(t *testing.T) *cloudEnv {
@@ -95,7 +97,7 @@ func (e *cloudEnv) publish(key ed25519.PrivateKey, model, version string, data [
 	defer cancel()
 	m, _, err := fleet.PublishModel(ctx, e.link, cloudTopics, model, version,
 		[]fleet.FileSpec{{Path: p, Name: "model.onnx", Role: wire.RoleModel}}, key,
-		fleet.PublishOptions{Skip: skip, Config: "intra_op_threads: 1\n"})
+		fleet.PublishOptions{Skip: skip, Config: "intra_op_threads: 1\n", Lineage: e.lineage})
 	if err != nil {
 		e.t.Fatal(err)
 	}

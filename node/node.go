@@ -138,6 +138,9 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	n.serving = serving.New(serving.Config{Store: n.store, Router: n.router, Env: n.env,
 		MemoryBudgetBytes: cfg.Rollout.MemoryBudgetBytes, EvalInterval: cfg.Rollout.EvalInterval,
 		PipelineMetrics: pipelineMetrics}, logger)
+	if err := n.reg.Register(n.serving.LineageCollector()); err != nil {
+		return nil, err
+	}
 	if err := n.serving.Boot(ctx, cfg.ModelRepository); err != nil {
 		return nil, err
 	}
@@ -197,6 +200,12 @@ func storeOptions(cfg Config) (store.Options, error) {
 
 // Addr is the HTTP listener's address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// ModelParameters implements kserve.ModelParameterizer: lineage and
+// ensemble members from the serving owner.
+func (n *Node) ModelParameters(ctx context.Context, model, version string) map[string]string {
+	return n.serving.Parameters(ctx, model, version)
+}
 
 // Acquire implements kserve.Backend: the serving owner's sessions.
 func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {

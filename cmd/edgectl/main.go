@@ -6,9 +6,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -117,6 +119,7 @@ func newPublish(g *globalFlags) *cobra.Command {
 	var name, version, keyPath, configPath, base string
 	var external []string
 	var noProgress bool
+	var lineagePath string
 	c := &cobra.Command{
 		Use:   "publish FILE",
 		Short: "Chunk, sign and publish a model version (retained, once for the whole fleet)",
@@ -149,6 +152,11 @@ func newPublish(g *globalFlags) *cobra.Command {
 			}
 			defer closeLink()
 			opts := fleet.PublishOptions{Config: cfgText}
+			if lineagePath != "" {
+				if opts.Lineage, err = readLineage(lineagePath); err != nil {
+					return err
+				}
+			}
 			if base != "" {
 				keys := models.KeySet{}
 				keys.Add(key.Public().(ed25519.PublicKey))
@@ -196,6 +204,7 @@ func newPublish(g *globalFlags) *cobra.Command {
 	f.StringVar(&version, "version", "", "version (required)")
 	f.StringVar(&keyPath, "key", "", "ed25519 private key, PEM (from edgectl keygen) (required)")
 	f.StringVar(&configPath, "config", "", "per-model config.yaml to include")
+	f.StringVar(&lineagePath, "lineage", "", `lineage JSON to sign into the manifest: {"training_run", "dataset_digest": "sha256:…", "source_commit", "metrics": {name: value}}`)
 	f.StringSliceVar(&external, "external-data", nil, "ONNX external-data files to include")
 	f.StringVar(&base, "base", "", "published version whose chunks need not be sent again")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bar")
@@ -419,4 +428,26 @@ func parseStrategy(arg string, canary, shadow float64) (wire.Strategy, error) {
 		return wire.Strategy{}, err
 	}
 	return s, nil
+}
+
+// readLineage reads a lineage JSON file (unknown fields refused) and
+// validates it.
+func readLineage(path string) (*models.Lineage, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 64<<10 {
+		return nil, fmt.Errorf("%s: %d bytes, a lineage is at most 64 KiB", path, len(b))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var l models.Lineage
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := l.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &l, nil
 }

@@ -331,6 +331,27 @@ func (o *Owner) Version(ctx context.Context, model, version string) (models.Vers
 	return o.store.Version(ctx, model, version)
 }
 
+// Parameters describes a stored version beyond its tensors: its
+// manifest's lineage (models.Lineage.Parameters) and, for an ensemble, its
+// pinned members ("ensemble.det": "ppocr_det/1", ...). nil when there is
+// nothing to say or the version is unknown.
+func (o *Owner) Parameters(ctx context.Context, model, version string) map[string]string {
+	v, err := o.store.Version(ctx, model, version)
+	if err != nil {
+		return nil
+	}
+	p := v.Manifest.Lineage.Parameters()
+	if cfg, err := ParseModelConfig([]byte(v.Manifest.Config)); err == nil && cfg.Ensemble != nil {
+		if p == nil {
+			p = map[string]string{}
+		}
+		o := cfg.Ensemble.OCR
+		p["ensemble.kind"] = "ocr"
+		p["ensemble.det"], p["ensemble.cls"], p["ensemble.rec"] = o.Det.String(), o.Cls.String(), o.Rec.String()
+	}
+	return p
+}
+
 // Stats returns the router's counters of a serving version.
 func (o *Owner) Stats(model, version string) (inference.StatsSnapshot, error) {
 	return o.router.Stats(model, version)

@@ -451,3 +451,35 @@ func TestParseLabels(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigValidate(t *testing.T) {
+	std := [3]float32{1, 1, 1}
+	good := []pipeline.Config{
+		{Image: &pipeline.ImageConfig{Height: 48, MinWidth: 192, MaxWidth: 192, Std: std}},
+		{Image: &pipeline.ImageConfig{LimitSide: 960, Multiple: 32, Std: std}, TopK: &pipeline.TopKConfig{K: 5}},
+		{PCM16: &pipeline.PCM16Config{Frame: 512}},
+		{TopK: &pipeline.TopKConfig{K: 1, Labels: "l.txt", Softmax: true}},
+	}
+	for i, c := range good {
+		if err := c.Validate(); err != nil {
+			t.Errorf("good %d: %v", i, err)
+		}
+	}
+	for name, c := range map[string]struct {
+		cfg  pipeline.Config
+		says string
+	}{
+		"nothing":       {pipeline.Config{}, "no step"},
+		"image and pcm": {pipeline.Config{Image: &pipeline.ImageConfig{Height: 4, MaxWidth: 4, Std: std}, PCM16: &pipeline.PCM16Config{Frame: 1}}, "both set"},
+		"no resize":     {pipeline.Config{Image: &pipeline.ImageConfig{Std: std}}, "either limit_side"},
+		"both resizes":  {pipeline.Config{Image: &pipeline.ImageConfig{LimitSide: 64, Height: 4, MaxWidth: 4, Std: std}}, "either limit_side"},
+		"zero std":      {pipeline.Config{Image: &pipeline.ImageConfig{Height: 4, MaxWidth: 4}}, "std[0] is 0"},
+		"huge side":     {pipeline.Config{Image: &pipeline.ImageConfig{LimitSide: 100000, Std: std}}, "limit_side 100000"},
+		"width order":   {pipeline.Config{Image: &pipeline.ImageConfig{Height: 4, MinWidth: 9, MaxWidth: 4, Std: std}}, "min ≤ max"},
+		"pixels":        {pipeline.Config{Image: &pipeline.ImageConfig{Height: 4, MaxWidth: 4, MaxPixels: -1, Std: std}}, "max_pixels is -1"},
+		"frame":         {pipeline.Config{PCM16: &pipeline.PCM16Config{}}, "frame is 0"},
+		"k":             {pipeline.Config{TopK: &pipeline.TopKConfig{K: 0}}, "k is 0"},
+	} {
+		t.Run(name, func(t *testing.T) { wantInvalid(t, c.cfg.Validate(), "pipeline", c.says) })
+	}
+}

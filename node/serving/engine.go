@@ -78,7 +78,22 @@ func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (se
 		return nil, err // not s: a nil *Session in the interface is not nil
 	}
 	e.recordCost(v, ResidentBytes()-before)
-	return s, nil
+	if cfg.Pipeline == nil {
+		return s, nil
+	}
+	var labels []string
+	if k := cfg.Pipeline.TopK; k != nil && k.Labels != "" {
+		if labels, err = readLabels(filepath.Join(dir, k.Labels)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("version %s/%s: pipeline labels %s: %w", v.Model, v.Version, k.Labels, err)
+		}
+	}
+	w, err := pipeline.Wrap(s, *cfg.Pipeline, labels)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("version %s/%s: %w", v.Model, v.Version, err)
+	}
+	return w, nil
 }
 
 // serve loads an Active version at boot and routes to it as the default.

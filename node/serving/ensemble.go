@@ -73,7 +73,7 @@ func (ensembleModel) Close() error { return nil }
 // pinned members are routed, whatever order they were activated in.
 func (e *engine) loadEnsemble(v models.VersionInfo, dir string, c EnsembleConfig) (servable, error) {
 	cfg := c.OCR
-	dict, err := readDictionary(filepath.Join(dir, cfg.Dictionary))
+	dict, err := readLabels(filepath.Join(dir, cfg.Dictionary))
 	if err != nil {
 		return nil, fmt.Errorf("ensemble %s/%s: dictionary %s: %w", v.Model, v.Version, cfg.Dictionary, err)
 	}
@@ -86,9 +86,9 @@ func (e *engine) loadEnsemble(v models.VersionInfo, dir string, c EnsembleConfig
 	return ensembleModel{pipeline.NewOCR(v.Model, v.Version, p, e.acquire, e.pipelineMetrics)}, nil
 }
 
-// readDictionary reads a character dictionary of at most
+// readLabels reads a labels file or character dictionary of at most
 // pipeline.MaxLabelsFile bytes.
-func readDictionary(path string) ([]string, error) {
+func readLabels(path string) ([]string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", err, inference.ErrInvalidArgument)

@@ -10,6 +10,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/pipeline"
+	"github.com/edgeai/edge-node/models"
 )
 
 // ModelConfig is a model's config.yaml: in a model repository folder
@@ -24,7 +26,8 @@ import (
 //	graph_optimization: all
 //	max_concurrency: 2
 //
-// or, for a model with no graph of its own that chains others (an
+// optionally with a `pipeline` section (pre- and post-processing around
+// the model: pipeline.Config), or, for a model with no graph of its own that chains others (an
 // ensemble, see EnsembleConfig), an `ensemble` section and no session
 // fields.
 //
@@ -33,6 +36,7 @@ type ModelConfig struct {
 	Platform                string            `yaml:"platform"`
 	Labels                  map[string]string `yaml:"labels"`
 	Ensemble                *EnsembleConfig   `yaml:"ensemble"`
+	Pipeline                *pipeline.Config  `yaml:"pipeline"`
 	inference.SessionConfig `yaml:",inline"`
 }
 
@@ -68,6 +72,19 @@ func ParseModelConfig(data []byte) (cfg ModelConfig, err error) {
 	}
 	if err := cfg.SessionConfig.Validate(); err != nil {
 		return ModelConfig{}, fmt.Errorf("model config: %w", err)
+	}
+	if cfg.Pipeline != nil {
+		if cfg.Ensemble != nil {
+			return ModelConfig{}, fmt.Errorf("model config: pipeline and ensemble both set: an ensemble's steps are its own: %w", inference.ErrInvalidArgument)
+		}
+		if err := cfg.Pipeline.Validate(); err != nil {
+			return ModelConfig{}, fmt.Errorf("model config: %w", err)
+		}
+		if k := cfg.Pipeline.TopK; k != nil && k.Labels != "" {
+			if err := models.ValidFilePath(k.Labels); err != nil {
+				return ModelConfig{}, fmt.Errorf("model config: pipeline: topk labels: %w", err)
+			}
+		}
 	}
 	if cfg.Ensemble != nil {
 		if !reflect.ValueOf(cfg.SessionConfig).IsZero() {

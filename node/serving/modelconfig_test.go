@@ -70,6 +70,10 @@ func TestParseModelConfigRejects(t *testing.T) {
 		{"alias bomb", inferencetest.AliasBomb(t), "model config"},
 		{"two documents", "intra_op_threads: 1\n---\nintra_op_threads: 2\n", "more than one YAML document"},
 		{"empty second document", "intra_op_threads: 1\n---\n---\n", "more than one YAML document"},
+		{"pipeline with no step", "pipeline: {}\n", "no step"},
+		{"pipeline labels outside", "pipeline: {topk: {k: 1, labels: ../l.txt}}\n", "topk labels"},
+		{"pipeline and ensemble", "pipeline: {topk: {k: 1}}\nensemble: {}\n", "pipeline and ensemble both set"},
+		{"pipeline unknown key", "pipeline: {topk: {k: 1, labelz: x}}\n", "field labelz not found"},
 		{"ensemble of no kind", "ensemble: {}\n", "no kind set"},
 		{"ensemble with a session", "intra_op_threads: 1\nensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt}}\n", "no session of its own"},
 		{"ensemble member unpinned", "ensemble: {ocr: {det: {model: d}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: k}}\n", "member det: model and version must both be set"},
@@ -108,6 +112,8 @@ func FuzzParseModelConfig(f *testing.F) {
 		"providers: [{name: cuda, options: {device_id: 0, cudnn_conv_algo_search: heuristic, extra: {k: v}}}]\n",
 		"a: &a [*a]\n",
 		"x: 1\n---\ny: 2\n",
+		"pipeline: {input: x, image: {height: 48, min_width: 192, max_width: 192, bgr: true, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}, topk: {k: 2, labels: l.txt}}\n",
+		"pipeline: {pcm16: {frame: 512}}\n",
 		"ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, det_thresh: 0.2, max_boxes: 5}}\n",
 	} {
 		f.Add([]byte(seed))

@@ -197,8 +197,10 @@ func NewOCRPipeline(cfg OCRConfig, dict []string) (*OCRPipeline, error) {
 // Config returns the pipeline's config, defaults applied.
 func (p *OCRPipeline) Config() OCRConfig { return p.cfg }
 
-// Recognise runs the pipeline on one encoded image. Intermediate tensors
-// come from a; t, if not nil, receives each stage's time.
+// Recognise runs the pipeline on one encoded image. The detector's input
+// and output tensors come from a (pinned memory, with the node's request
+// allocator); per-box tensors from the Go heap (see below). t, if not nil,
+// receives each stage's time.
 func (p *OCRPipeline) Recognise(ctx context.Context, r Runner, a inference.Allocator, img []byte, t Timings) ([]Line, error) {
 	mark := time.Now()
 	lap := func(stage string) {
@@ -235,12 +237,18 @@ func (p *OCRPipeline) Recognise(ctx context.Context, r Runner, a inference.Alloc
 		boxes = boxes[:p.cfg.MaxBoxes]
 	}
 	lap(StageDetPost)
+	// Per-box tensors (crop, cls and rec inputs, rec's [1, T, 6625]
+	// output: up to several MB a line) live on the Go heap, freed box by
+	// box; a request allocator (a pinned lease) frees only when the request
+	// ends, so with max_boxes lines it would hold them all. The det tensors,
+	// the largest single ones, stay in a.
+	boxAlloc := inference.Allocator(inference.HeapAllocator{})
 	var lines []Line
 	for _, b := range boxes {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("ensemble ocr: %w: %w", err, errdefs.ErrUnavailable)
 		}
-		line, keep, err := p.recogniseBox(ctx, r, a, src, b, lap)
+		line, keep, err := p.recogniseBox(ctx, r, boxAlloc, src, b, lap)
 		if err != nil {
 			return nil, err
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/inference/pipeline"
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/node/kserve/kservetest"
 )
 
@@ -305,5 +306,49 @@ func TestOCREnsemblePinsMemberVersions(t *testing.T) {
 	}
 	if status, _, _, _ := postOCR(t, rn.url, "ocr_bad", img); status != http.StatusNotFound {
 		t.Errorf("ensemble with box_thresh 1.5: HTTP %d, want 404 (refused at import)", status)
+	}
+}
+
+// TestBadPipelineFailsTheVersion: a pipeline the node refuses, published
+// from the cloud, fails the version with Failed(InvalidManifest) in status
+// and the node keeps serving the previous one; an ensemble version whose
+// dictionary is missing from its folder fails its load, Failed(LoadError)
+// with the reason (boot activates only the newest imported version, so
+// ocr then has none Active).
+func TestBadPipelineFailsTheVersion(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := ocrRepo(t, nil)
+	// ocr/2 pins the same members but its folder lacks the dictionary.
+	if err := os.MkdirAll(filepath.Join(repo, "ocr", "2"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(repo, "ocr", "2", "README"), []byte("no dictionary here\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rn := startNode(t, e.nodeConfig(t.TempDir(), repo, e.m.URL()))
+	mi := adminModel(t, rn.url, "ocr")
+	found := false
+	for _, v := range mi.Versions {
+		if v.Version == "2" {
+			found = true
+			if v.State != models.Failed || v.Reason != models.ReasonLoadError || !strings.Contains(v.Detail, "ppocr_keys_v1.txt") {
+				t.Errorf("ocr/2: %s(%s) %q, want Failed(LoadError) naming the dictionary", v.State, v.Reason, v.Detail)
+			}
+		}
+	}
+	if !found {
+		t.Error("ocr/2 not in the store")
+	}
+
+	e.config = "intra_op_threads: 1\npipeline: {image: {height: 48, max_width: 192, std: [0.5, 0.5, 0]}}\n"
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "badpipe"), nil)
+	e.deploy("ppocr_cls", "2")
+	waitFor(t, "ppocr_cls/2 Failed(InvalidManifest) in status", func() bool {
+		st, ok := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ok && ms.Version == "2" && ms.State == string(models.Failed) && ms.Reason == string(models.ReasonInvalidManifest)
+	})
+	if got := activeVersion(t, rn.url, "ppocr_cls"); got != "1" {
+		t.Errorf("ppocr_cls serves %q, want 1", got)
 	}
 }

@@ -24,7 +24,7 @@ func TestCloudLineageShown(t *testing.T) {
 	e.deploy("ppocr_cls", "2")
 	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
 
-	status, _, b := call(t, http.MethodGet, rn.url+"/v2/models/ppocr_cls", nil, nil)
+	status, _, b := call(t, http.MethodGet, rn.url+"/v2/models/ppocr_cls/versions/2", nil, nil)
 	var md struct {
 		Parameters map[string]string `json:"parameters"`
 	}

@@ -32,6 +32,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"image"
 
 	"github.com/edgeai/edge-node/inference"
 )
@@ -51,3 +52,18 @@ type Step[In, Out any] interface {
 func invalid(step, format string, args ...any) error {
 	return fmt.Errorf("%s: %s: %w", step, fmt.Sprintf(format, args...), inference.ErrInvalidArgument)
 }
+
+// Every step is a Step.
+var (
+	_ Step[[]byte, image.Image]      = Decode{}
+	_ Step[image.Image, *Frame]      = DetResize{}
+	_ Step[image.Image, *Frame]      = FitResize{}
+	_ Step[*Frame, inference.Tensor] = ToTensor{}
+	_ Step[[]byte, inference.Tensor] = PCM16{}
+	_ Step[inference.Tensor, Probs]  = Softmax{}
+	_ Step[Probs, [][]Class]         = TopK{}
+	_ Step[DetMap, []Box]            = DBPostprocess{}
+	_ Step[Cropping, *image.RGBA]    = Crop{}
+	_ Step[inference.Tensor, []bool] = ClsDecide{}
+	_ Step[inference.Tensor, []Text] = CTCDecode{}
+)

@@ -21,6 +21,8 @@ import (
 	"github.com/edgeai/edge-node/inference/pipeline"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/node/kserve/kservetest"
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/wire"
 )
 
 // ocrRepo is a model repository with the three PP-OCR models and the ocr
@@ -350,5 +352,41 @@ func TestBadPipelineFailsTheVersion(t *testing.T) {
 	})
 	if got := activeVersion(t, rn.url, "ppocr_cls"); got != "1" {
 		t.Errorf("ppocr_cls serves %q, want 1", got)
+	}
+}
+
+// TestCloudDeploysAnEnsemble: an ensemble version published from the
+// cloud — a signed manifest with its config and its dictionary, no graph —
+// is transferred, verified, activated and served like any version.
+func TestCloudDeploysAnEnsemble(t *testing.T) {
+	e := newCloudEnv(t)
+	rn := startNode(t, e.nodeConfig(t.TempDir(), ocrRepo(t, nil), e.m.URL()))
+	src := inferencetest.OCRDir(t)
+	cfg, err := os.ReadFile(filepath.Join(src, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	m, _, err := fleet.PublishModel(ctx, e.link, cloudTopics, "ocr", "2",
+		[]fleet.FileSpec{{Path: filepath.Join(src, "1", "ppocr_keys_v1.txt"), Name: "ppocr_keys_v1.txt", Role: wire.RoleExternalData}},
+		e.key, fleet.PublishOptions{Config: string(cfg) + "    drop_score: 0.6\n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.ModelFile(); ok {
+		t.Fatal("the ensemble's manifest has a model file")
+	}
+	e.deploy("ocr", "2")
+	waitFor(t, "ocr/2 active", func() bool { return activeVersion(t, rn.url, "ocr") == "2" })
+	img := encodeImage(t, inferencetest.RenderText(t, 600, 80, 36, "Images in, answers out"), "png")
+	var got ocrResult
+	waitFor(t, "ocr/2 answering", func() bool {
+		status, res, _, _ := postOCR(t, rn.url, "ocr/versions/2", img)
+		got = res
+		return status == http.StatusOK
+	})
+	if len(got.Text) != 1 || got.Text[0] != "Images in, answers out" {
+		t.Errorf("ocr/2 read %q", got.Text)
 	}
 }

@@ -121,9 +121,14 @@ func newPublish(g *globalFlags) *cobra.Command {
 	var noProgress bool
 	var lineagePath string
 	c := &cobra.Command{
-		Use:   "publish FILE",
+		Use:   "publish [FILE]",
 		Short: "Chunk, sign and publish a model version (retained, once for the whole fleet)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Chunk, sign and publish a model version (retained, once for the whole fleet).
+
+FILE is the version's ONNX graph. Without FILE the version has no graph of
+its own (an ensemble): --config must declare what it runs, and
+--external-data lists its files (e.g. the ocr ensemble's ppocr_keys_v1.txt).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			keyPEM, err := os.ReadFile(keyPath)
@@ -134,7 +139,12 @@ func newPublish(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", keyPath, err)
 			}
-			files := []fleet.FileSpec{{Path: args[0], Name: filepath.Base(args[0]), Role: wire.RoleModel}}
+			var files []fleet.FileSpec
+			if len(args) == 1 {
+				files = append(files, fleet.FileSpec{Path: args[0], Name: filepath.Base(args[0]), Role: wire.RoleModel})
+			} else if configPath == "" || len(external) == 0 {
+				return errors.New("publish without a model FILE (an ensemble) needs --config declaring it and --external-data with its files")
+			}
 			for _, e := range external {
 				files = append(files, fleet.FileSpec{Path: e, Name: filepath.Base(e), Role: wire.RoleExternalData})
 			}

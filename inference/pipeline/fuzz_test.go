@@ -97,3 +97,24 @@ func FuzzCTCDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzPCM16: client audio bytes of any length and frame size.
+func FuzzPCM16(f *testing.F) {
+	f.Add([]byte{0, 0x80, 0xff, 0x7f}, uint16(2))
+	f.Add([]byte{1, 2, 3}, uint16(512))
+	f.Fuzz(func(t *testing.T, b []byte, frame uint16) {
+		out, err := pipeline.PCM16{FrameSize: int(frame)}.Apply(ctx, heap, b)
+		checkErr(t, err)
+		if err != nil {
+			return
+		}
+		if int(out.Shape[0]*out.Shape[1])*4 != len(out.Data) || int(out.Shape[0]*out.Shape[1]) < len(b)/2 {
+			t.Fatalf("shape %v for %d bytes", out.Shape, len(b))
+		}
+		for _, v := range floats(t, out) {
+			if v < -1 || v >= 1 {
+				t.Fatalf("sample %v outside [-1, 1)", v)
+			}
+		}
+	})
+}

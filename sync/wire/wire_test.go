@@ -417,6 +417,7 @@ func FuzzDecodeStatusPresenceEvent(f *testing.F) {
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Canary","p99_ms":12.5,"rollout":{"id":"r1","wave":2}}},"labels":{"arch":"arm64","site":""}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Waiting","reason":"Overridden","serving":"1"}}}`))
+	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Active","lineage":{"training_run":"r-1","dataset_digest":"sha256:` + strings.Repeat("0", 64) + `","source_commit":"abcdef1","metrics":{"acc":0.9}}}}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","online":false}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","seq":1,"time":"2025-01-01T00:00:00Z","type":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

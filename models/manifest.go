@@ -26,14 +26,19 @@ type Manifest struct {
 	Version string `json:"version"`
 	// Created is when the version was published (RFC 3339).
 	Created string `json:"created"`
-	// Files are the version's files. Exactly one has Role "model" (the .onnx
-	// graph); others are ONNX external-data files or configs.
+	// Files are the version's files. One has Role "model" (the .onnx
+	// graph); others are ONNX external-data files or configs. A version
+	// with no graph of its own (an ensemble: its Config names the models
+	// it chains) has none.
 	Files []FileRef `json:"files"`
 	// Config is the optional per-model config (YAML, the same format as a
 	// model repository's config.yaml).
 	Config string `json:"config,omitempty"`
 	// Golden are optional warm-up inputs with expected outputs.
 	Golden []GoldenCase `json:"golden,omitempty"`
+	// Lineage is where the version came from (training run, data set,
+	// source commit, evaluation metrics); optional, signed with the rest.
+	Lineage *Lineage `json:"lineage,omitempty"`
 }
 
 // FileRef is one file of a version.
@@ -103,7 +108,8 @@ const (
 )
 
 // Validate checks everything the store relies on: protocol, names (see
-// ValidModelName and ValidVersion), exactly one "model" file, safe unique
+// ValidModelName and ValidVersion), one "model" file (or none with a
+// config: an ensemble), safe unique
 // paths, well-formed digests and sizes, and chunk lists that can describe
 // their files: each chunk 1 … MaxChunkSize bytes, the sizes adding up to the
 // file's (so no chunk starts or ends past the end), a single chunk named as
@@ -133,6 +139,11 @@ func (m *Manifest) Validate() error {
 	}
 	if len(m.Golden) > MaxGoldenCases {
 		return fmt.Errorf("manifest: %d golden cases (max %d): %w", len(m.Golden), MaxGoldenCases, ErrInvalidArgument)
+	}
+	if m.Lineage != nil {
+		if err := m.Lineage.Validate(); err != nil {
+			return fmt.Errorf("manifest: %w", err)
+		}
 	}
 	paths := make(map[string]bool, len(m.Files))
 	sizes := map[string]int64{} // sha256 (file or chunk) -> its size
@@ -192,8 +203,11 @@ func (m *Manifest) Validate() error {
 			return fmt.Errorf("manifest: file %q: its one chunk is the whole file but is named %.16s…, not the file's sha256: %w", f.Path, f.Chunks[0].SHA256, ErrInvalidArgument)
 		}
 	}
-	if nmodel != 1 {
-		return fmt.Errorf("manifest: %d files with role %q, want exactly 1: %w", nmodel, RoleModel, ErrInvalidArgument)
+	switch {
+	case nmodel > 1:
+		return fmt.Errorf("manifest: %d files with role %q, want at most 1: %w", nmodel, RoleModel, ErrInvalidArgument)
+	case nmodel == 0 && m.Config == "":
+		return fmt.Errorf("manifest: no file with role %q and no config: a version without a graph (an ensemble) needs a config that says what it runs: %w", RoleModel, ErrInvalidArgument)
 	}
 	return nil
 }

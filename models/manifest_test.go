@@ -1,12 +1,14 @@
 package models
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -87,9 +89,26 @@ func TestDecodeManifestBad(t *testing.T) {
 			f.Path, f.Role, f.Size, f.Chunks = "copy.bin", RoleExternalData, 9, []ChunkRef{{SHA256: f.SHA256, Size: 9}}
 			m.Files = append(m.Files, f)
 		}),
-		"bad chunk digest": mut(func(m *Manifest) { m.Files[0].Chunks[0].SHA256 = "zz" }),
-		"huge config":      mut(func(m *Manifest) { m.Config = strings.Repeat("x", MaxConfigBytes+1) }),
-		"too big":          strings.Repeat(" ", MaxManifestBytes+1),
+		"bad chunk digest":     mut(func(m *Manifest) { m.Files[0].Chunks[0].SHA256 = "zz" }),
+		"huge config":          mut(func(m *Manifest) { m.Config = strings.Repeat("x", MaxConfigBytes+1) }),
+		"lineage run":          mut(func(m *Manifest) { m.Lineage = &Lineage{TrainingRun: "run with spaces"} }),
+		"lineage long run":     mut(func(m *Manifest) { m.Lineage = &Lineage{TrainingRun: strings.Repeat("r", 129)} }),
+		"lineage dataset":      mut(func(m *Manifest) { m.Lineage = &Lineage{DatasetDigest: strings.Repeat("a", 64)} }),
+		"lineage dataset case": mut(func(m *Manifest) { m.Lineage = &Lineage{DatasetDigest: "sha256:" + strings.Repeat("A", 64)} }),
+		"lineage commit":       mut(func(m *Manifest) { m.Lineage = &Lineage{SourceCommit: "abc"} }),
+		"lineage commit hex":   mut(func(m *Manifest) { m.Lineage = &Lineage{SourceCommit: "zzzzzzzz"} }),
+		"lineage metric name":  mut(func(m *Manifest) { m.Lineage = &Lineage{Metrics: map[string]float64{"Acc uracy": 1}} }),
+		"lineage metric unknown field": strings.Replace(mut(func(m *Manifest) { m.Lineage = &Lineage{TrainingRun: "r"} }),
+			`"training_run"`, `"trainer":1,"training_run"`, 1),
+		"lineage metric string": strings.Replace(mut(func(m *Manifest) { m.Lineage = &Lineage{Metrics: map[string]float64{"acc": 1}} }),
+			`"acc":1`, `"acc":"high"`, 1),
+		"lineage too many metrics": mut(func(m *Manifest) {
+			m.Lineage = &Lineage{Metrics: map[string]float64{}}
+			for i := range MaxLineageMetrics + 1 {
+				m.Lineage.Metrics[fmt.Sprintf("m%d", i)] = 1
+			}
+		}),
+		"too big": strings.Repeat(" ", MaxManifestBytes+1),
 	}
 	for name, in := range bad {
 		if _, err := DecodeManifest([]byte(in)); !errors.Is(err, ErrInvalidArgument) {
@@ -218,6 +237,10 @@ func FuzzDecodeManifest(f *testing.F) {
 	good, _ := json.Marshal(testManifest())
 	f.Add(good)
 	f.Add([]byte(`{"protocol":1,"model":"a","version":"1","files":[{"path":"model.onnx","role":"model","sha256":"` + strings.Repeat("0", 64) + `","size":0,"chunks":[]}]}`))
+	lm := testManifest()
+	lm.Lineage = testLineage()
+	withLineage, _ := json.Marshal(lm)
+	f.Add(withLineage)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeManifest(b)
 		if err != nil {
@@ -230,4 +253,64 @@ func FuzzDecodeManifest(f *testing.F) {
 			t.Fatalf("accepted manifest does not re-encode: %v", err)
 		}
 	})
+}
+
+// TestManifestGraphless: a version with no model file (an ensemble) is
+// valid only with a config saying what it runs.
+func TestManifestGraphless(t *testing.T) {
+	m := testManifest()
+	m.Files[0].Role, m.Files[0].Path = RoleExternalData, "ppocr_keys_v1.txt"
+	if err := m.Validate(); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "needs a config") {
+		t.Errorf("no model file, no config: %v", err)
+	}
+	m.Config = "ensemble: {ocr: {}}\n"
+	if err := m.Validate(); err != nil {
+		t.Errorf("no model file, a config: %v", err)
+	}
+	if _, ok := m.ModelFile(); ok {
+		t.Error("ModelFile found one")
+	}
+}
+
+func testLineage() *Lineage {
+	return &Lineage{TrainingRun: "mlflow:run-4f2a", DatasetDigest: "sha256:" + strings.Repeat("ab", 32),
+		SourceCommit: "0123456789abcdef0123456789abcdef01234567", Metrics: map[string]float64{"cer.test": 0.031, "accuracy": 0.97}}
+}
+
+// TestManifestLineage: a manifest's lineage decodes, is covered by its
+// signature, and renders as metadata parameters.
+func TestManifestLineage(t *testing.T) {
+	m := testManifest()
+	m.Lineage = testLineage()
+	pub, priv := testKey(t, 7)
+	sm, err := SignManifest(m, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifyManifest(sm, newKeySet(pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Lineage == nil || got.Lineage.TrainingRun != "mlflow:run-4f2a" || got.Lineage.Metrics["cer.test"] != 0.031 {
+		t.Fatalf("lineage %+v", got.Lineage)
+	}
+	// Another training run in the same envelope: the signature fails.
+	sm.Payload = bytes.Replace(sm.Payload, []byte("run-4f2a"), []byte("run-0000"), 1)
+	if _, err := VerifyManifest(sm, newKeySet(pub)); !errors.Is(err, ErrSignatureInvalid) {
+		t.Errorf("tampered lineage: %v, want ErrSignatureInvalid", err)
+	}
+	p := got.Lineage.Parameters()
+	want := map[string]string{"training_run": "mlflow:run-4f2a", "dataset_digest": m.Lineage.DatasetDigest,
+		"source_commit": m.Lineage.SourceCommit, "metric.accuracy": "0.97", "metric.cer.test": "0.031"}
+	if fmt.Sprint(p) != fmt.Sprint(want) {
+		t.Errorf("parameters %v, want %v", p, want)
+	}
+	if (*Lineage)(nil).Parameters() != nil {
+		t.Error("nil lineage has parameters")
+	}
+	// No lineage: nothing in the JSON.
+	b, _ := json.Marshal(testManifest())
+	if bytes.Contains(b, []byte("lineage")) {
+		t.Errorf("manifest without lineage encodes it: %s", b)
+	}
 }

@@ -145,7 +145,8 @@ type Loader interface {
 type ImportRequest struct {
 	Model, Version string
 	// ModelFile is the .onnx graph; it is stored under the manifest path
-	// "model.onnx".
+	// "model.onnx". Empty for a version with no graph of its own (an
+	// ensemble), which then needs a Config.
 	ModelFile string
 	// ExtraFiles are ONNX external-data files, stored under their base
 	// names beside model.onnx (ONNX resolves external data relative to the

@@ -49,6 +49,11 @@ type cloudEnv struct {
 	key     ed25519.PrivateKey
 	pubFile string
 	src     string
+	// lineage, if set, is signed into the manifests publish makes.
+	lineage *models.Lineage
+	// config, if set, is the config.yaml publish puts in the manifest
+	// (default: intra_op_threads: 1).
+	config string
 }
 
 func newCloudEnv(t *testing.T) *cloudEnv {
@@ -93,9 +98,13 @@ func (e *cloudEnv) publish(key ed25519.PrivateKey, model, version string, data [
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
+	config := e.config
+	if config == "" {
+		config = "intra_op_threads: 1\n"
+	}
 	m, _, err := fleet.PublishModel(ctx, e.link, cloudTopics, model, version,
 		[]fleet.FileSpec{{Path: p, Name: "model.onnx", Role: wire.RoleModel}}, key,
-		fleet.PublishOptions{Skip: skip, Config: "intra_op_threads: 1\n"})
+		fleet.PublishOptions{Skip: skip, Config: config, Lineage: e.lineage})
 	if err != nil {
 		e.t.Fatal(err)
 	}

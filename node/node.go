@@ -19,6 +19,7 @@ import (
 
 	"github.com/edgeai/edge-node/cgo/pinned"
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/pipeline"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/node/admin"
@@ -130,8 +131,16 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
 		return nil, err
 	}
+	pipelineMetrics, err := pipeline.NewMetrics(n.reg)
+	if err != nil {
+		return nil, err
+	}
 	n.serving = serving.New(serving.Config{Store: n.store, Router: n.router, Env: n.env,
-		MemoryBudgetBytes: cfg.Rollout.MemoryBudgetBytes, EvalInterval: cfg.Rollout.EvalInterval}, logger)
+		MemoryBudgetBytes: cfg.Rollout.MemoryBudgetBytes, EvalInterval: cfg.Rollout.EvalInterval,
+		PipelineMetrics: pipelineMetrics}, logger)
+	if err := n.reg.Register(n.serving.LineageCollector()); err != nil {
+		return nil, err
+	}
 	if err := n.serving.Boot(ctx, cfg.ModelRepository); err != nil {
 		return nil, err
 	}
@@ -175,6 +184,7 @@ func storeOptions(cfg Config) (store.Options, error) {
 	sopts.KeepVersions = cfg.Store.KeepVersions
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
 	sopts.ValidateConfig = func(b []byte) error { _, err := serving.ParseModelConfig(b); return err }
+	sopts.Graphless = serving.Graphless
 	// Imported files are cut into the link's content-defined chunks, so a
 	// version from the cloud reuses every chunk it shares with them.
 	sopts.Chunker = func(r io.Reader) ([]models.ChunkRef, error) {
@@ -190,6 +200,12 @@ func storeOptions(cfg Config) (store.Options, error) {
 
 // Addr is the HTTP listener's address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// ModelParameters implements kserve.ModelParameterizer: lineage and
+// ensemble members from the serving owner.
+func (n *Node) ModelParameters(ctx context.Context, model, version string) map[string]string {
+	return n.serving.Parameters(ctx, model, version)
+}
 
 // Acquire implements kserve.Backend: the serving owner's sessions.
 func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {

@@ -13,6 +13,11 @@ t=${BENCHTIME:-2s}
   echo "## Go benchmarks (-benchtime $t)"
   go test -run '^$' -bench . -benchmem -benchtime "$t" -count=1 -timeout 60m \
     ./node/ ./node/kserve/ ./inference/ ./cgo/pinned/ ./models/
+  echo "## Pipelines: resize arms, 5 interleaved rounds; the ocr pipeline per stage"
+  for i in 1 2 3 4 5; do go test -run '^$' -bench Resize -benchtime 20x -count=1 ./inference/pipeline/ | grep '^Benchmark'; done
+  go test -run '^$' -bench OCRPipeline -benchtime 10x -count=1 ./inference/pipeline/ | grep '^Benchmark'
+  echo "## ocr ensemble vs the client-side pipeline over REST vs in process (interleaved rounds)"
+  EDGE_OCR_MEASURE=1 go test -count=1 -run 'TestMeasureOCR' -v ./node/ | grep 'ocr_measure_test'
   echo "## Weight transfer: 100 MiB through mosquitto vs mosquitto_pub -f"
   EDGEAI_MEASURE=1 go test -count=1 -run 'MeasureThroughput' -v -timeout 600s ./sync/transfer/ | grep -v '^=== '
 } 2>&1 | tee "$out"

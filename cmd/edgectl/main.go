@@ -6,9 +6,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -117,10 +119,16 @@ func newPublish(g *globalFlags) *cobra.Command {
 	var name, version, keyPath, configPath, base string
 	var external []string
 	var noProgress bool
+	var lineagePath string
 	c := &cobra.Command{
-		Use:   "publish FILE",
+		Use:   "publish [FILE]",
 		Short: "Chunk, sign and publish a model version (retained, once for the whole fleet)",
-		Args:  cobra.ExactArgs(1),
+		Long: `Chunk, sign and publish a model version (retained, once for the whole fleet).
+
+FILE is the version's ONNX graph. Without FILE the version has no graph of
+its own (an ensemble): --config must declare what it runs, and
+--external-data lists its files (e.g. the ocr ensemble's ppocr_keys_v1.txt).`,
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			keyPEM, err := os.ReadFile(keyPath)
@@ -131,7 +139,12 @@ func newPublish(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", keyPath, err)
 			}
-			files := []fleet.FileSpec{{Path: args[0], Name: filepath.Base(args[0]), Role: wire.RoleModel}}
+			var files []fleet.FileSpec
+			if len(args) == 1 {
+				files = append(files, fleet.FileSpec{Path: args[0], Name: filepath.Base(args[0]), Role: wire.RoleModel})
+			} else if configPath == "" || len(external) == 0 {
+				return errors.New("publish without a model FILE (an ensemble) needs --config declaring it and --external-data with its files")
+			}
 			for _, e := range external {
 				files = append(files, fleet.FileSpec{Path: e, Name: filepath.Base(e), Role: wire.RoleExternalData})
 			}
@@ -149,6 +162,11 @@ func newPublish(g *globalFlags) *cobra.Command {
 			}
 			defer closeLink()
 			opts := fleet.PublishOptions{Config: cfgText}
+			if lineagePath != "" {
+				if opts.Lineage, err = readLineage(lineagePath); err != nil {
+					return err
+				}
+			}
 			if base != "" {
 				keys := models.KeySet{}
 				keys.Add(key.Public().(ed25519.PublicKey))
@@ -196,6 +214,7 @@ func newPublish(g *globalFlags) *cobra.Command {
 	f.StringVar(&version, "version", "", "version (required)")
 	f.StringVar(&keyPath, "key", "", "ed25519 private key, PEM (from edgectl keygen) (required)")
 	f.StringVar(&configPath, "config", "", "per-model config.yaml to include")
+	f.StringVar(&lineagePath, "lineage", "", `lineage JSON to sign into the manifest: {"training_run", "dataset_digest": "sha256:…", "source_commit", "metrics": {name: value}}`)
 	f.StringSliceVar(&external, "external-data", nil, "ONNX external-data files to include")
 	f.StringVar(&base, "base", "", "published version whose chunks need not be sent again")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bar")
@@ -419,4 +438,26 @@ func parseStrategy(arg string, canary, shadow float64) (wire.Strategy, error) {
 		return wire.Strategy{}, err
 	}
 	return s, nil
+}
+
+// readLineage reads a lineage JSON file (unknown fields refused) and
+// validates it.
+func readLineage(path string) (*models.Lineage, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > 64<<10 {
+		return nil, fmt.Errorf("%s: %d bytes, a lineage is at most 64 KiB", path, len(b))
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var l models.Lineage
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := l.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &l, nil
 }

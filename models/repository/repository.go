@@ -5,6 +5,10 @@
 //	<dir>/<name>/<version>/model.onnx the graph
 //	<dir>/<name>/<version>/<file>     ONNX external-data files beside it
 //
+// A model whose config.yaml says it has no graph of its own (Scan's
+// graphless hook: an ensemble, whose config names the models it chains)
+// has version folders without model.onnx that hold its other files, such
+// as a character dictionary.
 // Names and versions must match the patterns in models (ValidModelName,
 // ValidVersion): a version folder is 1–64 characters of [A-Za-z0-9_.-]
 // starting with a letter or digit ("1", "2", "2024-06-01", "v1.2.0").
@@ -32,7 +36,9 @@ type Entry struct {
 	Name, Version string
 	// Dir is the version folder.
 	Dir string
-	// ModelFile is Dir/model.onnx.
+	// ModelFile is Dir/model.onnx; empty for a version of a graphless
+	// model (an ensemble's version folder holds only its other files, such
+	// as a dictionary).
 	ModelFile string
 	// ExtraFiles are the other regular files in Dir (external data),
 	// sorted.
@@ -62,7 +68,10 @@ type Result struct {
 // error; everything below it that is wrong becomes a Problem. validate, if
 // not nil, checks each config.yaml; the config format belongs to the node
 // (its execution providers and session options), not to the store.
-func Scan(dir string, validate func([]byte) error) (Result, error) {
+// graphless, if not nil, says whether a config.yaml describes a model with
+// no graph of its own (an ensemble), whose version folders need no
+// model.onnx.
+func Scan(dir string, validate func([]byte) error, graphless func([]byte) bool) (Result, error) {
 	var res Result
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -82,7 +91,7 @@ func Scan(dir string, validate func([]byte) error) (Result, error) {
 			res.problem(p, err)
 			continue
 		}
-		res.scanModel(name, p, validate)
+		res.scanModel(name, p, validate, graphless)
 	}
 	sort.Slice(res.Entries, func(i, j int) bool {
 		a, b := res.Entries[i], res.Entries[j]
@@ -96,7 +105,7 @@ func Scan(dir string, validate func([]byte) error) (Result, error) {
 
 func (r *Result) problem(path string, err error) { r.Problems = append(r.Problems, Problem{path, err}) }
 
-func (r *Result) scanModel(name, dir string, validate func([]byte) error) {
+func (r *Result) scanModel(name, dir string, validate func([]byte) error, graphless func([]byte) bool) {
 	var cfgBytes []byte
 	cfgPath := filepath.Join(dir, "config.yaml")
 	if b, err := os.ReadFile(cfgPath); err == nil {
@@ -134,7 +143,7 @@ func (r *Result) scanModel(name, dir string, validate func([]byte) error) {
 			r.problem(p, err)
 			continue
 		}
-		entry, err := scanVersion(name, v, p)
+		entry, err := scanVersion(name, v, p, cfgBytes != nil && graphless != nil && graphless(cfgBytes))
 		if err != nil {
 			r.problem(p, err)
 			continue
@@ -144,7 +153,10 @@ func (r *Result) scanModel(name, dir string, validate func([]byte) error) {
 	}
 }
 
-func scanVersion(name, version, dir string) (Entry, error) {
+// scanVersion reads one version folder. It needs a model.onnx, unless the
+// model's config says it has no graph of its own (graphless: an ensemble,
+// whose folder holds its other files).
+func scanVersion(name, version, dir string, graphless bool) (Entry, error) {
 	e := Entry{Name: name, Version: version, Dir: dir, ModelFile: filepath.Join(dir, "model.onnx")}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -173,8 +185,11 @@ func scanVersion(name, version, dir string) (Entry, error) {
 		}
 		e.ExtraFiles = append(e.ExtraFiles, p)
 	}
-	if !found {
+	switch {
+	case !found && !graphless:
 		return e, fmt.Errorf("no model.onnx: %w", models.ErrNotFound)
+	case !found:
+		e.ModelFile = ""
 	}
 	sort.Strings(e.ExtraFiles)
 	return e, nil

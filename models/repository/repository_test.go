@@ -44,7 +44,7 @@ func TestScan(t *testing.T) {
 	write(t, filepath.Join(dir, "stray.txt"), "x")
 	write(t, filepath.Join(dir, ".git/HEAD"), "x")
 
-	res, err := Scan(dir, strictConfig)
+	res, err := Scan(dir, strictConfig, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestScan(t *testing.T) {
 			t.Errorf("no problem reported for %s (got %v)", w, res.Problems)
 		}
 	}
-	if _, err := Scan(filepath.Join(dir, "missing"), nil); err == nil {
+	if _, err := Scan(filepath.Join(dir, "missing"), nil, nil); err == nil {
 		t.Error("missing repository: no error")
 	}
 }
@@ -94,4 +94,26 @@ func strictConfig(b []byte) error {
 		return fmt.Errorf("%v: %w", err, models.ErrInvalidArgument)
 	}
 	return nil
+}
+
+// TestScanGraphless: a model whose config the hook calls graphless (an
+// ensemble) has version folders without model.onnx; any other model still
+// needs one.
+func TestScanGraphless(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "ocr/config.yaml"), "ensemble: {}\n")
+	write(t, filepath.Join(dir, "ocr/1/dict.txt"), "a\n")
+	write(t, filepath.Join(dir, "vad/config.yaml"), "max_batch: 1\n")
+	write(t, filepath.Join(dir, "vad/1/readme.txt"), "no model")
+	graphless := func(b []byte) bool { return strings.HasPrefix(string(b), "ensemble:") }
+	res, err := Scan(dir, nil, graphless)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Entries) != 1 || res.Entries[0].Name != "ocr" || res.Entries[0].ModelFile != "" || len(res.Entries[0].ExtraFiles) != 1 {
+		t.Errorf("entries %+v, want ocr/1 with its dictionary and no model file", res.Entries)
+	}
+	if len(res.Problems) != 1 || !strings.HasSuffix(res.Problems[0].Path, "vad/1") {
+		t.Errorf("problems %v, want vad/1 (no model.onnx)", res.Problems)
+	}
 }

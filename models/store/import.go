@@ -40,7 +40,13 @@ func (s *Store) Import(ctx context.Context, req models.ImportRequest) (models.Ve
 		}
 	}
 	type src struct{ path, name, role string }
-	srcs := []src{{req.ModelFile, "model.onnx", models.RoleModel}}
+	var srcs []src
+	if req.ModelFile == "" && (s.opts.Graphless == nil || !s.opts.Graphless(req.Config)) {
+		return models.VersionInfo{}, fmt.Errorf("import %s/%s: no model file (only a model whose config says it has no graph of its own, an ensemble, may have none): %w", req.Model, req.Version, models.ErrInvalidArgument)
+	}
+	if req.ModelFile != "" {
+		srcs = append(srcs, src{req.ModelFile, "model.onnx", models.RoleModel})
+	}
 	for _, p := range req.ExtraFiles {
 		srcs = append(srcs, src{p, filepath.Base(p), models.RoleExternalData})
 	}
@@ -208,7 +214,7 @@ type RepositoryResult struct {
 // content are no-ops; a bad folder or file is a Problem, not an error.
 func (s *Store) ImportRepository(ctx context.Context, dir string) (RepositoryResult, error) {
 	var res RepositoryResult
-	scan, err := repository.Scan(dir, s.opts.ValidateConfig)
+	scan, err := repository.Scan(dir, s.opts.ValidateConfig, s.opts.Graphless)
 	if err != nil {
 		return res, err
 	}

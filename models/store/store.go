@@ -75,6 +75,10 @@ type Options struct {
 	// an import, the repository folder, or a cloud manifest). The config
 	// format is the node's; the store keeps the bytes as they are.
 	ValidateConfig func([]byte) error
+	// Graphless, if set, says whether a (valid) config describes a model
+	// with no graph of its own (an ensemble): its versions are imported
+	// without a model file. Unset: every version needs one.
+	Graphless func(config []byte) bool
 	// Now returns the current time (tests may fix it).
 	Now func() time.Time
 	// BlobOptions are passed to blobstore.New (fault injection in tests).

@@ -40,6 +40,16 @@ type ModelIndexer interface {
 	Index(ctx context.Context) []RepositoryEntry
 }
 
+// ModelParameterizer is implemented by a Backend that knows more about a
+// model version than its tensors (where it came from: training run, data
+// set, commit, metrics; an ensemble's members); GET /v2/models/{m} then
+// carries them as `parameters`.
+type ModelParameterizer interface {
+	// ModelParameters returns the version's parameters (nil: none). ctx
+	// is the request's.
+	ModelParameters(ctx context.Context, model, version string) map[string]string
+}
+
 // RepositoryEntry is one model version in the repository index.
 type RepositoryEntry struct {
 	Name    string `json:"name"`
@@ -191,6 +201,8 @@ type modelMetadata struct {
 	Platform string           `json:"platform"`
 	Inputs   []tensorMetadata `json:"inputs"`
 	Outputs  []tensorMetadata `json:"outputs"`
+	// Parameters are the backend's ModelParameters (lineage).
+	Parameters map[string]string `json:"parameters,omitempty"`
 }
 
 func tensorsMetadata(infos []inference.TensorInfo) []tensorMetadata {
@@ -225,6 +237,9 @@ func (h *Handler) serveModelMetadata(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(md.Versions) == 0 && m.Version() != "" {
 		md.Versions = []string{m.Version()}
+	}
+	if mp, ok := h.backend.(ModelParameterizer); ok {
+		md.Parameters = mp.ModelParameters(r.Context(), m.Name(), m.Version())
 	}
 	writeJSON(w, http.StatusOK, md)
 }

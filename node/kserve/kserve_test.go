@@ -440,3 +440,38 @@ func TestInferOverLoopback(t *testing.T) {
 		t.Fatalf("%d outputs", len(out.Outputs))
 	}
 }
+
+// paramsBackend answers ModelParameters for silero_vad/1 only.
+type paramsBackend struct {
+	*testBackend
+	asked []string
+}
+
+func (b *paramsBackend) ModelParameters(_ context.Context, model, version string) map[string]string {
+	b.asked = append(b.asked, model+"/"+version)
+	if model == "silero_vad" && version == "1" {
+		return map[string]string{"training_run": "run-7", "metric.accuracy": "0.9"}
+	}
+	return nil
+}
+
+// A backend that implements ModelParameterizer gets its parameters into
+// the model metadata of the version the request resolved to; without
+// parameters the field is absent.
+func TestModelMetadataParameters(t *testing.T) {
+	b := &paramsBackend{testBackend: newTestBackend(t)}
+	h, _ := newTestHandler(t, b, nil)
+	w := do(h, "GET", "/v2/models/silero_vad", nil, nil)
+	var md struct {
+		Parameters map[string]string `json:"parameters"`
+	}
+	if err := json.Unmarshal(w.Body.Bytes(), &md); err != nil || w.Code != 200 {
+		t.Fatalf("status %d %s: %v", w.Code, w.Body, err)
+	}
+	if md.Parameters["training_run"] != "run-7" || md.Parameters["metric.accuracy"] != "0.9" || len(b.asked) != 1 || b.asked[0] != "silero_vad/1" {
+		t.Errorf("parameters %v, asked for %v", md.Parameters, b.asked)
+	}
+	if w := do(h, "GET", "/v2/models/ppocr_det", nil, nil); w.Code != 200 || strings.Contains(w.Body.String(), "parameters") {
+		t.Errorf("ppocr_det metadata %d: %s (no parameters expected)", w.Code, w.Body)
+	}
+}

@@ -422,7 +422,8 @@ func (r *Reconciler) Status(ctx context.Context) wire.Status {
 		if _, ok := notes[mi.Name]; ok {
 			continue
 		}
-		st.Models[mi.Name] = wire.ModelStatus{Version: mi.Active, State: string(models.Active), P99Ms: r.p99Ms(mi.Name, mi.Active)}
+		st.Models[mi.Name] = wire.ModelStatus{Version: mi.Active, State: string(models.Active), P99Ms: r.p99Ms(mi.Name, mi.Active),
+			Lineage: r.lineage(ctx, mi.Name, mi.Active)}
 	}
 	connected := r.cfg.Fetcher != nil && r.cfg.Fetcher.Connected()
 	for name, nt := range notes {
@@ -436,6 +437,7 @@ func (r *Reconciler) Status(ctx context.Context) wire.Status {
 		}
 		if nt.state == models.Active {
 			ms.P99Ms = r.p99Ms(name, nt.version)
+			ms.Lineage = r.lineage(ctx, name, nt.version)
 		}
 		if a := active[name]; a != nt.version {
 			ms.Serving = a
@@ -464,6 +466,15 @@ func (r *Reconciler) p99Ms(model, version string) float64 {
 		return 0
 	}
 	return float64(s.Quantile(0.99).Microseconds()) / 1000
+}
+
+// lineage is a stored version's lineage (nil: none, or not stored).
+func (r *Reconciler) lineage(ctx context.Context, model, version string) *models.Lineage {
+	v, err := r.cfg.Store.Version(ctx, model, version)
+	if err != nil {
+		return nil
+	}
+	return v.Manifest.Lineage
 }
 
 func now() string { return time.Now().UTC().Format(time.RFC3339Nano) }

@@ -115,7 +115,7 @@ func (e *engine) unload(model, version, why string) {
 // addCandidate routes a rollout candidate beside the default (no traffic
 // until SetCanary or SetShadow) and applies the budget to the model's
 // Previous.
-func (e *engine) addCandidate(s *inference.Session) error {
+func (e *engine) addCandidate(s servable) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err := e.router.Add(s, false); err != nil {

@@ -12,15 +12,22 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/pipeline"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 )
 
-// engine turns store versions into routed inference sessions.
+// engine turns store versions into routed inference sessions (and
+// ensembles over them).
 type engine struct {
 	env    *inference.Environment
 	router *inference.Router
 	log    zerolog.Logger
+	// acquire is the owner's Acquire: an ensemble's members are the
+	// sessions the owner routes (see ensemble.go).
+	acquire pipeline.Acquire
+	// pipelineMetrics records ensemble stage times (nil: none).
+	pipelineMetrics *pipeline.Metrics
 
 	// mu serialises promotions, so that "which versions of a model stay
 	// loaded" is decided by one promotion at a time; it also guards costs.
@@ -35,15 +42,28 @@ type engine struct {
 	loadMu sync.Mutex
 }
 
-// load creates the session for a materialised version folder.
-func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*inference.Session, error) {
-	mf, ok := v.Manifest.ModelFile()
-	if !ok {
-		return nil, fmt.Errorf("version %s/%s has no model file", v.Model, v.Version)
-	}
+// servable is what the engine loads and routes: an ONNX Runtime session,
+// or an ensemble whose members are other routed sessions.
+type servable interface {
+	inference.Model
+	Provider() string
+	Close() error
+}
+
+// load creates the session (or ensemble) for a materialised version folder.
+func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (servable, error) {
 	cfg, err := ParseModelConfig([]byte(v.Manifest.Config))
 	if err != nil {
 		return nil, err
+	}
+	mf, ok := v.Manifest.ModelFile()
+	switch {
+	case cfg.Ensemble != nil && ok:
+		return nil, fmt.Errorf("version %s/%s: its config declares an ensemble, but it has a model file %q: %w", v.Model, v.Version, mf.Path, inference.ErrInvalidArgument)
+	case cfg.Ensemble != nil:
+		return e.loadEnsemble(v, dir, *cfg.Ensemble)
+	case !ok:
+		return nil, fmt.Errorf("version %s/%s has no model file and its config declares no ensemble: %w", v.Model, v.Version, inference.ErrInvalidArgument)
 	}
 	e.loadMu.Lock()
 	defer e.loadMu.Unlock()
@@ -54,10 +74,26 @@ func (e *engine) load(ctx context.Context, v models.VersionInfo, dir string) (*i
 		Path:    filepath.Join(dir, mf.Path),
 		Config:  cfg.Session(),
 	})
-	if err == nil {
-		e.recordCost(v, ResidentBytes()-before)
+	if err != nil {
+		return nil, err // not s: a nil *Session in the interface is not nil
 	}
-	return s, err
+	e.recordCost(v, ResidentBytes()-before)
+	if cfg.Pipeline == nil {
+		return s, nil
+	}
+	var labels []string
+	if k := cfg.Pipeline.TopK; k != nil && k.Labels != "" {
+		if labels, err = readLabels(filepath.Join(dir, k.Labels)); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("version %s/%s: pipeline labels %s: %w", v.Model, v.Version, k.Labels, err)
+		}
+	}
+	w, err := pipeline.Wrap(s, *cfg.Pipeline, labels)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("version %s/%s: %w", v.Model, v.Version, err)
+	}
+	return w, nil
 }
 
 // serve loads an Active version at boot and routes to it as the default.
@@ -79,7 +115,7 @@ func (e *engine) serve(ctx context.Context, v models.VersionInfo, dir string) er
 // re-activation, or a switch back to the rollback target). The version that
 // was the default stays loaded as the instant rollback target; any other
 // loaded version of the model is removed once its in-flight requests finish.
-func (e *engine) promote(s *inference.Session, v models.VersionInfo) error {
+func (e *engine) promote(s servable, v models.VersionInfo) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	previous, loaded := "", false
@@ -139,7 +175,7 @@ func (e *engine) loader() *versionLoader { return &versionLoader{e: e} }
 // discard when activation failed.
 type versionLoader struct {
 	e *engine
-	s *inference.Session
+	s servable
 }
 
 // Load implements models.Loader.
@@ -174,7 +210,7 @@ func (l *versionLoader) Warmup(ctx context.Context, v models.VersionInfo) (model
 	return res, nil
 }
 
-func (l *versionLoader) take() *inference.Session {
+func (l *versionLoader) take() servable {
 	s := l.s
 	l.s = nil
 	return s
@@ -250,6 +286,7 @@ func goldenTensor(g models.GoldenTensor) (inference.Tensor, error) {
 // Failed(LoadError) and the previous Active stays.
 func ActivateOffline(ctx context.Context, st *store.Store, env *inference.Environment, model, version string, log zerolog.Logger) (models.VersionInfo, error) {
 	e := &engine{env: env, router: inference.NewRouter(), log: log.With().Str("component", "engine").Logger()}
+	e.acquire = e.router.Acquire // nothing is routed offline: an ensemble's golden cases cannot run
 	l := e.loader()
 	defer l.discard() // the session was only for load and warm-up
 	return st.Activate(ctx, model, version, l)

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/pipeline"
+	"github.com/edgeai/edge-node/models"
 )
 
 // ModelConfig is a model's config.yaml: in a model repository folder
@@ -23,10 +26,17 @@ import (
 //	graph_optimization: all
 //	max_concurrency: 2
 //
+// optionally with a `pipeline` section (pre- and post-processing around
+// the model: pipeline.Config), or, for a model with no graph of its own that chains others (an
+// ensemble, see EnsembleConfig), an `ensemble` section and no session
+// fields.
+//
 // Unknown keys are an error: a typo must not silently fall back to a default.
 type ModelConfig struct {
 	Platform                string            `yaml:"platform"`
 	Labels                  map[string]string `yaml:"labels"`
+	Ensemble                *EnsembleConfig   `yaml:"ensemble"`
+	Pipeline                *pipeline.Config  `yaml:"pipeline"`
 	inference.SessionConfig `yaml:",inline"`
 }
 
@@ -62,6 +72,27 @@ func ParseModelConfig(data []byte) (cfg ModelConfig, err error) {
 	}
 	if err := cfg.SessionConfig.Validate(); err != nil {
 		return ModelConfig{}, fmt.Errorf("model config: %w", err)
+	}
+	if cfg.Pipeline != nil {
+		if cfg.Ensemble != nil {
+			return ModelConfig{}, fmt.Errorf("model config: pipeline and ensemble both set: an ensemble's steps are its own: %w", inference.ErrInvalidArgument)
+		}
+		if err := cfg.Pipeline.Validate(); err != nil {
+			return ModelConfig{}, fmt.Errorf("model config: %w", err)
+		}
+		if k := cfg.Pipeline.TopK; k != nil && k.Labels != "" {
+			if err := models.ValidFilePath(k.Labels); err != nil {
+				return ModelConfig{}, fmt.Errorf("model config: pipeline: topk labels: %w", err)
+			}
+		}
+	}
+	if cfg.Ensemble != nil {
+		if !reflect.ValueOf(cfg.SessionConfig).IsZero() {
+			return ModelConfig{}, fmt.Errorf("model config: an ensemble has no session of its own: set providers, threads and batching on its members: %w", inference.ErrInvalidArgument)
+		}
+		if err := cfg.Ensemble.validate(); err != nil {
+			return ModelConfig{}, fmt.Errorf("model config: %w", err)
+		}
 	}
 	return cfg, nil
 }

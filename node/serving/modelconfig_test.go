@@ -28,6 +28,13 @@ max_concurrency: 2
 		s.IntraOpThreads != 1 || s.GraphOptimization != "all" || s.MaxConcurrency != 2 {
 		t.Errorf("parsed %+v", cfg)
 	}
+	ens, err := ParseModelConfig([]byte("ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, box_thresh: 0.7}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := ens.Ensemble.OCR; o.BoxThresh != 0.7 || o.DetThresh != 0.3 || o.UnclipRatio != 1.5 || o.Rec.Version != "1" {
+		t.Errorf("ensemble config %+v: want box_thresh 0.7 and PaddleOCR's defaults otherwise", o)
+	}
 	for _, empty := range []string{"", "# only a comment\n", "---\n"} {
 		cfg, err := ParseModelConfig([]byte(empty))
 		if err != nil || cfg.Platform != "" || len(cfg.Providers) != 0 {
@@ -63,6 +70,20 @@ func TestParseModelConfigRejects(t *testing.T) {
 		{"alias bomb", inferencetest.AliasBomb(t), "model config"},
 		{"two documents", "intra_op_threads: 1\n---\nintra_op_threads: 2\n", "more than one YAML document"},
 		{"empty second document", "intra_op_threads: 1\n---\n---\n", "more than one YAML document"},
+		{"pipeline with no step", "pipeline: {}\n", "no step"},
+		{"pipeline labels outside", "pipeline: {topk: {k: 1, labels: ../l.txt}}\n", "topk labels"},
+		{"pipeline and ensemble", "pipeline: {topk: {k: 1}}\nensemble: {}\n", "pipeline and ensemble both set"},
+		{"pipeline unknown key", "pipeline: {topk: {k: 1, labelz: x}}\n", "field labelz not found"},
+		{"ensemble of no kind", "ensemble: {}\n", "no kind set"},
+		{"ensemble with a session", "intra_op_threads: 1\nensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt}}\n", "no session of its own"},
+		{"ensemble member unpinned", "ensemble: {ocr: {det: {model: d}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: k}}\n", "member det: model and version must both be set"},
+		{"ensemble member bad name", "ensemble: {ocr: {det: {model: ../d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: k}}\n", "member det"},
+		{"ensemble no dictionary", "ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}}}\n", "dictionary"},
+		{"ensemble dictionary outside", "ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: ../keys.txt}}\n", "dictionary"},
+		{"ensemble box_thresh", "ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, box_thresh: 1.5}}\n", "box_thresh is 1.5"},
+		{"ensemble unclip_ratio", "ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, unclip_ratio: -1}}\n", "unclip_ratio is -1"},
+		{"ensemble max_pixels", "ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, max_pixels: 1000000000}}\n", "max_pixels is 1000000000"},
+		{"ensemble unknown key", "ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, tresh: 0.2}}\n", "field tresh not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := ParseModelConfig([]byte(tc.yaml))
@@ -91,6 +112,9 @@ func FuzzParseModelConfig(f *testing.F) {
 		"providers: [{name: cuda, options: {device_id: 0, cudnn_conv_algo_search: heuristic, extra: {k: v}}}]\n",
 		"a: &a [*a]\n",
 		"x: 1\n---\ny: 2\n",
+		"pipeline: {input: x, image: {height: 48, min_width: 192, max_width: 192, bgr: true, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}, topk: {k: 2, labels: l.txt}}\n",
+		"pipeline: {pcm16: {frame: 512}}\n",
+		"ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, det_thresh: 0.2, max_boxes: 5}}\n",
 	} {
 		f.Add([]byte(seed))
 	}

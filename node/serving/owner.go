@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/pipeline"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/node/changes"
@@ -31,6 +32,8 @@ type Config struct {
 	// EvalInterval is how often a rollout's gates are evaluated (default
 	// one second).
 	EvalInterval time.Duration
+	// PipelineMetrics records the stage times of ensembles (nil: none).
+	PipelineMetrics *pipeline.Metrics
 }
 
 // Owner is the one owner of what the node has loaded and routed. See the
@@ -66,16 +69,20 @@ func New(cfg Config, log zerolog.Logger) *Owner {
 		interval = time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Owner{
-		store:    cfg.Store,
-		router:   cfg.Router,
-		engine:   &engine{env: cfg.Env, router: cfg.Router, log: log.With().Str("component", "engine").Logger(), budget: cfg.MemoryBudgetBytes},
+	o := &Owner{
+		store:  cfg.Store,
+		router: cfg.Router,
+		engine: &engine{env: cfg.Env, router: cfg.Router, log: log.With().Str("component", "engine").Logger(),
+			budget: cfg.MemoryBudgetBytes, pipelineMetrics: cfg.PipelineMetrics},
 		log:      log.With().Str("component", "serving").Logger(),
 		interval: interval,
 		running:  map[string]*rolloutRun{},
 		ctx:      ctx,
 		cancel:   cancel,
 	}
+	// An ensemble's members go through the one owner like any request.
+	o.engine.acquire = o.Acquire
+	return o
 }
 
 // Close aborts every rollout in progress (each candidate retired, the
@@ -322,6 +329,27 @@ func (o *Owner) Model(ctx context.Context, name string) (models.ModelInfo, error
 // Version returns one version as the store records it.
 func (o *Owner) Version(ctx context.Context, model, version string) (models.VersionInfo, error) {
 	return o.store.Version(ctx, model, version)
+}
+
+// Parameters describes a stored version beyond its tensors: its
+// manifest's lineage (models.Lineage.Parameters) and, for an ensemble, its
+// pinned members ("ensemble.det": "ppocr_det/1", ...). nil when there is
+// nothing to say or the version is unknown.
+func (o *Owner) Parameters(ctx context.Context, model, version string) map[string]string {
+	v, err := o.store.Version(ctx, model, version)
+	if err != nil {
+		return nil
+	}
+	p := v.Manifest.Lineage.Parameters()
+	if cfg, err := ParseModelConfig([]byte(v.Manifest.Config)); err == nil && cfg.Ensemble != nil {
+		if p == nil {
+			p = map[string]string{}
+		}
+		o := cfg.Ensemble.OCR
+		p["ensemble.kind"] = "ocr"
+		p["ensemble.det"], p["ensemble.cls"], p["ensemble.rec"] = o.Det.String(), o.Cls.String(), o.Rec.String()
+	}
+	return p
 }
 
 // Stats returns the router's counters of a serving version.

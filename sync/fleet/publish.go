@@ -37,6 +37,8 @@ type PublishOptions struct {
 	Progress func(done, total int64)
 	// Config is the optional per-model config (YAML) put in the manifest.
 	Config string
+	// Lineage is the optional lineage put in the manifest (signed with it).
+	Lineage *models.Lineage
 }
 
 // PublishStats counts what PublishModel sent.
@@ -64,7 +66,7 @@ func PublishModel(ctx context.Context, pub Publisher, t wire.Topics, model, vers
 		opts.Pipeline = 16
 	}
 	m := models.Manifest{Protocol: wire.Protocol, Model: model, Version: version,
-		Created: time.Now().UTC().Format(time.RFC3339), Config: opts.Config}
+		Created: time.Now().UTC().Format(time.RFC3339), Config: opts.Config, Lineage: opts.Lineage}
 	// Pass 1: chunk (cheap, local) to learn the total and build the manifest.
 	for _, fs := range files {
 		ref, err := chunker.File(fs.Path, fs.Name, fs.Role, nil)

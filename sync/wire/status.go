@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+
+	"github.com/edgeai/edge-node/models"
 )
 
 // Status is a node's retained report of what it runs.
@@ -58,6 +60,10 @@ type ModelStatus struct {
 	// rolls out, after it failed, or under a local override. Empty when
 	// Version is what serves, or when nothing does.
 	Serving string `json:"serving,omitempty"`
+	// Lineage is the Active version's lineage from its manifest (training
+	// run, data set digest, source commit, evaluation metrics), when it
+	// has one.
+	Lineage *models.Lineage `json:"lineage,omitempty"`
 }
 
 // Presence is a node's retained liveness flag; the Last Will publishes it with
@@ -147,6 +153,11 @@ func (s Status) Validate() error {
 		if m.Rollout != nil {
 			if err := ValidName(m.Rollout.ID); err != nil || m.Rollout.Wave < 0 || m.Rollout.Wave > 1000 {
 				return Reject(k, ReasonBadField, "model %s: bad rollout reference", name)
+			}
+		}
+		if m.Lineage != nil {
+			if err := m.Lineage.Validate(); err != nil {
+				return Reject(k, ReasonBadField, "model %s: %v", name, err)
 			}
 		}
 		if m.BytesDone < 0 || m.BytesTotal < 0 || m.BytesDone > m.BytesTotal {

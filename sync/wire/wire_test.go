@@ -284,7 +284,8 @@ func TestCheckChunkAndTopics(t *testing.T) {
 }
 
 func TestStatusPresenceEventRejects(t *testing.T) {
-	good := Status{Protocol: 1, Node: "n1", Time: "2025-01-01T00:00:00Z", Models: map[string]ModelStatus{"m": {Version: "1", State: "Active", BytesDone: 1, BytesTotal: 2, P99Ms: 3.5, Rollout: &RolloutRef{ID: "r1", Wave: 1}}}, Labels: map[string]string{"arch": "arm64", "site": ""}}
+	good := Status{Protocol: 1, Node: "n1", Time: "2025-01-01T00:00:00Z", Models: map[string]ModelStatus{"m": {Version: "1", State: "Active", BytesDone: 1, BytesTotal: 2, P99Ms: 3.5, Rollout: &RolloutRef{ID: "r1", Wave: 1},
+		Lineage: &models.Lineage{TrainingRun: "run-1", Metrics: map[string]float64{"acc": 0.9}}}}, Labels: map[string]string{"arch": "arm64", "site": ""}}
 	if b, err := good.Encode(); err != nil {
 		t.Fatal(err)
 	} else if _, err := DecodeStatus(b); err != nil {
@@ -306,6 +307,8 @@ func TestStatusPresenceEventRejects(t *testing.T) {
 		{"status serving name", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"2","state":"Waiting","reason":"Overridden","serving":"../1"}}}`, ReasonBadField},
 		{"status p99", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","p99_ms":-1}}}`, ReasonBadField},
 		{"status rollout ref", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","rollout":{"id":"r/1","wave":1}}}}`, ReasonBadField},
+		{"status lineage commit", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","lineage":{"source_commit":"xyz"}}}}`, ReasonBadField},
+		{"status lineage unknown", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{"m":{"version":"1","state":"Active","lineage":{"run":"1"}}}}`, ReasonBadJSON},
 		{"status unknown", decStatus, `{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":0},"models":{},"z":1}`, ReasonBadJSON},
 		{"presence wrong type", decPresence, `{"protocol":1,"node":"n","online":"yes"}`, ReasonBadJSON},
 		{"presence protocol", decPresence, `{"protocol":3,"node":"n","online":true}`, ReasonUnknownProtocol},
@@ -414,6 +417,7 @@ func FuzzDecodeStatusPresenceEvent(f *testing.F) {
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Canary","p99_ms":12.5,"rollout":{"id":"r1","wave":2}}},"labels":{"arch":"arm64","site":""}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Waiting","reason":"Overridden","serving":"1"}}}`))
+	f.Add([]byte(`{"protocol":1,"node":"n","time":"2025-01-01T00:00:00Z","desired":{"node":1},"models":{"m":{"version":"2","state":"Active","lineage":{"training_run":"r-1","dataset_digest":"sha256:` + strings.Repeat("0", 64) + `","source_commit":"abcdef1","metrics":{"acc":0.9}}}}}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","online":false}`))
 	f.Add([]byte(`{"protocol":1,"node":"n","seq":1,"time":"2025-01-01T00:00:00Z","type":"x"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {

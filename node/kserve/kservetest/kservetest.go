@@ -224,3 +224,32 @@ func ParseResponse(t testing.TB, header http.Header, body []byte) Response {
 	}
 	return resp
 }
+
+// BytesInput is a BYTES input whose Data is the binary extension's
+// encoding (each element a 4-byte little-endian length, then its bytes),
+// ready for BinaryRequest.
+func BytesInput(name string, elems ...[]byte) inference.Tensor {
+	var data []byte
+	for _, e := range elems {
+		data = binary.LittleEndian.AppendUint32(data, uint32(len(e)))
+		data = append(data, e...)
+	}
+	return inference.Tensor{Name: name, DataType: inference.Bytes, Shape: []int64{int64(len(elems))}, Data: data}
+}
+
+// SplitBytes splits a binary BYTES output (Output.Raw) into its elements.
+func SplitBytes(t testing.TB, raw []byte) [][]byte {
+	t.Helper()
+	var out [][]byte
+	for len(raw) > 0 {
+		if len(raw) < 4 {
+			t.Fatalf("BYTES output: %d bytes left, not a length", len(raw))
+		}
+		n := int(binary.LittleEndian.Uint32(raw))
+		if 4+n > len(raw) {
+			t.Fatalf("BYTES output: element of %d bytes past the end", n)
+		}
+		out, raw = append(out, raw[4:4+n]), raw[4+n:]
+	}
+	return out
+}

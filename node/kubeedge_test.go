@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"path/filepath"
 	"slices"
@@ -228,15 +229,16 @@ func TestKubeEdgeEventBusDrivesNode(t *testing.T) {
 			t.Fatal(tok.Error())
 		}
 	}
+	// Reports carry only what changed: last merges them, as EdgeCore's
+	// DeviceStatus does.
+	last := map[string]string{}
 	waitUpdate := func(want map[string]string) map[string]string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 		defer cancel()
-		var last map[string]string
 		for {
 			select {
 			case u := <-updates:
-				last = map[string]string{}
 				twin, _ := u["twin"].(map[string]any)
 				for name, v := range twin {
 					tw, _ := v.(map[string]any)
@@ -248,10 +250,10 @@ func TestKubeEdgeEventBusDrivesNode(t *testing.T) {
 					ok = ok && last[k] == v
 				}
 				if ok {
-					return last
+					return maps.Clone(last)
 				}
 			case <-ctx.Done():
-				t.Fatalf("no twin/update with %v; last: %v", want, last)
+				t.Fatalf("no twin/update with %v; reported: %v", want, last)
 			}
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/edgeai/edge-node/errdefs"
+
 	"github.com/rs/zerolog"
 )
 
@@ -139,18 +141,18 @@ func (r *Router) Acquire(model, version string) (Model, func(), error) {
 	defer r.mu.RUnlock()
 	rm := r.models[model]
 	if rm == nil {
-		return nil, nil, fmt.Errorf("model %q: %w", model, ErrNotFound)
+		return nil, nil, unknownModel("'" + model + "' is not found")
 	}
 	byDefault := version == ""
 	if byDefault {
 		if rm.def == "" {
-			return nil, nil, fmt.Errorf("model %q has no default version: %w", model, ErrNotFound)
+			return nil, nil, unknownModel("'" + model + "' has no available versions")
 		}
 		version = rm.def
 	}
 	rv := rm.versions[version]
 	if rv == nil {
-		return nil, nil, fmt.Errorf("model %q version %q: %w", model, version, ErrNotFound)
+		return nil, nil, unknownModel("'" + model + "' version " + version + " is not found")
 	}
 	if byDefault && rm.canary != nil && sampled(rm.canarySeq.Add(1), rm.canaryCut) {
 		rv = rm.canary
@@ -169,6 +171,12 @@ func (r *Router) Acquire(model, version string) (Model, func(), error) {
 	rv.inflight.Add(1)
 	var once sync.Once
 	return rv, func() { once.Do(rv.inflight.Done) }, nil
+}
+
+// unknownModel is Acquire's not-found error, worded as Triton's (clients
+// match on its start: "Request for unknown model: 'x' is not found").
+func unknownModel(what string) error {
+	return errdefs.Sentinel(ErrNotFound, "Request for unknown model: "+what)
 }
 
 // sampled reports whether request number n falls in a share cut/2^64. The
@@ -397,6 +405,19 @@ func (v *routedVersion) Platform() string      { return v.m.Platform() }
 func (v *routedVersion) Provider() string      { return v.m.Provider() }
 func (v *routedVersion) Inputs() []TensorInfo  { return v.m.Inputs() }
 func (v *routedVersion) Outputs() []TensorInfo { return v.m.Outputs() }
+
+// Config is the version's SessionConfig when its Model has one (a
+// *Session), else the zero config.
+func (v *routedVersion) Config() SessionConfig {
+	if c, ok := v.m.(interface{ Config() SessionConfig }); ok {
+		return c.Config()
+	}
+	return SessionConfig{}
+}
+
+// ObserveRequest records a frontend's view of one request in the version's
+// stats (Triton's statistics extension; Router.Stats reads them).
+func (v *routedVersion) ObserveRequest(t RequestTimes) { v.stats.ObserveRequest(t) }
 
 // Run implements Model.
 func (v *routedVersion) Run(ctx context.Context, inputs []Tensor, outputs []string, alloc Allocator) ([]Tensor, error) {

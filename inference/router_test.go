@@ -59,9 +59,13 @@ func TestRouterRouting(t *testing.T) {
 		release()
 		release() // extra calls do nothing
 	}
-	for _, tc := range []struct{ model, version string }{{"nope", ""}, {"adder", "3"}} {
-		if _, _, err := r.Acquire(tc.model, tc.version); !errors.Is(err, inference.ErrNotFound) {
-			t.Errorf("acquire %s/%q: %v, want ErrNotFound", tc.model, tc.version, err)
+	for _, tc := range []struct{ model, version, msg string }{
+		{"nope", "", "Request for unknown model: 'nope' is not found"},
+		{"nope", "1", "Request for unknown model: 'nope' is not found"},
+		{"adder", "3", "Request for unknown model: 'adder' version 3 is not found"},
+	} {
+		if _, _, err := r.Acquire(tc.model, tc.version); !errors.Is(err, inference.ErrNotFound) || err.Error() != tc.msg {
+			t.Errorf("acquire %s/%q: %v, want ErrNotFound %q (Triton's wording)", tc.model, tc.version, err, tc.msg)
 		}
 	}
 	if err := r.SetDefault("adder", "2"); err != nil {
@@ -78,8 +82,8 @@ func TestRouterRouting(t *testing.T) {
 	if err := r.Remove("adder", "2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := r.Acquire("adder", ""); !errors.Is(err, inference.ErrNotFound) {
-		t.Errorf("default removed: %v, want ErrNotFound", err)
+	if _, _, err := r.Acquire("adder", ""); !errors.Is(err, inference.ErrNotFound) || err.Error() != "Request for unknown model: 'adder' has no available versions" {
+		t.Errorf("default removed: %v, want ErrNotFound in Triton's wording", err)
 	}
 	if err := r.Remove("adder", "2"); !errors.Is(err, inference.ErrNotFound) {
 		t.Errorf("second remove: %v", err)

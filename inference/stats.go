@@ -40,9 +40,102 @@ type VersionStats struct {
 	latency  [latencyBuckets]atomic.Uint64
 	sumNanos atomic.Uint64
 
+	// frontend holds what the protocol frontends report per request
+	// (Triton's statistics extension).
+	frontend frontendStats
+
 	// driftMu guards drift.
 	driftMu sync.Mutex
 	drift   DriftTotals
+}
+
+// RequestTimes is one inference request as a protocol frontend saw it,
+// from decoding its body to writing its response.
+type RequestTimes struct {
+	// Failed is true when the request got an error answer.
+	Failed bool
+	// Total is the whole request; Input reading and decoding the inputs,
+	// Queue waiting for a session slot, Infer running the model (queue
+	// excluded), Output encoding and writing the response. Only Total
+	// is set for a failed request.
+	Total, Input, Queue, Infer, Output time.Duration
+	// Inferences is how many inferences the request carried (its batch
+	// size; 1 for a model that does not batch).
+	Inferences uint64
+	// At is when the request arrived.
+	At time.Time
+}
+
+// Duration is a count of events and their summed time (Triton's
+// StatisticDuration).
+type Duration struct {
+	Count uint64
+	Total time.Duration
+}
+
+type durationCounter struct{ count, nanos atomic.Uint64 }
+
+func (d *durationCounter) add(t time.Duration) {
+	d.count.Add(1)
+	d.nanos.Add(uint64(max(t, 0)))
+}
+
+func (d *durationCounter) load() Duration {
+	return Duration{Count: d.count.Load(), Total: time.Duration(d.nanos.Load())}
+}
+
+type frontendStats struct {
+	success, fail, input, queue, infer, output durationCounter
+	inferences, executions                     atomic.Uint64
+	lastNanos                                  atomic.Int64 // UnixNano of the last request's arrival
+}
+
+// FrontendTotals are the per-request totals of Triton's statistics
+// extension, summed over every request of the version.
+type FrontendTotals struct {
+	Success, Fail                     Duration
+	Queue, ComputeInput, ComputeInfer Duration
+	ComputeOutput                     Duration
+	// InferenceCount sums the requests' batch sizes; ExecutionCount counts
+	// model runs (one per successful request: the node does not batch).
+	InferenceCount, ExecutionCount uint64
+	// LastInference is when the last request arrived (zero: none yet).
+	LastInference time.Time
+}
+
+// ObserveRequest records one request a frontend answered: lock-free, a
+// handful of atomic adds.
+func (s *VersionStats) ObserveRequest(t RequestTimes) {
+	f := &s.frontend
+	if t.At.IsZero() {
+		t.At = time.Now()
+	}
+	if at := t.At.UnixNano(); at > f.lastNanos.Load() {
+		f.lastNanos.Store(at) // a racing later request may be overwritten by an earlier one: off by microseconds
+	}
+	if t.Failed {
+		f.fail.add(t.Total)
+		return
+	}
+	f.success.add(t.Total)
+	f.input.add(t.Input)
+	f.queue.add(t.Queue)
+	f.infer.add(t.Infer)
+	f.output.add(t.Output)
+	f.inferences.Add(max(t.Inferences, 1))
+	f.executions.Add(1)
+}
+
+func (f *frontendStats) load() FrontendTotals {
+	out := FrontendTotals{
+		Success: f.success.load(), Fail: f.fail.load(),
+		Queue: f.queue.load(), ComputeInput: f.input.load(), ComputeInfer: f.infer.load(), ComputeOutput: f.output.load(),
+		InferenceCount: f.inferences.Load(), ExecutionCount: f.executions.Load(),
+	}
+	if n := f.lastNanos.Load(); n != 0 {
+		out.LastInference = time.Unix(0, n)
+	}
+	return out
 }
 
 // DriftTotals accumulates shadow comparisons (on the candidate's stats).
@@ -134,6 +227,7 @@ func (s *VersionStats) Snapshot() StatsSnapshot {
 		out.Latency[i] = s.latency[i].Load()
 	}
 	out.LatencySum = time.Duration(s.sumNanos.Load())
+	out.Frontend = s.frontend.load()
 	s.driftMu.Lock()
 	out.Drift = s.drift
 	s.driftMu.Unlock()
@@ -147,6 +241,9 @@ type StatsSnapshot struct {
 	Latency    [latencyBuckets]uint64
 	LatencySum time.Duration
 	Drift      DriftTotals
+	// Frontend are the protocol frontends' per-request totals; Sub does
+	// not window them (they are reported as totals).
+	Frontend FrontendTotals
 }
 
 // Sub returns the counts accumulated between old and s (a window). Drift

@@ -254,7 +254,9 @@ type ModelInfo struct {
 // model (the precedence table in docs/architecture.md).
 type Override struct {
 	Version string `json:"version"`
-	// Action is what the operator did: "activate" or "rollback".
+	// Action is what the operator did: "activate", "rollback", or through
+	// Triton's repository control "load" or "unload" (Version "": the
+	// model is held unloaded).
 	Action string `json:"action"`
 	// Generations are the desired-state generations accepted per source
 	// (as in Store.DesiredGenerations) when the override was made: a

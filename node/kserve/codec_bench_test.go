@@ -63,7 +63,7 @@ func BenchmarkEncodeJSON(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		buf := getBuffer()
-		hdr, err := appendResponseHeader((*buf)[:0], "m", "1", nil, out, flags)
+		hdr, err := appendResponseHeader((*buf)[:0], "m", "1", nil, out, flags, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

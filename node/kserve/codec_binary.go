@@ -50,7 +50,7 @@ func (rd *requestDecoder) readBinary(req *inferRequest, body io.Reader) error {
 		}
 		left -= size
 		if t.DataType == inference.Bytes {
-			strs, err := splitBytesElements(buf, n)
+			strs, err := SplitBytesElements(buf, n)
 			if err != nil {
 				return badRequest(reasonBinary, "input %q: %v", t.Name, err)
 			}
@@ -62,9 +62,10 @@ func (rd *requestDecoder) readBinary(req *inferRequest, body io.Reader) error {
 	return nil
 }
 
-// splitBytesElements splits a binary BYTES section (each element a 4-byte
-// little-endian length then its bytes) into n elements that alias buf.
-func splitBytesElements(buf []byte, n int64) ([][]byte, error) {
+// SplitBytesElements splits a binary BYTES section (each element a 4-byte
+// little-endian length then its bytes, the binary extension's and gRPC
+// raw_input_contents' layout) into n elements that alias buf.
+func SplitBytesElements(buf []byte, n int64) ([][]byte, error) {
 	if int64(len(buf)) < 4*n {
 		return nil, fmt.Errorf("%d bytes cannot hold %d BYTES elements", len(buf), n)
 	}

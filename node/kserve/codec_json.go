@@ -14,6 +14,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/node/kserve/sysshm"
 )
 
 // Limits on the shape of a request, beyond the body size limit.
@@ -35,6 +36,7 @@ type inferRequest struct {
 type requestInput struct {
 	tensor     inference.Tensor
 	binarySize int64 // "binary_data_size"; -1 when absent
+	shm        shmRef
 	hasData    bool
 	raw        []byte // "data" seen before "datatype"/"shape": decoded at the object's end
 }
@@ -43,6 +45,17 @@ type requestOutput struct {
 	name      string
 	binary    bool
 	hasBinary bool // "binary_data" given: it overrides the request-level default
+	shm       shmRef
+}
+
+// shmRef is a tensor's place in a system shared-memory region: the
+// shared_memory_region, shared_memory_offset and shared_memory_byte_size
+// parameters.
+type shmRef struct {
+	region       string
+	offset, size int64
+	set, hasSize bool
+	hasWindow    bool
 }
 
 // decodeLimits carry what the decoder needs to know about the body to bound
@@ -67,6 +80,10 @@ type requestDecoder struct {
 	limits  decodeLimits
 	// bytesArena holds the bytes of JSON BYTES elements; Strings slice it.
 	bytesArena []byte
+	// shm resolves shared-memory inputs (nil: the extension is off); the
+	// caller runs releases once the request is done with them.
+	shm      *sysshm.Registry
+	releases []func()
 }
 
 // decodeRequest reads an inference request from body: the JSON header
@@ -112,7 +129,103 @@ func (rd *requestDecoder) decodeRequest(body io.Reader) (*inferRequest, error) {
 	if err := expectEOF(body); err != nil {
 		return nil, err
 	}
+	for i := range req.inputs {
+		if req.inputs[i].shm.set {
+			if err := rd.shmInput(&req.inputs[i]); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return req, nil
+}
+
+// shmInput points an input at its shared-memory window: the registered
+// mapping itself, no copy. The window must be exactly the tensor's size
+// (BYTES: hold exactly its length-prefixed elements).
+func (rd *requestDecoder) shmInput(in *requestInput) error {
+	t := &in.tensor
+	n, err := inference.ElementCount(t.Shape)
+	if err != nil {
+		return badRequest(reasonInput, "input %q: %v", t.Name, err)
+	}
+	if t.DataType != inference.Bytes {
+		if want := n * int64(t.DataType.Size()); in.shm.size != want {
+			return badRequest(reasonInput, "input %q: shared_memory_byte_size is %d but %s shape %v needs %d bytes", t.Name, in.shm.size, t.DataType, t.Shape, want)
+		}
+	}
+	b, release, err := rd.shm.Acquire(in.shm.region, uint64(in.shm.offset), uint64(in.shm.size))
+	if err != nil {
+		return fmt.Errorf("input %q: %w", t.Name, err)
+	}
+	rd.releases = append(rd.releases, release)
+	if t.DataType == inference.Bytes {
+		strs, err := SplitBytesElements(b, n)
+		if err != nil {
+			return badRequest(reasonInput, "input %q: shared memory: %v", t.Name, err)
+		}
+		t.Strings = strs
+		return nil
+	}
+	t.Data = b
+	return nil
+}
+
+// decodeShmParameter reads one of the shared-memory parameters into ref;
+// it reports whether name was one.
+func (rd *requestDecoder) decodeShmParameter(d *jsontext.Decoder, ref *shmRef, key []byte, where func() string) (bool, error) {
+	// key aliases the decoder's buffer, which the next read overwrites.
+	var name string
+	switch string(key) {
+	case "shared_memory_region", "shared_memory_offset", "shared_memory_byte_size":
+		name = string(key)
+	default:
+		return false, nil
+	}
+	switch name {
+	case "shared_memory_region":
+		if rd.shm == nil {
+			return false, &apiError{status: 501, reason: reasonUnsupported, msg: where() + ": system shared memory is not enabled on this node"}
+		}
+		v, err := d.ReadValue()
+		if err != nil {
+			return true, jsonError(err)
+		}
+		var scratch []byte
+		s, err := unquote(v, &scratch)
+		if err != nil || len(s) == 0 {
+			return true, badRequest(reasonJSON, "%s: shared_memory_region must be a non-empty string", where())
+		}
+		ref.region, ref.set = string(s), true
+		return true, nil
+	case "shared_memory_offset", "shared_memory_byte_size":
+		n, err := readInt(d, func() string { return where() + ": " + name })
+		if err != nil {
+			return true, err
+		}
+		if n < 0 {
+			return true, badRequest(reasonInput, "%s: %s is negative (%d)", where(), name, n)
+		}
+		if name == "shared_memory_offset" {
+			ref.offset = n
+		} else {
+			ref.size, ref.hasSize = n, true
+		}
+		ref.hasWindow = true
+		return true, nil
+	}
+	return false, nil
+}
+
+// checkShm checks a tensor's shared-memory parameters once its object has
+// ended.
+func checkShm(ref shmRef, what string) error {
+	switch {
+	case !ref.set && ref.hasWindow:
+		return badRequest(reasonInput, "%s has shared_memory_offset or shared_memory_byte_size but no shared_memory_region", what)
+	case ref.set && !ref.hasSize:
+		return badRequest(reasonInput, "%s names shared_memory_region %q without shared_memory_byte_size", what, ref.region)
+	}
+	return nil
 }
 
 // expectEOF rejects trailing bytes after the last section.
@@ -446,11 +559,8 @@ func (rd *requestDecoder) decodeInput(d *jsontext.Decoder, req *inferRequest) (r
 					}
 					in.binarySize = n
 					return true, err
-				case "shared_memory_region":
-					return false, &apiError{status: 501, reason: reasonUnsupported,
-						msg: fmt.Sprintf("input %s: shared memory is not supported", where())}
 				}
-				return false, nil
+				return rd.decodeShmParameter(d, &in.shm, name, func() string { return "input " + where() })
 			})
 			if err != nil {
 				return in, err
@@ -497,8 +607,13 @@ func (rd *requestDecoder) decodeInput(d *jsontext.Decoder, req *inferRequest) (r
 		return in, badRequest(reasonInput, "input %q has no \"shape\"", in.tensor.Name)
 	case in.hasData && in.binarySize >= 0:
 		return in, badRequest(reasonBinary, "input %q has both \"data\" and binary_data_size", in.tensor.Name)
-	case !in.hasData && in.binarySize < 0:
-		return in, badRequest(reasonInput, "input %q has no \"data\" and no binary_data_size", in.tensor.Name)
+	case in.shm.set && (in.hasData || in.binarySize >= 0):
+		return in, badRequest(reasonInput, "input %q has shared_memory_region and also \"data\" or binary_data_size", in.tensor.Name)
+	case !in.hasData && in.binarySize < 0 && !in.shm.set:
+		return in, badRequest(reasonInput, "input %q has no \"data\", no binary_data_size and no shared_memory_region", in.tensor.Name)
+	}
+	if err := checkShm(in.shm, fmt.Sprintf("input %q", in.tensor.Name)); err != nil {
+		return in, err
 	}
 	if !checked {
 		if err := rd.checkInput(&in.tensor); err != nil {
@@ -592,10 +707,8 @@ func (rd *requestDecoder) decodeOutput(d *jsontext.Decoder, req *inferRequest) (
 					return true, err
 				case "classification":
 					return false, &apiError{status: 501, reason: reasonUnsupported, msg: "the classification extension is not supported"}
-				case "shared_memory_region":
-					return false, &apiError{status: 501, reason: reasonUnsupported, msg: "shared memory is not supported"}
 				}
-				return false, nil
+				return rd.decodeShmParameter(d, &out.shm, name, func() string { return fmt.Sprintf("requested output %q", out.name) })
 			})
 			if err != nil {
 				return out, err
@@ -611,6 +724,9 @@ func (rd *requestDecoder) decodeOutput(d *jsontext.Decoder, req *inferRequest) (
 	}
 	if out.name == "" {
 		return out, badRequest(reasonOutput, "requested output #%d has no \"name\"", len(req.outputs))
+	}
+	if err := checkShm(out.shm, fmt.Sprintf("requested output %q", out.name)); err != nil {
+		return out, err
 	}
 	known := false
 	for _, info := range rd.outputs {

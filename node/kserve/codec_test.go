@@ -112,7 +112,7 @@ func TestDecodeRejectsBadRequests(t *testing.T) {
 		{"no name", []byte(`{"inputs":[{"datatype":"FP32","shape":[1,3],"data":[1,2,3]}]}`), -1, 400, `has no "name"`},
 		{"no datatype", []byte(`{"inputs":[{"name":"x","shape":[1,3],"data":[1,2,3]}]}`), -1, 400, `has no "datatype"`},
 		{"no shape", []byte(`{"inputs":[{"name":"x","datatype":"FP32","data":[1,2,3]}]}`), -1, 400, `has no "shape"`},
-		{"no data", []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3]}]}`), -1, 400, `no "data" and no binary_data_size`},
+		{"no data", []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3]}]}`), -1, 400, `no "data", no binary_data_size and no shared_memory_region`},
 		{"unknown datatype", []byte(`{"inputs":[{"name":"x","datatype":"FP33","shape":[1,3],"data":[1,2,3]}]}`), -1, 400, `unknown datatype "FP33"`},
 		{"wrong datatype", []byte(`{"inputs":[{"name":"x","datatype":"FP64","shape":[1,3],"data":[1,2,3]}]}`), -1, 400, "datatype FP64 does not match the model's FP32"},
 		{"wrong shape", []byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}`), -1, 400, "shape [1 4] does not match the model's [-1 3]"},
@@ -209,7 +209,7 @@ func TestCodecRoundTripEveryDataType(t *testing.T) {
 				flags[i] = bin
 			}
 			// A response's "outputs" has the shape of a request's "inputs".
-			hdr, err := appendResponseHeader(nil, "m", "1", nil, ts, flags)
+			hdr, err := appendResponseHeader(nil, "m", "1", nil, ts, flags, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -254,7 +254,7 @@ func TestEncodeRejectsWhatJSONCannotCarry(t *testing.T) {
 		{inference.Tensor{Name: "s", DataType: inference.Bytes, Shape: []int64{1}, Strings: [][]byte{{0xff}}}, "not valid UTF-8"},
 		{inference.Tensor{Name: "r", DataType: inference.FP32, Shape: []int64{1}, Data: []byte{1, 2, 3}}, "not a whole number"},
 	} {
-		_, err := appendResponseHeader(nil, "m", "", nil, []inference.Tensor{tc.t}, []bool{false})
+		_, err := appendResponseHeader(nil, "m", "", nil, []inference.Tensor{tc.t}, []bool{false}, nil)
 		if err == nil || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%s: err = %v, want %q", tc.t.Name, err, tc.msg)
 		}
@@ -273,7 +273,7 @@ func TestSplitBytesElementsRejectsBadSections(t *testing.T) {
 		{[]byte{0, 0, 0, 0, 1, 0}, 2, "cannot hold"},
 		{[]byte{0xff, 0xff, 0xff, 0xff}, 1, "past the end"},
 	} {
-		if _, err := splitBytesElements(tc.buf, tc.n); err == nil || !strings.Contains(err.Error(), tc.msg) {
+		if _, err := SplitBytesElements(tc.buf, tc.n); err == nil || !strings.Contains(err.Error(), tc.msg) {
 			t.Errorf("%v: err = %v, want %q", tc.buf, err, tc.msg)
 		}
 	}
@@ -319,6 +319,7 @@ func FuzzDecodeJSONRequest(f *testing.F) {
 	f.Add([]byte(`{"id":"1","inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"data":[1,2,3]},{"name":"s","datatype":"BYTES","shape":[2],"data":["a","\u00e9"]},{"name":"h","datatype":"FP16","shape":[1],"data":[0.5]},{"name":"b","datatype":"BOOL","shape":[2],"data":[true,false]}],"outputs":[{"name":"y","parameters":{"binary_data":true}}]}`))
 	f.Add([]byte(`{"inputs":[{"data":[[1,2,3]],"shape":[1,3],"name":"x","datatype":"FP32"}]}`))
 	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[0,3],"data":[]}]} `))
+	f.Add([]byte(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"shared_memory_region":"r","shared_memory_offset":4,"shared_memory_byte_size":12}}],"outputs":[{"name":"y","parameters":{"shared_memory_offset":-1}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req, err := decodeForTest(body, -1, fuzzInputs, codecOutputs)
 		checkFuzzResult(t, req, err)

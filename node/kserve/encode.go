@@ -49,8 +49,10 @@ func putBuffer(b *[]byte) {
 
 // appendResponseHeader appends the JSON response for outs. Outputs with
 // binary[i] set get a binary_data_size parameter instead of "data"; their
-// bytes follow the header (writeBinarySections).
-func appendResponseHeader(b []byte, model, version string, id []byte, outs []inference.Tensor, binary []bool) ([]byte, error) {
+// bytes follow the header (writeBinarySections). Outputs with a non-empty
+// shm[i] (shm may be nil) were written to that shared-memory region: they
+// get its name and their byte size instead.
+func appendResponseHeader(b []byte, model, version string, id []byte, outs []inference.Tensor, binary []bool, shm []string) ([]byte, error) {
 	b = append(b, `{"model_name":`...)
 	b, _ = jsontext.AppendQuote(b, model)
 	if version != "" {
@@ -79,6 +81,14 @@ func appendResponseHeader(b []byte, model, version string, id []byte, outs []inf
 			b = strconv.AppendInt(b, d, 10)
 		}
 		b = append(b, ']')
+		if shm != nil && shm[i] != "" {
+			b = append(b, `,"parameters":{"shared_memory_region":`...)
+			b, _ = jsontext.AppendQuote(b, shm[i])
+			b = append(b, `,"shared_memory_byte_size":`...)
+			b = strconv.AppendInt(b, tensorByteSize(t), 10)
+			b = append(b, "}}"...)
+			continue
+		}
 		if binary[i] {
 			b = append(b, `,"parameters":{"binary_data_size":`...)
 			b = strconv.AppendInt(b, tensorByteSize(t), 10)

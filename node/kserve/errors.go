@@ -12,20 +12,21 @@ import (
 // Rejection reasons, the "reason" label of the rejected-requests metric. The
 // set is fixed so that the label's cardinality is bounded.
 const (
-	reasonJSON        = "json"        // malformed or unexpected JSON
-	reasonHeader      = "header"      // bad Inference-Header-Content-Length
-	reasonInput       = "input"       // missing, unknown or duplicate input, bad datatype or shape
-	reasonOutput      = "output"      // unknown or duplicate requested output
-	reasonData        = "data"        // element values or counts that don't fit datatype and shape
-	reasonBinary      = "binary"      // binary section sizes or layout
-	reasonTooLarge    = "too_large"   // body over the configured limit
-	reasonMethod      = "method"      // a route's wrong HTTP method
-	reasonNotFound    = "not_found"   // unknown model or version
-	reasonUnavailable = "unavailable" // model not ready, buffers exhausted, request cancelled
-	reasonUnsupported = "unsupported" // a protocol feature we don't implement
-	reasonInvalid     = "invalid"     // the model rejected the request
-	reasonRunFailed   = "run_failed"  // ONNX Runtime failed running the model
-	reasonInternal    = "internal"    // anything else
+	reasonJSON         = "json"         // malformed or unexpected JSON
+	reasonHeader       = "header"       // bad Inference-Header-Content-Length
+	reasonInput        = "input"        // missing, unknown or duplicate input, bad datatype or shape
+	reasonOutput       = "output"       // unknown or duplicate requested output
+	reasonData         = "data"         // element values or counts that don't fit datatype and shape
+	reasonBinary       = "binary"       // binary section sizes or layout
+	reasonTooLarge     = "too_large"    // body over the configured limit
+	reasonMethod       = "method"       // a route's wrong HTTP method
+	reasonNotFound     = "not_found"    // unknown model or version
+	reasonUnavailable  = "unavailable"  // model not ready, buffers exhausted, request cancelled
+	reasonUnsupported  = "unsupported"  // a protocol feature we don't implement
+	reasonInvalid      = "invalid"      // the model rejected the request
+	reasonRunFailed    = "run_failed"   // ONNX Runtime failed running the model
+	reasonInternal     = "internal"     // anything else
+	reasonUnauthorized = "unauthorized" // repository control without the token
 )
 
 // apiError is an error with the HTTP status and rejection reason it maps to.

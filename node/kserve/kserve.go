@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -15,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/node/kserve/sysshm"
 )
 
 // Backend is what the HTTP layer needs from the inference engine.
@@ -77,6 +79,16 @@ type Options struct {
 	// ErrorLogPeriod; the rest are dropped (they are still counted).
 	ErrorLogBurst  uint32
 	ErrorLogPeriod time.Duration
+	// RepositoryControl enables Triton's POST /v2/repository/models/{m}/load
+	// and /unload on a backend that is a RepositoryController (off: they
+	// answer 501, like Triton's default model control mode refusing them).
+	RepositoryControl bool
+	// RepositoryToken, when set, is required on load and unload as
+	// "Authorization: Bearer <token>" (the node passes its admin token).
+	RepositoryToken string
+	// SharedMemory, when set, serves Triton's system shared-memory
+	// extension: /v2/systemsharedmemory/... and tensors naming a region.
+	SharedMemory *sysshm.Registry
 }
 
 // DefaultOptions returns a fresh Options with the defaults.
@@ -138,8 +150,32 @@ func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 	h.route("GET", "/v2/models/{model}/versions/{version}/ready", h.serveModelReady)
 	h.route("POST", "/v2/models/{model}/infer", h.serveInfer)
 	h.route("POST", "/v2/models/{model}/versions/{version}/infer", h.serveInfer)
+	h.route("GET", "/v2/models/{model}/config", h.serveModelConfig)
+	h.route("GET", "/v2/models/{model}/versions/{version}/config", h.serveModelConfig)
+	if _, ok := b.(StatsReader); ok {
+		// GET only: a method-less /v2/models/stats would collide with
+		// GET /v2/models/{model}; that route's 405 covers other methods.
+		h.mux.HandleFunc("GET /v2/models/stats", h.serveModelStats)
+		h.route("GET", "/v2/models/{model}/stats", h.serveModelStats)
+		h.route("GET", "/v2/models/{model}/versions/{version}/stats", h.serveModelStats)
+	}
 	if _, ok := b.(ModelIndexer); ok {
 		h.route("POST", "/v2/repository/index", h.serveIndex)
+	}
+	if opts.SharedMemory != nil {
+		h.mux.HandleFunc("GET /v2/systemsharedmemory/status", h.serveShmStatus)
+		h.route("GET", "/v2/systemsharedmemory/region/{region}/status", h.serveShmStatus)
+		h.route("POST", "/v2/systemsharedmemory/region/{region}/register", h.serveShmRegister)
+		h.route("POST", "/v2/systemsharedmemory/unregister", h.serveShmUnregister)
+		h.route("POST", "/v2/systemsharedmemory/region/{region}/unregister", h.serveShmUnregister)
+	}
+	h.mux.HandleFunc("/v2/cudasharedmemory/", func(w http.ResponseWriter, r *http.Request) {
+		h.writeError(w, r, &apiError{status: http.StatusNotImplemented, reason: reasonUnsupported,
+			msg: "CUDA shared memory is not supported on this node (use system shared memory)"})
+	})
+	if _, ok := b.(RepositoryController); ok {
+		h.route("POST", "/v2/repository/models/{model}/load", h.serveRepositoryLoad)
+		h.route("POST", "/v2/repository/models/{model}/unload", h.serveRepositoryUnload)
 	}
 	if opts.EnablePprof {
 		h.mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -179,13 +215,25 @@ func (h *Handler) serveReady(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusServiceUnavailable)
 }
 
-func (h *Handler) serveServerMetadata(w http.ResponseWriter, _ *http.Request) {
-	ext := []string{"binary_tensor_data"}
-	if _, ok := h.backend.(ModelIndexer); ok {
+// Extensions are the protocol extensions a frontend over b serves (GET
+// /v2, gRPC ServerMetadata), shm telling whether system shared memory is on.
+func Extensions(b Backend, shm bool) []string {
+	ext := []string{"binary_tensor_data", "model_configuration"}
+	if shm {
+		ext = append(ext, "system_shared_memory")
+	}
+	if _, ok := b.(ModelIndexer); ok {
 		ext = append(ext, "model_repository")
 	}
+	if _, ok := b.(StatsReader); ok {
+		ext = append(ext, "statistics")
+	}
+	return ext
+}
+
+func (h *Handler) serveServerMetadata(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"name": h.opts.ServerName, "version": h.opts.ServerVersion, "extensions": ext,
+		"name": h.opts.ServerName, "version": h.opts.ServerVersion, "extensions": Extensions(h.backend, h.opts.SharedMemory != nil),
 	})
 }
 
@@ -317,6 +365,26 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError
 	_, _ = w.Write(b)
 }
 
+// discardBody reads and drops what is left of a request body before an
+// early error is answered, so that a client that writes its whole request
+// before reading (Triton's do) sees the error instead of a reset
+// connection. body is bounded by MaxBodyBytes (http.MaxBytesReader: past
+// it the server closes the connection after the answer). A body already
+// known to be over the limit (Content-Length) is not read, and neither is
+// one the client waits to send (Expect: 100-continue, nothing read yet).
+func (h *Handler) discardBody(r *http.Request, body *countingReader) {
+	if r.ContentLength > h.opts.MaxBodyBytes {
+		return
+	}
+	if body.n == 0 && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		return
+	}
+	n, err := io.Copy(io.Discard, body)
+	if err != nil {
+		h.errLog.Debug().Err(err).Int64("discarded", n).Str("path", r.URL.Path).Msg("discarding the body of a rejected request")
+	}
+}
+
 // countingReader counts the bytes read through it.
 type countingReader struct {
 	r io.Reader
@@ -342,29 +410,42 @@ const headerContentLength = "Inference-Header-Content-Length"
 // outputs (binary ones straight from the output buffers).
 func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	body := &countingReader{r: http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)}
 	modelName, version := r.PathValue("model"), r.PathValue("version")
 	m, release, err := h.backend.Acquire(modelName, version)
 	if err != nil {
 		ae := toAPIError(err)
 		h.metrics.requests.WithLabelValues("", "", strconv.Itoa(ae.status)).Inc()
+		h.discardBody(r, body)
 		h.writeError(w, r, ae)
 		return
 	}
 	defer release()
 	modelName, version = m.Name(), m.Version()
+	pending := h.metrics.pending.WithLabelValues(modelName, version)
+	pending.Inc()
+	defer pending.Dec()
 	alloc, freeAlloc := h.opts.NewAllocator()
 	defer freeAlloc()
 
-	body := &countingReader{r: http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes)}
-	status, respBytes, err := h.infer(w, r, m, alloc, body, start)
+	rt := inference.RequestTimes{At: start}
+	status, respBytes, err := h.infer(w, r, m, alloc, body, start, &rt)
 	if err != nil {
 		ae := toAPIError(err)
 		status = ae.status
 		h.metrics.failure.WithLabelValues(modelName, version, ae.reason).Inc()
+		h.discardBody(r, body)
 		h.writeError(w, r, ae)
+		rt.Failed = true
 	} else {
 		h.metrics.success.WithLabelValues(modelName, version).Inc()
 		h.metrics.duration.WithLabelValues(modelName, version).Observe(time.Since(start).Seconds())
+		h.metrics.inferences.WithLabelValues(modelName, version).Add(float64(rt.Inferences))
+		h.metrics.executions.WithLabelValues(modelName, version).Inc()
+	}
+	rt.Total = time.Since(start)
+	if ob, ok := m.(RequestObserver); ok {
+		ob.ObserveRequest(rt)
 	}
 	h.metrics.requests.WithLabelValues(modelName, version, strconv.Itoa(status)).Inc()
 	h.metrics.requestBytes.WithLabelValues(modelName, version).Add(float64(body.n))
@@ -373,12 +454,26 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
 
 // infer does the work of serveInfer. An error means nothing has been
 // written yet; once the response has started, write errors are only logged.
-func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Model, alloc inference.Allocator, body io.Reader, start time.Time) (int, int64, error) {
+// rt receives the request's times and batch size.
+func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Model, alloc inference.Allocator, body io.Reader, start time.Time, rt *inference.RequestTimes) (int, int64, error) {
 	limits := decodeLimits{bodyBytes: h.opts.MaxBodyBytes, headerLen: -1}
 	if r.ContentLength > h.opts.MaxBodyBytes {
 		return 0, 0, &http.MaxBytesError{Limit: h.opts.MaxBodyBytes}
 	}
-	if r.ContentLength >= 0 {
+	enc, err := requestEncoding(r.Header)
+	if err != nil {
+		return 0, 0, err
+	}
+	if enc != "" {
+		// The decompressed body is bounded by MaxBodyBytes as an
+		// uncompressed one is; its length is not known up front.
+		d, err := newDecompressor(enc, body, h.opts.MaxBodyBytes)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer d.release()
+		body = d
+	} else if r.ContentLength >= 0 {
 		limits.bodyBytes = r.ContentLength
 	}
 	if hv := r.Header.Get(headerContentLength); hv != "" {
@@ -391,14 +486,21 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		}
 		limits.headerLen = n
 	}
-	rd := requestDecoder{ctx: r.Context(), alloc: alloc, inputs: m.Inputs(), outputs: m.Outputs(), limits: limits}
+	rd := requestDecoder{ctx: r.Context(), alloc: alloc, inputs: m.Inputs(), outputs: m.Outputs(), limits: limits, shm: h.opts.SharedMemory}
+	defer func() {
+		for _, release := range rd.releases {
+			release()
+		}
+	}()
 	req, err := rd.decodeRequest(body)
 	if err != nil {
 		return 0, 0, err
 	}
 	labels := prometheus.Labels{"model": m.Name(), "version": m.Version()}
 	decoded := time.Now()
-	h.metrics.inputDur.With(labels).Observe(decoded.Sub(start).Seconds())
+	rt.Input = decoded.Sub(start)
+	h.metrics.inputDur.With(labels).Observe(rt.Input.Seconds())
+	rt.Inferences = batchSize(m, req.inputs)
 
 	inputs := make([]inference.Tensor, len(req.inputs))
 	for i := range req.inputs {
@@ -416,13 +518,15 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		var st inference.RunStats
 		outs, st, err = sr.RunWithStats(r.Context(), inputs, names, alloc)
 		if err == nil {
+			rt.Queue, rt.Infer = st.Queue, st.Compute
 			h.metrics.queueDur.With(labels).Observe(st.Queue.Seconds())
 			h.metrics.computeDur.With(labels).Observe(st.Compute.Seconds())
 		}
 	} else {
 		outs, err = m.Run(r.Context(), inputs, names, alloc)
 		if err == nil {
-			h.metrics.computeDur.With(labels).Observe(time.Since(decoded).Seconds())
+			rt.Infer = time.Since(decoded)
+			h.metrics.computeDur.With(labels).Observe(rt.Infer.Seconds())
 		}
 	}
 	if err != nil {
@@ -441,12 +545,30 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		}
 		anyBinary = anyBinary || binary[i]
 	}
+	shm, err := h.writeShmOutputs(req, outs, binary, &rd.releases)
+	if err != nil {
+		return 0, 0, err
+	}
+	anyBinary = false
+	for _, b := range binary {
+		anyBinary = anyBinary || b
+	}
 	buf := getBuffer()
 	defer putBuffer(buf)
-	hdr, err := appendResponseHeader((*buf)[:0], m.Name(), m.Version(), req.id, outs, binary)
+	hdr, err := appendResponseHeader((*buf)[:0], m.Name(), m.Version(), req.id, outs, binary, shm)
 	*buf = hdr
 	if err != nil {
 		return 0, 0, &apiError{status: http.StatusInternalServerError, reason: reasonInternal, msg: err.Error(), err: err}
+	}
+	// From here on the response is written: compress it when asked.
+	if enc := responseEncoding(r.Header); enc != "" {
+		c := newCompressor(w, enc)
+		defer func() {
+			if err := c.finish(); err != nil {
+				h.errLog.Debug().Err(err).Str("model", m.Name()).Msg("finishing the compressed response failed")
+			}
+		}()
+		w = c
 	}
 	total := int64(len(hdr))
 	wh := w.Header()
@@ -470,6 +592,18 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 	if err != nil {
 		h.errLog.Debug().Err(err).Str("model", m.Name()).Msg("writing the response failed")
 	}
-	h.metrics.outputDur.With(labels).Observe(time.Since(ran).Seconds())
+	rt.Output = time.Since(ran)
+	h.metrics.outputDur.With(labels).Observe(rt.Output.Seconds())
 	return http.StatusOK, total, nil
+}
+
+// batchSize is the number of inferences a request carries: the first
+// dimension of its first input when the model batches (max_batch > 0),
+// else 1.
+func batchSize(m inference.Model, inputs []requestInput) uint64 {
+	c, ok := m.(configured)
+	if !ok || c.Config().MaxBatch <= 0 || len(inputs) == 0 || len(inputs[0].tensor.Shape) == 0 {
+		return 1
+	}
+	return uint64(max(inputs[0].tensor.Shape[0], 1))
 }

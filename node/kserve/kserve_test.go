@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/errdefs"
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/node/kserve/kservetest"
@@ -40,7 +41,11 @@ func (b *testBackend) Acquire(model, version string) (inference.Model, func(), e
 	}
 	s, ok := b.models[key]
 	if !ok {
-		return nil, nil, fmt.Errorf("model %q version %q: %w", model, version, inference.ErrNotFound)
+		// inference.Router's wording (Triton's).
+		if version != "" && b.models[model] != nil {
+			return nil, nil, errdefs.Sentinel(inference.ErrNotFound, "Request for unknown model: '"+model+"' version "+version+" is not found")
+		}
+		return nil, nil, errdefs.Sentinel(inference.ErrNotFound, "Request for unknown model: '"+model+"' is not found")
 	}
 	return s, func() {}, nil
 }
@@ -132,15 +137,15 @@ func TestHealthAndMetadata(t *testing.T) {
 	}{
 		{"GET", "/v2/health/live", 200, ""},
 		{"GET", "/v2/health/ready", 200, ""},
-		{"GET", "/v2", 200, `"extensions":["binary_tensor_data","model_repository"]`},
+		{"GET", "/v2", 200, `"extensions":["binary_tensor_data","model_configuration","model_repository"]`},
 		{"GET", "/v2/models/silero_vad", 200, `"inputs":[{"name":"input","datatype":"FP32","shape":[-1,-1]},{"name":"sr","datatype":"INT64","shape":[]}`},
 		{"GET", "/v2/models/silero_vad", 200, `"versions":["1"],"platform":"onnxruntime_onnx"`},
 		{"GET", "/v2/models/ppocr_det/versions/1", 200, `"outputs":[{"name":"sigmoid_0.tmp_0","datatype":"FP32","shape":[-1,1,-1,-1]}]`},
 		{"GET", "/v2/models/silero_vad/ready", 200, `{"name":"silero_vad","ready":true}`},
 		{"GET", "/v2/models/silero_vad/versions/1/ready", 200, `"ready":true`},
 		{"GET", "/v2/models/loading/ready", 503, `"ready":false`},
-		{"GET", "/v2/models/nope", 404, `{"error":"model \"nope\" version \"\": not found"}`},
-		{"GET", "/v2/models/silero_vad/versions/9", 404, `version \"9\"`},
+		{"GET", "/v2/models/nope", 404, `{"error":"Request for unknown model: 'nope' is not found"}`},
+		{"GET", "/v2/models/silero_vad/versions/9", 404, `version 9 is not found`},
 		{"GET", "/v2/models/nope/ready", 404, `"error"`},
 		{"POST", "/v2/repository/index", 200, `"state":"LOADING","reason":"warming up"`},
 		{"GET", "/v2/nothing/here", 404, `no route for GET /v2/nothing/here`},
@@ -269,8 +274,8 @@ func TestInferRejectsBadRequests(t *testing.T) {
 		status  int
 		msg     string
 	}{
-		{"unknown model", h, "POST", "/v2/models/nope/infer", nil, good, 404, `model "nope"`},
-		{"unknown version", h, "POST", "/v2/models/silero_vad/versions/7/infer", nil, good, 404, `version "7"`},
+		{"unknown model", h, "POST", "/v2/models/nope/infer", nil, good, 404, `Request for unknown model: 'nope' is not found`},
+		{"unknown version", h, "POST", "/v2/models/silero_vad/versions/7/infer", nil, good, 404, `Request for unknown model: 'silero_vad' version 7 is not found`},
 		{"model loading", h, "POST", "/v2/models/loading/infer", nil, good, 503, "is loading"},
 		{"buffers exhausted", hExhausted, "POST", silero, nil, good, 503, "no buffer of"},
 		{"GET on infer", h, "GET", silero, nil, nil, 405, "GET is not allowed on /v2/models/silero_vad/infer (use POST)"},
@@ -423,6 +428,8 @@ func TestInferOverLoopback(t *testing.T) {
 	body, n := kservetest.BinaryRequest(t, "", kservetest.SileroInputs(), true)
 	req, _ := http.NewRequest("POST", srv.URL+"/v2/models/silero_vad/infer", bytes.NewReader(body))
 	req.Header.Set(headerContentLength, strconv.Itoa(n))
+	// Go's transport asks for gzip unless told otherwise; identity first.
+	req.Header.Set("Accept-Encoding", "identity")
 	resp, err := srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -438,6 +445,22 @@ func TestInferOverLoopback(t *testing.T) {
 	out := kservetest.ParseResponse(t, resp.Header, got)
 	if len(out.Outputs) != 3 {
 		t.Fatalf("%d outputs", len(out.Outputs))
+	}
+	// A default Go client gets the same response gzip'd, decompressed by
+	// its transport.
+	req, _ = http.NewRequest("POST", srv.URL+"/v2/models/silero_vad/infer", bytes.NewReader(body))
+	req.Header.Set(headerContentLength, strconv.Itoa(n))
+	resp2, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp2.Body.Close()
+	got2, err := io.ReadAll(resp2.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !resp2.Uncompressed || !bytes.Equal(got2, got) {
+		t.Fatalf("default client: uncompressed by the transport %v, same body %v", resp2.Uncompressed, bytes.Equal(got2, got))
 	}
 }
 

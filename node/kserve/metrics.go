@@ -19,6 +19,9 @@ type metrics struct {
 	outputDur     *prometheus.HistogramVec // model, version: encoding and writing the response
 	requestBytes  *prometheus.CounterVec   // model, version
 	responseBytes *prometheus.CounterVec   // model, version
+	inferences    *prometheus.CounterVec   // model, version: batch sizes of successful requests
+	executions    *prometheus.CounterVec   // model, version: model runs of successful requests
+	pending       *prometheus.GaugeVec     // model, version: requests acquired and not yet answered
 }
 
 // latencyBuckets span 100µs to about 13s.
@@ -71,12 +74,25 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "edge_inference_response_bytes_total",
 			Help: "Bytes of inference response bodies written.",
 		}, mv),
+		inferences: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_count_total",
+			Help: "Inferences performed by successful requests, a request counting its batch size (Triton: nv_inference_count).",
+		}, mv),
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edge_inference_exec_count_total",
+			Help: "Model executions of successful requests; the node does not batch requests together, so one per request (Triton: nv_inference_exec_count).",
+		}, mv),
+		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "edge_inference_pending_requests",
+			Help: "Inference requests in progress: acquired a version and not yet answered (decoding, queued or running; Triton: nv_inference_pending_request_count).",
+		}, mv),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.success, m.failure, m.rejected, m.duration,
-		m.inputDur, m.queueDur, m.computeDur, m.outputDur, m.requestBytes, m.responseBytes} {
+		m.inputDur, m.queueDur, m.computeDur, m.outputDur, m.requestBytes, m.responseBytes,
+		m.inferences, m.executions, m.pending} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

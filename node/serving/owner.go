@@ -124,6 +124,10 @@ func (o *Owner) Boot(ctx context.Context, repo string) error {
 	}
 	o.mu.Lock()
 	for _, s := range report.Serve {
+		if o.unloaded(ctx, s.Info.Model) {
+			o.log.Info().Str("model", s.Info.Model).Str("version", s.Info.Version).Msg("not loaded: the model was unloaded by repository control (load it, or clear its override)")
+			continue
+		}
 		o.serveAtBootLocked(ctx, s.Info, s.Dir)
 	}
 	o.mu.Unlock()
@@ -144,7 +148,7 @@ func (o *Owner) Boot(ctx context.Context, repo string) error {
 			return err
 		}
 		latest, ok := store.LatestReady(mi)
-		if !ok || (mi.Active != "" && models.CompareVersions(latest, mi.Active) <= 0) {
+		if !ok || (mi.Active != "" && models.CompareVersions(latest, mi.Active) <= 0) || o.unloaded(ctx, name) {
 			continue
 		}
 		o.mu.Lock()
@@ -272,15 +276,23 @@ func (o *Owner) Rollback(ctx context.Context, model string, a Admin) (models.Ver
 }
 
 // ClearOverride hands the model back to desired state: the next reconcile
-// pass brings it to what its sources ask for.
+// pass brings it to what its sources ask for. A model held unloaded
+// (repository unload) serves its Active version again at once.
 func (o *Owner) ClearOverride(ctx context.Context, model string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	defer o.changes.Notify()
-	if _, err := o.store.Model(ctx, model); err != nil {
+	mi, err := o.store.Model(ctx, model)
+	if err != nil {
 		return err
 	}
-	return o.store.SetOverride(ctx, model, nil)
+	if err := o.store.SetOverride(ctx, model, nil); err != nil {
+		return err
+	}
+	if mi.Override != nil && mi.Override.Action == OverrideUnload && mi.Active != "" {
+		_, err = o.serveActiveLocked(ctx, model, mi.Active)
+	}
+	return err
 }
 
 // Delete removes a version from the store and, if it was still loaded (the
@@ -380,6 +392,9 @@ func (o *Owner) activateLocked(ctx context.Context, model, version string) (mode
 		return v, nil
 	}
 	defer o.changes.Notify() // a failure is a change too (Failed recorded)
+	if v, err := o.store.Version(ctx, model, version); err == nil && v.State == models.Active {
+		return o.serveActiveLocked(ctx, model, version) // Active but unloaded (repository unload)
+	}
 	l := o.engine.loader()
 	defer l.discard()
 	v, err := o.store.Activate(ctx, model, version, l)
@@ -507,9 +522,14 @@ func (o *Owner) Apply(ctx context.Context, d Desired) (Outcome, error) {
 	}
 	switch v.State {
 	case models.Active:
-		if o.engine.routed(d.Model, d.Version) {
-			return Outcome{State: models.Active}, nil
+		// Not routed after an unload whose override a newer generation
+		// just ended: load it again.
+		if !o.engine.routed(d.Model, d.Version) {
+			if _, err := o.serveActiveLocked(ctx, d.Model, d.Version); err != nil {
+				return Outcome{State: models.Active}, err
+			}
 		}
+		return Outcome{State: models.Active}, nil
 	case models.Canary, models.Shadow:
 		return Outcome{State: v.State, Reason: models.ReasonHeld}, nil
 	case models.Failed:

@@ -7,12 +7,18 @@
 package kservetest
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
+	"io"
 	"math"
+	"net"
 	"net/http"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/edgeai/edge-node/inference"
 )
@@ -252,4 +258,39 @@ func SplitBytes(t testing.TB, raw []byte) [][]byte {
 		out, raw = append(out, raw[4:4+n]), raw[4+n:]
 	}
 	return out
+}
+
+// RawExchange writes a whole HTTP request (headers and body) on a fresh
+// connection before reading anything back, as Triton's clients do, and
+// returns the response and its body. A write error (EPIPE, reset) fails the
+// test: it means the server closed without reading the body.
+func RawExchange(t testing.TB, addr, path string, header http.Header, body []byte) (*http.Response, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+	var hdr bytes.Buffer
+	fmt.Fprintf(&hdr, "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Length: %d\r\n", path, addr, len(body))
+	for k, vs := range header {
+		for _, v := range vs {
+			fmt.Fprintf(&hdr, "%s: %s\r\n", k, v)
+		}
+	}
+	hdr.WriteString("\r\n")
+	if _, err := conn.Write(append(hdr.Bytes(), body...)); err != nil {
+		t.Fatalf("writing the whole %d-byte request: %v", len(body), err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("reading the response: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the response body: %v", err)
+	}
+	return resp, b
 }

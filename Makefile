@@ -63,3 +63,8 @@ dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross 
 
 dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
 	@scripts/dist-test.sh
+
+.PHONY: generate
+
+generate: ## regenerate the committed protobuf code (Triton's gRPC service) with protoc and the go.mod-pinned plugins
+	@GO=$(GO) scripts/generate.sh

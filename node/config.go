@@ -21,6 +21,17 @@ type Config struct {
 	// HTTPAddr is where the KServe v2 and admin REST APIs listen. Loopback
 	// by default: exposing inference beyond the device is a deliberate act.
 	HTTPAddr string `yaml:"http_addr"`
+	// GRPCAddr is where Triton's gRPC inference service listens
+	// (inference.GRPCInferenceService, node/kserve/tritongrpc); "" turns it
+	// off. Loopback by default, like HTTPAddr.
+	GRPCAddr string `yaml:"grpc_addr"`
+	// HTTPSocket and GRPCSocket are Unix-domain socket paths on which the
+	// REST and gRPC APIs are served too, for callers on the device ("":
+	// none). SocketMode is their file mode, octal (default "0660": owner
+	// and group). See unixsock.go.
+	HTTPSocket string `yaml:"http_socket"`
+	GRPCSocket string `yaml:"grpc_socket"`
+	SocketMode string `yaml:"socket_mode"`
 	// ModelRepository is a Triton-style folder <dir>/<name>/<version>/model.onnx
 	// served (imported into the store) at boot. Optional.
 	ModelRepository string `yaml:"model_repository"`
@@ -34,12 +45,20 @@ type Config struct {
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 	// Pprof serves /debug/pprof/ on the HTTP address when true.
 	Pprof bool `yaml:"pprof"`
-	// AdminToken, when set, is required as a Bearer token on /admin/ calls.
+	// AdminToken, when set, is required as a Bearer token on /admin/ calls
+	// (and on Triton's repository load and unload).
 	AdminToken string `yaml:"admin_token"`
+	// RepositoryControl enables Triton's POST /v2/repository/models/{m}/load
+	// and /unload on the HTTP address (off, as Triton's default model
+	// control mode; an unload is an operator decision, see
+	// docs/architecture.md).
+	RepositoryControl bool `yaml:"repository_control"`
 	// Log configures logging.
 	Log LogConfig `yaml:"log"`
 	// Pinned configures the pinned host buffers that carry tensor bytes.
 	Pinned PinnedConfig `yaml:"pinned"`
+	// SharedMemory configures Triton's system shared-memory extension.
+	SharedMemory SharedMemoryConfig `yaml:"shared_memory"`
 	// Store configures the model store.
 	Store StoreConfig `yaml:"store"`
 	// Rollout configures on-device rollouts.
@@ -76,6 +95,16 @@ type PinnedConfig struct {
 	CUDARuntime string `yaml:"cuda_runtime"`
 }
 
+// SharedMemoryConfig configures the system shared-memory regions that
+// local processes register (files under /dev/shm, node/kserve/sysshm).
+type SharedMemoryConfig struct {
+	// Disabled turns the extension off (its routes and RPCs answer 404 /
+	// Unimplemented, tensors naming a region 501).
+	Disabled bool `yaml:"disabled"`
+	// BudgetBytes bounds the bytes of all registered regions.
+	BudgetBytes int64 `yaml:"budget_bytes"`
+}
+
 // StoreConfig configures the model store.
 type StoreConfig struct {
 	// KeepVersions is how many versions per model garbage collection keeps
@@ -104,11 +133,14 @@ type LogConfig struct {
 func DefaultConfig() Config {
 	return Config{
 		HTTPAddr:        "127.0.0.1:8080",
+		GRPCAddr:        "127.0.0.1:8001",
+		SocketMode:      "0660",
 		DataDir:         "/var/lib/edge-node",
 		MaxRequestBytes: 64 << 20,
 		DrainTimeout:    15 * time.Second,
 		Log:             LogConfig{Level: "info", Format: "auto"},
 		Pinned:          PinnedConfig{BudgetBytes: 256 << 20, MaxWait: 250 * time.Millisecond},
+		SharedMemory:    SharedMemoryConfig{BudgetBytes: 1 << 30},
 		Store:           StoreConfig{KeepVersions: 2, BootVerify: "active"},
 		Rollout:         RolloutConfig{ShadowConcurrency: 1, EvalInterval: time.Second},
 		Cloud:           defaultCloudConfig(),
@@ -189,6 +221,24 @@ func (c Config) Validate() error {
 	// only at listen time, after the models were loaded.
 	if _, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" {
 		return fmt.Errorf("http_addr %q: port %q is not a number from 0 to 65535", c.HTTPAddr, port)
+	}
+	if c.GRPCAddr != "" {
+		_, port, err := net.SplitHostPort(c.GRPCAddr)
+		if err != nil {
+			return fmt.Errorf("grpc_addr %q: %w", c.GRPCAddr, err)
+		}
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" {
+			return fmt.Errorf("grpc_addr %q: port %q is not a number from 0 to 65535", c.GRPCAddr, port)
+		}
+	}
+	if _, err := c.socketMode(); err != nil {
+		return err
+	}
+	if c.HTTPSocket != "" && c.HTTPSocket == c.GRPCSocket {
+		return fmt.Errorf("http_socket and grpc_socket are both %q: each needs its own path", c.HTTPSocket)
+	}
+	if c.SharedMemory.BudgetBytes <= 0 && !c.SharedMemory.Disabled {
+		return fmt.Errorf("shared_memory.budget_bytes %d: want a positive size (or shared_memory.disabled)", c.SharedMemory.BudgetBytes)
 	}
 	if c.DataDir == "" {
 		return errors.New("data_dir must be set")

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
 
 	"github.com/edgeai/edge-node/cgo/pinned"
 	"github.com/edgeai/edge-node/inference"
@@ -24,6 +25,7 @@ import (
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/node/admin"
 	"github.com/edgeai/edge-node/node/kserve"
+	"github.com/edgeai/edge-node/node/kserve/sysshm"
 	"github.com/edgeai/edge-node/node/reconcile"
 	"github.com/edgeai/edge-node/node/serving"
 	"github.com/edgeai/edge-node/sync/chunker"
@@ -50,6 +52,15 @@ type Node struct {
 
 	ln  net.Listener
 	srv *http.Server
+	// grpcLn and grpcSrv are the gRPC frontend (nil when grpc_addr is "").
+	grpcLn  net.Listener
+	grpcSrv *grpc.Server
+	// httpSock and grpcSock are the Unix-domain socket listeners (nil
+	// when not configured).
+	httpSock, grpcSock net.Listener
+	// shm holds the registered system shared-memory regions (nil when
+	// the extension is off).
+	shm *sysshm.Registry
 
 	// cloud is the cloud link (nil when disabled or when the embedded
 	// broker could not start: the node then serves offline).
@@ -160,6 +171,12 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
 	}
+	if err := n.openGRPC(); err != nil {
+		return nil, err
+	}
+	if err := n.openSockets(); err != nil {
+		return nil, err
+	}
 	// The cloud link and the reconciler start last, after the offline
 	// boot: models are loaded and the listener is open before any
 	// connection attempt, and an unreachable broker never blocks start-up
@@ -212,6 +229,25 @@ func (n *Node) Acquire(model, version string) (inference.Model, func(), error) {
 	return n.serving.Acquire(model, version)
 }
 
+// Stats implements kserve.StatsReader (Triton's statistics extension): the
+// counters of a routed version.
+func (n *Node) Stats(model, version string) (inference.StatsSnapshot, error) {
+	return n.serving.Stats(model, version)
+}
+
+// LoadModel implements kserve.RepositoryController (Triton's repository
+// load) through the serving owner.
+func (n *Node) LoadModel(ctx context.Context, model string) error {
+	_, err := n.serving.Load(ctx, model)
+	return err
+}
+
+// UnloadModel implements kserve.RepositoryController (Triton's repository
+// unload): recorded by the serving owner as the model's override.
+func (n *Node) UnloadModel(ctx context.Context, model string) error {
+	return n.serving.Unload(ctx, model, serving.Admin{})
+}
+
 // Ready implements kserve.Backend: true once start-up finished, false again
 // once shutdown began.
 func (n *Node) Ready() bool { return n.ready.Load() }
@@ -222,22 +258,29 @@ func (n *Node) Ready() bool { return n.ready.Load() }
 func (n *Node) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- n.srv.Serve(n.ln) }()
+	grpcErr := n.serveGRPC() // nil (blocks forever) when gRPC is off
+	n.serveSockets()
 	n.ready.Store(true)
 	n.log.Info().Msg("ready")
 	select {
 	case err := <-errc:
 		n.ready.Store(false)
 		return fmt.Errorf("http server: %w", err)
+	case err := <-grpcErr:
+		n.ready.Store(false)
+		return fmt.Errorf("grpc server: %w", err)
 	case <-ctx.Done():
 	}
 	n.ready.Store(false)
 	n.log.Info().Dur("drain_timeout", n.cfg.DrainTimeout).Msg("stopping: draining in-flight requests")
 	dctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
 	defer cancel()
+	grpcDone := n.drainGRPC(dctx)
 	if err := n.srv.Shutdown(dctx); err != nil {
 		n.log.Warn().Err(err).Msg("drain deadline passed; closing remaining connections")
 		n.srv.Close()
 	}
+	<-grpcDone
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -255,6 +298,11 @@ func (n *Node) Close() error {
 			errs = append(errs, ignoreClosed(n.srv.Close()))
 		} else if n.ln != nil {
 			errs = append(errs, n.ln.Close())
+		}
+		n.closeGRPC()
+		n.closeSockets()
+		if n.shm != nil {
+			n.shm.Close() // after the servers: no request uses a region any more
 		}
 		// Stop order: the KubeEdge bridges (they feed the reconciler), the
 		// reconciler's workers, the cloud link (watcher, publisher, will,
@@ -306,6 +354,9 @@ func (n *Node) newHandler() (http.Handler, error) {
 	opts.Registerer = n.reg
 	opts.EnablePprof = n.cfg.Pprof
 	opts.NewAllocator = n.newAllocator
+	opts.SharedMemory = n.sharedMemory()
+	opts.RepositoryControl = n.cfg.RepositoryControl
+	opts.RepositoryToken = n.cfg.AdminToken
 	// baseLog, not n.log: the handler adds its own component=kserve.
 	api, err := kserve.NewHandler(n, n.baseLog, opts)
 	if err != nil {
@@ -360,6 +411,8 @@ func (n *Node) Index(ctx context.Context) []kserve.RepositoryEntry {
 			st.State = "LOADING"
 		case v.State == models.Failed:
 			st.Reason = fmt.Sprintf("Failed(%s): %s", v.Reason, v.Detail)
+		case v.State == models.Active:
+			st.Reason = "unloaded" // by repository control: its override holds it
 		}
 		out = append(out, st)
 	}

@@ -30,6 +30,7 @@ import (
 func testConfig(t testing.TB, dataDir, repo string) Config {
 	cfg := DefaultConfig()
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.DataDir = dataDir
 	cfg.ModelRepository = repo
 	cfg.ORTLibrary = inferencetest.LibraryPath(t)

@@ -42,6 +42,7 @@ func newRolloutNode(t testing.TB, mod func(*Config)) *Node {
 	cfg := DefaultConfig()
 	cfg.Cloud.Disabled = true // rollouts need no network; the reports stay in the outbox for the test to read
 	cfg.HTTPAddr = "127.0.0.1:0"
+	cfg.GRPCAddr = "127.0.0.1:0"
 	cfg.DataDir = t.TempDir()
 	cfg.ORTLibrary = inferencetest.LibraryPath(t)
 	cfg.Rollout.EvalInterval = 10 * time.Millisecond

@@ -18,6 +18,8 @@ t=${BENCHTIME:-2s}
   go test -run '^$' -bench OCRPipeline -benchtime 10x -count=1 ./inference/pipeline/ | grep '^Benchmark'
   echo "## ocr ensemble vs the client-side pipeline over REST vs in process (interleaved rounds)"
   EDGE_OCR_MEASURE=1 go test -count=1 -run 'TestMeasureOCR' -v ./node/ | grep 'ocr_measure_test'
+  echo "## Triton frontends: raw vs REST binary vs gRPC vs gRPC shared memory (interleaved rounds)"
+  EDGE_MEASURE_FRONTENDS=1 go test -count=1 -run 'TestMeasureFrontends|TestMeasureGRPCServerHeap' -v -timeout 30m ./node/kserve/tritongrpc/ | grep FIGURE
   echo "## Weight transfer: 100 MiB through mosquitto vs mosquitto_pub -f"
   EDGEAI_MEASURE=1 go test -count=1 -run 'MeasureThroughput' -v -timeout 600s ./sync/transfer/ | grep -v '^=== '
 } 2>&1 | tee "$out"

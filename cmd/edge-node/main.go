@@ -125,6 +125,10 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 // environment and flag values onto a config that came from a file.
 func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.StringVar(&cfg.HTTPAddr, "http-addr", cfg.HTTPAddr, "address of the REST API (KServe v2 and admin)")
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", cfg.GRPCAddr, `address of Triton's gRPC inference service ("" turns it off)`)
+	f.StringVar(&cfg.HTTPSocket, "http-socket", cfg.HTTPSocket, "Unix-domain socket path serving the REST API too (local callers)")
+	f.StringVar(&cfg.GRPCSocket, "grpc-socket", cfg.GRPCSocket, "Unix-domain socket path serving the gRPC service too (local callers)")
+	f.StringVar(&cfg.SocketMode, "socket-mode", cfg.SocketMode, "file mode of the Unix-domain sockets, octal")
 	f.StringVar(&cfg.ModelRepository, "model-repository", cfg.ModelRepository, "Triton-style model folder <dir>/<name>/<version>/model.onnx imported and served at boot")
 	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "folder of the model store")
 	f.StringVar(&cfg.ORTLibrary, "ort-lib", cfg.ORTLibrary, "path of libonnxruntime.so (also env ONNXRUNTIME_LIB)")
@@ -132,6 +136,7 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.DurationVar(&cfg.DrainTimeout, "drain-timeout", cfg.DrainTimeout, "how long shutdown waits for in-flight requests")
 	f.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve /debug/pprof/ on the HTTP address")
 	f.StringVar(&cfg.AdminToken, "admin-token", cfg.AdminToken, "bearer token required on /admin/ calls")
+	f.BoolVar(&cfg.RepositoryControl, "repository-control", cfg.RepositoryControl, "serve Triton's POST /v2/repository/models/{m}/load and /unload (with --admin-token as their bearer token)")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "trace, debug, info, warn or error")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "json, console, or auto (console on a terminal)")
 	f.StringVar(&cfg.Cloud.Broker, "broker", cfg.Cloud.Broker, "MQTT broker URL (tcp://host:port, ssl://host:port); empty starts the embedded broker on --embedded-broker-addr")

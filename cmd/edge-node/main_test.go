@@ -117,7 +117,7 @@ func TestStartupErrors(t *testing.T) {
 		}
 		return p
 	}
-	base := []string{"--http-addr", "127.0.0.1:0", "--log-format", "json"}
+	base := []string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "json"}
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -201,7 +201,7 @@ func (s *syncBuffer) String() string {
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	// The embedded broker on a free port: the default 1883 may be taken.
-	args = append([]string{"--http-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t),
+	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t),
 		"--embedded-broker-addr", "127.0.0.1:0", "--node-id", "test-node"}, args...)
 	d := &daemon{cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd.Env = cleanEnv()

@@ -781,3 +781,32 @@ func TestCloudCanaryStrategyRollsBack(t *testing.T) {
 	}
 	t.Logf("requests by version during the canary: %v", served)
 }
+
+// TestCloudRetainedOversizeDesiredKeepsLink: a retained 8 MiB message on the
+// node's desired topic (over cloud.max_message_bytes) is discarded unread and
+// counted as rejected(desired, oversize); the node keeps its link and a
+// deploy afterwards activates and serves.
+func TestCloudRetainedOversizeDesiredKeepsLink(t *testing.T) {
+	e := newCloudEnv(t)
+	big := filepath.Join(t.TempDir(), "big.bin")
+	if err := os.WriteFile(big, make([]byte, 8<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", fmt.Sprint(e.m.Port),
+		"-t", cloudTopics.NodeDesired("n1"), "-q", "1", "-r", "-f", big).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v %s", err, out)
+	}
+	rn := e.startServingCls()
+	waitFor(t, "the oversize desired state counted", func() bool {
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="oversize"}`) >= 1
+	})
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	e.deploy("ppocr_cls", "2")
+	waitFor(t, "version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	if got := inferAndCompare(t, rn.url, "ppocr_cls", "ppocr_cls", clsInput()); got != "2" {
+		t.Fatalf("served version %q after the deploy, want 2", got)
+	}
+	if n := metricValue(t, rn.url, "edge_link_connects_total"); n != 1 {
+		t.Fatalf("%v connections, want 1", n)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/sync/mqttlink"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -64,6 +65,12 @@ type CloudConfig struct {
 	TransferAttempts int `yaml:"transfer_attempts"`
 	// BackoffMax bounds the delay between reconnection attempts.
 	BackoffMax time.Duration `yaml:"backoff_max"`
+	// MaxMessageBytes bounds one incoming MQTT message (topic and
+	// payload): a larger one is discarded as it streams, never buffered,
+	// and counted as rejected (reason oversize). The embedded broker
+	// refuses larger packets too. At least mqttlink.MinMaxMessageBytes
+	// (the protocol's largest message, a 1 MiB manifest or chunk).
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
 }
 
 // CloudTLS names PEM files for the broker connection.
@@ -73,6 +80,9 @@ type CloudTLS struct {
 	KeyFile    string `yaml:"key_file"`
 	ServerName string `yaml:"server_name"`
 }
+
+// maxMQTTPacket is the largest Remaining Length MQTT 3.1.1 can encode.
+const maxMQTTPacket = 268_435_455
 
 // DefaultEmbeddedAddr is where the embedded broker listens by default.
 const DefaultEmbeddedAddr = "127.0.0.1:1883"
@@ -85,6 +95,8 @@ func defaultCloudConfig() CloudConfig {
 		Window:        16,
 		StallTimeout:  15 * time.Second,
 		BackoffMax:    time.Minute,
+
+		MaxMessageBytes: mqttlink.DefaultMaxMessageBytes,
 
 		TransferAttempts: 5,
 	}
@@ -169,6 +181,9 @@ func (c CloudConfig) validate() error {
 	}
 	if c.TransferAttempts <= 0 {
 		return fmt.Errorf("cloud.transfer_attempts must be positive, got %d", c.TransferAttempts)
+	}
+	if c.MaxMessageBytes < mqttlink.MinMaxMessageBytes || c.MaxMessageBytes > maxMQTTPacket {
+		return fmt.Errorf("cloud.max_message_bytes must be %d..%d, got %d", mqttlink.MinMaxMessageBytes, maxMQTTPacket, c.MaxMessageBytes)
 	}
 	if c.StallTimeout <= 0 || c.BackoffMax <= 0 {
 		return errors.New("cloud.stall_timeout and cloud.backoff_max must be positive")

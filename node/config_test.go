@@ -92,6 +92,8 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"kubeedge eventbus enabled not a bool", "kubeedge: {eventbus: {enabled: maybe}}\n", "kubeedge.eventbus.enabled"},
 		{"cloud max model bytes", "cloud: {max_model_bytes: -1}\n", "cloud.max_model_bytes"},
 		{"cloud stall timeout", "cloud: {stall_timeout: 0s}\n", "cloud.stall_timeout"},
+		{"cloud max message bytes under a chunk", "cloud: {max_message_bytes: 1048576}\n", "cloud.max_message_bytes"},
+		{"cloud max message bytes over MQTT's", "cloud: {max_message_bytes: 268435456}\n", "cloud.max_message_bytes"},
 		{"empty data_dir", "data_dir: ''\n", "data_dir"},
 		{"zero max_request_bytes", "max_request_bytes: 0\n", "max_request_bytes"},
 		{"negative max_request_bytes", "max_request_bytes: -1\n", "max_request_bytes"},

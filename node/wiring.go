@@ -41,11 +41,14 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 		lc.Username, lc.Password = cfg.Username, cfg.Password
 		lc.TLS = mqttlink.TLSFiles{CAFile: cfg.TLS.CAFile, CertFile: cfg.TLS.CertFile, KeyFile: cfg.TLS.KeyFile, ServerName: cfg.TLS.ServerName}
 		lc.BackoffMax = cfg.BackoffMax
+		lc.MaxMessageBytes = cfg.MaxMessageBytes
 		n.cloud, err = reconcile.NewCloud(reconcile.CloudConfig{
 			NodeID: nodeID, Groups: cfg.Groups, Topics: topics, Keys: keys, MaxModelBytes: cfg.MaxModelBytes,
-			Link:     lc,
-			Embedded: broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker")},
-			Window:   cfg.Window, StallTimeout: cfg.StallTimeout,
+			Link: lc,
+			// The embedded broker's bound counts the fixed header (≤ 5 bytes).
+			Embedded: broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker"),
+				MaxPacketBytes: uint32(cfg.MaxMessageBytes + 5)},
+			Window: cfg.Window, StallTimeout: cfg.StallTimeout,
 		}, n.store, n.baseLog, n.reg)
 		if errors.Is(err, reconcile.ErrEmbeddedBroker) {
 			// Another process holds the port (a second node on this

@@ -82,6 +82,14 @@ type Config struct {
 	Will *Message
 	// OutboxBatch is how many outbox messages are read at a time.
 	OutboxBatch int
+	// MaxMessageBytes bounds one incoming PUBLISH (its Remaining Length:
+	// topic, packet id and payload); a larger one is discarded as it
+	// streams, never buffered, and reported to OnOversize (limit.go).
+	// 0 means DefaultMaxMessageBytes; at least MinMaxMessageBytes.
+	MaxMessageBytes int64
+	// OnOversize, when set, is told of each discarded message (its topic and
+	// payload size); when nil the link logs it.
+	OnOversize func(topic string, size int64)
 }
 
 // Message is a topic, payload and retain flag.
@@ -108,6 +116,8 @@ func DefaultConfig() Config {
 		BackoffMin:     500 * time.Millisecond,
 		BackoffMax:     time.Minute,
 		OutboxBatch:    64,
+
+		MaxMessageBytes: DefaultMaxMessageBytes,
 	}
 }
 
@@ -124,6 +134,7 @@ type metrics struct {
 	received      prometheus.Counter
 	outboxDepth   prometheus.Gauge
 	outboxSent    prometheus.Counter
+	oversize      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -134,9 +145,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		received:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_messages_received_total", Help: "MQTT messages received."}),
 		outboxDepth:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "edge_link_outbox_depth", Help: "Reports queued in the outbox."}),
 		outboxSent:    prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_outbox_sent_total", Help: "Reports delivered from the outbox."}),
+		oversize:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edge_link_oversize_discarded_total", Help: "Incoming MQTT messages over the message limit, discarded unread."}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.connected, m.connects, m.connectErrors, m.received, m.outboxDepth, m.outboxSent} {
+		for _, c := range []prometheus.Collector{m.connected, m.connects, m.connectErrors, m.received, m.outboxDepth, m.outboxSent, m.oversize} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -191,6 +203,12 @@ func New(cfg Config, ob Outbox, log zerolog.Logger, reg prometheus.Registerer) (
 	if cfg.OutboxBatch <= 0 {
 		cfg.OutboxBatch = def.OutboxBatch
 	}
+	if cfg.MaxMessageBytes == 0 {
+		cfg.MaxMessageBytes = def.MaxMessageBytes
+	}
+	if cfg.MaxMessageBytes < MinMaxMessageBytes {
+		return nil, fmt.Errorf("mqttlink: MaxMessageBytes %d under the minimum %d (the protocol's largest message)", cfg.MaxMessageBytes, MinMaxMessageBytes)
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		return nil, fmt.Errorf("mqttlink: metrics: %w", err)
@@ -224,6 +242,7 @@ func New(cfg Config, ob Outbox, log zerolog.Logger, reg prometheus.Registerer) (
 		SetOrderMatters(false). // handlers may Subscribe without deadlocking the router
 		SetWriteTimeout(30 * time.Second).
 		SetDefaultPublishHandler(l.dispatch).
+		SetCustomOpenConnectionFn(dialLimited(cfg.MaxMessageBytes)).
 		SetConnectionLostHandler(func(_ paho.Client, err error) {
 			l.log.Warn().Err(err).Msg("connection lost")
 			select {
@@ -268,6 +287,15 @@ func LoadTLS(f TLSFiles) (*tls.Config, error) {
 func (l *Link) dispatch(_ paho.Client, msg paho.Message) {
 	l.m.received.Inc()
 	topic := msg.Topic()
+	if size, orig, ok := parseOversize(topic); ok {
+		l.m.oversize.Inc()
+		if l.cfg.OnOversize != nil {
+			l.cfg.OnOversize(orig, size)
+		} else {
+			l.log.Warn().Str("topic", orig).Int64("bytes", size).Int64("limit", l.cfg.MaxMessageBytes).Msg("oversize message discarded unread")
+		}
+		return
+	}
 	l.mu.Lock()
 	var hs []Handler
 	for f, h := range l.handlers {

@@ -135,6 +135,25 @@ func (t Topics) ParseGroupDesired(topic string) (string, error) {
 	return p[1], nil
 }
 
+// KindOf names the kind of message a topic carries (KindDesired,
+// KindManifest, KindChunk, KindStatus, KindPresence, KindEvent), KindTopic
+// when it is none of the protocol's topics.
+func (t Topics) KindOf(topic string) string {
+	if _, err := t.ParseChunk(topic); err == nil {
+		return KindChunk
+	}
+	if _, _, err := t.ParseManifest(topic); err == nil {
+		return KindManifest
+	}
+	if _, err := t.ParseGroupDesired(topic); err == nil {
+		return KindDesired
+	}
+	if _, leaf, err := t.ParseNodeTopic(topic); err == nil {
+		return map[string]string{"desired": KindDesired, "status": KindStatus, "presence": KindPresence, "events": KindEvent}[leaf]
+	}
+	return KindTopic
+}
+
 // Match reports whether an MQTT topic filter (with + and # wildcards) matches
 // a topic name.
 func Match(filter, topic string) bool {

@@ -445,3 +445,23 @@ func FuzzChunkTopic(f *testing.F) {
 		}
 	})
 }
+
+func TestTopicKindOf(t *testing.T) {
+	tp := Topics{Root: DefaultRoot}
+	sha := strings.Repeat("ab", 32)
+	for topic, want := range map[string]string{
+		tp.NodeDesired("n1"):       KindDesired,
+		tp.GroupDesired("cams"):    KindDesired,
+		tp.Manifest("m", "1"):      KindManifest,
+		tp.Chunk(sha):              KindChunk,
+		tp.Status("n1"):            KindStatus,
+		tp.Presence("n1"):          KindPresence,
+		tp.Events("n1"):            KindEvent,
+		"edgeai/v1/nodes/n1/other": KindTopic,
+		"elsewhere/x":              KindTopic,
+	} {
+		if got := tp.KindOf(topic); got != want {
+			t.Errorf("KindOf(%q) = %q, want %q", topic, got, want)
+		}
+	}
+}

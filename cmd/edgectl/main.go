@@ -228,7 +228,7 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	var node, group, model, version, strategy, rolloutID string
 	var canary, shadow float64
 	var wave int
-	var remove bool
+	var remove, replaceInvalid bool
 	c := &cobra.Command{
 		Use:   "deploy",
 		Short: "Set a model's desired version on a node or group (next generation, retained)",
@@ -255,7 +255,11 @@ func newDeploy(g *globalFlags) *cobra.Command {
 				return err
 			}
 			defer closeLink()
-			d, err := fleet.Deploy(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, g.quiet)
+			deploy := fleet.Deploy
+			if replaceInvalid {
+				deploy = fleet.DeployReplacingInvalid
+			}
+			d, err := deploy(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, g.quiet)
 			if err != nil {
 				return err
 			}
@@ -278,6 +282,7 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	f.Float64Var(&shadow, "shadow-percent", 0, "mirrored traffic percent (with --strategy shadow)")
 	f.StringVar(&rolloutID, "rollout-id", "", "rollout this deploy belongs to")
 	f.IntVar(&wave, "wave", 0, "rollout wave")
+	f.BoolVar(&replaceInvalid, "replace-invalid", false, "replace a retained desired state the nodes reject (bad JSON, generation over 2^53-1) by one holding only this model, at the generation after the highest the nodes report")
 	_ = c.MarkFlagRequired("model")
 	c.MarkFlagsMutuallyExclusive("node", "group")
 	c.MarkFlagsOneRequired("node", "group")

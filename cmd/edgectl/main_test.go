@@ -111,3 +111,40 @@ func TestDeployNeedsTarget(t *testing.T) {
 		t.Fatal("deploy without --node/--group accepted")
 	}
 }
+
+// TestDeployOverPoisonedGeneration: issue 14's desired state with generation
+// 2^64-1 on a group topic. edgectl used to wrap it to 0 and be refused; now
+// it refuses with a reason, and --replace-invalid writes the generation
+// after the highest the nodes report.
+func TestDeployOverPoisonedGeneration(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	b := []string{"--broker", m.URL(), "--retained-wait", "300ms"}
+	_, l, closeFn, err := connect(context.Background(), &globalFlags{broker: m.URL(), clientID: "fake-cloud"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	st, _ := wire.Status{Protocol: 1, Node: "n1", Time: time.Now().UTC().Format(time.RFC3339),
+		Desired: wire.AppliedGenerations{Groups: map[string]uint64{"cams": 6}}}.Encode()
+	for topic, payload := range map[string]string{
+		"edgeai/v1/groups/cams/desired": `{"protocol":1,"generation":18446744073709551615,"models":{}}`,
+		"edgeai/v1/nodes/n1/status":     string(st),
+	} {
+		if err := l.Publish(context.Background(), topic, true, []byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := newRoot()
+	cmd.SetArgs(append(b, "deploy", "--group", "cams", "--model", "det", "--version", "1"))
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "2^53-1") {
+		t.Fatalf("deploy over the poisoned state: %v, want a refusal naming 2^53-1", err)
+	}
+	out := run(t, append(b, "deploy", "--group", "cams", "--model", "det", "--version", "1", "--replace-invalid")...)
+	if !strings.Contains(out, "generation 7") {
+		t.Fatalf("deploy --replace-invalid: %q, want generation 7", out)
+	}
+	out = run(t, append(b, "deploy", "--group", "cams", "--model", "det", "--version", "2")...)
+	if !strings.Contains(out, "generation 8") {
+		t.Fatalf("deploy after replacing: %q, want generation 8", out)
+	}
+}

@@ -166,10 +166,20 @@ func (r *Reconciler) Generations(ctx context.Context) (wire.AppliedGenerations, 
 	if err != nil {
 		return wire.AppliedGenerations{}, err
 	}
-	g := wire.AppliedGenerations{Node: all[mqttGenPrefix+"node"], Groups: map[string]uint64{}}
+	// A generation over wire.MaxGeneration was accepted by a node before
+	// that bound existed (issue 14's poison): it counts as none accepted,
+	// else no valid desired state could ever follow it.
+	safe := func(src string, gen uint64) uint64 {
+		if gen > wire.MaxGeneration {
+			r.log.Warn().Str("source", src).Uint64("generation", gen).Msg("stored generation over 2^53-1 ignored")
+			return 0
+		}
+		return gen
+	}
+	g := wire.AppliedGenerations{Node: safe("node", all[mqttGenPrefix+"node"]), Groups: map[string]uint64{}}
 	for src, gen := range all {
 		if name, ok := strings.CutPrefix(src, mqttGenPrefix+"group/"); ok {
-			g.Groups[name] = gen
+			g.Groups[name] = safe(src, gen)
 		}
 	}
 	r.mu.Lock()

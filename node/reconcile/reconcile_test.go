@@ -1,7 +1,11 @@
 package reconcile
 
 import (
+	"context"
+	"math"
 	"testing"
+
+	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -51,5 +55,32 @@ func TestSameSpec(t *testing.T) {
 		if got := sameSpec(tc.a, tc.b); got != tc.same {
 			t.Errorf("sameSpec(%+v, %+v) = %v", tc.a, tc.b, got)
 		}
+	}
+}
+
+// gensStore is a Store that only holds generations.
+type gensStore struct {
+	Store
+	gens map[string]uint64
+}
+
+func (s gensStore) DesiredGenerations(context.Context) (map[string]uint64, error) { return s.gens, nil }
+
+// A generation over 2^53-1 that an earlier node accepted and stored (issue
+// 14's poison) counts as none accepted, so valid desired state can follow.
+func TestStoredPoisonedGenerationIgnored(t *testing.T) {
+	r := &Reconciler{cfg: Config{Store: gensStore{gens: map[string]uint64{
+		mqttGenPrefix + "node": math.MaxUint64, mqttGenPrefix + "group/cams": math.MaxUint64, mqttGenPrefix + "group/lab": 7,
+	}}}, log: zerolog.Nop()}
+	g, err := r.Generations(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Node != 0 || g.Groups["cams"] != 0 || g.Groups["lab"] != 7 {
+		t.Fatalf("generations %+v, want node 0, cams 0, lab 7", g)
+	}
+	st := wire.Status{Protocol: 1, Node: "n1", Time: "2026-01-01T00:00:00Z", Desired: g}
+	if err := st.Validate(); err != nil {
+		t.Fatalf("status with them: %v", err)
 	}
 }

@@ -132,3 +132,66 @@ func TestNewRejectsBadNames(t *testing.T) {
 		t.Fatal("bad group accepted")
 	}
 }
+
+// TestGenerationPoisonRejected is issue 14's finding: a desired state with
+// generation 2^64-1 on a group topic was accepted and persisted, and
+// afterwards nothing could be written there (edgectl's next generation
+// wrapped to 0). It is rejected now (over 2^53-1); edgectl refuses to build
+// on it, and with ReplaceInvalid writes the generation after the highest one
+// the nodes report, which the node accepts.
+func TestGenerationPoisonRejected(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	cloud := mqttlinktest.Connect(t, m.URL(), "edgectl")
+	deploy(t, cloud, fleet.Target{Group: "cams"}, "det", "1")
+	d2 := deploy(t, cloud, fleet.Target{Group: "cams"}, "det", "2")
+
+	node := mqttlinktest.Connect(t, m.URL(), "edge-node-n1")
+	rej, _ := wire.NewRejecter(nil, zerolog.Nop())
+	rec := &recorder{}
+	w, err := New(Config{Topics: tp, Node: "n1", Groups: []string{"cams"}}, node, rec, rej, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	rec.waitFor(t, "generation 2", func(s Snapshot) bool { return s.Generations.Groups["cams"] == d2.Generation })
+	// What the node reports (its reconciler publishes this).
+	st, err := wire.Status{Protocol: 1, Node: "n1", Time: time.Now().UTC().Format(time.RFC3339),
+		Desired: wire.AppliedGenerations{Groups: map[string]uint64{"cams": d2.Generation}}}.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cloud.Publish(context.Background(), tp.Status("n1"), true, st); err != nil {
+		t.Fatal(err)
+	}
+
+	poison := []byte(`{"protocol":1,"generation":18446744073709551615,"models":{}}`)
+	if err := cloud.Publish(context.Background(), tp.GroupDesired("cams"), true, poison); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the poisoned generation rejected", func() bool {
+		return rej.Count(wire.KindDesired, wire.ReasonBadField) >= 1
+	}, deadline)
+	if g := w.Snapshot().Generations.Groups["cams"]; g != d2.Generation {
+		t.Fatalf("group generation %d after the poison, want %d", g, d2.Generation)
+	}
+
+	dctx, dcancel := context.WithTimeout(context.Background(), deadline)
+	defer dcancel()
+	spec := wire.ModelSpec{Version: "3"}
+	if d, err := fleet.Deploy(dctx, cloud, tp, fleet.Target{Group: "cams"}, "det", spec, 300*time.Millisecond); err == nil {
+		t.Fatalf("deploy over the poisoned state published generation %d", d.Generation)
+	}
+	d3, err := fleet.DeployReplacingInvalid(dctx, cloud, tp, fleet.Target{Group: "cams"}, "det", spec, 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d3.Generation != d2.Generation+1 {
+		t.Fatalf("replacing generation %d, want %d (after the nodes' highest)", d3.Generation, d2.Generation+1)
+	}
+	rec.waitFor(t, "the replacing generation", func(s Snapshot) bool {
+		return s.Generations.Groups["cams"] == d3.Generation && s.Models["det"].Version == "3"
+	})
+}

@@ -34,7 +34,24 @@ type Link interface {
 // removes it with spec.Absent), and publishes it retained with the next
 // generation. MQTT has no compare-and-swap: concurrent writers to one target
 // race (the last write wins); quiet bounds the wait for the retained state.
+//
+// A generation is at most wire.MaxGeneration: Deploy never wraps, it fails.
+// An invalid retained state (one the nodes reject) fails Deploy too; see
+// DeployReplacingInvalid.
 func Deploy(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, quiet time.Duration) (wire.DesiredState, error) {
+	return deploy(ctx, link, tp, target, model, spec, quiet, false)
+}
+
+// DeployReplacingInvalid is Deploy, except that an invalid retained state
+// (bad JSON, a generation over 2^53-1, ...) is replaced by one holding only
+// model, at the generation after the highest that the nodes' retained status
+// reports for the target: the nodes rejected the invalid state and still
+// hold their last valid generation, so a lower one would be stale to them.
+func DeployReplacingInvalid(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, quiet time.Duration) (wire.DesiredState, error) {
+	return deploy(ctx, link, tp, target, model, spec, quiet, true)
+}
+
+func deploy(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, quiet time.Duration, replace bool) (wire.DesiredState, error) {
 	topic, err := target.topic(tp)
 	if err != nil {
 		return wire.DesiredState{}, err
@@ -46,10 +63,19 @@ func Deploy(ctx context.Context, link Link, tp wire.Topics, target Target, model
 	d := wire.DesiredState{Protocol: wire.Protocol, Models: map[string]wire.ModelSpec{}}
 	if b, ok := cur[topic]; ok {
 		prev, err := wire.DecodeDesired(b)
-		if err != nil {
-			return wire.DesiredState{}, fmt.Errorf("fleet: current desired state on %s is invalid (fix or clear it): %w", topic, err)
+		switch {
+		case err == nil:
+			d = prev
+		case !replace:
+			return wire.DesiredState{}, fmt.Errorf("fleet: current desired state on %s is invalid (replace it: edgectl deploy --replace-invalid): %w", topic, err)
+		default:
+			if d.Generation, err = reportedGeneration(ctx, link, tp, target, quiet); err != nil {
+				return wire.DesiredState{}, err
+			}
 		}
-		d = prev
+	}
+	if d.Generation >= wire.MaxGeneration {
+		return wire.DesiredState{}, fmt.Errorf("fleet: %s is at generation %d, the largest there is (2^53-1)", topic, d.Generation)
 	}
 	d.Generation++
 	d.Updated = time.Now().UTC().Format(time.RFC3339)
@@ -117,4 +143,29 @@ func ApplyNodeMessage(tp wire.Topics, views map[string]*NodeView, topic string, 
 		}
 	}
 	return node
+}
+
+// reportedGeneration is the highest generation of target's desired state
+// that any node's retained status reports (statuses that do not decode are
+// skipped).
+func reportedGeneration(ctx context.Context, link Subscriber, tp wire.Topics, target Target, quiet time.Duration) (uint64, error) {
+	views, err := ReadNodes(ctx, link, tp, quiet)
+	if err != nil {
+		return 0, err
+	}
+	var top uint64
+	for _, v := range views {
+		if v.Status == nil {
+			continue
+		}
+		g := v.Status.Desired.Groups[target.Group]
+		if target.Node != "" {
+			if v.Node != target.Node {
+				continue
+			}
+			g = v.Status.Desired.Node
+		}
+		top = max(top, g)
+	}
+	return top, nil
 }

@@ -24,6 +24,22 @@ const (
 	maxTextBytes         = 4 << 10
 )
 
+// MaxJSONInt is the largest integer the protocol carries, 2^53-1: every JSON
+// implementation (JavaScript's numbers, Python's json with floats) reads
+// integers up to it exactly. Generations, event sequence numbers and byte
+// counts above it are rejected (ReasonBadField).
+const MaxJSONInt = 1<<53 - 1
+
+// MaxGeneration is the largest desired-state generation: MaxJSONInt.
+const MaxGeneration = MaxJSONInt
+
+func checkJSONInt[T int64 | uint64](kind, field string, v T) error {
+	if uint64(v) > MaxJSONInt && v > 0 {
+		return Reject(kind, ReasonBadField, "%s %d over 2^53-1 (the largest integer JSON carries exactly)", field, v)
+	}
+	return nil
+}
+
 // decodeStrict decodes one JSON value from b into v: size-limited, unknown
 // fields rejected, nothing after the value.
 func decodeStrict(kind string, b []byte, limit int, v any) error {

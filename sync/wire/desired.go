@@ -75,6 +75,9 @@ func (d DesiredState) Validate() error {
 	if d.Generation == 0 {
 		return Reject(k, ReasonBadField, "generation must be > 0")
 	}
+	if err := checkJSONInt(k, "generation", d.Generation); err != nil {
+		return err
+	}
 	if err := checkTime(k, "updated", d.Updated, false); err != nil {
 		return err
 	}

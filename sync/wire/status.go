@@ -125,9 +125,15 @@ func (s Status) Validate() error {
 			return Reject(k, ReasonBadField, "%v", err)
 		}
 	}
-	for g := range s.Desired.Groups {
+	if err := checkJSONInt(k, "desired node generation", s.Desired.Node); err != nil {
+		return err
+	}
+	for g, gen := range s.Desired.Groups {
 		if err := ValidName(g); err != nil {
 			return Reject(k, ReasonBadField, "group: %v", err)
+		}
+		if err := checkJSONInt(k, "desired group "+g+" generation", gen); err != nil {
+			return err
 		}
 	}
 	for name, m := range s.Models {
@@ -159,6 +165,9 @@ func (s Status) Validate() error {
 			if err := m.Lineage.Validate(); err != nil {
 				return Reject(k, ReasonBadField, "model %s: %v", name, err)
 			}
+		}
+		if err := checkJSONInt(k, "model "+name+" bytes_total", m.BytesTotal); err != nil {
+			return err
 		}
 		if m.BytesDone < 0 || m.BytesTotal < 0 || m.BytesDone > m.BytesTotal {
 			return Reject(k, ReasonBadField, "model %s: bytes_done %d / bytes_total %d", name, m.BytesDone, m.BytesTotal)
@@ -213,6 +222,9 @@ func (e Event) Validate() error {
 		return Reject(k, ReasonBadField, "node: %v", err)
 	}
 	if err := checkTime(k, "time", e.Time, true); err != nil {
+		return err
+	}
+	if err := checkJSONInt(k, "seq", e.Seq); err != nil {
 		return err
 	}
 	if e.Type == "" {

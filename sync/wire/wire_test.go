@@ -69,6 +69,8 @@ func TestDecodeDesiredRejects(t *testing.T) {
 		{"bad time", `{"protocol":1,"generation":1,"updated":"yesterday","models":{}}`, ReasonBadField},
 		{"oversize", `{"protocol":1,"generation":1,"models":{},"updated":"` + strings.Repeat("x", MaxControlBytes) + `"}`, ReasonOversize},
 		{"huge generation", `{"protocol":1,"generation":1e30,"models":{}}`, ReasonBadJSON},
+		{"generation 2^64-1 (issue 14)", `{"protocol":1,"generation":18446744073709551615,"models":{}}`, ReasonBadField},
+		{"generation 2^53", `{"protocol":1,"generation":9007199254740992,"models":{}}`, ReasonBadField},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -463,5 +465,33 @@ func TestTopicKindOf(t *testing.T) {
 		if got := tp.KindOf(topic); got != want {
 			t.Errorf("KindOf(%q) = %q, want %q", topic, got, want)
 		}
+	}
+}
+
+// TestJSONSafeIntegers: 2^53-1 is the largest generation, event seq or byte
+// count accepted, so that every JSON implementation reads it exactly.
+func TestJSONSafeIntegers(t *testing.T) {
+	if _, err := DecodeDesired([]byte(`{"protocol":1,"generation":9007199254740991,"models":{}}`)); err != nil {
+		t.Fatalf("generation 2^53-1: %v", err)
+	}
+	if _, err := (DesiredState{Protocol: 1, Generation: MaxGeneration + 1}).Encode(); err == nil {
+		t.Fatal("encoded a generation over 2^53-1")
+	}
+	st := Status{Protocol: 1, Node: "n1", Time: "2026-01-01T00:00:00Z", Desired: AppliedGenerations{Node: MaxGeneration + 1}}
+	if _, r := ReasonOf(st.Validate()); r != ReasonBadField {
+		t.Fatalf("status node generation over 2^53-1: reason %q", r)
+	}
+	st.Desired = AppliedGenerations{Groups: map[string]uint64{"g": MaxGeneration + 1}}
+	if _, r := ReasonOf(st.Validate()); r != ReasonBadField {
+		t.Fatalf("status group generation over 2^53-1: reason %q", r)
+	}
+	st.Desired = AppliedGenerations{}
+	st.Models = map[string]ModelStatus{"m": {Version: "1", State: "Downloading", BytesDone: 1, BytesTotal: MaxJSONInt + 1}}
+	if _, r := ReasonOf(st.Validate()); r != ReasonBadField {
+		t.Fatalf("status bytes_total over 2^53-1: reason %q", r)
+	}
+	ev := Event{Protocol: 1, Node: "n1", Seq: MaxJSONInt + 1, Time: "2026-01-01T00:00:00Z", Type: "state"}
+	if _, r := ReasonOf(ev.Validate()); r != ReasonBadField {
+		t.Fatalf("event seq over 2^53-1: reason %q", r)
 	}
 }

@@ -178,6 +178,8 @@ func TestDecodeSignedManifestRejects(t *testing.T) {
 		{"no files", mod(func(m *models.Manifest) { m.Files = nil }), ReasonBadField},
 		{"bad model name", mod(func(m *models.Manifest) { m.Model = "#" }), ReasonBadField},
 		{"negative size", mod(func(m *models.Manifest) { m.Files[0].Size = -1 }), ReasonTooLarge},
+		{"payload in unpadded base64", []byte(`{"payload":"e30","key_id":"` + KeyID(priv.Public().(ed25519.PublicKey)) + `","signature":""}`), ReasonBadJSON},
+		{"payload in URL-safe base64", []byte(`{"payload":"-_8=","key_id":"` + KeyID(priv.Public().(ed25519.PublicKey)) + `","signature":""}`), ReasonBadJSON},
 		{"oversize message", append([]byte(`{"payload":"`), append([]byte(strings.Repeat("A", MaxMessageBytes)), `"}`...)...), ReasonOversize},
 	}
 	for _, c := range cases {

@@ -71,7 +71,7 @@ func newRoot() *cobra.Command {
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log link events to stderr")
 
 	model := &cobra.Command{Use: "model", Short: "Model versions"}
-	model.AddCommand(newPublish(g))
+	model.AddCommand(newPublish(g), newUnpublish(g))
 	root.AddCommand(model, newDeploy(g), newStatus(g), newKeygen(), newRollout(g), newSimulate(g), newServe(g))
 	return root
 }
@@ -221,6 +221,38 @@ its own (an ensemble): --config must declare what it runs, and
 	for _, r := range []string{"name", "version", "key"} {
 		_ = c.MarkFlagRequired(r)
 	}
+	return c
+}
+
+func newUnpublish(g *globalFlags) *cobra.Command {
+	var force bool
+	c := &cobra.Command{
+		Use:   "unpublish MODEL VERSION",
+		Short: "Clear a version's retained manifest and its chunks no other published version lists",
+		Long: `Clear a version's retained manifest and every chunk of it that no other
+retained manifest lists (empty retained publishes), so the broker stops
+holding its bytes. Refused while a node's or group's desired state asks for
+the version, unless --force.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tp, link, closeLink, err := connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeLink()
+			st, err := fleet.Unpublish(cmd.Context(), link, tp, args[0], args[1], force, g.quiet)
+			if err != nil {
+				return err
+			}
+			if len(st.DesiredBy) > 0 {
+				fmt.Fprintf(os.Stderr, "edgectl: warning: still desired on %s\n", strings.Join(st.DesiredBy, ", "))
+			}
+			fmt.Printf("unpublished %s %s: manifest and %d chunks (%d bytes) cleared, %d chunks kept (listed by other versions)\n",
+				args[0], args[1], st.ChunksCleared, st.BytesCleared, st.ChunksKept)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&force, "force", false, "unpublish even if a desired state asks for the version")
 	return c
 }
 

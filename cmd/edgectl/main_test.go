@@ -103,6 +103,39 @@ func TestKeygenPublishDeployStatus(t *testing.T) {
 	}
 }
 
+// TestUnpublishCommand: edgectl model unpublish refuses a desired version,
+// and clears an undesired one (fleet.Unpublish's test covers which chunks).
+func TestUnpublishCommand(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	dir := t.TempDir()
+	prefix := filepath.Join(dir, "signing")
+	run(t, "keygen", "--out", prefix)
+	model := filepath.Join(dir, "model.onnx")
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	if err := os.WriteFile(model, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := []string{"--broker", m.URL(), "--retained-wait", "300ms"}
+	for _, v := range []string{"1", "2"} {
+		run(t, append(b, "model", "publish", model, "--name", "det", "--version", v, "--key", prefix+".key", "--no-progress")...)
+	}
+	run(t, append(b, "deploy", "--node", "n1", "--model", "det", "--version", "1")...)
+	cmd := newRoot()
+	cmd.SetArgs(append(b, "model", "unpublish", "det", "1"))
+	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "edgeai/v1/nodes/n1/desired") {
+		t.Fatalf("unpublish of a desired version: %v, want a refusal naming the node's topic", err)
+	}
+	out := run(t, append(b, "model", "unpublish", "det", "2")...)
+	if !strings.Contains(out, "unpublished det 2: manifest and 0 chunks (0 bytes) cleared") {
+		t.Fatalf("unpublish 2 (its chunks are version 1's too): %q", out)
+	}
+	out = run(t, append(b, "model", "unpublish", "det", "1", "--force")...)
+	if !strings.Contains(out, "unpublished det 1: manifest and ") || strings.Contains(out, "and 0 chunks") {
+		t.Fatalf("forced unpublish 1: %q", out)
+	}
+}
+
 func TestDeployNeedsTarget(t *testing.T) {
 	cmd := newRoot()
 	cmd.SetArgs([]string{"deploy", "--model", "det", "--version", "1"})

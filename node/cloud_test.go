@@ -33,7 +33,7 @@ import (
 
 // The cloud tests run a real node (real ONNX Runtime, real store) against a
 // real mosquitto, and drive it the way edgectl does: fleet.PublishModel
-// (chunks + signed manifest, retained), fleet.Deploy (desired state with the
+// (chunks + signed manifest, retained), fleet.DeployWith (desired state with the
 // next generation). Waits have generous deadlines; nothing is timed.
 
 const cloudDeadline = 3 * time.Minute
@@ -752,7 +752,7 @@ func TestCloudCanaryStrategyRollsBack(t *testing.T) {
 	s := strategy(t, `{"kind":"canary","canary_percent":50,"min_requests":50,"min_duration":"10ms","gates":{"max_error_rate":0.05,"max_p99_ratio":1000}}`)
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
-	if _, err := fleet.Deploy(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, "m", wire.ModelSpec{Version: "2", Strategy: &s}, 300*time.Millisecond); err != nil {
+	if _, err := fleet.DeployWith(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, "m", wire.ModelSpec{Version: "2", Strategy: &s}, fleet.DeployOptions{Quiet: 300 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "status: m/2 Failed(HealthRegression)", func() bool {
@@ -809,4 +809,67 @@ func TestCloudRetainedOversizeDesiredKeepsLink(t *testing.T) {
 	if n := metricValue(t, rn.url, "edge_link_connects_total"); n != 1 {
 		t.Fatalf("%v connections, want 1", n)
 	}
+}
+
+// TestCloudSignedDesiredState: a node with cloud.allow_unsigned_desired
+// false refuses unsigned desired state and one signed by a key it does not
+// trust, takes one signed by its manifest key, and treats a replay of an
+// older signed state as stale.
+func TestCloudSignedDesiredState(t *testing.T) {
+	e := newCloudEnv(t)
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	cfg := e.nodeConfig(t.TempDir(), repo, e.m.URL())
+	cfg.Cloud.AllowUnsignedDesired = false
+	rn := startNode(t, cfg)
+	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	deploy := func(key ed25519.PrivateKey, opts fleet.DeployOptions) wire.DesiredState {
+		t.Helper()
+		opts.Quiet, opts.Key = 300*time.Millisecond, key
+		d, err := fleet.DeployWith(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, "ppocr_cls", wire.ModelSpec{Version: "2"}, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	deploy(nil, fleet.DeployOptions{})
+	waitFor(t, "the unsigned desired state refused", func() bool {
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="unsigned"}`) >= 1
+	})
+	_, evil, _ := ed25519.GenerateKey(rand.Reader)
+	deploy(evil, fleet.DeployOptions{ReplaceInvalid: true})
+	waitFor(t, "the desired state signed by an untrusted key refused", func() bool {
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="unknown_key"}`) >= 1
+	})
+	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "1" {
+		t.Fatalf("active = %q after refused desired states", a)
+	}
+	// The refused states are still retained; the signing writer replaces them.
+	old, err := fleet.ReadRetained(ctx, e.link, cloudTopics.NodeDesired("n1"), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := deploy(e.key, fleet.DeployOptions{ReplaceInvalid: true})
+	waitFor(t, "signed version 2 active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	signed1, err := fleet.ReadRetained(ctx, e.link, cloudTopics.NodeDesired("n1"), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deploy(e.key, fleet.DeployOptions{})
+	waitFor(t, "status at the next signed generation", func() bool {
+		st, ok := e.status()
+		return ok && st.Desired.Node == d.Generation+1
+	})
+	// A replay of the first signed state is stale; the evil one is still refused.
+	for _, b := range []map[string][]byte{signed1, old} {
+		if err := e.link.Publish(ctx, cloudTopics.NodeDesired("n1"), false, b[cloudTopics.NodeDesired("n1")]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the replayed signed state stale", func() bool {
+		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1 &&
+			metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="unknown_key"}`) >= 2
+	})
 }

@@ -50,6 +50,11 @@ type CloudConfig struct {
 	// that manifests must be signed with. They are added to the store's
 	// trusted keys: one key set verifies every manifest.
 	TrustedKeyFiles []string `yaml:"trusted_key_files"`
+	// AllowUnsignedDesired accepts desired state that is not signed (the
+	// default, so that a fleet whose cloud side does not sign yet keeps
+	// working). false accepts only desired state signed by one of the
+	// trusted keys (edgectl deploy --key), naming this node or group.
+	AllowUnsignedDesired bool `yaml:"allow_unsigned_desired"`
 	// MaxModelBytes bounds the size of a version the node accepts.
 	MaxModelBytes int64 `yaml:"max_model_bytes"`
 	// Window is how many chunk topics are subscribed at once.
@@ -96,7 +101,8 @@ func defaultCloudConfig() CloudConfig {
 		StallTimeout:  15 * time.Second,
 		BackoffMax:    time.Minute,
 
-		MaxMessageBytes: mqttlink.DefaultMaxMessageBytes,
+		MaxMessageBytes:      mqttlink.DefaultMaxMessageBytes,
+		AllowUnsignedDesired: true,
 
 		TransferAttempts: 5,
 	}

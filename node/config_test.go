@@ -179,7 +179,13 @@ cloud:
   username: cam-7
   labels: {site: lyon}
   trusted_key_files: [/etc/edge/release.pub]
+  allow_unsigned_desired: false
+  max_message_bytes: 2097152
 `
+	if !DefaultConfig().Cloud.AllowUnsignedDesired || DefaultConfig().Cloud.MaxMessageBytes != 4<<20 {
+		t.Errorf("defaults: allow_unsigned_desired %v, max_message_bytes %d; want true, 4 MiB",
+			DefaultConfig().Cloud.AllowUnsignedDesired, DefaultConfig().Cloud.MaxMessageBytes)
+	}
 	cfg, err := DecodeConfig(strings.NewReader(in), DefaultConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -187,7 +193,8 @@ cloud:
 	c := cfg.Cloud
 	if c.Broker != "ssl://broker.example:8883" || c.NodeID != "cam-7" || len(c.Groups) != 2 || c.Groups[0] != "cams" ||
 		c.TopicRoot != "acme/edge/v1" || c.TLS.KeyFile != "/etc/edge/n.key" || c.Labels["site"] != "lyon" ||
-		len(c.TrustedKeyFiles) != 1 || c.EmbeddedAddr != DefaultEmbeddedAddr || c.Window != 16 {
+		len(c.TrustedKeyFiles) != 1 || c.EmbeddedAddr != DefaultEmbeddedAddr || c.Window != 16 ||
+		c.AllowUnsignedDesired || c.MaxMessageBytes != 2<<20 {
 		t.Errorf("cloud = %+v", c)
 	}
 	if id, err := (CloudConfig{}).nodeID(); err != nil || id == "" {

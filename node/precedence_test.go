@@ -54,7 +54,7 @@ func (e *cloudEnv) deploySpec(model string, spec wire.ModelSpec) wire.DesiredSta
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
-	d, err := fleet.Deploy(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, model, spec, 300*time.Millisecond)
+	d, err := fleet.DeployWith(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, model, spec, fleet.DeployOptions{Quiet: 300 * time.Millisecond})
 	if err != nil {
 		e.t.Fatal(err)
 	}

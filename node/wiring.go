@@ -44,7 +44,8 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 		lc.MaxMessageBytes = cfg.MaxMessageBytes
 		n.cloud, err = reconcile.NewCloud(reconcile.CloudConfig{
 			NodeID: nodeID, Groups: cfg.Groups, Topics: topics, Keys: keys, MaxModelBytes: cfg.MaxModelBytes,
-			Link: lc,
+			RequireSignedDesired: !cfg.AllowUnsignedDesired,
+			Link:                 lc,
 			// The embedded broker's bound counts the fixed header (≤ 5 bytes).
 			Embedded: broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker"),
 				MaxPacketBytes: uint32(cfg.MaxMessageBytes + 5)},

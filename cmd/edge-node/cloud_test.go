@@ -79,7 +79,7 @@ func TestNodeSIGKILLedMidTransferResumes(t *testing.T) {
 		}
 	}
 	publish(skip)
-	if _, err := fleet.Deploy(ctx, cloud, tp, fleet.Target{Node: "n1"}, "ppocr_det", wire.ModelSpec{Version: "2"}, 300*time.Millisecond); err != nil {
+	if _, err := fleet.DeployWith(ctx, cloud, tp, fleet.Target{Node: "n1"}, "ppocr_det", wire.ModelSpec{Version: "2"}, fleet.DeployOptions{Quiet: 300 * time.Millisecond}); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"--data-dir", filepath.Join(dir, "data"), "--broker", m.URL(), "--node-id", "n1", "--trusted-key-files", pub, "--log-level", "debug"}

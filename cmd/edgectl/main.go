@@ -131,13 +131,9 @@ its own (an ensemble): --config must declare what it runs, and
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
-			keyPEM, err := os.ReadFile(keyPath)
+			key, err := readKey(keyPath)
 			if err != nil {
 				return err
-			}
-			key, err := wire.ParsePrivateKeyPEM(keyPEM)
-			if err != nil {
-				return fmt.Errorf("%s: %w", keyPath, err)
 			}
 			var files []fleet.FileSpec
 			if len(args) == 1 {
@@ -224,6 +220,19 @@ its own (an ensemble): --config must declare what it runs, and
 	return c
 }
 
+// readKey reads an ed25519 private key in PEM (what edgectl keygen writes).
+func readKey(path string) (ed25519.PrivateKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	key, err := wire.ParsePrivateKeyPEM(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return key, nil
+}
+
 func newUnpublish(g *globalFlags) *cobra.Command {
 	var force bool
 	c := &cobra.Command{
@@ -257,7 +266,7 @@ the version, unless --force.`,
 }
 
 func newDeploy(g *globalFlags) *cobra.Command {
-	var node, group, model, version, strategy, rolloutID string
+	var node, group, model, version, strategy, rolloutID, keyPath string
 	var canary, shadow float64
 	var wave int
 	var remove, replaceInvalid bool
@@ -287,11 +296,13 @@ func newDeploy(g *globalFlags) *cobra.Command {
 				return err
 			}
 			defer closeLink()
-			deploy := fleet.Deploy
-			if replaceInvalid {
-				deploy = fleet.DeployReplacingInvalid
+			opts := fleet.DeployOptions{Quiet: g.quiet, ReplaceInvalid: replaceInvalid}
+			if keyPath != "" {
+				if opts.Key, err = readKey(keyPath); err != nil {
+					return err
+				}
 			}
-			d, err := deploy(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, g.quiet)
+			d, err := fleet.DeployWith(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, opts)
 			if err != nil {
 				return err
 			}
@@ -314,6 +325,7 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	f.Float64Var(&shadow, "shadow-percent", 0, "mirrored traffic percent (with --strategy shadow)")
 	f.StringVar(&rolloutID, "rollout-id", "", "rollout this deploy belongs to")
 	f.IntVar(&wave, "wave", 0, "rollout wave")
+	f.StringVar(&keyPath, "key", "", "ed25519 private key, PEM (from edgectl keygen): sign the desired state (nodes with cloud.allow_unsigned_desired: false accept only signed ones)")
 	f.BoolVar(&replaceInvalid, "replace-invalid", false, "replace a retained desired state the nodes reject (bad JSON, generation over 2^53-1) by one holding only this model, at the generation after the highest the nodes report")
 	_ = c.MarkFlagRequired("model")
 	c.MarkFlagsMutuallyExclusive("node", "group")

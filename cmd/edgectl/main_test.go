@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -133,6 +135,44 @@ func TestUnpublishCommand(t *testing.T) {
 	out = run(t, append(b, "model", "unpublish", "det", "1", "--force")...)
 	if !strings.Contains(out, "unpublished det 1: manifest and ") || strings.Contains(out, "and 0 chunks") {
 		t.Fatalf("forced unpublish 1: %q", out)
+	}
+}
+
+// TestDeploySigned: edgectl deploy --key publishes a signed desired state
+// naming its target, which a node requiring signatures accepts.
+func TestDeploySigned(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	prefix := filepath.Join(t.TempDir(), "signing")
+	run(t, "keygen", "--out", prefix)
+	b := []string{"--broker", m.URL(), "--retained-wait", "300ms"}
+	for i, v := range []string{"1", "2"} {
+		out := run(t, append(b, "deploy", "--group", "cams", "--model", "det", "--version", v, "--key", prefix+".key")...)
+		if !strings.Contains(out, fmt.Sprintf("generation %d", i+1)) {
+			t.Fatalf("signed deploy %s: %q", v, out)
+		}
+	}
+	pubPEM, err := os.ReadFile(prefix + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := models.ParsePublicKeyPEM(pubPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := models.KeySet{}
+	keys.Add(pub)
+	tp, l, closeFn, err := connect(context.Background(), &globalFlags{broker: m.URL(), root: wire.DefaultRoot, clientID: "reader"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	got, err := fleet.ReadRetained(context.Background(), l, tp.GroupDesired("cams"), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, signed, err := wire.DecodeDesiredMessage(got[tp.GroupDesired("cams")], "group/cams", wire.DesiredPolicy{Keys: keys, RequireSigned: true})
+	if err != nil || !signed || d.Generation != 2 || d.Models["det"].Version != "2" {
+		t.Fatalf("retained desired state: %+v signed %v: %v", d, signed, err)
 	}
 }
 

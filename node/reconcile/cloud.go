@@ -24,9 +24,12 @@ type CloudConfig struct {
 	NodeID string
 	Groups []string
 	Topics wire.Topics
-	// Keys verify manifests (the same key set as the store's).
-	Keys          models.KeySet
-	MaxModelBytes int64
+	// Keys verify manifests and signed desired state (the same key set as
+	// the store's).
+	Keys models.KeySet
+	// RequireSignedDesired refuses unsigned desired state.
+	RequireSignedDesired bool
+	MaxModelBytes        int64
 	// Link is the MQTT session's configuration; an empty BrokerURL starts
 	// the embedded broker (Embedded) and connects to it.
 	Link     mqttlink.Config
@@ -134,7 +137,8 @@ func (c *Cloud) Start(rec *Reconciler) error {
 	if err != nil {
 		return err
 	}
-	w, err := desired.New(desired.Config{Topics: c.cfg.Topics, Node: c.cfg.NodeID, Groups: c.cfg.Groups, Initial: initial},
+	w, err := desired.New(desired.Config{Topics: c.cfg.Topics, Node: c.cfg.NodeID, Groups: c.cfg.Groups, Initial: initial,
+		Policy: wire.DesiredPolicy{Keys: c.cfg.Keys, RequireSigned: c.cfg.RequireSignedDesired}},
 		c.link, rec, c.rej, c.base)
 	if err != nil {
 		return err

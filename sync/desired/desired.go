@@ -45,6 +45,9 @@ type Config struct {
 	Groups []string
 	// Initial are the generations accepted before a restart.
 	Initial wire.AppliedGenerations
+	// Policy says whether unsigned desired state is accepted and which
+	// keys verify signed desired state (the zero value: unsigned accepted).
+	Policy wire.DesiredPolicy
 }
 
 // Watcher tracks desired state. Create with New, then Run.
@@ -122,7 +125,12 @@ func (w *Watcher) onMessage(topic string, payload []byte) {
 	if len(payload) == 0 {
 		return // retained message cleared: keep the last state (desired state is never "nothing")
 	}
-	d, err := wire.DecodeDesired(payload)
+	target, err := w.cfg.Topics.DesiredTarget(topic)
+	if err != nil {
+		w.rej.Observe(topic, err)
+		return
+	}
+	d, _, err := wire.DecodeDesiredMessage(payload, target, w.cfg.Policy)
 	if err != nil {
 		w.rej.Observe(topic, err)
 		return

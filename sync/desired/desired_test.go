@@ -63,7 +63,7 @@ func deploy(t *testing.T, l *mqttlink.Link, target fleet.Target, model, version 
 	if err := l.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
-	d, err := fleet.Deploy(ctx, l, tp, target, model, wire.ModelSpec{Version: version}, 300*time.Millisecond)
+	d, err := fleet.DeployWith(ctx, l, tp, target, model, wire.ModelSpec{Version: version}, fleet.DeployOptions{Quiet: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +137,7 @@ func TestNewRejectsBadNames(t *testing.T) {
 // generation 2^64-1 on a group topic was accepted and persisted, and
 // afterwards nothing could be written there (edgectl's next generation
 // wrapped to 0). It is rejected now (over 2^53-1); edgectl refuses to build
-// on it, and with ReplaceInvalid writes the generation after the highest one
+// on it, and with DeployOptions.ReplaceInvalid writes the generation after the highest one
 // the nodes report, which the node accepts.
 func TestGenerationPoisonRejected(t *testing.T) {
 	m := brokertest.StartMosquitto(t, brokertest.Options{})
@@ -181,10 +181,10 @@ func TestGenerationPoisonRejected(t *testing.T) {
 	dctx, dcancel := context.WithTimeout(context.Background(), deadline)
 	defer dcancel()
 	spec := wire.ModelSpec{Version: "3"}
-	if d, err := fleet.Deploy(dctx, cloud, tp, fleet.Target{Group: "cams"}, "det", spec, 300*time.Millisecond); err == nil {
+	if d, err := fleet.DeployWith(dctx, cloud, tp, fleet.Target{Group: "cams"}, "det", spec, fleet.DeployOptions{Quiet: 300 * time.Millisecond}); err == nil {
 		t.Fatalf("deploy over the poisoned state published generation %d", d.Generation)
 	}
-	d3, err := fleet.DeployReplacingInvalid(dctx, cloud, tp, fleet.Target{Group: "cams"}, "det", spec, 300*time.Millisecond)
+	d3, err := fleet.DeployWith(dctx, cloud, tp, fleet.Target{Group: "cams"}, "det", spec, fleet.DeployOptions{Quiet: 300 * time.Millisecond, ReplaceInvalid: true})
 	if err != nil {
 		t.Fatal(err)
 	}

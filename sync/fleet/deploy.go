@@ -1,10 +1,14 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"time"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -30,46 +34,54 @@ type Link interface {
 	Subscriber
 }
 
-// Deploy reads the target's retained desired state, sets model to spec (or
-// removes it with spec.Absent), and publishes it retained with the next
-// generation. MQTT has no compare-and-swap: concurrent writers to one target
-// race (the last write wins); quiet bounds the wait for the retained state.
+// DeployOptions tune DeployWith.
+type DeployOptions struct {
+	// Quiet bounds the wait for retained messages (ReadRetained).
+	Quiet time.Duration
+	// ReplaceInvalid replaces a retained state that does not decode (bad
+	// JSON, a generation over 2^53-1, a signature that does not verify
+	// against Key) by one holding only the deployed model, at the
+	// generation after the highest that the nodes' retained status reports
+	// for the target: the nodes rejected the invalid state and still hold
+	// their last valid generation, so a lower one would be stale to them.
+	ReplaceInvalid bool
+	// Key, when set, signs the desired state (wire.SignDesired); the
+	// retained state it builds on must then be signed by the same key.
+	// Without it the state is published unsigned.
+	Key ed25519.PrivateKey
+}
+
+// DeployWith reads the target's retained desired state, sets model to spec
+// (or removes it with spec.Absent), and publishes it retained with the next
+// generation, naming its target. MQTT has no compare-and-swap: concurrent
+// writers to one target race (the last write wins).
 //
-// A generation is at most wire.MaxGeneration: Deploy never wraps, it fails.
-// An invalid retained state (one the nodes reject) fails Deploy too; see
-// DeployReplacingInvalid.
-func Deploy(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, quiet time.Duration) (wire.DesiredState, error) {
-	return deploy(ctx, link, tp, target, model, spec, quiet, false)
-}
-
-// DeployReplacingInvalid is Deploy, except that an invalid retained state
-// (bad JSON, a generation over 2^53-1, ...) is replaced by one holding only
-// model, at the generation after the highest that the nodes' retained status
-// reports for the target: the nodes rejected the invalid state and still
-// hold their last valid generation, so a lower one would be stale to them.
-func DeployReplacingInvalid(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, quiet time.Duration) (wire.DesiredState, error) {
-	return deploy(ctx, link, tp, target, model, spec, quiet, true)
-}
-
-func deploy(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, quiet time.Duration, replace bool) (wire.DesiredState, error) {
+// A generation is at most wire.MaxGeneration: DeployWith never wraps, it
+// fails. An invalid retained state (one the nodes reject) fails it too,
+// unless opts.ReplaceInvalid.
+func DeployWith(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, opts DeployOptions) (wire.DesiredState, error) {
 	topic, err := target.topic(tp)
 	if err != nil {
 		return wire.DesiredState{}, err
 	}
-	cur, err := ReadRetained(ctx, link, topic, quiet)
+	want, err := tp.DesiredTarget(topic)
+	if err != nil {
+		return wire.DesiredState{}, err
+	}
+	cur, err := ReadRetained(ctx, link, topic, opts.Quiet)
 	if err != nil {
 		return wire.DesiredState{}, err
 	}
 	d := wire.DesiredState{Protocol: wire.Protocol, Models: map[string]wire.ModelSpec{}}
 	if b, ok := cur[topic]; ok {
-		prev, err := wire.DecodeDesired(b)
+		prev, err := decodeOwn(b, want, opts.Key)
 		switch {
 		case err == nil:
 			d = prev
-		case !replace:
+		case !opts.ReplaceInvalid:
 			return wire.DesiredState{}, fmt.Errorf("fleet: current desired state on %s is invalid (replace it: edgectl deploy --replace-invalid): %w", topic, err)
 		default:
-			if d.Generation, err = reportedGeneration(ctx, link, tp, target, quiet); err != nil {
+			if d.Generation, err = reportedGeneration(ctx, link, tp, target, opts.Quiet); err != nil {
 				return wire.DesiredState{}, err
 			}
 		}
@@ -79,15 +91,45 @@ func deploy(ctx context.Context, link Link, tp wire.Topics, target Target, model
 	}
 	d.Generation++
 	d.Updated = time.Now().UTC().Format(time.RFC3339)
+	d.Target = want
 	if d.Models == nil {
 		d.Models = map[string]wire.ModelSpec{}
 	}
 	d.Models[model] = spec
-	b, err := d.Encode()
+	var b []byte
+	if opts.Key != nil {
+		b, err = wire.SignDesired(d, opts.Key)
+	} else {
+		b, err = d.Encode()
+	}
 	if err != nil {
 		return wire.DesiredState{}, err
 	}
 	return d, link.Publish(ctx, topic, true, b)
+}
+
+// decodeOwn decodes the retained desired state a writer builds on: with a
+// key, only a state signed by that key; without one, an unsigned state or
+// the payload of a signed one (whose signature the nodes check, not the
+// writer).
+func decodeOwn(b []byte, target string, key ed25519.PrivateKey) (wire.DesiredState, error) {
+	if key != nil {
+		ks := models.KeySet{}
+		ks.Add(key.Public().(ed25519.PublicKey))
+		d, _, err := wire.DecodeDesiredMessage(b, target, wire.DesiredPolicy{Keys: ks, RequireSigned: true})
+		return d, err
+	}
+	var sd wire.SignedDesired
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if dec.Decode(&sd) == nil && len(sd.Payload) > 0 {
+		b = sd.Payload
+	}
+	d, err := wire.DecodeDesired(b)
+	if err == nil && d.Target != "" && d.Target != target {
+		err = fmt.Errorf("it names %s", d.Target)
+	}
+	return d, err
 }
 
 // NodeView is what the cloud knows about one node.

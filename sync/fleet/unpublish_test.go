@@ -78,7 +78,7 @@ func TestUnpublish(t *testing.T) {
 	if shared == 0 || shared == len(ChunkSet(m1)) {
 		t.Fatalf("%d of %d chunks shared: the test needs some, not all", shared, len(ChunkSet(m1)))
 	}
-	if _, err := Deploy(ctx, l, tp, Target{Group: "cams"}, "det", wire.ModelSpec{Version: "1"}, quiet); err != nil {
+	if _, err := DeployWith(ctx, l, tp, Target{Group: "cams"}, "det", wire.ModelSpec{Version: "1"}, DeployOptions{Quiet: quiet}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -89,7 +89,7 @@ func TestUnpublish(t *testing.T) {
 		t.Fatalf("the refused unpublish touched the manifest: %v %v", ok, err)
 	}
 
-	if _, err := Deploy(ctx, l, tp, Target{Group: "cams"}, "det", wire.ModelSpec{Version: "2"}, quiet); err != nil {
+	if _, err := DeployWith(ctx, l, tp, Target{Group: "cams"}, "det", wire.ModelSpec{Version: "2"}, DeployOptions{Quiet: quiet}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := Unpublish(ctx, l, tp, "det", "1", false, quiet)

@@ -76,7 +76,7 @@ func TestNodesReportInWireFormat(t *testing.T) {
 	spec := wire.ModelSpec{Version: "2", Strategy: &wire.Strategy{Kind: wire.StrategyCanary, CanaryPercent: 10},
 		Rollout: &wire.RolloutRef{ID: "r1", Wave: 1}}
 	for _, id := range f.IDs() {
-		if _, err := fleet.Deploy(ctx, l, tp, fleet.Target{Node: id}, "det", spec, 200*time.Millisecond); err != nil {
+		if _, err := fleet.DeployWith(ctx, l, tp, fleet.Target{Node: id}, "det", spec, fleet.DeployOptions{Quiet: 200 * time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -17,10 +17,13 @@ const (
 // DesiredState is what a node or a group should run, published retained on
 // Topics.NodeDesired or Topics.GroupDesired.
 type DesiredState struct {
-	Protocol   int                  `json:"protocol"`
-	Generation uint64               `json:"generation"`
-	Updated    string               `json:"updated,omitempty"`
-	Models     map[string]ModelSpec `json:"models"`
+	Protocol   int    `json:"protocol"`
+	Generation uint64 `json:"generation"`
+	Updated    string `json:"updated,omitempty"`
+	// Target is "node/{id}" or "group/{name}": whose desired state this is.
+	// Optional in an unsigned state; a signed one must name its topic's.
+	Target string               `json:"target,omitempty"`
+	Models map[string]ModelSpec `json:"models"`
 }
 
 // ModelSpec is the desired state of one model.
@@ -80,6 +83,11 @@ func (d DesiredState) Validate() error {
 	}
 	if err := checkTime(k, "updated", d.Updated, false); err != nil {
 		return err
+	}
+	if d.Target != "" {
+		if err := validTarget(d.Target); err != nil {
+			return Reject(k, ReasonBadField, "%v", err)
+		}
 	}
 	if len(d.Models) > MaxModels {
 		return Reject(k, ReasonTooLarge, "%d models, limit %d", len(d.Models), MaxModels)

@@ -37,6 +37,12 @@ const (
 	// ReasonChunkSize: a chunk whose bytes hash to its name has another
 	// size than the manifest says (the manifest is wrong).
 	ReasonChunkSize = "chunk_size"
+	// ReasonUnsigned: an unsigned desired state on a node that requires
+	// signed ones.
+	ReasonUnsigned = "unsigned"
+	// ReasonWrongTarget: a desired state that names another node or group
+	// than the topic it came on (a replay onto another topic).
+	ReasonWrongTarget = "wrong_target"
 )
 
 // RejectError says why a message was rejected.

@@ -174,6 +174,16 @@ func TestDeploySigned(t *testing.T) {
 	if err != nil || !signed || d.Generation != 2 || d.Models["det"].Version != "2" {
 		t.Fatalf("retained desired state: %+v signed %v: %v", d, signed, err)
 	}
+	// Unsigned, the state does not name its target (nodes older than the
+	// field reject unknown fields).
+	run(t, append(b, "deploy", "--node", "n9", "--model", "det", "--version", "1")...)
+	got, err = fleet.ReadRetained(context.Background(), l, tp.NodeDesired("n9"), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := string(got[tp.NodeDesired("n9")]); u == "" || strings.Contains(u, "target") {
+		t.Fatalf("unsigned desired state %q: want one without a target", u)
+	}
 }
 
 func TestDeployNeedsTarget(t *testing.T) {

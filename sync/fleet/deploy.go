@@ -53,7 +53,7 @@ type DeployOptions struct {
 
 // DeployWith reads the target's retained desired state, sets model to spec
 // (or removes it with spec.Absent), and publishes it retained with the next
-// generation, naming its target. MQTT has no compare-and-swap: concurrent
+// generation (naming its target when signed). MQTT has no compare-and-swap: concurrent
 // writers to one target race (the last write wins).
 //
 // A generation is at most wire.MaxGeneration: DeployWith never wraps, it
@@ -91,7 +91,12 @@ func DeployWith(ctx context.Context, link Link, tp wire.Topics, target Target, m
 	}
 	d.Generation++
 	d.Updated = time.Now().UTC().Format(time.RFC3339)
-	d.Target = want
+	// Only a signed state names its target: nodes older than the field
+	// reject unknown fields, and an unsigned state gains nothing from it.
+	d.Target = ""
+	if opts.Key != nil {
+		d.Target = want
+	}
 	if d.Models == nil {
 		d.Models = map[string]wire.ModelSpec{}
 	}

@@ -20,6 +20,7 @@ import (
 
 	paho "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/node/reconcile"
@@ -872,4 +873,21 @@ func TestCloudSignedDesiredState(t *testing.T) {
 		return metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="stale_generation"}`) >= 1 &&
 			metricValue(t, rn.url, `edge_link_rejected_total{kind="desired",reason="unknown_key"}`) >= 2
 	})
+}
+
+// A node that must have signed desired state and trusts no key could never
+// accept one: a configuration error, not a silent node.
+func TestRequireSignedDesiredNeedsKeys(t *testing.T) {
+	e := newCloudEnv(t)
+	cfg := e.nodeConfig(t.TempDir(), t.TempDir(), e.m.URL())
+	cfg.Cloud.TrustedKeyFiles = nil
+	cfg.Cloud.AllowUnsignedDesired = false
+	n, err := newNode(context.Background(), cfg, testLogger(t), inferencetest.Env(t))
+	if err == nil {
+		n.Close()
+		t.Fatal("started a node that requires signed desired state and trusts no key")
+	}
+	if !strings.Contains(err.Error(), "cloud.allow_unsigned_desired") {
+		t.Fatalf("error %v does not name cloud.allow_unsigned_desired", err)
+	}
 }

@@ -32,6 +32,9 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 	if err != nil {
 		return err
 	}
+	if !cfg.Disabled && !cfg.AllowUnsignedDesired && len(keys) == 0 {
+		return errors.New("cloud.allow_unsigned_desired is false but no trusted keys are configured (cloud.trusted_key_files, store.trusted_keys): no desired state could ever be accepted")
+	}
 	if cfg.Disabled {
 		clog.Info().Msg("cloud link disabled")
 	} else {

@@ -110,6 +110,9 @@ func NewCloud(cfg CloudConfig, st CloudStore, log zerolog.Logger, reg prometheus
 	lc := c.cfg.Link
 	lc.Will = &mqttlink.Message{Topic: cfg.Topics.Presence(cfg.NodeID), Payload: offline, Retained: true}
 	limit := lc.MaxMessageBytes
+	if limit == 0 {
+		limit = mqttlink.DefaultMaxMessageBytes
+	}
 	lc.OnOversize = func(topic string, size int64) {
 		c.rej.Observe(topic, wire.Reject(cfg.Topics.KindOf(topic), wire.ReasonOversize,
 			"%d-byte payload over the %d-byte message limit (cloud.max_message_bytes), discarded unread", size, limit))

@@ -53,8 +53,8 @@ type DeployOptions struct {
 
 // DeployWith reads the target's retained desired state, sets model to spec
 // (or removes it with spec.Absent), and publishes it retained with the next
-// generation (naming its target when signed). MQTT has no compare-and-swap: concurrent
-// writers to one target race (the last write wins).
+// generation (naming its target when signed). MQTT has no compare-and-swap:
+// concurrent writers to one target race (the last write wins).
 //
 // A generation is at most wire.MaxGeneration: DeployWith never wraps, it
 // fails. An invalid retained state (one the nodes reject) fails it too,

@@ -4,7 +4,9 @@
 // (CleanSession false) so QoS 1 messages queue while offline, reconnection
 // with exponential backoff and jitter, a Last Will, subscriptions restored on
 // every reconnect, and the flushing of an outbox of reports (kept by the
-// caller: the node's model store), in order, after each reconnect.
+// caller: the node's model store), in order, after each reconnect; and a
+// bound on what one incoming message can cost (Config.MaxMessageBytes,
+// enforced below paho, which buffers whole packets: limit.go).
 //
 // Start-up order: New → Subscribe (any number, before or after Run) → Run(ctx)
 // in a goroutine. Shutdown: cancel Run's context (Run publishes the will

@@ -71,7 +71,7 @@ func newRoot() *cobra.Command {
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log link events to stderr")
 
 	model := &cobra.Command{Use: "model", Short: "Model versions"}
-	model.AddCommand(newPublish(g), newUnpublish(g))
+	model.AddCommand(newPublish(g), newUnpublish(g), newModelList(g))
 	root.AddCommand(model, newDeploy(g), newStatus(g), newKeygen(), newRollout(g), newSimulate(g), newServe(g))
 	return root
 }
@@ -231,6 +231,41 @@ func readKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return key, nil
+}
+
+func newModelList(g *globalFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List the versions retained at the broker, their size and the bytes only each holds there",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			tp, link, closeLink, err := connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer closeLink()
+			rep, err := fleet.RetainedReport(cmd.Context(), link, tp, g.quiet)
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODEL\tVERSION\tBYTES\tCHUNKS\tUNSHARED BYTES")
+			var total int64
+			for _, v := range rep {
+				if v.Invalid != nil {
+					fmt.Fprintf(tw, "%s\t%s\tINVALID: %v\t\t\n", v.Model, v.Version, v.Invalid)
+					continue
+				}
+				total += v.UnsharedBytes
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\n", v.Model, v.Version, v.Bytes, v.Chunks, v.UnsharedBytes)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			fmt.Printf("%d versions; unpublishing all would clear at least %d bytes of chunks\n", len(rep), total)
+			return nil
+		},
+	}
 }
 
 func newUnpublish(g *globalFlags) *cobra.Command {

@@ -122,13 +122,17 @@ func TestUnpublishCommand(t *testing.T) {
 	for _, v := range []string{"1", "2"} {
 		run(t, append(b, "model", "publish", model, "--name", "det", "--version", v, "--key", prefix+".key", "--no-progress")...)
 	}
+	out := run(t, append(b, "model", "list")...)
+	if !strings.Contains(out, "det    1        1048576") || !strings.Contains(out, "2 versions") {
+		t.Fatalf("model list:\n%s", out)
+	}
 	run(t, append(b, "deploy", "--node", "n1", "--model", "det", "--version", "1")...)
 	cmd := newRoot()
 	cmd.SetArgs(append(b, "model", "unpublish", "det", "1"))
 	if err := cmd.ExecuteContext(context.Background()); err == nil || !strings.Contains(err.Error(), "edgeai/v1/nodes/n1/desired") {
 		t.Fatalf("unpublish of a desired version: %v, want a refusal naming the node's topic", err)
 	}
-	out := run(t, append(b, "model", "unpublish", "det", "2")...)
+	out = run(t, append(b, "model", "unpublish", "det", "2")...)
 	if !strings.Contains(out, "unpublished det 2: manifest and 0 chunks (0 bytes) cleared") {
 		t.Fatalf("unpublish 2 (its chunks are version 1's too): %q", out)
 	}

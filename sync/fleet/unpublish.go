@@ -142,3 +142,69 @@ func chunkList(b []byte) (models.Manifest, error) {
 	}
 	return models.DecodeManifest(sm.Payload)
 }
+
+// RetainedVersion is what one published version costs the broker.
+type RetainedVersion struct {
+	Model, Version string
+	// Bytes is the version's size (its files), Chunks its distinct chunks.
+	Bytes  int64
+	Chunks int
+	// UnsharedBytes is the size of its chunks that no other retained
+	// manifest lists: what Unpublish would clear.
+	UnsharedBytes int64
+	// Invalid is set when the retained manifest does not decode.
+	Invalid error
+}
+
+// RetainedReport lists every retained manifest with its size and the bytes
+// only it holds at the broker, sorted by model and version. Signatures are
+// not checked (the report is about broker storage, not trust).
+func RetainedReport(ctx context.Context, link Subscriber, tp wire.Topics, quiet time.Duration) ([]RetainedVersion, error) {
+	manifests, err := ReadRetained(ctx, link, tp.Root+"/models/+/versions/+/manifest", quiet)
+	if err != nil {
+		return nil, err
+	}
+	var out []RetainedVersion
+	users := map[string]int{} // chunk sha256 -> how many versions list it
+	decoded := map[int]models.Manifest{}
+	for topic, b := range manifests {
+		model, version, err := tp.ParseManifest(topic)
+		if err != nil {
+			continue
+		}
+		rv := RetainedVersion{Model: model, Version: version}
+		m, err := chunkList(b)
+		if err != nil {
+			rv.Invalid = err
+		} else {
+			decoded[len(out)] = m
+			for sha := range ChunkSet(m) {
+				users[sha]++
+			}
+		}
+		out = append(out, rv)
+	}
+	for i, m := range decoded {
+		seen := map[string]bool{}
+		for _, f := range m.Files {
+			out[i].Bytes += f.Size
+			for _, c := range f.Chunks {
+				if seen[c.SHA256] {
+					continue
+				}
+				seen[c.SHA256] = true
+				out[i].Chunks++
+				if users[c.SHA256] == 1 {
+					out[i].UnsharedBytes += c.Size
+				}
+			}
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Model != out[j].Model {
+			return out[i].Model < out[j].Model
+		}
+		return out[i].Version < out[j].Version
+	})
+	return out, nil
+}

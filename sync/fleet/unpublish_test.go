@@ -78,6 +78,22 @@ func TestUnpublish(t *testing.T) {
 	if shared == 0 || shared == len(ChunkSet(m1)) {
 		t.Fatalf("%d of %d chunks shared: the test needs some, not all", shared, len(ChunkSet(m1)))
 	}
+	rep, err := RetainedReport(ctx, l, tp, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unshared := func(m models.Manifest, other models.Manifest) (n int64) {
+		for _, c := range m.Files[0].Chunks {
+			if !ChunkSet(other)[c.SHA256] {
+				n += c.Size
+			}
+		}
+		return n
+	}
+	if len(rep) != 2 || rep[0].Version != "1" || rep[0].Bytes != int64(len(v1)) || rep[0].UnsharedBytes != unshared(m1, m2) ||
+		rep[1].Version != "2" || rep[1].Chunks != len(ChunkSet(m2)) || rep[1].UnsharedBytes != unshared(m2, m1) {
+		t.Fatalf("retained report %+v", rep)
+	}
 	if _, err := DeployWith(ctx, l, tp, Target{Group: "cams"}, "det", wire.ModelSpec{Version: "1"}, DeployOptions{Quiet: quiet}); err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +111,9 @@ func TestUnpublish(t *testing.T) {
 	st, err := Unpublish(ctx, l, tp, "det", "1", false, quiet)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if st.BytesCleared != rep[0].UnsharedBytes {
+		t.Fatalf("unpublish cleared %d bytes, the report said %d were version 1's alone", st.BytesCleared, rep[0].UnsharedBytes)
 	}
 	if st.ChunksKept != shared || st.ChunksCleared != len(ChunkSet(m1))-shared {
 		t.Fatalf("stats %+v, want %d kept and %d cleared", st, shared, len(ChunkSet(m1))-shared)

@@ -19,6 +19,16 @@ import (
 // run executes edgectl in-process and returns its stdout.
 func run(t *testing.T, args ...string) string {
 	t.Helper()
+	out, err := runErr(t, args...)
+	if err != nil {
+		t.Fatalf("edgectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// runErr runs edgectl and returns its stdout and error.
+func runErr(t *testing.T, args ...string) (string, error) {
+	t.Helper()
 	r, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
@@ -33,10 +43,7 @@ func run(t *testing.T, args ...string) string {
 	w.Close()
 	os.Stdout = old
 	out, _ := io.ReadAll(r)
-	if err != nil {
-		t.Fatalf("edgectl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return string(out), err
 }
 
 func TestKeygenPublishDeployStatus(t *testing.T) {

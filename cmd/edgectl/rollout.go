@@ -70,8 +70,10 @@ func newController(ctx context.Context, g *globalFlags, state string) (*rollout.
 	return c, closeLink, nil
 }
 
-// drive runs the controller, drawing progress bars unless quiet.
-func drive(ctx context.Context, c *rollout.Controller, id string, bars bool) error {
+// drive runs the controller, drawing progress bars unless quiet. It fails
+// when the rollout ends in another final phase than want (completed for
+// start, run and resume), so scripts see an aborted rollout as an error.
+func drive(ctx context.Context, c *rollout.Controller, id string, bars bool, want rollout.Phase) error {
 	var pb *progressBars
 	if bars {
 		pb = newProgressBars()
@@ -89,6 +91,12 @@ func drive(ctx context.Context, c *rollout.Controller, id string, bars bool) err
 		return err
 	}
 	printRecord(r)
+	if r.Phase.Final() && r.Phase != want {
+		if r.Reason != "" {
+			return fmt.Errorf("rollout %s ended %s: %s", id, r.Phase, r.Reason)
+		}
+		return fmt.Errorf("rollout %s ended %s", id, r.Phase)
+	}
 	return nil
 }
 
@@ -136,7 +144,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				fmt.Printf("created; drive it with: edgectl rollout run %s\n", s.ID)
 				return nil
 			}
-			return drive(ctx, c, s.ID, !noProgress)
+			return drive(ctx, c, s.ID, !noProgress, rollout.PhaseCompleted)
 		},
 	}
 	f := c.Flags()
@@ -174,7 +182,7 @@ func newRolloutRun(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			defer closeLink()
-			return drive(cmd.Context(), c, args[0], !noProgress)
+			return drive(cmd.Context(), c, args[0], !noProgress, rollout.PhaseCompleted)
 		},
 	}
 	c.Flags().BoolVar(&noProgress, "no-progress", false, "no progress bars")
@@ -210,14 +218,18 @@ func newRolloutCommand(g *globalFlags, state *string, name, short string) *cobra
 			if name == rollout.CmdPause || name == rollout.CmdResume {
 				// One tick applies the command; resume then keeps driving.
 				if name == rollout.CmdResume {
-					return drive(ctx, c, args[0], true)
+					return drive(ctx, c, args[0], true, rollout.PhaseCompleted)
 				}
 				ctx1, stop := context.WithCancel(ctx)
 				defer stop()
 				_, err := c.Run(ctx1, args[0], func(*rollout.Record) { stop() })
 				return err
 			}
-			return drive(ctx, c, args[0], false)
+			want := rollout.PhaseHeld
+			if name == rollout.CmdRollback {
+				want = rollout.PhaseRolledBack
+			}
+			return drive(ctx, c, args[0], false, want)
 		},
 	}
 }

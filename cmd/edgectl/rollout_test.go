@@ -60,3 +60,24 @@ func TestRolloutCommands(t *testing.T) {
 		t.Fatalf("run on a held rollout: %v", err)
 	}
 }
+
+// TestRolloutStartFailsWhenAborted: a rollout whose every node fails ends
+// rolled back and `rollout start` exits with an error saying so.
+func TestRolloutStartFailsWhenAborted(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 4,
+		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"},
+		Profile: fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond, FailGate: map[string]float64{"bad": 1}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	state := filepath.Join(t.TempDir(), "r.db")
+	out, err := runErr(t, "--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state,
+		"start", "--id", "r-bad", "--model", "det", "--version", "bad", "--target", "cams", "--no-progress")
+	if err == nil || !strings.Contains(err.Error(), "rolled_back") {
+		t.Fatalf("start of a failing version: err %v\n%s", err, out)
+	}
+}

@@ -416,3 +416,25 @@ func TestRolloutScale(t *testing.T) {
 		})
 	}
 }
+
+// TestRolloutSmallFleetAllFailAborts: 4 of 4 nodes fail with the default
+// --min-finished 5; the first wave (1 node) must stop the rollout and roll
+// it back instead of advancing and completing.
+func TestRolloutSmallFleetAllFailAborts(t *testing.T) {
+	prof := quickProfile
+	prof.FailGate = map[string]float64{"bad": 1}
+	e := newEnv(t, 4, prof)
+	spec := testSpec("r-small", "bad")
+	spec.Abort.MinFinished = 5
+	r, _ := runRollout(t, e, e.controller(t, "a"), spec)
+	if r.Phase != PhaseRolledBack || r.Wave != 0 {
+		t.Fatalf("phase %s in wave %d (%s), want rolled_back in wave 1", r.Phase, r.Wave+1, r.Reason)
+	}
+	n := 0
+	for _, d := range e.fleet.Downloads("det") {
+		n += len(d)
+	}
+	if n != len(r.Members[0]) {
+		t.Fatalf("%d downloads, want only wave 1's %d", n, len(r.Members[0]))
+	}
+}

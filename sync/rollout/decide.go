@@ -244,13 +244,16 @@ type Action struct {
 
 // Decide looks at a running rollout's counts (r.Counts, tallied for the
 // waves up to r.Wave) and says what to do next. Abort criteria are checked
-// first, over every started wave together:
+// first, for each started wave and over every started wave together:
 //   - failure rate: failed + rolled back > MaxFailedPercent of the finished
-//     nodes, once at least MinFinished nodes finished (AWS IoT Jobs'
-//     abortConfig / hawkBit's error threshold);
+//     nodes, once at least min(MinFinished, nodes counted) finished (AWS IoT
+//     Jobs' abortConfig / hawkBit's error threshold). The minimum is capped
+//     by the size of what is counted, so a wave smaller than MinFinished is
+//     judged once all its nodes finished, and a rollout never completes
+//     with its failure rate over the bound;
 //   - fleet p99: the p99 over the new version's nodes' p99 latencies above
-//     MaxP99Ratio × the baseline recorded at start, once MinFinished nodes
-//     report it;
+//     MaxP99Ratio × the baseline recorded at start, once min(MinFinished,
+//     started nodes) report it;
 //   - wave timeout: the current wave has unfinished nodes WaveTimeout after
 //     it started.
 //
@@ -260,10 +263,14 @@ func Decide(r *Record, now time.Time) Action {
 	if r.Phase != PhaseRunning || r.Wave < 0 || r.Wave >= len(r.Members) {
 		return Action{}
 	}
+	a := r.Spec.Abort
 	var all Counts
 	var p99s []float64
 	for w := 0; w <= r.Wave && w < len(r.Counts); w++ {
 		c := r.Counts[w]
+		if why, bad := failureBreach(c, a); bad {
+			return Action{ActAbort, fmt.Sprintf("wave %d: %s", w+1, why)}
+		}
 		all.Total += c.Total
 		all.Active += c.Active
 		all.Failed += c.Failed
@@ -272,15 +279,10 @@ func Decide(r *Record, now time.Time) Action {
 			p99s = append(p99s, c.P99Ms)
 		}
 	}
-	a := r.Spec.Abort
-	minN := max(a.MinFinished, 1)
-	if fin := all.Finished(); fin >= minN && all.Bad() > 0 {
-		rate := 100 * float64(all.Bad()) / float64(fin)
-		if rate > a.MaxFailedPercent {
-			return Action{ActAbort, fmt.Sprintf("%d of %d finished nodes failed or rolled back (%.1f%% > %.1f%%)",
-				all.Bad(), fin, rate, a.MaxFailedPercent)}
-		}
+	if why, bad := failureBreach(all, a); bad {
+		return Action{ActAbort, why}
 	}
+	minN := min(max(a.MinFinished, 1), max(all.Total, 1))
 	if a.MaxP99Ratio > 0 && r.BaselineP99Ms > 0 && all.Active >= minN {
 		if p := slicesMax(p99s); p > a.MaxP99Ratio*r.BaselineP99Ms {
 			return Action{ActAbort, fmt.Sprintf("fleet p99 %.1f ms is %.2f× the baseline %.1f ms (bound %.2f×)",
@@ -303,6 +305,22 @@ func Decide(r *Record, now time.Time) Action {
 			r.Wave+1, t, cur.Total-cur.Finished(), cur.Total)}
 	}
 	return Action{}
+}
+
+// failureBreach reports whether the failure rate of c is over the bound,
+// once min(MinFinished, c.Total) of its nodes finished.
+func failureBreach(c Counts, a Abort) (string, bool) {
+	minN := min(max(a.MinFinished, 1), max(c.Total, 1))
+	fin := c.Finished()
+	if fin < minN || c.Bad() == 0 {
+		return "", false
+	}
+	rate := 100 * float64(c.Bad()) / float64(fin)
+	if rate <= a.MaxFailedPercent {
+		return "", false
+	}
+	return fmt.Sprintf("%d of %d finished nodes failed or rolled back (%.1f%% > %.1f%%)",
+		c.Bad(), fin, rate, a.MaxFailedPercent), true
 }
 
 // slicesMax is the largest per-wave p99: the fleet p99 is bounded by the

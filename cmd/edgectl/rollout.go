@@ -161,6 +161,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.IntVar(&s.Abort.MinFinished, "min-finished", 5, "... once at least this many nodes finished")
 	f.Float64Var(&s.Abort.MaxP99Ratio, "max-p99-ratio", 0, "abort when the new version's fleet p99 exceeds this × the baseline (0: off)")
 	f.DurationVar(&s.WaveTimeout, "wave-timeout", 30*time.Minute, "abort when a wave has unfinished nodes after this long (0: none)")
+	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
 	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
 	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bars")
@@ -307,8 +308,8 @@ func waveSizes(r *rollout.Record) []int {
 }
 
 func countsText(c rollout.Counts) string {
-	return fmt.Sprintf("pending %d  downloading %d  canary %d  active %d  failed %d  rolled back %d",
-		c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+	return fmt.Sprintf("pending %d  downloading %d  canary %d  active %d  failed %d  rolled back %d  timed out %d",
+		c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack, c.TimedOut)
 }
 
 func printRecord(r *rollout.Record) {
@@ -323,6 +324,28 @@ func printRecord(r *rollout.Record) {
 	for w, c := range r.Counts {
 		fmt.Printf("  wave %d (%d%%, %d nodes): %s\n", w+1, r.Spec.Waves[w], c.Total, countsText(c))
 	}
+	if len(r.BadNodes) > 0 {
+		fmt.Printf("  failed, rolled back or timed out: %s\n", badNodesText(r.BadNodes, 20))
+	}
+}
+
+// badNodesText lists up to limit nodes as "node (state)", sorted, and how
+// many more there are.
+func badNodesText(bad map[string]rollout.NodeState, limit int) string {
+	ids := make([]string, 0, len(bad))
+	for n := range bad {
+		ids = append(ids, n)
+	}
+	sort.Strings(ids)
+	var parts []string
+	for i, n := range ids {
+		if i == limit {
+			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-limit))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", n, bad[n]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func prevSummary(r *rollout.Record) string {
@@ -381,8 +404,8 @@ func (pb *progressBars) update(r *rollout.Record) {
 		pb.text = append(pb.text, "")
 	}
 	for i, c := range r.Counts {
-		pb.text[i] = fmt.Sprintf(" pend %d dl %d canary %d active %d failed %d rb %d",
-			c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+		pb.text[i] = fmt.Sprintf(" pend %d dl %d canary %d active %d failed %d rb %d timeout %d",
+			c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack, c.TimedOut)
 	}
 	pb.tmu.Unlock()
 	for len(pb.bars) < len(r.Counts) {

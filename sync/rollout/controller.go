@@ -450,7 +450,7 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		return nil, err
 	}
 	now := c.cfg.Now()
-	c.tally(r)
+	c.tally(r, now)
 	readCmd := r.Command
 	switch r.Command {
 	case CmdPause:
@@ -560,13 +560,18 @@ func (c *Controller) startWave(r *Record, now time.Time, w int, why string) {
 	c.log.Info().Str("rollout", r.Spec.ID).Int("wave", w+1).Int("nodes", len(r.Members[w])).Msg("wave started")
 }
 
-// tally recomputes r.Counts from the latest statuses.
-func (c *Controller) tally(r *Record) {
+// tally recomputes r.Counts and r.BadNodes from the latest statuses; a
+// node of a started wave unfinished NodeTimeout after the wave started is
+// timed out.
+func (c *Controller) tally(r *Record, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts := make([]Counts, len(r.Members))
+	bad := map[string]NodeState{}
 	for w, m := range r.Members {
 		var p99s []float64
+		late := w <= r.Wave && w < len(r.WaveStarted) && r.Spec.NodeTimeout > 0 &&
+			now.Sub(r.WaveStarted[w]) > r.Spec.NodeTimeout
 		for _, n := range m {
 			st := StatePending
 			if w <= r.Wave {
@@ -578,12 +583,18 @@ func (c *Controller) tally(r *Record) {
 						}
 					}
 				}
+				if late && (st == StatePending || st == StateDownloading || st == StateCanary) {
+					st = StateTimedOut
+				}
+				if st == StateFailed || st == StateRolledBack || st == StateTimedOut {
+					bad[n] = st
+				}
 			}
 			counts[w].add(st)
 		}
 		counts[w].P99Ms = Percentile(p99s, 99)
 	}
-	r.Counts = counts
+	r.Counts, r.BadNodes = counts, bad
 }
 
 // writeWave writes the desired state of every node of wave r.Wave that

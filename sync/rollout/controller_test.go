@@ -162,7 +162,7 @@ func TestRolloutBadVersionAbortsAndRollsBack(t *testing.T) {
 	if r.Wave > 1 {
 		t.Fatalf("aborted in wave %d, want 1 or 2 (%s)", r.Wave+1, r.Reason)
 	}
-	if !strings.Contains(r.Reason, "failed or rolled back") {
+	if !strings.Contains(r.Reason, "failed, rolled back or timed out") {
 		t.Fatalf("reason %q", r.Reason)
 	}
 	started := map[string]bool{}

@@ -41,6 +41,10 @@ const (
 	StateActive      NodeState = "active"
 	StateFailed      NodeState = "failed"
 	StateRolledBack  NodeState = "rolled_back"
+	// StateTimedOut is a node unfinished NodeTimeout after its wave started
+	// (offline, stuck): a failure for the criteria (AWS IoT Jobs' TIMED_OUT).
+	// It is reclassified when the node reports a final state later.
+	StateTimedOut NodeState = "timed_out"
 )
 
 // Counts are the nodes of one wave per state, and the p99 (ms) over the
@@ -53,14 +57,16 @@ type Counts struct {
 	Active      int     `json:"active"`
 	Failed      int     `json:"failed"`
 	RolledBack  int     `json:"rolled_back"`
+	TimedOut    int     `json:"timed_out,omitempty"`
 	P99Ms       float64 `json:"p99_ms,omitempty"`
 }
 
-// Finished is the number of nodes that reached a final state.
-func (c Counts) Finished() int { return c.Active + c.Failed + c.RolledBack }
+// Finished is the number of nodes that reached a final state (timed out
+// included).
+func (c Counts) Finished() int { return c.Active + c.Failed + c.RolledBack + c.TimedOut }
 
-// Bad is the number of failed and rolled-back nodes.
-func (c Counts) Bad() int { return c.Failed + c.RolledBack }
+// Bad is the number of failed, rolled-back and timed-out nodes.
+func (c Counts) Bad() int { return c.Failed + c.RolledBack + c.TimedOut }
 
 func (c *Counts) add(s NodeState) {
 	c.Total++
@@ -75,6 +81,8 @@ func (c *Counts) add(s NodeState) {
 		c.Failed++
 	case StateRolledBack:
 		c.RolledBack++
+	case StateTimedOut:
+		c.TimedOut++
 	default:
 		c.Pending++
 	}
@@ -255,7 +263,10 @@ type Action struct {
 //     MaxP99Ratio × the baseline recorded at start, once min(MinFinished,
 //     started nodes) report it;
 //   - wave timeout: the current wave has unfinished nodes WaveTimeout after
-//     it started.
+//     it started (with a NodeTimeout below it, tally has counted them timed
+//     out by then).
+//
+// Timed-out nodes count as finished and bad.
 //
 // Otherwise, when every node of the current wave finished, the next wave
 // starts (or the rollout completes after the last).
@@ -275,6 +286,7 @@ func Decide(r *Record, now time.Time) Action {
 		all.Active += c.Active
 		all.Failed += c.Failed
 		all.RolledBack += c.RolledBack
+		all.TimedOut += c.TimedOut
 		if c.P99Ms > 0 {
 			p99s = append(p99s, c.P99Ms)
 		}
@@ -297,8 +309,8 @@ func Decide(r *Record, now time.Time) Action {
 		if r.Wave == len(r.Members)-1 {
 			return Action{ActComplete, fmt.Sprintf("wave %d finished", r.Wave+1)}
 		}
-		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back",
-			r.Wave+1, cur.Active, cur.Failed, cur.RolledBack)}
+		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back, %d timed out",
+			r.Wave+1, cur.Active, cur.Failed, cur.RolledBack, cur.TimedOut)}
 	}
 	if t := time.Duration(r.Spec.WaveTimeout); t > 0 && r.Wave < len(r.WaveStarted) && now.Sub(r.WaveStarted[r.Wave]) > t {
 		return Action{ActAbort, fmt.Sprintf("wave %d timed out after %s with %d of %d nodes unfinished",
@@ -319,7 +331,7 @@ func failureBreach(c Counts, a Abort) (string, bool) {
 	if rate <= a.MaxFailedPercent {
 		return "", false
 	}
-	return fmt.Sprintf("%d of %d finished nodes failed or rolled back (%.1f%% > %.1f%%)",
+	return fmt.Sprintf("%d of %d finished nodes failed, rolled back or timed out (%.1f%% > %.1f%%)",
 		c.Bad(), fin, rate, a.MaxFailedPercent), true
 }
 

@@ -175,6 +175,8 @@ func TestDecide(t *testing.T) {
 		{"small fleet all failed: never complete", rec(2, 3, done(1, 0, 1, 0), done(1, 0, 0, 1), done(2, 0, 2, 0)), t0, ActAbort, "failed"},
 		{"small wave, one of four failed", rec(0, 1, done(4, 3, 1, 0), Counts{}, Counts{}), t0, ActAbort, "wave 1: 1 of 4"},
 		{"small wave still running", rec(0, 1, Counts{Total: 4, Active: 2, Failed: 1, Canary: 1}, Counts{}, Counts{}), t0, ActNone, ""},
+		{"timed out counts as bad", rec(0, 1, Counts{Total: 10, Active: 7, TimedOut: 3}, Counts{}, Counts{}), t0, ActAbort, "wave 1: 3 of 10"},
+		{"timed out within the bound", rec(0, 1, Counts{Total: 10, Active: 9, TimedOut: 1}, Counts{}, Counts{}), t0, ActAdvance, "1 timed out"},
 		{"paused: nothing", func() *Record {
 			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
 			r.Phase = PhasePaused

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -55,19 +56,21 @@ func newRollout(g *globalFlags) *cobra.Command {
 	return c
 }
 
-func newController(ctx context.Context, g *globalFlags, state string) (*rollout.Controller, func(), error) {
+// newController connects and builds a controller; the link is returned
+// for the checks commands make before starting.
+func newController(ctx context.Context, g *globalFlags, state string) (*rollout.Controller, fleet.Link, wire.Topics, func(), error) {
 	tp, link, closeLink, err := connect(ctx, g)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, tp, nil, err
 	}
 	host, _ := os.Hostname()
 	c, err := rollout.NewController(rollout.Config{Topics: tp, StatePath: state, Owner: fmt.Sprintf("%s-%d", host, os.Getpid()),
 		Quiet: g.quiet}, link, logger(g))
 	if err != nil {
 		closeLink()
-		return nil, nil, err
+		return nil, nil, tp, nil, err
 	}
-	return c, closeLink, nil
+	return c, link, tp, closeLink, nil
 }
 
 // drive runs the controller, drawing progress bars unless quiet. It fails
@@ -104,7 +107,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	var s rollout.Spec
 	var waves, selector, strategy string
 	var canary, shadow float64
-	var detach, noProgress bool
+	var detach, noProgress, force bool
 	c := &cobra.Command{
 		Use:   "start",
 		Short: "Create a rollout and drive it (select nodes, assign waves, write desired state wave by wave)",
@@ -130,16 +133,29 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			c, closeLink, err := newController(ctx, g, *state)
+			c, link, tp, closeLink, err := newController(ctx, g, *state)
 			if err != nil {
 				return err
 			}
 			defer closeLink()
+			if !force {
+				manifest := tp.Manifest(s.Model, s.Version)
+				got, err := fleet.ReadRetainedAll(ctx, link, g.quiet, manifest, tp.AllStatus())
+				if err != nil {
+					return err
+				}
+				_, published := got[manifest]
+				if !published && !versionReported(fleet.NodeViews(tp, got), s.Model, s.Version, func(_ string, st *wire.Status) bool {
+					return rollout.Selects(st, s.Group, s.Selector)
+				}) {
+					return fmt.Errorf("rollout %s: %w", s.ID, notPublished(s.Model, s.Version))
+				}
+			}
 			r, err := c.Start(ctx, s)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("rollout %s: %d nodes in %d waves %v\n", s.ID, r.Nodes(), len(r.Members), waveSizes(r))
+			fmt.Printf("rollout %s: %d nodes in %d waves (%s nodes)\n", s.ID, r.Nodes(), len(r.Members), waveSizes(r))
 			if detach {
 				fmt.Printf("created; drive it with: edgectl rollout run %s\n", s.ID)
 				return nil
@@ -164,6 +180,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
 	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
 	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")
+	f.BoolVar(&force, "force", false, "start even when the version is not published")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bars")
 	_ = c.MarkFlagRequired("model")
 	_ = c.MarkFlagRequired("version")
@@ -178,7 +195,7 @@ func newRolloutRun(g *globalFlags, state *string) *cobra.Command {
 		Short: "Drive (or resume) a rollout until it ends; refuses while another controller holds it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, closeLink, err := newController(cmd.Context(), g, *state)
+			c, _, _, closeLink, err := newController(cmd.Context(), g, *state)
 			if err != nil {
 				return err
 			}
@@ -210,7 +227,7 @@ func newRolloutCommand(g *globalFlags, state *string, name, short string) *cobra
 				return nil
 			}
 			// No controller: carry it out now.
-			c, closeLink, err := newController(cmd.Context(), g, *state)
+			c, _, _, closeLink, err := newController(cmd.Context(), g, *state)
 			if err != nil {
 				return err
 			}
@@ -237,16 +254,30 @@ func newRolloutCommand(g *globalFlags, state *string, name, short string) *cobra
 
 func newRolloutStatus(state *string) *cobra.Command {
 	var watch bool
+	var output string
 	c := &cobra.Command{
 		Use:   "status [ID]",
 		Short: "Show rollouts (from the state file); --watch draws per-wave progress bars until the rollout ends",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st := rollout.NewStore(*state)
+			if watch && output == outputJSON {
+				return errors.New("--watch draws progress bars: use it without -o json")
+			}
 			if len(args) == 0 {
 				rs, err := st.List()
 				if err != nil {
 					return err
+				}
+				if output == outputJSON {
+					if rs == nil {
+						rs = []*rollout.Record{}
+					}
+					return writeJSON(rs)
+				}
+				if len(rs) == 0 {
+					fmt.Printf("no rollouts in %s\n", *state)
+					return nil
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tMODEL\tVERSION\tPHASE\tWAVE\tNODES\tACTIVE\tBAD\tREASON")
@@ -265,6 +296,9 @@ func newRolloutStatus(state *string) *cobra.Command {
 			r, err := st.Get(args[0])
 			if err != nil {
 				return err
+			}
+			if output == outputJSON {
+				return writeJSON(r)
 			}
 			if !watch {
 				printRecord(r)
@@ -296,15 +330,17 @@ func newRolloutStatus(state *string) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&watch, "watch", "w", false, "draw per-wave progress bars until the rollout ends")
+	addOutputFlag(c, &output)
 	return c
 }
 
-func waveSizes(r *rollout.Record) []int {
-	out := make([]int, len(r.Members))
+// waveSizes writes the wave sizes as "1, 10, 40, 49".
+func waveSizes(r *rollout.Record) string {
+	out := make([]string, len(r.Members))
 	for i, m := range r.Members {
-		out[i] = len(m)
+		out[i] = strconv.Itoa(len(m))
 	}
-	return out
+	return strings.Join(out, ", ")
 }
 
 func countsText(c rollout.Counts) string {

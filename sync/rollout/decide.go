@@ -176,14 +176,23 @@ func checkWaves(w []int) error {
 	prev := 0
 	for _, p := range w {
 		if p <= prev || p > 100 {
-			return fmt.Errorf("waves %v: cumulative percentages must increase, within 1-100", w)
+			return fmt.Errorf("waves %s: cumulative percentages must increase, within 1-100", wavesText(w))
 		}
 		prev = p
 	}
 	if prev != 100 {
-		return fmt.Errorf("waves %v: the last wave must be 100%%", w)
+		return fmt.Errorf("waves %s: the last wave must be 100%%", wavesText(w))
 	}
 	return nil
+}
+
+// wavesText writes percentages as ParseWaves reads them: "1%,10%,100%".
+func wavesText(w []int) string {
+	parts := make([]string, len(w))
+	for i, p := range w {
+		parts[i] = strconv.Itoa(p) + "%"
+	}
+	return strings.Join(parts, ",")
 }
 
 // AssignWaves splits nodes into waves: nodes are ordered by

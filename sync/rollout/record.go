@@ -102,7 +102,8 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("rollout: %w", err)
 	}
 	if s.Abort.MaxFailedPercent < 0 || s.Abort.MaxFailedPercent > 100 || s.Abort.MinFinished < 0 || s.Abort.MaxP99Ratio < 0 {
-		return fmt.Errorf("rollout: abort criteria out of range: %+v", s.Abort)
+		return fmt.Errorf("rollout: abort criteria out of range: max failed percent %g (0-100), min finished %d (≥ 0), max p99 ratio %g (≥ 0)",
+			s.Abort.MaxFailedPercent, s.Abort.MinFinished, s.Abort.MaxP99Ratio)
 	}
 	if s.WaveTimeout < 0 || s.NodeTimeout < 0 {
 		return fmt.Errorf("rollout: negative timeout")

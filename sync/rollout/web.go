@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -114,7 +115,7 @@ func RenderPage(w io.Writer, d PageData) error {
 			}
 			sort.Strings(ls)
 			sort.Strings(ms)
-			pn.Labels, pn.Models = fmt.Sprint(ls), fmt.Sprint(ms)
+			pn.Labels, pn.Models = strings.Join(ls, ", "), strings.Join(ms, " ")
 		}
 		v.Nodes = append(v.Nodes, pn)
 	}

@@ -192,6 +192,7 @@ func TestCommandsFailFast(t *testing.T) {
 		{"rollout status without a state file", append(b, "rollout", "--state", state, "status"), "", "no rollouts in"},
 		{"rollout status -o json without a state file", append(b, "rollout", "--state", state, "status", "-o", "json"), "", "[]"},
 		{"rollout status of an unknown id", append(b, "rollout", "--state", state, "status", "r9"), "no state file", ""},
+		{"rollout pause without a state file", append(b, "rollout", "--state", state, "pause", "r9"), "no state file", ""},
 		{"status -o json", append(b, "status", "-o", "json"), "", `"node": "n1"`},
 		{"status -o yaml", append(b, "status", "-o", "yaml"), `--output "yaml"`, ""},
 	} {

@@ -141,8 +141,12 @@ func (s *Store) List() ([]*Record, error) {
 	return out, err
 }
 
-// Update applies fn to the record in one transaction.
+// Update applies fn to the record in one transaction. Without a state
+// file there is no record, and none is created.
 func (s *Store) Update(id string, fn func(r *Record) error) (*Record, error) {
+	if _, err := os.Stat(s.path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("rollout %s: no state file %s: %w", id, s.path, ErrNotFound)
+	}
 	var r Record
 	err := s.do(true, func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx, bucketRollouts, id, &r)

@@ -66,13 +66,29 @@ type Strategy struct {
 	// moment MinRequests is reached, so a bad candidate fails early.
 	MinDuration Duration `json:"min_duration,omitempty"`
 	MinRequests int64    `json:"min_requests,omitempty"`
-	// MaxDuration bounds the whole observation; reaching it without
-	// MinRequests is a failure ("not enough traffic"). 0: no bound.
+	// MaxDuration bounds the whole observation (canary and shadow default
+	// 10m, or MinDuration when longer), so a node with little traffic does
+	// not sit in Canary for ever; reaching it without MinRequests
+	// observations is decided by OnLowTraffic.
 	MaxDuration Duration `json:"max_duration,omitempty"`
-	Gates       Gates    `json:"gates"`
+	// OnLowTraffic is promote (the default: the gates are checked on the
+	// observations there are, and the candidate is promoted when none
+	// failed) or fail ("not enough traffic").
+	OnLowTraffic LowTraffic `json:"on_low_traffic,omitempty"`
+	Gates        Gates      `json:"gates"`
 	// OnFailure is rollback (default) or hold.
 	OnFailure OnFailure `json:"on_failure,omitempty"`
 }
+
+// LowTraffic says what reaching MaxDuration with fewer than MinRequests
+// observations does.
+type LowTraffic string
+
+// The low-traffic rules.
+const (
+	LowTrafficPromote LowTraffic = "promote"
+	LowTrafficFail    LowTraffic = "fail"
+)
 
 // Gates are the health checks a candidate must pass. A nil gate is not
 // checked. Latency and error figures cover the rollout's window only.
@@ -100,6 +116,7 @@ const (
 	DefaultShadowPercent = 100
 	DefaultMinRequests   = 100
 	DefaultMinDuration   = Duration(time.Minute)
+	DefaultMaxDuration   = Duration(10 * time.Minute)
 	DefaultMaxErrorRate  = 0.01
 	DefaultMaxP99Ratio   = 2.0
 	// MaxStrategyBytes bounds an encoded strategy.
@@ -158,8 +175,9 @@ func DecodeStrategy(b []byte) (Strategy, error) {
 }
 
 // Normalize validates s and returns it with the defaults filled in: kind
-// immediate; canary 10 %, shadow 100 %; min_requests 100 and min_duration
-// 1m for canary and shadow; max_error_rate 0.01 and max_p99_ratio 2 when
+// immediate; canary 10 %, shadow 100 %; min_requests 100, min_duration
+// 1m, max_duration 10m (or min_duration when longer) and on_low_traffic
+// promote for canary and shadow; max_error_rate 0.01 and max_p99_ratio 2 when
 // no gate at all is given; on_failure rollback. Errors name the field and
 // wrap ErrInvalidArgument.
 func (s Strategy) Normalize() (Strategy, error) {
@@ -174,6 +192,9 @@ func (s Strategy) Normalize() (Strategy, error) {
 	case StrategyImmediate:
 		if s.CanaryPercent != 0 || s.ShadowPercent != 0 {
 			return bad("kind immediate takes no canary_percent or shadow_percent")
+		}
+		if s.OnLowTraffic != "" {
+			return bad("kind immediate takes no on_low_traffic")
 		}
 	case StrategyCanary:
 		if s.ShadowPercent != 0 {
@@ -211,8 +232,18 @@ func (s Strategy) Normalize() (Strategy, error) {
 		if s.MinDuration == 0 {
 			s.MinDuration = DefaultMinDuration
 		}
-		if s.MaxDuration != 0 && s.MaxDuration < s.MinDuration {
+		if s.MaxDuration == 0 {
+			s.MaxDuration = max(DefaultMaxDuration, s.MinDuration)
+		}
+		if s.MaxDuration < s.MinDuration {
 			return bad("max_duration %v is shorter than min_duration %v", s.MaxDuration.D(), s.MinDuration.D())
+		}
+		switch s.OnLowTraffic {
+		case "":
+			s.OnLowTraffic = LowTrafficPromote
+		case LowTrafficPromote, LowTrafficFail:
+		default:
+			return bad("on_low_traffic %q: want promote or fail", s.OnLowTraffic)
 		}
 	}
 	g := s.Gates

@@ -53,6 +53,27 @@ func TestDecodeStrategyDefaults(t *testing.T) {
 	}
 }
 
+// TestStrategyLowTrafficDefaults: a canary or shadow gets a maximum
+// duration (10m, or min_duration when longer) and promotes on low traffic
+// unless told to fail.
+func TestStrategyLowTrafficDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		max  time.Duration
+		rule models.LowTraffic
+	}{
+		{`{"kind":"canary"}`, 10 * time.Minute, models.LowTrafficPromote},
+		{`{"kind":"shadow","min_duration":"20m"}`, 20 * time.Minute, models.LowTrafficPromote},
+		{`{"kind":"canary","max_duration":"2m","on_low_traffic":"fail"}`, 2 * time.Minute, models.LowTrafficFail},
+		{`{"kind":"immediate"}`, 0, ""},
+	} {
+		s, err := models.DecodeStrategy([]byte(tc.in))
+		if err != nil || s.MaxDuration.D() != tc.max || s.OnLowTraffic != tc.rule {
+			t.Errorf("%s: max_duration %v, on_low_traffic %q, %v; want %v, %q", tc.in, s.MaxDuration.D(), s.OnLowTraffic, err, tc.max, tc.rule)
+		}
+	}
+}
+
 func TestDecodeStrategyRejects(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{``, "EOF"},
@@ -78,6 +99,8 @@ func TestDecodeStrategyRejects(t *testing.T) {
 		{`{"kind":"shadow","gates":{"min_argmax_agreement":-0.1}}`, "min_argmax_agreement"},
 		{`{"kind":"shadow","gates":{"max_abs_diff":-1}}`, "max_abs_diff -1"},
 		{`{"kind":"canary","on_failure":"pray"}`, `on_failure "pray"`},
+		{`{"kind":"canary","on_low_traffic":"maybe"}`, `on_low_traffic "maybe"`},
+		{`{"kind":"immediate","on_low_traffic":"fail"}`, "kind immediate takes no on_low_traffic"},
 		{`{"kind":"canary"} {}`, "data after"},
 		{`{"kind":"canary"}` + strings.Repeat(" ", models.MaxStrategyBytes), "more than"},
 	} {

@@ -609,3 +609,31 @@ func TestRolloutAbortedByClose(t *testing.T) {
 		t.Errorf("rollout after close: %v", err)
 	}
 }
+
+// TestRolloutCanaryWithoutTraffic: a canary on a node that gets no request
+// ends at max_duration instead of sitting in Canary: promoted with the
+// default on_low_traffic, rolled back ("not enough traffic") with fail.
+func TestRolloutCanaryWithoutTraffic(t *testing.T) {
+	for _, tc := range []struct {
+		rule  string
+		phase models.RolloutPhase
+		why   string
+	}{
+		{"", models.RolloutPromoted, "0 of 100 observations and no gate failed"},
+		{`,"on_low_traffic":"fail"`, models.RolloutRolledBack, "not enough traffic"},
+	} {
+		t.Run(string(tc.phase), func(t *testing.T) { // one node (one ONNX Runtime environment) at a time
+			n := newRolloutNode(t, nil)
+			startWith(t, n)
+			importAs(t, n, "m", "2", rolloutModel("rollout_drift"), nil)
+			s := strategy(t, `{"kind":"canary","min_duration":"100ms","max_duration":"1s"`+tc.rule+`}`)
+			if err := n.serving.StartRollout(context.Background(), "m", "2", s, serving.Admin{}); err != nil {
+				t.Fatal(err)
+			}
+			r := waitRollout(t, n, "m")
+			if d := lastDecision(r); r.Phase != tc.phase || !strings.Contains(d.Reason, tc.why) {
+				t.Fatalf("on_low_traffic %q: rollout %s, %+v; want %s (%q)", tc.rule, r.Phase, d, tc.phase, tc.why)
+			}
+		})
+	}
+}

@@ -10,9 +10,14 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -36,8 +41,9 @@ import (
 type globalFlags struct {
 	broker, root, clientID, username, password string
 	ca, cert, key, serverName                  string
-	quiet                                      time.Duration
+	quiet, connectTimeout                      time.Duration
 	verbose                                    bool
+	output                                     string
 }
 
 func main() {
@@ -68,6 +74,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.key, "tls-key", "", "client key (PEM) for mutual TLS")
 	pf.StringVar(&g.serverName, "tls-server-name", "", "server name to verify in the broker's certificate")
 	pf.DurationVar(&g.quiet, "retained-wait", time.Second, "how long to wait for retained messages after subscribing")
+	pf.DurationVar(&g.connectTimeout, "connect-timeout", 5*time.Second, "fail when the broker cannot be reached within this long")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "log link events to stderr")
 
 	model := &cobra.Command{Use: "model", Short: "Model versions"}
@@ -81,6 +88,14 @@ func newRoot() *cobra.Command {
 // it with the topics under --root.
 func connect(ctx context.Context, g *globalFlags) (wire.Topics, *mqttlink.Link, func(), error) {
 	tp, err := wire.NewTopics(g.root)
+	if err != nil {
+		return wire.Topics{}, nil, nil, err
+	}
+	timeout := g.connectTimeout
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	addr, err := checkBroker(ctx, g.broker, timeout)
 	if err != nil {
 		return wire.Topics{}, nil, nil, err
 	}
@@ -106,19 +121,52 @@ func connect(ctx context.Context, g *globalFlags) (wire.Topics, *mqttlink.Link, 
 	done := make(chan struct{})
 	go func() { defer close(done); _ = l.Run(runCtx) }()
 	closeFn := func() { cancel(); <-done; l.Close() }
-	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	wctx, wcancel := context.WithTimeout(ctx, timeout)
 	defer wcancel()
 	if err := l.WaitConnected(wctx); err != nil {
 		closeFn()
+		if ctx.Err() == nil {
+			return wire.Topics{}, nil, nil, fmt.Errorf("broker %s (%s) accepts TCP connections but no MQTT session came up within %s "+
+				"(not an MQTT broker, TLS or credentials refused? -v shows the link's errors)", g.broker, addr, timeout)
+		}
 		return wire.Topics{}, nil, nil, fmt.Errorf("connect to %s: %w", g.broker, err)
 	}
 	return tp, l, closeFn, nil
 }
 
+// brokerSchemes are the URL schemes the MQTT client speaks, with their
+// default ports.
+var brokerSchemes = map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883"}
+
+// checkBroker fails fast, with a message saying what is wrong, on a
+// malformed broker URL or a broker that does not accept TCP connections
+// within timeout; it returns the host:port dialled.
+func checkBroker(ctx context.Context, raw string, timeout time.Duration) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		return "", fmt.Errorf("broker %q is not a URL: want tcp://host:port or ssl://host:port", raw)
+	}
+	port, ok := brokerSchemes[u.Scheme]
+	if !ok {
+		return "", fmt.Errorf("broker %q: scheme %s is not MQTT: want tcp://host:port or ssl://host:port", raw, u.Scheme)
+	}
+	if u.Port() != "" {
+		port = u.Port()
+	}
+	addr := net.JoinHostPort(u.Hostname(), port)
+	d := net.Dialer{Timeout: timeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("broker %s unreachable: %w", raw, err)
+	}
+	conn.Close()
+	return addr, nil
+}
+
 func newPublish(g *globalFlags) *cobra.Command {
 	var name, version, keyPath, configPath, base string
 	var external []string
-	var noProgress bool
+	var noProgress, force bool
 	var lineagePath string
 	c := &cobra.Command{
 		Use:   "publish [FILE]",
@@ -137,6 +185,9 @@ its own (an ensemble): --config must declare what it runs, and
 			}
 			var files []fleet.FileSpec
 			if len(args) == 1 {
+				if err := fleet.CheckONNX(args[0]); err != nil {
+					return err
+				}
 				files = append(files, fleet.FileSpec{Path: args[0], Name: filepath.Base(args[0]), Role: wire.RoleModel})
 			} else if configPath == "" || len(external) == 0 {
 				return errors.New("publish without a model FILE (an ensemble) needs --config declaring it and --external-data with its files")
@@ -157,6 +208,11 @@ its own (an ensemble): --config must declare what it runs, and
 				return err
 			}
 			defer closeLink()
+			if !force {
+				if err := checkSameVersion(ctx, link, tp, name, version, files, cfgText, g.quiet); err != nil {
+					return err
+				}
+			}
 			opts := fleet.PublishOptions{Config: cfgText}
 			if lineagePath != "" {
 				if opts.Lineage, err = readLineage(lineagePath); err != nil {
@@ -214,6 +270,7 @@ its own (an ensemble): --config must declare what it runs, and
 	f.StringSliceVar(&external, "external-data", nil, "ONNX external-data files to include")
 	f.StringVar(&base, "base", "", "published version whose chunks need not be sent again")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bar")
+	f.BoolVar(&force, "force", false, "replace a published version whose files or config differ")
 	for _, r := range []string{"name", "version", "key"} {
 		_ = c.MarkFlagRequired(r)
 	}
@@ -300,11 +357,72 @@ the version, unless --force.`,
 	return c
 }
 
+// checkSameVersion fails when model/version is published with other files
+// or another config than files and config: a version's bytes never change
+// under its name (nodes that have it would keep the old ones). Publishing
+// the same content again is allowed (it re-sends what is missing).
+func checkSameVersion(ctx context.Context, link fleet.Subscriber, tp wire.Topics, model, version string,
+	files []fleet.FileSpec, config string, quiet time.Duration) error {
+	got, err := fleet.ReadRetained(ctx, link, tp.Manifest(model, version), quiet)
+	if err != nil {
+		return err
+	}
+	b, ok := got[tp.Manifest(model, version)]
+	if !ok {
+		return nil
+	}
+	var sm models.SignedManifest
+	var old models.Manifest
+	if err := json.Unmarshal(b, &sm); err != nil || json.Unmarshal(sm.Payload, &old) != nil {
+		return fmt.Errorf("version %s of model %s: the published manifest cannot be read; --force replaces it", version, model)
+	}
+	refuse := func(what string) error {
+		return fmt.Errorf("version %s of model %s is already published with %s; publish it as a new version, or --force to replace it",
+			version, model, what)
+	}
+	published := map[string]string{}
+	for _, f := range old.Files {
+		published[f.Path] = f.SHA256
+	}
+	if len(old.Files) != len(files) {
+		return refuse(fmt.Sprintf("%d files (%d here)", len(old.Files), len(files)))
+	}
+	for _, f := range files {
+		sum, err := fileSHA256(f.Path)
+		if err != nil {
+			return err
+		}
+		switch p, ok := published[f.Name]; {
+		case !ok:
+			return refuse(fmt.Sprintf("no file %s", f.Name))
+		case p != sum:
+			return refuse(fmt.Sprintf("other bytes in %s (sha256 %.12s… published, %.12s… here)", f.Name, p, sum))
+		}
+	}
+	if old.Config != config {
+		return refuse("another config")
+	}
+	return nil
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
 func newDeploy(g *globalFlags) *cobra.Command {
 	var node, group, model, version, strategy, rolloutID, keyPath string
 	var canary, shadow float64
 	var wave int
-	var remove, replaceInvalid bool
+	var remove, replaceInvalid, force bool
 	c := &cobra.Command{
 		Use:   "deploy",
 		Short: "Set a model's desired version on a node or group (next generation, retained)",
@@ -337,15 +455,15 @@ func newDeploy(g *globalFlags) *cobra.Command {
 					return err
 				}
 			}
-			d, err := fleet.DeployWith(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, opts)
+			d, err := deployChecked(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, force, opts)
 			if err != nil {
 				return err
 			}
-			target := "node " + node
+			name := "node " + node
 			if group != "" {
-				target = "group " + group
+				name = "group " + group
 			}
-			fmt.Printf("%s: generation %d: %s -> %s\n", target, d.Generation, model, describe(spec))
+			fmt.Printf("%s: generation %d: %s -> %s\n", name, d.Generation, model, describe(spec))
 			return nil
 		},
 	}
@@ -362,10 +480,87 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	f.IntVar(&wave, "wave", 0, "rollout wave")
 	f.StringVar(&keyPath, "key", "", "ed25519 private key, PEM (from edgectl keygen): sign the desired state (nodes with cloud.allow_unsigned_desired: false accept only signed ones)")
 	f.BoolVar(&replaceInvalid, "replace-invalid", false, "replace a retained desired state the nodes reject (bad JSON, generation over 2^53-1) by one holding only this model, at the generation after the highest the nodes report")
+	f.BoolVar(&force, "force", false, "write even when no node is known by that id or group, or the version is not published")
 	_ = c.MarkFlagRequired("model")
 	c.MarkFlagsMutuallyExclusive("node", "group")
 	c.MarkFlagsOneRequired("node", "group")
 	return c
+}
+
+// deployChecked writes spec for model to target after checking (unless
+// force) that the target has a node and that the version is published or
+// reported by a target node, reading every retained message the checks
+// and the write need in one wait.
+func deployChecked(ctx context.Context, link fleet.Link, tp wire.Topics, target fleet.Target, model string, spec wire.ModelSpec,
+	force bool, opts fleet.DeployOptions) (wire.DesiredState, error) {
+	if force {
+		return fleet.DeployWith(ctx, link, tp, target, model, spec, opts)
+	}
+	topic, err := target.Topic(tp)
+	if err != nil {
+		return wire.DesiredState{}, err
+	}
+	manifest := tp.Manifest(model, spec.Version)
+	got, err := fleet.ReadRetainedAll(ctx, link, opts.Quiet, topic, tp.AllStatus(), tp.AllPresence(), manifest)
+	if err != nil {
+		return wire.DesiredState{}, err
+	}
+	views := fleet.NodeViews(tp, got)
+	if err := checkTarget(views, target.Node, target.Group); err != nil {
+		return wire.DesiredState{}, err
+	}
+	_, published := got[manifest]
+	if !spec.Absent && !published && !versionReported(views, model, spec.Version, func(id string, s *wire.Status) bool {
+		return id == target.Node || (target.Group != "" && hasGroup(s, target.Group))
+	}) {
+		return wire.DesiredState{}, notPublished(model, spec.Version)
+	}
+	return fleet.DeployOnto(ctx, link, tp, target, model, spec, got, opts)
+}
+
+// checkTarget fails unless a node with that id (or one in that group)
+// has a retained status or presence among views.
+func checkTarget(views map[string]*fleet.NodeView, node, group string) error {
+	if node != "" {
+		if _, ok := views[node]; !ok {
+			return fmt.Errorf("no node %s on the broker (no retained status or presence); check the id with edgectl status, or --force", node)
+		}
+		return nil
+	}
+	for _, v := range views {
+		if hasGroup(v.Status, group) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no node lists group %s in its status; check the group with edgectl status, or --force", group)
+}
+
+func hasGroup(s *wire.Status, group string) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := s.Desired.Groups[group]
+	return ok
+}
+
+// versionReported says whether a node that match selects reports
+// model/version in its status (as its version or the one it serves): a
+// version the node has without it being published from the cloud (its
+// local model repository, an earlier download).
+func versionReported(views map[string]*fleet.NodeView, model, version string, match func(string, *wire.Status) bool) bool {
+	for id, v := range views {
+		if v.Status == nil || !match(id, v.Status) {
+			continue
+		}
+		if ms, ok := v.Status.Models[model]; ok && (ms.Version == version || ms.Serving == version) {
+			return true
+		}
+	}
+	return false
+}
+
+func notPublished(model, version string) error {
+	return fmt.Errorf("version %s of model %s is not published and no target node reports it (edgectl model publish it first, or --force)", version, model)
 }
 
 func describe(s wire.ModelSpec) string {
@@ -381,6 +576,7 @@ func describe(s wire.ModelSpec) string {
 
 func newStatus(g *globalFlags) *cobra.Command {
 	var watch bool
+	var output string
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show nodes' retained status and presence",
@@ -394,6 +590,12 @@ func newStatus(g *globalFlags) *cobra.Command {
 			views, err := fleet.ReadNodes(ctx, link, tp, g.quiet)
 			if err != nil {
 				return err
+			}
+			if output == outputJSON {
+				if watch {
+					return errors.New("--watch prints tables: use it without -o json")
+				}
+				return writeJSON(nodesJSON(views))
 			}
 			printNodes(views)
 			if !watch {
@@ -418,7 +620,51 @@ func newStatus(g *globalFlags) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&watch, "watch", "w", false, "keep printing as status changes")
+	addOutputFlag(c, &output)
 	return c
+}
+
+// Output formats of the read commands (-o).
+const (
+	outputText = "text"
+	outputJSON = "json"
+)
+
+func addOutputFlag(c *cobra.Command, p *string) {
+	c.Flags().StringVarP(p, "output", "o", outputText, "output format: text or json")
+	c.PreRunE = func(*cobra.Command, []string) error {
+		if *p != outputText && *p != outputJSON {
+			return fmt.Errorf("--output %q: want text or json", *p)
+		}
+		return nil
+	}
+}
+
+func writeJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// nodeJSON is one node in `status -o json`.
+type nodeJSON struct {
+	Node     string         `json:"node"`
+	Status   *wire.Status   `json:"status,omitempty"`
+	Presence *wire.Presence `json:"presence,omitempty"`
+	Error    string         `json:"error,omitempty"`
+}
+
+func nodesJSON(views map[string]*fleet.NodeView) []nodeJSON {
+	out := make([]nodeJSON, 0, len(views))
+	for id, v := range views {
+		n := nodeJSON{Node: id, Status: v.Status, Presence: v.Presence}
+		if v.Err != nil {
+			n.Error = v.Err.Error()
+		}
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out
 }
 
 func printNodes(views map[string]*fleet.NodeView) {

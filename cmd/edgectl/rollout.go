@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -55,23 +56,27 @@ func newRollout(g *globalFlags) *cobra.Command {
 	return c
 }
 
-func newController(ctx context.Context, g *globalFlags, state string) (*rollout.Controller, func(), error) {
+// newController connects and builds a controller; the link is returned
+// for the checks commands make before starting.
+func newController(ctx context.Context, g *globalFlags, state string) (*rollout.Controller, fleet.Link, wire.Topics, func(), error) {
 	tp, link, closeLink, err := connect(ctx, g)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, tp, nil, err
 	}
 	host, _ := os.Hostname()
 	c, err := rollout.NewController(rollout.Config{Topics: tp, StatePath: state, Owner: fmt.Sprintf("%s-%d", host, os.Getpid()),
 		Quiet: g.quiet}, link, logger(g))
 	if err != nil {
 		closeLink()
-		return nil, nil, err
+		return nil, nil, tp, nil, err
 	}
-	return c, closeLink, nil
+	return c, link, tp, closeLink, nil
 }
 
-// drive runs the controller, drawing progress bars unless quiet.
-func drive(ctx context.Context, c *rollout.Controller, id string, bars bool) error {
+// drive runs the controller, drawing progress bars unless quiet. It fails
+// when the rollout ends in another final phase than want (completed for
+// start, run and resume), so scripts see an aborted rollout as an error.
+func drive(ctx context.Context, c *rollout.Controller, id string, bars bool, want rollout.Phase) error {
 	var pb *progressBars
 	if bars {
 		pb = newProgressBars()
@@ -89,6 +94,12 @@ func drive(ctx context.Context, c *rollout.Controller, id string, bars bool) err
 		return err
 	}
 	printRecord(r)
+	if r.Phase.Final() && r.Phase != want {
+		if r.Reason != "" {
+			return fmt.Errorf("rollout %s ended %s: %s", id, r.Phase, r.Reason)
+		}
+		return fmt.Errorf("rollout %s ended %s", id, r.Phase)
+	}
 	return nil
 }
 
@@ -96,7 +107,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	var s rollout.Spec
 	var waves, selector, strategy string
 	var canary, shadow float64
-	var detach, noProgress bool
+	var detach, noProgress, force bool
 	c := &cobra.Command{
 		Use:   "start",
 		Short: "Create a rollout and drive it (select nodes, assign waves, write desired state wave by wave)",
@@ -122,21 +133,34 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			c, closeLink, err := newController(ctx, g, *state)
+			c, link, tp, closeLink, err := newController(ctx, g, *state)
 			if err != nil {
 				return err
 			}
 			defer closeLink()
+			if !force {
+				manifest := tp.Manifest(s.Model, s.Version)
+				got, err := fleet.ReadRetainedAll(ctx, link, g.quiet, manifest, tp.AllStatus())
+				if err != nil {
+					return err
+				}
+				_, published := got[manifest]
+				if !published && !versionReported(fleet.NodeViews(tp, got), s.Model, s.Version, func(_ string, st *wire.Status) bool {
+					return rollout.Selects(st, s.Group, s.Selector)
+				}) {
+					return fmt.Errorf("rollout %s: %w", s.ID, notPublished(s.Model, s.Version))
+				}
+			}
 			r, err := c.Start(ctx, s)
 			if err != nil {
 				return err
 			}
-			fmt.Printf("rollout %s: %d nodes in %d waves %v\n", s.ID, r.Nodes(), len(r.Members), waveSizes(r))
+			fmt.Printf("rollout %s: %d nodes in %d waves (%s nodes)\n", s.ID, r.Nodes(), len(r.Members), waveSizes(r))
 			if detach {
 				fmt.Printf("created; drive it with: edgectl rollout run %s\n", s.ID)
 				return nil
 			}
-			return drive(ctx, c, s.ID, !noProgress)
+			return drive(ctx, c, s.ID, !noProgress, rollout.PhaseCompleted)
 		},
 	}
 	f := c.Flags()
@@ -153,8 +177,10 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.IntVar(&s.Abort.MinFinished, "min-finished", 5, "... once at least this many nodes finished")
 	f.Float64Var(&s.Abort.MaxP99Ratio, "max-p99-ratio", 0, "abort when the new version's fleet p99 exceeds this × the baseline (0: off)")
 	f.DurationVar(&s.WaveTimeout, "wave-timeout", 30*time.Minute, "abort when a wave has unfinished nodes after this long (0: none)")
+	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
 	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
 	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")
+	f.BoolVar(&force, "force", false, "start even when the version is not published")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bars")
 	_ = c.MarkFlagRequired("model")
 	_ = c.MarkFlagRequired("version")
@@ -169,12 +195,12 @@ func newRolloutRun(g *globalFlags, state *string) *cobra.Command {
 		Short: "Drive (or resume) a rollout until it ends; refuses while another controller holds it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, closeLink, err := newController(cmd.Context(), g, *state)
+			c, _, _, closeLink, err := newController(cmd.Context(), g, *state)
 			if err != nil {
 				return err
 			}
 			defer closeLink()
-			return drive(cmd.Context(), c, args[0], !noProgress)
+			return drive(cmd.Context(), c, args[0], !noProgress, rollout.PhaseCompleted)
 		},
 	}
 	c.Flags().BoolVar(&noProgress, "no-progress", false, "no progress bars")
@@ -201,7 +227,7 @@ func newRolloutCommand(g *globalFlags, state *string, name, short string) *cobra
 				return nil
 			}
 			// No controller: carry it out now.
-			c, closeLink, err := newController(cmd.Context(), g, *state)
+			c, _, _, closeLink, err := newController(cmd.Context(), g, *state)
 			if err != nil {
 				return err
 			}
@@ -210,30 +236,48 @@ func newRolloutCommand(g *globalFlags, state *string, name, short string) *cobra
 			if name == rollout.CmdPause || name == rollout.CmdResume {
 				// One tick applies the command; resume then keeps driving.
 				if name == rollout.CmdResume {
-					return drive(ctx, c, args[0], true)
+					return drive(ctx, c, args[0], true, rollout.PhaseCompleted)
 				}
 				ctx1, stop := context.WithCancel(ctx)
 				defer stop()
 				_, err := c.Run(ctx1, args[0], func(*rollout.Record) { stop() })
 				return err
 			}
-			return drive(ctx, c, args[0], false)
+			want := rollout.PhaseHeld
+			if name == rollout.CmdRollback {
+				want = rollout.PhaseRolledBack
+			}
+			return drive(ctx, c, args[0], false, want)
 		},
 	}
 }
 
 func newRolloutStatus(state *string) *cobra.Command {
 	var watch bool
+	var output string
 	c := &cobra.Command{
 		Use:   "status [ID]",
 		Short: "Show rollouts (from the state file); --watch draws per-wave progress bars until the rollout ends",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st := rollout.NewStore(*state)
+			if watch && output == outputJSON {
+				return errors.New("--watch draws progress bars: use it without -o json")
+			}
 			if len(args) == 0 {
 				rs, err := st.List()
 				if err != nil {
 					return err
+				}
+				if output == outputJSON {
+					if rs == nil {
+						rs = []*rollout.Record{}
+					}
+					return writeJSON(rs)
+				}
+				if len(rs) == 0 {
+					fmt.Printf("no rollouts in %s\n", *state)
+					return nil
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tMODEL\tVERSION\tPHASE\tWAVE\tNODES\tACTIVE\tBAD\tREASON")
@@ -252,6 +296,9 @@ func newRolloutStatus(state *string) *cobra.Command {
 			r, err := st.Get(args[0])
 			if err != nil {
 				return err
+			}
+			if output == outputJSON {
+				return writeJSON(r)
 			}
 			if !watch {
 				printRecord(r)
@@ -283,20 +330,22 @@ func newRolloutStatus(state *string) *cobra.Command {
 		},
 	}
 	c.Flags().BoolVarP(&watch, "watch", "w", false, "draw per-wave progress bars until the rollout ends")
+	addOutputFlag(c, &output)
 	return c
 }
 
-func waveSizes(r *rollout.Record) []int {
-	out := make([]int, len(r.Members))
+// waveSizes writes the wave sizes as "1, 10, 40, 49".
+func waveSizes(r *rollout.Record) string {
+	out := make([]string, len(r.Members))
 	for i, m := range r.Members {
-		out[i] = len(m)
+		out[i] = strconv.Itoa(len(m))
 	}
-	return out
+	return strings.Join(out, ", ")
 }
 
 func countsText(c rollout.Counts) string {
-	return fmt.Sprintf("pending %d  downloading %d  canary %d  active %d  failed %d  rolled back %d",
-		c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+	return fmt.Sprintf("pending %d  downloading %d  canary %d  active %d  failed %d  rolled back %d  timed out %d",
+		c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack, c.TimedOut)
 }
 
 func printRecord(r *rollout.Record) {
@@ -311,6 +360,28 @@ func printRecord(r *rollout.Record) {
 	for w, c := range r.Counts {
 		fmt.Printf("  wave %d (%d%%, %d nodes): %s\n", w+1, r.Spec.Waves[w], c.Total, countsText(c))
 	}
+	if len(r.BadNodes) > 0 {
+		fmt.Printf("  failed, rolled back or timed out: %s\n", badNodesText(r.BadNodes, 20))
+	}
+}
+
+// badNodesText lists up to limit nodes as "node (state)", sorted, and how
+// many more there are.
+func badNodesText(bad map[string]rollout.NodeState, limit int) string {
+	ids := make([]string, 0, len(bad))
+	for n := range bad {
+		ids = append(ids, n)
+	}
+	sort.Strings(ids)
+	var parts []string
+	for i, n := range ids {
+		if i == limit {
+			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-limit))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s (%s)", n, bad[n]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func prevSummary(r *rollout.Record) string {
@@ -369,8 +440,8 @@ func (pb *progressBars) update(r *rollout.Record) {
 		pb.text = append(pb.text, "")
 	}
 	for i, c := range r.Counts {
-		pb.text[i] = fmt.Sprintf(" pend %d dl %d canary %d active %d failed %d rb %d",
-			c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack)
+		pb.text[i] = fmt.Sprintf(" pend %d dl %d canary %d active %d failed %d rb %d timeout %d",
+			c.Pending, c.Downloading, c.Canary, c.Active, c.Failed, c.RolledBack, c.TimedOut)
 	}
 	pb.tmu.Unlock()
 	for len(pb.bars) < len(r.Counts) {

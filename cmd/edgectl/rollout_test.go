@@ -29,9 +29,10 @@ func TestRolloutCommands(t *testing.T) {
 	defer f.Close()
 	state := filepath.Join(t.TempDir(), "r.db")
 	g := []string{"--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state}
+	// --force: the versions are not published (the simulated nodes do not download).
 	out := run(t, append(g, "start", "--id", "r1", "--model", "det", "--version", "2", "--selector", "arch=arm64",
-		"--waves", "50%,100%", "--no-progress")...)
-	if !strings.Contains(out, "6 nodes in 2 waves [3 3]") || !strings.Contains(out, "completed") {
+		"--waves", "50%,100%", "--no-progress", "--force")...)
+	if !strings.Contains(out, "6 nodes in 2 waves (3, 3 nodes)") || !strings.Contains(out, "completed") {
 		t.Fatalf("start: %s", out)
 	}
 	for id, v := range f.Active("det") {
@@ -49,7 +50,7 @@ func TestRolloutCommands(t *testing.T) {
 		t.Fatalf("rollback: %s", out)
 	}
 	// A second controller on a held rollout is refused with a clear error.
-	run(t, append(g, "start", "--id", "r2", "--model", "det", "--version", "3", "--target", "cams", "--detach")...)
+	run(t, append(g, "start", "--id", "r2", "--model", "det", "--version", "3", "--target", "cams", "--detach", "--force")...)
 	if err := rollout.NewStore(state).AcquireLease("r2", "other-controller", time.Minute, time.Now()); err != nil {
 		t.Fatal(err)
 	}
@@ -58,5 +59,26 @@ func TestRolloutCommands(t *testing.T) {
 	err = cmd.ExecuteContext(ctx)
 	if !errors.Is(err, rollout.ErrLeaseHeld) || !strings.Contains(err.Error(), "other-controller") {
 		t.Fatalf("run on a held rollout: %v", err)
+	}
+}
+
+// TestRolloutStartFailsWhenAborted: a rollout whose every node fails ends
+// rolled back and `rollout start` exits with an error saying so.
+func TestRolloutStartFailsWhenAborted(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 4,
+		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"},
+		Profile: fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond, FailGate: map[string]float64{"bad": 1}}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	state := filepath.Join(t.TempDir(), "r.db")
+	out, err := runErr(t, "--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state,
+		"start", "--id", "r-bad", "--model", "det", "--version", "bad", "--target", "cams", "--no-progress", "--force")
+	if err == nil || !strings.Contains(err.Error(), "rolled_back") {
+		t.Fatalf("start of a failing version: err %v\n%s", err, out)
 	}
 }

@@ -32,7 +32,7 @@ func TestEvaluateGates(t *testing.T) {
 		}
 		return s
 	}
-	canary := strategy(t, `{"kind":"canary","min_requests":100,"min_duration":"1m","max_duration":"10m","gates":{"max_error_rate":0.1,"max_p99_ratio":2}}`)
+	canary := strategy(t, `{"kind":"canary","min_requests":100,"min_duration":"1m","max_duration":"10m","on_low_traffic":"fail","gates":{"max_error_rate":0.1,"max_p99_ratio":2}}`)
 	for _, tc := range []struct {
 		name       string
 		elapsed    time.Duration
@@ -49,6 +49,26 @@ func TestEvaluateGates(t *testing.T) {
 		{"no baseline", 2 * time.Minute, win(0, 0, 0), win(100, 0, time.Millisecond), verdictPass, "not evaluated"},
 	} {
 		e := evaluate(canary, tc.elapsed, tc.base, tc.cand)
+		if e.verdict != tc.want || !strings.Contains(e.reason, tc.reason) {
+			t.Errorf("%s: verdict %d %q, want %d %q", tc.name, e.verdict, e.reason, tc.want, tc.reason)
+		}
+	}
+	// The defaults: max_duration 10m, on_low_traffic promote (gates checked
+	// on what was observed).
+	low := strategy(t, `{"kind":"canary","min_requests":100,"gates":{"max_error_rate":0.1}}`)
+	for _, tc := range []struct {
+		name    string
+		elapsed time.Duration
+		cand    inference.StatsSnapshot
+		want    verdict
+		reason  string
+	}{
+		{"low traffic, waiting", 9 * time.Minute, win(5, 0, time.Millisecond), verdictWait, ""},
+		{"low traffic promoted", 10 * time.Minute, win(5, 0, time.Millisecond), verdictPass, "on_low_traffic promote"},
+		{"no traffic promoted", 10 * time.Minute, win(0, 0, 0), verdictPass, "0 of 100"},
+		{"low traffic, a gate failed", 10 * time.Minute, win(5, 3, time.Millisecond), verdictFail, "error rate"},
+	} {
+		e := evaluate(low, tc.elapsed, win(500, 0, time.Millisecond), tc.cand)
 		if e.verdict != tc.want || !strings.Contains(e.reason, tc.reason) {
 			t.Errorf("%s: verdict %d %q, want %d %q", tc.name, e.verdict, e.reason, tc.want, tc.reason)
 		}

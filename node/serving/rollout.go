@@ -466,7 +466,9 @@ type evaluation struct {
 // checked once the candidate has MinRequests observations (candidate
 // requests for a canary, compared mirrors for a shadow), so a bad
 // candidate fails as soon as the evidence is in; promotion also needs
-// MinDuration. It is pure, for testing.
+// MinDuration. At MaxDuration with fewer observations, OnLowTraffic
+// decides: fail, or check the gates on what was observed and promote when
+// none failed. It is pure, for testing.
 func evaluate(s models.Strategy, elapsed time.Duration, base, cand inference.StatsSnapshot) evaluation {
 	f := map[string]float64{
 		"elapsed_seconds":   elapsed.Seconds(),
@@ -495,11 +497,15 @@ func evaluate(s models.Strategy, elapsed time.Duration, base, cand inference.Sta
 		e.verdict, e.reason = verdictFail, fmt.Sprintf(format, args...)
 		return e
 	}
+	lowTraffic := false
 	if int64(observed) < s.MinRequests {
-		if s.MaxDuration > 0 && elapsed >= s.MaxDuration.D() {
-			return fail("not enough traffic: %d of %d observations in %v", observed, s.MinRequests, s.MaxDuration.D())
+		if s.MaxDuration <= 0 || elapsed < s.MaxDuration.D() {
+			return e
 		}
-		return e
+		if s.OnLowTraffic != models.LowTrafficPromote {
+			return fail("not enough traffic: %d of %d observations in %v (on_low_traffic %s)", observed, s.MinRequests, s.MaxDuration.D(), s.OnLowTraffic)
+		}
+		lowTraffic = true // the gates below on what was observed, then promote
 	}
 	g := s.Gates
 	if g.MaxErrorRate != nil && cand.ErrorRate() > *g.MaxErrorRate {
@@ -525,6 +531,10 @@ func evaluate(s models.Strategy, elapsed time.Duration, base, cand inference.Sta
 	}
 	e.verdict = verdictPass
 	e.reason = fmt.Sprintf("gates passed after %d observations in %v", observed, elapsed.Round(time.Millisecond))
+	if lowTraffic {
+		e.reason = fmt.Sprintf("max_duration %v reached with %d of %d observations and no gate failed: promoted (on_low_traffic promote)",
+			s.MaxDuration.D(), observed, s.MinRequests)
+	}
 	if g.MaxP99Ratio != nil && math.IsNaN(ratio) {
 		e.reason += " (latency gate not evaluated: no baseline latency in the window)"
 	}

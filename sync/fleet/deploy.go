@@ -18,7 +18,8 @@ type Target struct {
 	Group string
 }
 
-func (t Target) topic(tp wire.Topics) (string, error) {
+// Topic is the target's desired-state topic.
+func (t Target) Topic(tp wire.Topics) (string, error) {
 	switch {
 	case t.Node != "" && t.Group == "":
 		return tp.NodeDesired(t.Node), wire.ValidName(t.Node)
@@ -54,17 +55,13 @@ type DeployOptions struct {
 // DeployWith reads the target's retained desired state, sets model to spec
 // (or removes it with spec.Absent), and publishes it retained with the next
 // generation (naming its target when signed). MQTT has no compare-and-swap:
-// concurrent writers to one target race (the last write wins).
+// concurrent writers to one target race (docs/protocol.md).
 //
 // A generation is at most wire.MaxGeneration: DeployWith never wraps, it
 // fails. An invalid retained state (one the nodes reject) fails it too,
 // unless opts.ReplaceInvalid.
 func DeployWith(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, opts DeployOptions) (wire.DesiredState, error) {
-	topic, err := target.topic(tp)
-	if err != nil {
-		return wire.DesiredState{}, err
-	}
-	want, err := tp.DesiredTarget(topic)
+	topic, err := target.Topic(tp)
 	if err != nil {
 		return wire.DesiredState{}, err
 	}
@@ -72,8 +69,23 @@ func DeployWith(ctx context.Context, link Link, tp wire.Topics, target Target, m
 	if err != nil {
 		return wire.DesiredState{}, err
 	}
+	return DeployOnto(ctx, link, tp, target, model, spec, cur, opts)
+}
+
+// DeployOnto is DeployWith over retained messages already read (they must
+// include the target's desired-state topic when it has one), so a caller
+// that reads more (status, manifests) waits for retained messages once.
+func DeployOnto(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, retained map[string][]byte, opts DeployOptions) (wire.DesiredState, error) {
+	topic, err := target.Topic(tp)
+	if err != nil {
+		return wire.DesiredState{}, err
+	}
+	want, err := tp.DesiredTarget(topic)
+	if err != nil {
+		return wire.DesiredState{}, err
+	}
 	d := wire.DesiredState{Protocol: wire.Protocol, Models: map[string]wire.ModelSpec{}}
-	if b, ok := cur[topic]; ok {
+	if b, ok := retained[topic]; ok {
 		prev, err := decodeOwn(b, want, opts.Key)
 		switch {
 		case err == nil:
@@ -148,17 +160,23 @@ type NodeView struct {
 
 // ReadNodes returns every node's retained status and presence.
 func ReadNodes(ctx context.Context, link Subscriber, tp wire.Topics, quiet time.Duration) (map[string]*NodeView, error) {
+	got, err := ReadRetainedAll(ctx, link, quiet, tp.AllStatus(), tp.AllPresence())
+	if err != nil {
+		return nil, err
+	}
+	return NodeViews(tp, got), nil
+}
+
+// NodeViews folds the status and presence messages among retained (other
+// topics are skipped) into one view per node.
+func NodeViews(tp wire.Topics, retained map[string][]byte) map[string]*NodeView {
 	out := map[string]*NodeView{}
-	for _, filter := range []string{tp.AllStatus(), tp.AllPresence()} {
-		got, err := ReadRetained(ctx, link, filter, quiet)
-		if err != nil {
-			return nil, err
-		}
-		for topic, b := range got {
+	for topic, b := range retained {
+		if _, leaf, err := tp.ParseNodeTopic(topic); err == nil && (leaf == "status" || leaf == "presence") {
 			ApplyNodeMessage(tp, out, topic, b)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ApplyNodeMessage folds one status or presence message into views and

@@ -20,6 +20,12 @@ type Subscriber interface {
 // broker sends, until no new one arrived for quiet after the SUBACK (MQTT
 // has no "end of retained" marker), or ctx ends. The link must be connected.
 func ReadRetained(ctx context.Context, link Subscriber, filter string, quiet time.Duration) (map[string][]byte, error) {
+	return ReadRetainedAll(ctx, link, quiet, filter)
+}
+
+// ReadRetainedAll is ReadRetained over several filters at once: one
+// SUBSCRIBE and one quiet wait for all of them.
+func ReadRetainedAll(ctx context.Context, link Subscriber, quiet time.Duration, filters ...string) (map[string][]byte, error) {
 	var mu sync.Mutex
 	got := map[string][]byte{}
 	kick := make(chan struct{}, 1)
@@ -32,13 +38,13 @@ func ReadRetained(ctx context.Context, link Subscriber, filter string, quiet tim
 		default:
 		}
 	}
-	if err := link.Subscribe(ctx, h, filter); err != nil {
+	if err := link.Subscribe(ctx, h, filters...); err != nil {
 		return nil, err
 	}
 	defer func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		_ = link.Unsubscribe(uctx, filter)
+		_ = link.Unsubscribe(uctx, filters...)
 	}()
 	t := time.NewTimer(quiet)
 	defer t.Stop()

@@ -1,11 +1,14 @@
 package rollout
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -51,8 +54,15 @@ type Controller struct {
 
 	mu      sync.Mutex                    // guards the fields below
 	views   map[string]*wire.Status       // latest status per node
-	desired map[string]*wire.DesiredState // latest known desired state per node (we are its writer)
-	watched bool                          // status subscription made
+	desired map[string]*wire.DesiredState // latest retained desired state per node, as the broker sends it
+	raw     map[string][]byte             // the payload of desired[node]
+	// clash holds, per node, a desired state another writer published
+	// under the generation desired[node] has, with other content: two
+	// writers read the same generation and both wrote (MQTT has no
+	// conditional publish). Valid while desired[node] has that generation.
+	clash       map[string]*wire.DesiredState
+	desiredKick chan struct{} // signalled on each desired message while readDesired waits
+	watched     bool          // status and desired subscriptions made
 }
 
 // NewController builds a controller; nothing touches the network until
@@ -81,7 +91,8 @@ func NewController(cfg Config, link Link, log zerolog.Logger) (*Controller, erro
 	}
 	return &Controller{cfg: cfg, link: link, store: NewStore(cfg.StatePath),
 		log:   log.With().Str("component", "rollout").Logger(),
-		views: map[string]*wire.Status{}, desired: map[string]*wire.DesiredState{}}, nil
+		views: map[string]*wire.Status{}, desired: map[string]*wire.DesiredState{}, raw: map[string][]byte{},
+		clash: map[string]*wire.DesiredState{}}, nil
 }
 
 // watch subscribes to every node's status (once) and waits for the
@@ -105,34 +116,45 @@ func (c *Controller) watch(ctx context.Context) error {
 	if err := c.link.Subscribe(ctx, h, c.cfg.Topics.AllStatus()); err != nil {
 		return err
 	}
-	got, err := fleet.ReadRetained(ctx, c.link, c.cfg.Topics.Root+"/nodes/+/desired", c.cfg.Quiet)
-	if err != nil {
+	if err := c.readDesired(ctx); err != nil {
 		return err
 	}
+	// Retained statuses arrive after the SUBACK; wait until they pause.
+	return waitQuiet(ctx, kick, c.cfg.Quiet)
+}
+
+// readDesired (re)subscribes to every node's desired state and waits until
+// the retained ones the broker sends on each SUBSCRIBE pause: afterwards
+// c.desired holds what the broker holds, not what this controller last
+// wrote. The subscription then follows every later write (this
+// controller's echoed, and anyone else's).
+func (c *Controller) readDesired(ctx context.Context) error {
+	kick := make(chan struct{}, 1)
 	c.mu.Lock()
-	for topic, b := range got {
-		node, _, err := c.cfg.Topics.ParseNodeTopic(topic)
-		if err != nil {
-			continue
-		}
-		d, err := wire.DecodeDesired(b)
-		if err != nil {
-			c.log.Warn().Err(err).Str("node", node).Msg("invalid retained desired state: will be replaced")
-			continue
-		}
-		c.desired[node] = &d
-	}
+	c.desiredKick = kick
 	c.mu.Unlock()
-	// Retained statuses arrive after the SUBACK; wait until they pause
-	// (at most 20 × Quiet: a busy fleet never pauses).
-	t := time.NewTimer(c.cfg.Quiet)
+	defer func() {
+		c.mu.Lock()
+		c.desiredKick = nil
+		c.mu.Unlock()
+	}()
+	if err := c.link.Subscribe(ctx, c.onDesired, c.cfg.Topics.Root+"/nodes/+/desired"); err != nil {
+		return err
+	}
+	return waitQuiet(ctx, kick, c.cfg.Quiet)
+}
+
+// waitQuiet returns when nothing arrived on kick for quiet, or after
+// 20 × quiet (a busy fleet never pauses).
+func waitQuiet(ctx context.Context, kick <-chan struct{}, quiet time.Duration) error {
+	t := time.NewTimer(quiet)
 	defer t.Stop()
-	limit := time.NewTimer(20 * c.cfg.Quiet)
+	limit := time.NewTimer(20 * quiet)
 	defer limit.Stop()
 	for {
 		select {
 		case <-kick:
-			t.Reset(c.cfg.Quiet)
+			t.Reset(quiet)
 		case <-t.C:
 			return nil
 		case <-limit.C:
@@ -141,6 +163,45 @@ func (c *Controller) watch(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+func (c *Controller) onDesired(topic string, b []byte) {
+	node, leaf, err := c.cfg.Topics.ParseNodeTopic(topic)
+	if err != nil || leaf != "desired" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.desiredKick != nil {
+		select {
+		case c.desiredKick <- struct{}{}:
+		default:
+		}
+	}
+	if len(b) == 0 { // cleared
+		delete(c.desired, node)
+		delete(c.raw, node)
+		return
+	}
+	d, err := wire.DecodeDesired(b)
+	if err != nil {
+		c.log.Warn().Err(err).Str("node", node).Msg("invalid retained desired state: will be replaced")
+		return
+	}
+	if old := c.desired[node]; old != nil {
+		switch {
+		case d.Generation < old.Generation:
+			return // an older write delivered late
+		case d.Generation == old.Generation:
+			if !bytes.Equal(c.raw[node], b) {
+				c.clash[node] = &d
+			}
+			// Keep the first one seen: a node ignores an equal generation.
+			return
+		}
+	}
+	c.desired[node] = &d
+	c.raw[node] = append([]byte(nil), b...)
 }
 
 func (c *Controller) onStatus(topic string, b []byte) {
@@ -191,9 +252,16 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Record, error) {
 			prev[id] = ""
 		}
 	}
+	busy := c.busyLocked(spec, nodes)
 	c.mu.Unlock()
 	if len(nodes) == 0 {
-		return nil, fmt.Errorf("rollout %s: no node matches (group %q, selector %v)", spec.ID, spec.Group, spec.Selector)
+		return nil, fmt.Errorf("rollout %s: no node matches (%s)", spec.ID, targetText(spec))
+	}
+	if busy != "" {
+		return nil, fmt.Errorf("rollout %s refused: %s", spec.ID, busy)
+	}
+	if err := c.refuseOverlap(spec, nodes); err != nil {
+		return nil, err
 	}
 	now := c.cfg.Now()
 	r := &Record{Spec: spec, Wave: -1, Members: AssignWaves(spec.ID, nodes, spec.Waves), Previous: prev,
@@ -208,6 +276,127 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Record, error) {
 	}
 	c.log.Info().Str("rollout", spec.ID).Int("nodes", len(nodes)).Ints("waves", spec.Waves).Msg("rollout created")
 	return r, nil
+}
+
+// targetText says which nodes a spec selects, for messages.
+func targetText(s Spec) string {
+	switch {
+	case s.Group != "":
+		return "group " + s.Group
+	case len(s.Selector) > 0:
+		return "selector " + SelectorText(s.Selector)
+	}
+	return "every node"
+}
+
+// SelectorText writes a selector as k=v,k2=v2 (sorted), the form
+// ParseSelector reads.
+func SelectorText(sel map[string]string) string {
+	keys := slices.Sorted(maps.Keys(sel))
+	for i, k := range keys {
+		keys[i] = k + "=" + sel[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// refuseOverlap fails when a rollout of the same model in this state file
+// is not finished and shares nodes with the new one: one rollout per model
+// per node at a time.
+func (c *Controller) refuseOverlap(spec Spec, nodes []string) error {
+	rs, err := c.store.List()
+	if err != nil {
+		return err
+	}
+	mine := map[string]bool{}
+	for _, n := range nodes {
+		mine[n] = true
+	}
+	for _, r := range rs {
+		if r.Spec.Model != spec.Model || r.Spec.ID == spec.ID || r.Phase.Final() {
+			continue
+		}
+		shared := 0
+		first := ""
+		for _, m := range r.Members {
+			for _, n := range m {
+				if mine[n] {
+					if shared == 0 {
+						first = n
+					}
+					shared++
+				}
+			}
+		}
+		if shared > 0 {
+			return fmt.Errorf("rollout %s refused: rollout %s of model %s is %s on %d of its nodes (e.g. %s); "+
+				"wait for it to end, or abort or roll it back first", spec.ID, r.Spec.ID, r.Spec.Model, r.Phase, shared, first)
+		}
+	}
+	return nil
+}
+
+// busyLocked says, when one of nodes carries another rollout of
+// spec.Model in its retained desired state that the node has not finished
+// (its status does not show that version Active, Failed or rolled back),
+// which rollout and node; "" otherwise. c.mu is held.
+func (c *Controller) busyLocked(spec Spec, nodes []string) string {
+	sort.Strings(nodes)
+	for _, n := range nodes {
+		d := c.desired[n]
+		if d == nil {
+			continue
+		}
+		ms, ok := d.Models[spec.Model]
+		if !ok || ms.Rollout == nil || ms.Rollout.ID == spec.ID {
+			continue
+		}
+		st := StatePending
+		if s := c.views[n]; s != nil {
+			if cur, ok := s.Models[spec.Model]; ok {
+				st = Classify(&cur, ms.Version)
+			}
+		}
+		if st == StatePending || st == StateDownloading || st == StateCanary {
+			return fmt.Sprintf("node %s is in rollout %s of model %s (version %s, %s); wait for it to end, or abort or roll it back first",
+				n, ms.Rollout.ID, spec.Model, ms.Version, st)
+		}
+	}
+	return ""
+}
+
+// overwrittenLocked says, when the desired state of a node of a written
+// wave no longer carries this rollout for its model (another writer
+// replaced it) or clashed with another writer's at the same generation,
+// which node and how; "" otherwise. c.mu is held.
+func (c *Controller) overwrittenLocked(r *Record) string {
+	for w := 0; w < r.WavesWritten && w < len(r.Members); w++ {
+		for _, n := range r.Members[w] {
+			d := c.desired[n]
+			if d == nil {
+				continue // not seen (cleared, or not read yet)
+			}
+			if cl := c.clash[n]; cl != nil && cl.Generation == d.Generation {
+				return fmt.Sprintf("node %s: another writer published desired generation %d too (%s); the node applies the first it receives",
+					n, d.Generation, specText(cl.Models[r.Spec.Model]))
+			}
+			if ms, ok := d.Models[r.Spec.Model]; !ok || ms.Rollout == nil || ms.Rollout.ID != r.Spec.ID {
+				return fmt.Sprintf("node %s: desired generation %d by another writer replaced this rollout (%s)",
+					n, d.Generation, specText(ms))
+			}
+		}
+	}
+	return ""
+}
+
+// specText describes a model spec for messages.
+func specText(ms wire.ModelSpec) string {
+	switch {
+	case ms.Absent || ms.Version == "":
+		return "model removed"
+	case ms.Rollout != nil:
+		return fmt.Sprintf("version %s by rollout %s", ms.Version, ms.Rollout.ID)
+	}
+	return "version " + ms.Version
 }
 
 // Run drives rollout id until it reaches a final phase (or ctx ends, leaving
@@ -261,7 +450,7 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		return nil, err
 	}
 	now := c.cfg.Now()
-	c.tally(r)
+	c.tally(r, now)
 	readCmd := r.Command
 	switch r.Command {
 	case CmdPause:
@@ -282,6 +471,15 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		r.note(now, PhaseRollingBack, r.Reason)
 	}
 	r.Command = ""
+	if r.Phase == PhaseRunning {
+		c.mu.Lock()
+		lost := c.overwrittenLocked(r)
+		c.mu.Unlock()
+		if lost != "" {
+			r.Reason = lost
+			r.note(now, PhaseHeld, "held: "+lost)
+		}
+	}
 	if r.Phase == PhaseRunning {
 		switch {
 		case r.Wave < 0:
@@ -311,10 +509,16 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		return r, err
 	}
 	if r.Phase == PhaseRunning && r.Wave >= 0 && r.WavesWritten <= r.Wave {
-		if err := c.writeWave(ctx, r); err != nil {
+		var conflict *conflictError
+		switch err := c.writeWave(ctx, r); {
+		case errors.As(err, &conflict):
+			r.Reason = conflict.why
+			r.note(c.cfg.Now(), PhaseHeld, fmt.Sprintf("held before writing wave %d: %s", r.Wave+1, conflict.why))
+		case err != nil:
 			return r, err
+		default:
+			r.WavesWritten = r.Wave + 1
 		}
-		r.WavesWritten = r.Wave + 1
 		if err := c.save(r, readCmd); err != nil {
 			return r, err
 		}
@@ -356,13 +560,18 @@ func (c *Controller) startWave(r *Record, now time.Time, w int, why string) {
 	c.log.Info().Str("rollout", r.Spec.ID).Int("wave", w+1).Int("nodes", len(r.Members[w])).Msg("wave started")
 }
 
-// tally recomputes r.Counts from the latest statuses.
-func (c *Controller) tally(r *Record) {
+// tally recomputes r.Counts and r.BadNodes from the latest statuses; a
+// node of a started wave unfinished NodeTimeout after the wave started is
+// timed out.
+func (c *Controller) tally(r *Record, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts := make([]Counts, len(r.Members))
+	bad := map[string]NodeState{}
 	for w, m := range r.Members {
 		var p99s []float64
+		late := w <= r.Wave && w < len(r.WaveStarted) && r.Spec.NodeTimeout > 0 &&
+			now.Sub(r.WaveStarted[w]) > r.Spec.NodeTimeout
 		for _, n := range m {
 			st := StatePending
 			if w <= r.Wave {
@@ -374,17 +583,32 @@ func (c *Controller) tally(r *Record) {
 						}
 					}
 				}
+				if late && (st == StatePending || st == StateDownloading || st == StateCanary) {
+					st = StateTimedOut
+				}
+				if st == StateFailed || st == StateRolledBack || st == StateTimedOut {
+					bad[n] = st
+				}
 			}
 			counts[w].add(st)
 		}
 		counts[w].P99Ms = Percentile(p99s, 99)
 	}
-	r.Counts = counts
+	r.Counts, r.BadNodes = counts, bad
 }
 
 // writeWave writes the desired state of every node of wave r.Wave that
 // does not carry it yet.
 func (c *Controller) writeWave(ctx context.Context, r *Record) error {
+	if err := c.readDesired(ctx); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	busy := c.busyLocked(r.Spec, slices.Clone(r.Members[r.Wave]))
+	c.mu.Unlock()
+	if busy != "" {
+		return &conflictError{busy}
+	}
 	ref := &wire.RolloutRef{ID: r.Spec.ID, Wave: r.Wave + 1}
 	spec := wire.ModelSpec{Version: r.Spec.Version, Strategy: r.Spec.Strategy, Rollout: ref}
 	return c.writeNodes(ctx, r.Spec.Model, r.Members[r.Wave], func(string) wire.ModelSpec { return spec })
@@ -393,6 +617,9 @@ func (c *Controller) writeWave(ctx context.Context, r *Record) error {
 // writeRollback writes each started node's previous version back (removes
 // the model where there was none).
 func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
+	if err := c.readDesired(ctx); err != nil {
+		return err
+	}
 	var nodes []string
 	for w := 0; w <= r.Wave && w < len(r.Members); w++ {
 		nodes = append(nodes, r.Members[w]...)
@@ -405,6 +632,12 @@ func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
 	})
 }
 
+// writeNodes sets model to specFor(node) in each node's desired state,
+// bumping the generation in c.desired: callers readDesired first, so that
+// is the generation the broker holds (a compare-and-set as far as MQTT
+// allows: the window is the time between that read and the publish; a
+// write by another writer inside it is seen by onDesired as a clash, and
+// the rollout holds).
 func (c *Controller) writeNodes(ctx context.Context, model string, nodes []string, specFor func(string) wire.ModelSpec) error {
 	sort.Strings(nodes)
 	type msg struct {
@@ -435,7 +668,7 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 			return err
 		}
 		out = append(out, msg{c.cfg.Topics.NodeDesired(n), b})
-		c.desired[n] = &d
+		c.desired[n], c.raw[n] = &d, b
 	}
 	c.mu.Unlock()
 	// Pipelined: at most Pipeline publishes await their PUBACK.
@@ -456,6 +689,12 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 	}
 	return nil
 }
+
+// conflictError is a wave refused because another rollout of the model is
+// under way on one of its nodes.
+type conflictError struct{ why string }
+
+func (e *conflictError) Error() string { return e.why }
 
 func sameSpec(a, b wire.ModelSpec) bool {
 	if a.Version != b.Version || a.Absent != b.Absent || (a.Rollout == nil) != (b.Rollout == nil) ||

@@ -162,7 +162,7 @@ func TestRolloutBadVersionAbortsAndRollsBack(t *testing.T) {
 	if r.Wave > 1 {
 		t.Fatalf("aborted in wave %d, want 1 or 2 (%s)", r.Wave+1, r.Reason)
 	}
-	if !strings.Contains(r.Reason, "failed or rolled back") {
+	if !strings.Contains(r.Reason, "failed, rolled back or timed out") {
 		t.Fatalf("reason %q", r.Reason)
 	}
 	started := map[string]bool{}
@@ -414,5 +414,27 @@ func TestRolloutScale(t *testing.T) {
 				n, took.Round(time.Millisecond), float64(msgs)/float64(n), float64(bytes)/float64(n),
 				ru1.cpu-ru0.cpu, float64(ms.HeapInuse)/(1<<20))
 		})
+	}
+}
+
+// TestRolloutSmallFleetAllFailAborts: 4 of 4 nodes fail with the default
+// --min-finished 5; the first wave (1 node) must stop the rollout and roll
+// it back instead of advancing and completing.
+func TestRolloutSmallFleetAllFailAborts(t *testing.T) {
+	prof := quickProfile
+	prof.FailGate = map[string]float64{"bad": 1}
+	e := newEnv(t, 4, prof)
+	spec := testSpec("r-small", "bad")
+	spec.Abort.MinFinished = 5
+	r, _ := runRollout(t, e, e.controller(t, "a"), spec)
+	if r.Phase != PhaseRolledBack || r.Wave != 0 {
+		t.Fatalf("phase %s in wave %d (%s), want rolled_back in wave 1", r.Phase, r.Wave+1, r.Reason)
+	}
+	n := 0
+	for _, d := range e.fleet.Downloads("det") {
+		n += len(d)
+	}
+	if n != len(r.Members[0]) {
+		t.Fatalf("%d downloads, want only wave 1's %d", n, len(r.Members[0]))
 	}
 }

@@ -41,6 +41,10 @@ const (
 	StateActive      NodeState = "active"
 	StateFailed      NodeState = "failed"
 	StateRolledBack  NodeState = "rolled_back"
+	// StateTimedOut is a node unfinished NodeTimeout after its wave started
+	// (offline, stuck): a failure for the criteria (AWS IoT Jobs' TIMED_OUT).
+	// It is reclassified when the node reports a final state later.
+	StateTimedOut NodeState = "timed_out"
 )
 
 // Counts are the nodes of one wave per state, and the p99 (ms) over the
@@ -53,14 +57,16 @@ type Counts struct {
 	Active      int     `json:"active"`
 	Failed      int     `json:"failed"`
 	RolledBack  int     `json:"rolled_back"`
+	TimedOut    int     `json:"timed_out,omitempty"`
 	P99Ms       float64 `json:"p99_ms,omitempty"`
 }
 
-// Finished is the number of nodes that reached a final state.
-func (c Counts) Finished() int { return c.Active + c.Failed + c.RolledBack }
+// Finished is the number of nodes that reached a final state (timed out
+// included).
+func (c Counts) Finished() int { return c.Active + c.Failed + c.RolledBack + c.TimedOut }
 
-// Bad is the number of failed and rolled-back nodes.
-func (c Counts) Bad() int { return c.Failed + c.RolledBack }
+// Bad is the number of failed, rolled-back and timed-out nodes.
+func (c Counts) Bad() int { return c.Failed + c.RolledBack + c.TimedOut }
 
 func (c *Counts) add(s NodeState) {
 	c.Total++
@@ -75,6 +81,8 @@ func (c *Counts) add(s NodeState) {
 		c.Failed++
 	case StateRolledBack:
 		c.RolledBack++
+	case StateTimedOut:
+		c.TimedOut++
 	default:
 		c.Pending++
 	}
@@ -168,14 +176,23 @@ func checkWaves(w []int) error {
 	prev := 0
 	for _, p := range w {
 		if p <= prev || p > 100 {
-			return fmt.Errorf("waves %v: cumulative percentages must increase, within 1-100", w)
+			return fmt.Errorf("waves %s: cumulative percentages must increase, within 1-100", wavesText(w))
 		}
 		prev = p
 	}
 	if prev != 100 {
-		return fmt.Errorf("waves %v: the last wave must be 100%%", w)
+		return fmt.Errorf("waves %s: the last wave must be 100%%", wavesText(w))
 	}
 	return nil
+}
+
+// wavesText writes percentages as ParseWaves reads them: "1%,10%,100%".
+func wavesText(w []int) string {
+	parts := make([]string, len(w))
+	for i, p := range w {
+		parts[i] = strconv.Itoa(p) + "%"
+	}
+	return strings.Join(parts, ",")
 }
 
 // AssignWaves splits nodes into waves: nodes are ordered by
@@ -244,15 +261,21 @@ type Action struct {
 
 // Decide looks at a running rollout's counts (r.Counts, tallied for the
 // waves up to r.Wave) and says what to do next. Abort criteria are checked
-// first, over every started wave together:
+// first, for each started wave and over every started wave together:
 //   - failure rate: failed + rolled back > MaxFailedPercent of the finished
-//     nodes, once at least MinFinished nodes finished (AWS IoT Jobs'
-//     abortConfig / hawkBit's error threshold);
+//     nodes, once at least min(MinFinished, nodes counted) finished (AWS IoT
+//     Jobs' abortConfig / hawkBit's error threshold). The minimum is capped
+//     by the size of what is counted, so a wave smaller than MinFinished is
+//     judged once all its nodes finished, and a rollout never completes
+//     with its failure rate over the bound;
 //   - fleet p99: the p99 over the new version's nodes' p99 latencies above
-//     MaxP99Ratio × the baseline recorded at start, once MinFinished nodes
-//     report it;
+//     MaxP99Ratio × the baseline recorded at start, once min(MinFinished,
+//     started nodes) report it;
 //   - wave timeout: the current wave has unfinished nodes WaveTimeout after
-//     it started.
+//     it started (with a NodeTimeout below it, tally has counted them timed
+//     out by then).
+//
+// Timed-out nodes count as finished and bad.
 //
 // Otherwise, when every node of the current wave finished, the next wave
 // starts (or the rollout completes after the last).
@@ -260,27 +283,27 @@ func Decide(r *Record, now time.Time) Action {
 	if r.Phase != PhaseRunning || r.Wave < 0 || r.Wave >= len(r.Members) {
 		return Action{}
 	}
+	a := r.Spec.Abort
 	var all Counts
 	var p99s []float64
 	for w := 0; w <= r.Wave && w < len(r.Counts); w++ {
 		c := r.Counts[w]
+		if why, bad := failureBreach(c, a); bad {
+			return Action{ActAbort, fmt.Sprintf("wave %d: %s", w+1, why)}
+		}
 		all.Total += c.Total
 		all.Active += c.Active
 		all.Failed += c.Failed
 		all.RolledBack += c.RolledBack
+		all.TimedOut += c.TimedOut
 		if c.P99Ms > 0 {
 			p99s = append(p99s, c.P99Ms)
 		}
 	}
-	a := r.Spec.Abort
-	minN := max(a.MinFinished, 1)
-	if fin := all.Finished(); fin >= minN && all.Bad() > 0 {
-		rate := 100 * float64(all.Bad()) / float64(fin)
-		if rate > a.MaxFailedPercent {
-			return Action{ActAbort, fmt.Sprintf("%d of %d finished nodes failed or rolled back (%.1f%% > %.1f%%)",
-				all.Bad(), fin, rate, a.MaxFailedPercent)}
-		}
+	if why, bad := failureBreach(all, a); bad {
+		return Action{ActAbort, why}
 	}
+	minN := min(max(a.MinFinished, 1), max(all.Total, 1))
 	if a.MaxP99Ratio > 0 && r.BaselineP99Ms > 0 && all.Active >= minN {
 		if p := slicesMax(p99s); p > a.MaxP99Ratio*r.BaselineP99Ms {
 			return Action{ActAbort, fmt.Sprintf("fleet p99 %.1f ms is %.2f× the baseline %.1f ms (bound %.2f×)",
@@ -295,14 +318,30 @@ func Decide(r *Record, now time.Time) Action {
 		if r.Wave == len(r.Members)-1 {
 			return Action{ActComplete, fmt.Sprintf("wave %d finished", r.Wave+1)}
 		}
-		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back",
-			r.Wave+1, cur.Active, cur.Failed, cur.RolledBack)}
+		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back, %d timed out",
+			r.Wave+1, cur.Active, cur.Failed, cur.RolledBack, cur.TimedOut)}
 	}
 	if t := time.Duration(r.Spec.WaveTimeout); t > 0 && r.Wave < len(r.WaveStarted) && now.Sub(r.WaveStarted[r.Wave]) > t {
 		return Action{ActAbort, fmt.Sprintf("wave %d timed out after %s with %d of %d nodes unfinished",
 			r.Wave+1, t, cur.Total-cur.Finished(), cur.Total)}
 	}
 	return Action{}
+}
+
+// failureBreach reports whether the failure rate of c is over the bound,
+// once min(MinFinished, c.Total) of its nodes finished.
+func failureBreach(c Counts, a Abort) (string, bool) {
+	minN := min(max(a.MinFinished, 1), max(c.Total, 1))
+	fin := c.Finished()
+	if fin < minN || c.Bad() == 0 {
+		return "", false
+	}
+	rate := 100 * float64(c.Bad()) / float64(fin)
+	if rate <= a.MaxFailedPercent {
+		return "", false
+	}
+	return fmt.Sprintf("%d of %d finished nodes failed, rolled back or timed out (%.1f%% > %.1f%%)",
+		c.Bad(), fin, rate, a.MaxFailedPercent), true
 }
 
 // slicesMax is the largest per-wave p99: the fleet p99 is bounded by the

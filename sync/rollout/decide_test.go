@@ -166,10 +166,17 @@ func TestDecide(t *testing.T) {
 		{"failure rate over bound", rec(0, 1, Counts{Total: 10, Active: 3, RolledBack: 2, Canary: 5}, Counts{}, Counts{}), t0, ActAbort, "2 of 5"},
 		{"below the minimum count", rec(0, 1, Counts{Total: 10, RolledBack: 2, Active: 2, Canary: 6}, Counts{}, Counts{}), t0, ActNone, ""},
 		{"at the bound: no abort", rec(0, 1, Counts{Total: 10, Active: 8, Failed: 2}, Counts{}, Counts{}), t0, ActAdvance, ""},
-		{"summed over waves", rec(1, 2, done(10, 9, 1, 0), Counts{Total: 90, Active: 10, Failed: 5, Downloading: 75}, Counts{}), t0, ActAbort, "6 of 25"},
+		{"per wave", rec(1, 2, done(10, 9, 1, 0), Counts{Total: 90, Active: 10, Failed: 5, Downloading: 75}, Counts{}), t0, ActAbort, "wave 2: 5 of 15"},
+		{"summed over waves", rec(1, 2, done(10, 8, 2, 0), Counts{Total: 90, Active: 2, Failed: 1, Downloading: 87}, Counts{}), t0, ActAbort, "3 of 13"},
 		{"p99 ratio", rec(0, 1, Counts{Total: 10, Active: 6, Canary: 4, P99Ms: 16}, Counts{}, Counts{}), t0, ActAbort, "fleet p99"},
 		{"p99 within bound", rec(0, 1, Counts{Total: 10, Active: 6, Canary: 4, P99Ms: 14}, Counts{}, Counts{}), t0, ActNone, ""},
 		{"wave timeout", rec(0, 1, Counts{Total: 10, Active: 9, Downloading: 1}, Counts{}, Counts{}), t0.Add(2 * time.Minute), ActAbort, "timed out"},
+		{"small wave all failed", rec(0, 1, done(1, 0, 1, 0), Counts{}, Counts{}), t0, ActAbort, "wave 1: 1 of 1"},
+		{"small fleet all failed: never complete", rec(2, 3, done(1, 0, 1, 0), done(1, 0, 0, 1), done(2, 0, 2, 0)), t0, ActAbort, "failed"},
+		{"small wave, one of four failed", rec(0, 1, done(4, 3, 1, 0), Counts{}, Counts{}), t0, ActAbort, "wave 1: 1 of 4"},
+		{"small wave still running", rec(0, 1, Counts{Total: 4, Active: 2, Failed: 1, Canary: 1}, Counts{}, Counts{}), t0, ActNone, ""},
+		{"timed out counts as bad", rec(0, 1, Counts{Total: 10, Active: 7, TimedOut: 3}, Counts{}, Counts{}), t0, ActAbort, "wave 1: 3 of 10"},
+		{"timed out within the bound", rec(0, 1, Counts{Total: 10, Active: 9, TimedOut: 1}, Counts{}, Counts{}), t0, ActAdvance, "1 timed out"},
 		{"paused: nothing", func() *Record {
 			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
 			r.Phase = PhasePaused

@@ -69,7 +69,10 @@ type Spec struct {
 	Strategy    *wire.Strategy `json:"strategy,omitempty"`
 	Abort       Abort          `json:"abort"`
 	WaveTimeout time.Duration  `json:"wave_timeout,omitempty"`
-	OnAbort     string         `json:"on_abort"`
+	// NodeTimeout counts a node timed out (a failure) when it has not
+	// finished this long after its wave started; 0: never.
+	NodeTimeout time.Duration `json:"node_timeout,omitempty"`
+	OnAbort     string        `json:"on_abort"`
 }
 
 // Validate checks s.
@@ -99,10 +102,11 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("rollout: %w", err)
 	}
 	if s.Abort.MaxFailedPercent < 0 || s.Abort.MaxFailedPercent > 100 || s.Abort.MinFinished < 0 || s.Abort.MaxP99Ratio < 0 {
-		return fmt.Errorf("rollout: abort criteria out of range: %+v", s.Abort)
+		return fmt.Errorf("rollout: abort criteria out of range: max failed percent %g (0-100), min finished %d (≥ 0), max p99 ratio %g (≥ 0)",
+			s.Abort.MaxFailedPercent, s.Abort.MinFinished, s.Abort.MaxP99Ratio)
 	}
-	if s.WaveTimeout < 0 {
-		return fmt.Errorf("rollout: negative wave timeout")
+	if s.WaveTimeout < 0 || s.NodeTimeout < 0 {
+		return fmt.Errorf("rollout: negative timeout")
 	}
 	if s.OnAbort != OnAbortRollback && s.OnAbort != OnAbortHold {
 		return fmt.Errorf("rollout: on-abort must be %q or %q, got %q", OnAbortRollback, OnAbortHold, s.OnAbort)
@@ -132,12 +136,15 @@ type Record struct {
 	Members      [][]string  `json:"members"`
 	// Previous is each selected node's version before the rollout ("" if
 	// the model was not there): the rollback target.
-	Previous        map[string]string `json:"previous"`
-	BaselineP99Ms   float64           `json:"baseline_p99_ms,omitempty"`
-	Counts          []Counts          `json:"counts"`
-	Reason          string            `json:"reason,omitempty"`
-	Command         string            `json:"command,omitempty"`
-	RollbackWritten bool              `json:"rollback_written,omitempty"`
+	Previous      map[string]string `json:"previous"`
+	BaselineP99Ms float64           `json:"baseline_p99_ms,omitempty"`
+	Counts        []Counts          `json:"counts"`
+	// BadNodes are the nodes of started waves that failed, rolled back or
+	// timed out, with that state (tallied each tick).
+	BadNodes        map[string]NodeState `json:"bad_nodes,omitempty"`
+	Reason          string               `json:"reason,omitempty"`
+	Command         string               `json:"command,omitempty"`
+	RollbackWritten bool                 `json:"rollback_written,omitempty"`
 	// PausedAt is when the rollout was paused (the wave timeout clock
 	// stops while paused).
 	PausedAt time.Time    `json:"paused_at,omitzero"`

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sort"
 	"time"
 
@@ -38,7 +40,16 @@ type Store struct {
 // NewStore returns the store at path (created on first write).
 func NewStore(path string) *Store { return &Store{path: path, timeout: 10 * time.Second} }
 
+// errNoFile is a read of a state file that does not exist: nothing is
+// stored (a read never creates the file).
+var errNoFile = errors.New("rollout: no state file")
+
 func (s *Store) do(write bool, fn func(tx *bolt.Tx) error) error {
+	if !write {
+		if _, err := os.Stat(s.path); errors.Is(err, fs.ErrNotExist) {
+			return errNoFile
+		}
+	}
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout})
 	if err != nil {
 		return fmt.Errorf("rollout: open %s: %w", s.path, err)
@@ -97,6 +108,9 @@ func (s *Store) Get(id string) (*Record, error) {
 		}
 		return err
 	})
+	if errors.Is(err, errNoFile) {
+		return nil, fmt.Errorf("rollout %s: no state file %s: %w", id, s.path, ErrNotFound)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -120,12 +134,19 @@ func (s *Store) List() ([]*Record, error) {
 			return nil
 		})
 	})
+	if errors.Is(err, errNoFile) {
+		return nil, nil
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
 	return out, err
 }
 
-// Update applies fn to the record in one transaction.
+// Update applies fn to the record in one transaction. Without a state
+// file there is no record, and none is created.
 func (s *Store) Update(id string, fn func(r *Record) error) (*Record, error) {
+	if _, err := os.Stat(s.path); errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("rollout %s: no state file %s: %w", id, s.path, ErrNotFound)
+	}
 	var r Record
 	err := s.do(true, func(tx *bolt.Tx) error {
 		ok, err := getJSON(tx, bucketRollouts, id, &r)
@@ -210,7 +231,7 @@ func (s *Store) LeaseOf(id string) (Lease, bool, error) {
 		ok, err = getJSON(tx, bucketLeases, id, &l)
 		return err
 	})
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, errNoFile) {
 		err = nil
 	}
 	return l, ok, err

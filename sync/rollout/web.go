@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -59,10 +60,10 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;text-align:
 {{range .Rollouts}}<div class="card" id="rollout-{{.R.Spec.ID}}">
 <b>{{.R.Spec.ID}}</b> &nbsp; {{.R.Spec.Model}} → {{.R.Spec.Version}} &nbsp; <span class="phase {{.R.Phase}}">{{.R.Phase}}</span>
 &nbsp; wave {{.R.Wave | inc}} of {{len .R.Members}} &nbsp; {{.R.Nodes}} nodes{{if .R.Reason}} &nbsp; <i>{{.R.Reason}}</i>{{end}}
-<table><tr><th>wave</th><th>cum. %</th><th>progress</th><th>nodes</th><th>pending</th><th>downloading</th><th>canary</th><th>active</th><th>failed</th><th>rolled back</th><th>p99 ms</th></tr>
+<table><tr><th>wave</th><th>cum. %</th><th>progress</th><th>nodes</th><th>pending</th><th>downloading</th><th>canary</th><th>active</th><th>failed</th><th>rolled back</th><th>timed out</th><th>p99 ms</th></tr>
 {{range .Waves}}<tr class="wave"><td>{{.N}}</td><td>{{.Percent}}%</td>
 <td><div class="bar"><div class="a" style="width:{{.WActive}}%"></div><div class="c" style="width:{{.WCanary}}%"></div><div class="d" style="width:{{.WDown}}%"></div><div class="b" style="width:{{.WBad}}%"></div></div></td>
-<td>{{.C.Total}}</td><td>{{.C.Pending}}</td><td>{{.C.Downloading}}</td><td>{{.C.Canary}}</td><td>{{.C.Active}}</td><td>{{.C.Failed}}</td><td>{{.C.RolledBack}}</td><td>{{if .C.P99Ms}}{{printf "%.1f" .C.P99Ms}}{{end}}</td></tr>
+<td>{{.C.Total}}</td><td>{{.C.Pending}}</td><td>{{.C.Downloading}}</td><td>{{.C.Canary}}</td><td>{{.C.Active}}</td><td>{{.C.Failed}}</td><td>{{.C.RolledBack}}</td><td>{{.C.TimedOut}}</td><td>{{if .C.P99Ms}}{{printf "%.1f" .C.P99Ms}}{{end}}</td></tr>
 {{end}}</table></div>
 {{else}}<p>No rollouts.</p>{{end}}
 <h2>Nodes{{if .Truncated}} (first {{len .Nodes}} of {{.Total}}){{end}}</h2>
@@ -114,7 +115,7 @@ func RenderPage(w io.Writer, d PageData) error {
 			}
 			sort.Strings(ls)
 			sort.Strings(ms)
-			pn.Labels, pn.Models = fmt.Sprint(ls), fmt.Sprint(ms)
+			pn.Labels, pn.Models = strings.Join(ls, ", "), strings.Join(ms, " ")
 		}
 		v.Nodes = append(v.Nodes, pn)
 	}

@@ -51,10 +51,13 @@ func TestRenderPage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{`id="rollout-r-demo-42"`, "wave 2 of 3", `<b id="nodes-total">3</b>`, `<b id="nodes-online">2</b>`,
-		"<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "det@7:Active", "[arch=arm64 site=north]"} {
+		"<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "det@7:Active", "<td>arch=arm64, site=north</td>"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("page lacks %q", want)
 		}
+	}
+	if strings.Contains(b.String(), "[arch") || strings.Contains(b.String(), "map[") {
+		t.Error("Go formatting on the page")
 	}
 }
 

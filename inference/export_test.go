@@ -28,3 +28,10 @@ func ParseSessionConfig(data []byte) (SessionConfig, error) {
 	}
 	return cfg, nil
 }
+
+// BatchQueueLen is how many requests wait in s's batch queue.
+func BatchQueueLen(s *Session) int {
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return len(s.batch.waiting)
+}

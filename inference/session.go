@@ -85,6 +85,8 @@ type Session struct {
 
 	shapes shapeCache
 
+	batch *batcher // nil unless the config enables dynamic batching
+
 	// mu guards closed and inflight; drained is closed once closed is set
 	// and inflight is back to 0.
 	mu        sync.Mutex
@@ -146,7 +148,15 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 	if cfg.MaxConcurrency > 0 {
 		s.sem = make(chan struct{}, cfg.MaxConcurrency)
 	}
+	if cfg.DynamicBatching != nil {
+		var err error
+		if s.batch, err = newBatcher(s); err != nil {
+			s.destroy()
+			return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
+		}
+	}
 	if err := e.register(s); err != nil {
+		s.stopBatcher()
 		s.destroy()
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
@@ -408,6 +418,24 @@ func (s *Session) Inputs() []TensorInfo { return s.inputs }
 // Outputs implements Model.
 func (s *Session) Outputs() []TensorInfo { return s.outputs }
 
+// BatchStats returns the dynamic batcher's counters; false when the
+// version does not batch.
+func (s *Session) BatchStats() (BatchStats, bool) {
+	if s.batch == nil {
+		return BatchStats{}, false
+	}
+	return s.batch.stats(), true
+}
+
+// stopBatcher stops the batcher of a session that is not handed out (a
+// load failing after newBatcher).
+func (s *Session) stopBatcher() {
+	if s.batch != nil {
+		close(s.closing)
+		<-s.batch.done
+	}
+}
+
 // Config is the configuration the session was loaded with (Instances
 // filled in).
 func (s *Session) Config() SessionConfig { return s.cfg }
@@ -443,6 +471,9 @@ func (s *Session) RunWithStats(ctx context.Context, inputs []Tensor, outputs []s
 	want, err := s.requestedOutputs(outputs)
 	if err != nil {
 		return nil, st, err
+	}
+	if s.batch != nil {
+		return s.batch.run(ctx, ordered, want, alloc)
 	}
 
 	t0 := time.Now()
@@ -1020,6 +1051,9 @@ func (s *Session) Close() error {
 		}
 		s.mu.Unlock()
 		<-s.drained
+		if s.batch != nil {
+			<-s.batch.done
+		}
 		s.destroy()
 		s.env.unregister(s)
 		s.log.Info().Msg("model version closed")

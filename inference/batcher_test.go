@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 )
@@ -135,6 +138,30 @@ func TestDynamicBatchingPPOCRCls(t *testing.T) {
 		t.Errorf("%d runs of %d inferences, biggest batch %d: want 11 inferences, batches of more than one", runs, n, biggest)
 	}
 	t.Logf("%d runs for 10 requests (biggest batch %d)", runs, biggest)
+
+	// The router exports the batch sizes and queue times.
+	r := inference.NewRouter()
+	if err := r.Add(s, true); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := map[string]*dto.Histogram{}
+	for _, mf := range mfs {
+		if n := mf.GetName(); strings.HasPrefix(n, "edge_inference_batch_") {
+			found[n] = mf.GetMetric()[0].GetHistogram()
+		}
+	}
+	if h := found["edge_inference_batch_size"]; h == nil || h.GetSampleCount() != runs || h.GetSampleSum() != 11 {
+		t.Errorf("edge_inference_batch_size: %v, want %d runs of 11 inferences in all", h, runs)
+	}
+	if h := found["edge_inference_batch_queue_duration_seconds"]; h == nil || h.GetSampleCount() != 10 {
+		t.Errorf("edge_inference_batch_queue_duration_seconds: %v, want 10 requests", h)
+	}
 }
 
 func TestDynamicBatchingSileroVAD(t *testing.T) {

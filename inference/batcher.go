@@ -13,8 +13,8 @@ import (
 // batcher is a Session's dynamic batcher (SessionConfig.DynamicBatching):
 // requests wait in a bounded queue; one goroutine (loop) forms batches of
 // requests that agree on everything but the batch dimension and runs each
-// batch as one ONNX Runtime Run, at most as many at a time as the session
-// has instances (and max_concurrency allows).
+// batch as one ONNX Runtime Run, as many at a time as max_concurrency
+// allows (default: one per ORT session instance).
 //
 // A batch of one request runs on that request's own tensors and allocator,
 // as an unbatched Run does. A bigger batch copies the requests' inputs into
@@ -71,13 +71,16 @@ func newBatcher(s *Session) (*batcher, error) {
 	b := &batcher{
 		s: s, cfg: cfg, preferred: cfg.Preferred(), queueSize: cfg.QueueSize(),
 		wake:  make(chan struct{}, 1),
-		slots: make(chan struct{}, max(len(s.all), 1)),
 		done:  make(chan struct{}),
 		sizes: make([]atomic.Uint64, cfg.MaxBatchSize+1),
 	}
-	if s.cfg.MaxConcurrency > 0 && s.cfg.MaxConcurrency < cap(b.slots) {
-		b.slots = make(chan struct{}, s.cfg.MaxConcurrency)
+	// A batch is one Run: max_concurrency bounds how many run at once,
+	// else one per ORT session instance.
+	inFlight := max(len(s.all), 1)
+	if s.cfg.MaxConcurrency > 0 {
+		inFlight = s.cfg.MaxConcurrency
 	}
+	b.slots = make(chan struct{}, inFlight)
 	known := map[string]bool{}
 	dims := func(ts []TensorInfo) ([]int, bool, error) {
 		out := make([]int, len(ts))

@@ -49,8 +49,8 @@ func TestMeasureDynamicBatching(t *testing.T) {
 		inFlight = v
 	}
 	t.Logf("FIGURE arms: intra_op_threads %d; batching max_batch_size %d, max_concurrency %d (batches in flight)", threads, maxBatch, inFlight)
-	load, _ := os.ReadFile("/proc/loadavg")
-	t.Logf("FIGURE machine: %d CPUs online, load average %s", numCPU(), strings.TrimSpace(string(load)))
+	loadavg, _ := os.ReadFile("/proc/loadavg")
+	t.Logf("FIGURE machine: %d CPUs online, load average %s", numCPU(), strings.TrimSpace(string(loadavg)))
 	for _, m := range []struct {
 		name      string
 		perCaller int
@@ -62,8 +62,8 @@ func TestMeasureDynamicBatching(t *testing.T) {
 	} {
 		path := inferencetest.ModelPath(t, m.name)
 		raw := inferencetest.OpenRaw(t, path, threads)
-		plain := load1(t, path, inference.SessionConfig{IntraOpThreads: threads})
-		batched := load1(t, path, inference.SessionConfig{IntraOpThreads: threads, MaxConcurrency: inFlight, DynamicBatching: &inference.DynamicBatching{
+		plain := load(t, path, inference.SessionConfig{IntraOpThreads: threads})
+		batched := load(t, path, inference.SessionConfig{IntraOpThreads: threads, MaxConcurrency: inFlight, DynamicBatching: &inference.DynamicBatching{
 			MaxBatchSize: maxBatch, MaxQueueDelay: 2 * time.Millisecond, BatchDims: m.dims}})
 		ins := make([][]inference.Tensor, callers)
 		for i := range ins {
@@ -123,9 +123,6 @@ func TestMeasureDynamicBatching(t *testing.T) {
 		}
 	}
 }
-
-// load1 is load for a measurement: closed at the end of the test.
-func load1(t *testing.T, path string, cfg inference.SessionConfig) *inference.Session { return load(t, path, cfg) }
 
 // closedLoop runs callers goroutines, each calling run perCaller times on
 // its own input, and returns the requests per second and the process CPU

@@ -35,3 +35,10 @@ func BatchQueueLen(s *Session) int {
 	defer s.batch.mu.Unlock()
 	return len(s.batch.waiting)
 }
+
+// GraphInfo and SessionInfo are the two ways Load reads a model's inputs
+// and outputs, for the test that they agree.
+var (
+	GraphInfo   = graphInfo
+	SessionInfo = sessionInfo
+)

@@ -60,10 +60,32 @@ type SessionConfig struct {
 	// memory pattern optimisation; nil keeps ONNX Runtime's default (on).
 	MemArena   *bool `yaml:"mem_arena"`
 	MemPattern *bool `yaml:"mem_pattern"`
+	// SkipWarmup skips the warm-up Run Load does before it returns (zeros
+	// of the declared input shapes, each variable dimension 1, on every
+	// instance), so that the first routed requests do not pay ONNX
+	// Runtime's first-run cost. A failed warm-up (a model that rejects
+	// such inputs) is logged and does not fail the load.
+	SkipWarmup bool `yaml:"skip_warmup"`
+	// WarmupShapes gives the warm-up Run's shape of an input by name, for
+	// models that reject a variable dimension of 1 (silero_vad wants
+	// {input: [1, 512]}).
+	WarmupShapes map[string][]int64 `yaml:"warmup_shapes"`
 	// DynamicBatching, when set, runs concurrent requests for this version
 	// that agree on everything but the batch dimension as one ONNX Runtime
 	// Run (see DynamicBatching). nil: every request is its own Run.
 	DynamicBatching *DynamicBatching `yaml:"dynamic_batching"`
+}
+
+// MaxWarmupBytes bounds one warm-up input (its elements × 8 bytes).
+const MaxWarmupBytes = 256 << 20
+
+// shapeBytes is shape's element count × 8 (the widest element), saturating.
+func shapeBytes(shape []int64) int64 {
+	n, err := ElementCount(shape)
+	if err != nil {
+		return MaxWarmupBytes + 1
+	}
+	return n * 8
 }
 
 // Limits of DynamicBatching.
@@ -224,6 +246,22 @@ func (c SessionConfig) Validate() error {
 	}
 	if _, err := graphOptimizationLevel(c.GraphOptimization); err != nil {
 		return bad("%v", err)
+	}
+	if len(c.WarmupShapes) > 256 {
+		return bad("%d warmup_shapes, at most 256", len(c.WarmupShapes))
+	}
+	for name, shape := range c.WarmupShapes {
+		if len(shape) > 16 {
+			return bad("warmup_shapes[%q] has rank %d, at most 16", name, len(shape))
+		}
+		for _, d := range shape {
+			if d < 1 {
+				return bad("warmup_shapes[%q] is %v: dimensions must be >= 1", name, shape)
+			}
+		}
+		if _, err := ElementCount(shape); err != nil || shapeBytes(shape) > MaxWarmupBytes {
+			return bad("warmup_shapes[%q] is %v: more than %d elements", name, shape, MaxWarmupBytes/8)
+		}
 	}
 	if c.DynamicBatching != nil {
 		if err := c.DynamicBatching.validate(); err != nil {

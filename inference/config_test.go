@@ -77,6 +77,12 @@ func TestParseSessionConfigRejects(t *testing.T) {
 		{"batch dim not an int", "dynamic_batching: {max_batch_size: 4, batch_dims: {h: one}}", "cannot unmarshal"},
 		{"unknown batching field", "dynamic_batching: {max_batch_size: 4, max_delay: 1ms}", "field max_delay not found"},
 		{"batching not a mapping", "dynamic_batching: 8", "cannot unmarshal"},
+		{"warmup dimension 0", "warmup_shapes: {input: [1, 0]}", `warmup_shapes["input"] is [1 0]`},
+		{"warmup negative dimension", "warmup_shapes: {input: [-1, 512]}", "dimensions must be >= 1"},
+		{"warmup too big", "warmup_shapes: {input: [100000, 100000]}", "more than"},
+		{"warmup rank too big", "warmup_shapes: {x: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}", "rank 17"},
+		{"warmup not a list", "warmup_shapes: {input: 512}", "cannot unmarshal"},
+		{"skip_warmup not a bool", "skip_warmup: maybe", "cannot unmarshal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := inference.ParseSessionConfig([]byte(tc.yaml))

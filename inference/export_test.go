@@ -42,3 +42,10 @@ var (
 	GraphInfo   = graphInfo
 	SessionInfo = sessionInfo
 )
+
+// WarmedShapes reports whether s has run (output shapes learned or static).
+func WarmedShapes(s *Session) bool {
+	s.shapes.mu.Lock()
+	defer s.shapes.mu.Unlock()
+	return len(s.shapes.m) > 0
+}

@@ -142,6 +142,9 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 	if err := s.readMetadata(spec.Path); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
+	if err := s.checkWarmupShapes(); err != nil {
+		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
+	}
 	if err := s.createSessions(spec.Path); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
@@ -159,6 +162,9 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 		s.stopBatcher()
 		s.destroy()
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
+	}
+	if !cfg.SkipWarmup {
+		s.warmUp(ctx)
 	}
 	s.log.Info().Str("provider", s.provider).Int("instances", cfg.Instances).
 		Int("max_concurrency", cfg.MaxConcurrency).Str("path", spec.Path).Msg("model version loaded")
@@ -205,6 +211,59 @@ func (s *Session) readMetadata(path string) error {
 		s.static = make([][]int64, len(s.outputs))
 		for i, t := range s.outputs {
 			s.static[i] = t.Shape
+		}
+	}
+	return nil
+}
+
+// warmUp runs every ORT session once on zeros of the declared input
+// shapes (each variable dimension 1; a BYTES input gets empty strings),
+// before the version can be routed. A failure is logged at debug level
+// only: zeros at dimension 1 are not a valid input for every model, and
+// then the first requests pay the first-run cost as they did before.
+func (s *Session) warmUp(ctx context.Context) {
+	ins := make([]*Tensor, len(s.inputs))
+	for i, info := range s.inputs {
+		shape := probeShape(info.Shape)
+		if ws, ok := s.cfg.WarmupShapes[info.Name]; ok {
+			shape = ws
+		}
+		n, err := ElementCount(shape)
+		if err != nil {
+			return
+		}
+		t := &Tensor{Name: info.Name, DataType: info.DataType, Shape: shape}
+		if info.DataType == Bytes {
+			t.Strings = make([][]byte, n)
+		} else {
+			t.Data = make([]byte, int(n)*info.DataType.Size())
+		}
+		ins[i] = t
+	}
+	want := make([]int, len(s.outputs))
+	for j := range want {
+		want[j] = j
+	}
+	for _, ds := range s.all {
+		var st RunStats
+		if _, err := s.run(ctx, ds, ins, want, HeapAllocator{}, &st); err != nil {
+			s.log.Debug().Err(err).Msg("warm-up run on zeros failed; the first requests pay onnx runtime's first-run cost")
+			return
+		}
+	}
+}
+
+// checkWarmupShapes checks the configured warm-up shapes against the
+// model's inputs.
+func (s *Session) checkWarmupShapes() error {
+	for name, shape := range s.cfg.WarmupShapes {
+		j, ok := s.inIndex[name]
+		if !ok {
+			return fmt.Errorf("warmup_shapes names %q, which is not an input (inputs: %s): %w", name, tensorNames(s.inputs), ErrInvalidArgument)
+		}
+		if err := checkTensor("warmup_shapes input", s.inputs[j], &Tensor{Name: name, DataType: s.inputs[j].DataType, Shape: shape,
+			Data: make([]byte, shapeBytes(shape)/8*int64(s.inputs[j].DataType.Size()))}); err != nil && s.inputs[j].DataType != Bytes {
+			return err
 		}
 	}
 	return nil

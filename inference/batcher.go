@@ -166,12 +166,10 @@ func (b *batcher) run(ctx context.Context, inputs []*Tensor, want []int, alloc A
 		return nil, RunStats{}, why
 	}
 	// Already in a batch: the request's memory is in use until released
-	// (a cancelled ctx ends a single run early; a batch is short).
+	// (a cancelled ctx ends a single run early; a batch is one Run), and
+	// the request gets the batch's answer.
 	<-it.released
-	if it.err != nil {
-		return nil, it.st, it.err
-	}
-	return nil, it.st, why
+	return it.res, it.st, it.err
 }
 
 // item checks that the request's batched inputs agree on their batch size

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strconv"
+	"time"
 )
 
 // Execution provider names, as written in SessionConfig.Providers and
@@ -59,6 +60,114 @@ type SessionConfig struct {
 	// memory pattern optimisation; nil keeps ONNX Runtime's default (on).
 	MemArena   *bool `yaml:"mem_arena"`
 	MemPattern *bool `yaml:"mem_pattern"`
+	// SkipWarmup skips the warm-up Run Load does before it returns (zeros
+	// of the declared input shapes, each variable dimension 1, on every
+	// instance), so that the first routed requests do not pay ONNX
+	// Runtime's first-run cost. A failed warm-up (a model that rejects
+	// such inputs) is logged and does not fail the load.
+	SkipWarmup bool `yaml:"skip_warmup"`
+	// WarmupShapes gives the warm-up Run's shape of an input by name, for
+	// models that reject a variable dimension of 1 (silero_vad wants
+	// {input: [1, 512]}).
+	WarmupShapes map[string][]int64 `yaml:"warmup_shapes"`
+	// DynamicBatching, when set, runs concurrent requests for this version
+	// that agree on everything but the batch dimension as one ONNX Runtime
+	// Run (see DynamicBatching). nil: every request is its own Run.
+	DynamicBatching *DynamicBatching `yaml:"dynamic_batching"`
+}
+
+// MaxWarmupBytes bounds one warm-up input (its elements × 8 bytes).
+const MaxWarmupBytes = 256 << 20
+
+// shapeBytes is shape's element count × 8 (the widest element), saturating.
+func shapeBytes(shape []int64) int64 {
+	n, err := ElementCount(shape)
+	if err != nil {
+		return MaxWarmupBytes + 1
+	}
+	return n * 8
+}
+
+// Limits of DynamicBatching.
+const (
+	MaxDynamicBatchSize = 1 << 12
+	MaxBatchQueueSize   = 1 << 16
+	MaxBatchQueueDelay  = time.Second
+)
+
+// DynamicBatching is Triton's dynamic batcher, as config.yaml sets it:
+//
+//	dynamic_batching:
+//	  max_batch_size: 8          # required: the most inferences in one Run
+//	  preferred_batch_size: 8    # run at once when a batch is this big (default max_batch_size)
+//	  max_queue_delay: 500us     # how long the first request of a batch waits for more (default 0)
+//	  max_queue_size: 64         # requests waiting; more get 503 + Retry-After (default 16 × max_batch_size)
+//	  timeout: 100ms             # a request still waiting after this fails with 503 (default: none)
+//	  batch_dims: {h: 1, c: 1, hn: 1, cn: 1}   # per tensor; default 0, -1 = not batched
+//
+// The batch dimension of every input and output is 0 unless batch_dims
+// names another; -1 (and every rank-0 tensor) means the tensor has no
+// batch dimension: such an input must be byte-for-byte equal across the
+// requests of a batch, and such an output is handed to each of them.
+type DynamicBatching struct {
+	MaxBatchSize       int            `yaml:"max_batch_size"`
+	PreferredBatchSize int            `yaml:"preferred_batch_size"`
+	MaxQueueDelay      time.Duration  `yaml:"max_queue_delay"`
+	MaxQueueSize       int            `yaml:"max_queue_size"`
+	Timeout            time.Duration  `yaml:"timeout"`
+	BatchDims          map[string]int `yaml:"batch_dims"`
+}
+
+// Preferred is PreferredBatchSize with its default filled in.
+func (d DynamicBatching) Preferred() int {
+	if d.PreferredBatchSize == 0 {
+		return d.MaxBatchSize
+	}
+	return d.PreferredBatchSize
+}
+
+// QueueSize is MaxQueueSize with its default filled in.
+func (d DynamicBatching) QueueSize() int {
+	if d.MaxQueueSize == 0 {
+		return 16 * d.MaxBatchSize
+	}
+	return d.MaxQueueSize
+}
+
+// BatchDim is the batch dimension of the tensor name of the given rank, or
+// -1 when it has none.
+func (d DynamicBatching) BatchDim(name string, rank int) int {
+	dim, ok := d.BatchDims[name]
+	if !ok {
+		dim = 0
+	}
+	if dim >= rank {
+		return -1
+	}
+	return dim
+}
+
+func (d DynamicBatching) validate() error {
+	switch {
+	case d.MaxBatchSize < 1 || d.MaxBatchSize > MaxDynamicBatchSize:
+		return fmt.Errorf("dynamic_batching: max_batch_size is %d, want 1–%d", d.MaxBatchSize, MaxDynamicBatchSize)
+	case d.PreferredBatchSize < 0 || d.PreferredBatchSize > d.MaxBatchSize:
+		return fmt.Errorf("dynamic_batching: preferred_batch_size is %d, want 0–max_batch_size (%d)", d.PreferredBatchSize, d.MaxBatchSize)
+	case d.MaxQueueDelay < 0 || d.MaxQueueDelay > MaxBatchQueueDelay:
+		return fmt.Errorf("dynamic_batching: max_queue_delay is %v, want 0–%v", d.MaxQueueDelay, MaxBatchQueueDelay)
+	case d.MaxQueueSize < 0 || d.MaxQueueSize > MaxBatchQueueSize:
+		return fmt.Errorf("dynamic_batching: max_queue_size is %d, want 0–%d", d.MaxQueueSize, MaxBatchQueueSize)
+	case d.Timeout < 0:
+		return fmt.Errorf("dynamic_batching: timeout is %v, must be >= 0", d.Timeout)
+	case len(d.BatchDims) > 256:
+		return fmt.Errorf("dynamic_batching: %d batch_dims, at most 256", len(d.BatchDims))
+	}
+	for name, dim := range d.BatchDims {
+		if dim < -1 || dim > 15 {
+			return fmt.Errorf("dynamic_batching: batch_dims[%q] is %d, want -1–15", name, dim)
+		}
+	}
+	return nil
 }
 
 // ProviderConfig is one execution provider and its options.
@@ -138,7 +247,37 @@ func (c SessionConfig) Validate() error {
 	if _, err := graphOptimizationLevel(c.GraphOptimization); err != nil {
 		return bad("%v", err)
 	}
+	if len(c.WarmupShapes) > 256 {
+		return bad("%d warmup_shapes, at most 256", len(c.WarmupShapes))
+	}
+	for name, shape := range c.WarmupShapes {
+		if len(shape) > 16 {
+			return bad("warmup_shapes[%q] has rank %d, at most 16", name, len(shape))
+		}
+		for _, d := range shape {
+			if d < 1 {
+				return bad("warmup_shapes[%q] is %v: dimensions must be >= 1", name, shape)
+			}
+		}
+		if _, err := ElementCount(shape); err != nil || shapeBytes(shape) > MaxWarmupBytes {
+			return bad("warmup_shapes[%q] is %v: more than %d elements", name, shape, MaxWarmupBytes/8)
+		}
+	}
+	if c.DynamicBatching != nil {
+		if err := c.DynamicBatching.validate(); err != nil {
+			return bad("%v", err)
+		}
+	}
 	return nil
+}
+
+// BatchSize is the largest batch a request may carry: dynamic_batching's
+// max_batch_size when it is set, else max_batch (0: the model does not batch).
+func (c SessionConfig) BatchSize() int {
+	if c.DynamicBatching != nil {
+		return c.DynamicBatching.MaxBatchSize
+	}
+	return c.MaxBatch
 }
 
 func (p ProviderConfig) validate() error {

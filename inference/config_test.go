@@ -5,6 +5,7 @@ import (
 	"maps"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edgeai/edge-node/inference"
 )
@@ -60,6 +61,28 @@ func TestParseSessionConfigRejects(t *testing.T) {
 		{"wrong type", "max_batch: lots", "cannot unmarshal"},
 		{"not a mapping", "- 1\n- 2", "cannot unmarshal"},
 		{"too big", "# " + strings.Repeat("x", inference.MaxConfigSize), "more than"},
+		{"batching without max_batch_size", "dynamic_batching: {max_queue_delay: 1ms}", "max_batch_size is 0"},
+		{"batching max_batch_size too big", "dynamic_batching: {max_batch_size: 100000}", "max_batch_size is 100000"},
+		{"batching negative max_batch_size", "dynamic_batching: {max_batch_size: -2}", "max_batch_size is -2"},
+		{"preferred over max", "dynamic_batching: {max_batch_size: 4, preferred_batch_size: 5}", "preferred_batch_size is 5"},
+		{"negative preferred", "dynamic_batching: {max_batch_size: 4, preferred_batch_size: -1}", "preferred_batch_size is -1"},
+		{"negative delay", "dynamic_batching: {max_batch_size: 4, max_queue_delay: -1ms}", "max_queue_delay is -1ms"},
+		{"delay too long", "dynamic_batching: {max_batch_size: 4, max_queue_delay: 2s}", "max_queue_delay is 2s"},
+		{"delay not a duration", "dynamic_batching: {max_batch_size: 4, max_queue_delay: soon}", "cannot unmarshal"},
+		{"negative queue size", "dynamic_batching: {max_batch_size: 4, max_queue_size: -1}", "max_queue_size is -1"},
+		{"queue too big", "dynamic_batching: {max_batch_size: 4, max_queue_size: 1000000}", "max_queue_size is 1000000"},
+		{"negative timeout", "dynamic_batching: {max_batch_size: 4, timeout: -5s}", "timeout is -5s"},
+		{"bad batch dim", "dynamic_batching: {max_batch_size: 4, batch_dims: {h: -2}}", `batch_dims["h"] is -2`},
+		{"batch dim too big", "dynamic_batching: {max_batch_size: 4, batch_dims: {h: 16}}", `batch_dims["h"] is 16`},
+		{"batch dim not an int", "dynamic_batching: {max_batch_size: 4, batch_dims: {h: one}}", "cannot unmarshal"},
+		{"unknown batching field", "dynamic_batching: {max_batch_size: 4, max_delay: 1ms}", "field max_delay not found"},
+		{"batching not a mapping", "dynamic_batching: 8", "cannot unmarshal"},
+		{"warmup dimension 0", "warmup_shapes: {input: [1, 0]}", `warmup_shapes["input"] is [1 0]`},
+		{"warmup negative dimension", "warmup_shapes: {input: [-1, 512]}", "dimensions must be >= 1"},
+		{"warmup too big", "warmup_shapes: {input: [100000, 100000]}", "more than"},
+		{"warmup rank too big", "warmup_shapes: {x: [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]}", "rank 17"},
+		{"warmup not a list", "warmup_shapes: {input: 512}", "cannot unmarshal"},
+		{"skip_warmup not a bool", "skip_warmup: maybe", "cannot unmarshal"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := inference.ParseSessionConfig([]byte(tc.yaml))
@@ -73,6 +96,42 @@ func TestParseSessionConfigRejects(t *testing.T) {
 	}
 }
 
+func TestParseDynamicBatching(t *testing.T) {
+	cfg, err := inference.ParseSessionConfig([]byte(`
+dynamic_batching:
+  max_batch_size: 8
+  preferred_batch_size: 4
+  max_queue_delay: 500us
+  max_queue_size: 32
+  timeout: 100ms
+  batch_dims: {h: 1, c: 1, sr: -1}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := cfg.DynamicBatching
+	if d == nil || d.MaxBatchSize != 8 || d.Preferred() != 4 || d.MaxQueueDelay != 500*time.Microsecond ||
+		d.QueueSize() != 32 || d.Timeout != 100*time.Millisecond || cfg.BatchSize() != 8 {
+		t.Fatalf("decoded %+v", d)
+	}
+	for _, tc := range []struct {
+		name string
+		rank int
+		want int
+	}{{"h", 3, 1}, {"input", 2, 0}, {"sr", 1, -1}, {"scalar", 0, -1}, {"h", 1, -1}} {
+		if got := d.BatchDim(tc.name, tc.rank); got != tc.want {
+			t.Errorf("BatchDim(%s, %d) = %d, want %d", tc.name, tc.rank, got, tc.want)
+		}
+	}
+	def, err := inference.ParseSessionConfig([]byte("dynamic_batching: {max_batch_size: 2}"))
+	if err != nil || def.DynamicBatching.Preferred() != 2 || def.DynamicBatching.QueueSize() != 32 {
+		t.Errorf("defaults: %+v, %v", def.DynamicBatching, err)
+	}
+	if off, _ := inference.ParseSessionConfig([]byte("max_batch: 3")); off.DynamicBatching != nil || off.BatchSize() != 3 {
+		t.Errorf("batching is on without dynamic_batching: %+v", off)
+	}
+}
+
 func FuzzParseSessionConfig(f *testing.F) {
 	for _, seed := range []string{
 		"",
@@ -80,6 +139,7 @@ func FuzzParseSessionConfig(f *testing.F) {
 		"graph_optimization: all\nmem_arena: true\nmax_concurrency: 3",
 		"providers: [{name: cuda, options: {extra: {a: b}}}]",
 		"instances: -1",
+		"dynamic_batching: {max_batch_size: 8, max_queue_delay: 1ms, batch_dims: {h: 1}}",
 		"{",
 		"&a [*a]",
 	} {

@@ -28,3 +28,24 @@ func ParseSessionConfig(data []byte) (SessionConfig, error) {
 	}
 	return cfg, nil
 }
+
+// BatchQueueLen is how many requests wait in s's batch queue.
+func BatchQueueLen(s *Session) int {
+	s.batch.mu.Lock()
+	defer s.batch.mu.Unlock()
+	return len(s.batch.waiting)
+}
+
+// GraphInfo and SessionInfo are the two ways Load reads a model's inputs
+// and outputs, for the test that they agree.
+var (
+	GraphInfo   = graphInfo
+	SessionInfo = sessionInfo
+)
+
+// WarmedShapes reports whether s has run (output shapes learned or static).
+func WarmedShapes(s *Session) bool {
+	s.shapes.mu.Lock()
+	defer s.shapes.mu.Unlock()
+	return len(s.shapes.m) > 0
+}

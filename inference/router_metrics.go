@@ -23,6 +23,10 @@ var (
 		"Share of output rows whose argmax agrees between a shadow and the primary.", []string{"model", "version"}, nil)
 	descSkipped = prometheus.NewDesc("edge_inference_shadow_skipped_total",
 		"Requests sampled for mirroring that were not mirrored because every shadow slot was busy.", []string{"model"}, nil)
+	descBatchSize = prometheus.NewDesc("edge_inference_batch_size",
+		"Inferences per ONNX Runtime Run of a model version with dynamic batching.", []string{"model", "version"}, nil)
+	descBatchQueue = prometheus.NewDesc("edge_inference_batch_queue_duration_seconds",
+		"Time requests of a model version with dynamic batching waited in its batch queue.", []string{"model", "version"}, nil)
 	descShare = prometheus.NewDesc("edge_inference_candidate_share",
 		"Share of a model's default-routed requests sent to (canary) or mirrored to (shadow) a candidate.", []string{"model", "version", "role"}, nil)
 )
@@ -35,7 +39,7 @@ type routerCollector struct{ r *Router }
 
 // Describe implements prometheus.Collector.
 func (c routerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRequests, descErrors, descLatency, descCompared, descMaxAbs, descCosine, descArgmax, descSkipped, descShare} {
+	for _, d := range []*prometheus.Desc{descRequests, descErrors, descLatency, descCompared, descMaxAbs, descCosine, descArgmax, descSkipped, descShare, descBatchSize, descBatchQueue} {
 		ch <- d
 	}
 }
@@ -74,6 +78,11 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 				}
 			}
 			ch <- prometheus.MustNewConstHistogram(descLatency, cum, s.LatencySum.Seconds(), buckets, name, v, role)
+			if bs, ok := rv.m.(batchStatser); ok {
+				if b, ok := bs.BatchStats(); ok {
+					collectBatchStats(ch, b, name, v)
+				}
+			}
 			if d := s.Drift; d.Compared > 0 {
 				ch <- prometheus.MustNewConstMetric(descCompared, prometheus.CounterValue, float64(d.Compared), name, v)
 				ch <- prometheus.MustNewConstMetric(descMaxAbs, prometheus.GaugeValue, d.MaxAbsDiff, name, v)
@@ -82,4 +91,33 @@ func (c routerCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+}
+
+// batchStatser is a Model with a dynamic batcher (*Session).
+type batchStatser interface {
+	BatchStats() (BatchStats, bool)
+}
+
+// collectBatchStats exports a batcher's batch sizes (buckets at the powers
+// of two and at max_batch_size) and queue times.
+func collectBatchStats(ch chan<- prometheus.Metric, b BatchStats, name, version string) {
+	sizes := map[float64]uint64{}
+	var cum, sum uint64
+	for n, c := range b.Sizes {
+		cum += c
+		sum += uint64(n) * c
+		if n > 0 && (n&(n-1) == 0 || n == len(b.Sizes)-1) {
+			sizes[float64(n)] = cum
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(descBatchSize, cum, float64(sum), sizes, name, version)
+	queue := make(map[float64]uint64, latencyBuckets/latencyExportStep+1)
+	cum = 0
+	for i, n := range b.Queue {
+		cum += n
+		if i%latencyExportStep == 0 {
+			queue[LatencyBound(i).Seconds()] = cum
+		}
+	}
+	ch <- prometheus.MustNewConstHistogram(descBatchQueue, cum, b.QueueSum.Seconds(), queue, name, version)
 }

@@ -85,6 +85,8 @@ type Session struct {
 
 	shapes shapeCache
 
+	batch *batcher // nil unless the config enables dynamic batching
+
 	// mu guards closed and inflight; drained is closed once closed is set
 	// and inflight is back to 0.
 	mu        sync.Mutex
@@ -140,36 +142,47 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 	if err := s.readMetadata(spec.Path); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
+	if err := s.checkWarmupShapes(); err != nil {
+		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
+	}
 	if err := s.createSessions(spec.Path); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
 	if cfg.MaxConcurrency > 0 {
 		s.sem = make(chan struct{}, cfg.MaxConcurrency)
 	}
+	if cfg.DynamicBatching != nil {
+		var err error
+		if s.batch, err = newBatcher(s); err != nil {
+			s.destroy()
+			return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
+		}
+	}
 	if err := e.register(s); err != nil {
+		s.stopBatcher()
 		s.destroy()
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
+	}
+	if !cfg.SkipWarmup {
+		s.warmUp(ctx)
 	}
 	s.log.Info().Str("provider", s.provider).Int("instances", cfg.Instances).
 		Int("max_concurrency", cfg.MaxConcurrency).Str("path", spec.Path).Msg("model version loaded")
 	return s, nil
 }
 
-// readMetadata fills the tensor descriptions from the file, with a throwaway
-// CPU session that skips graph optimisation (cheap even for big models and
-// never builds a TensorRT engine).
+// readMetadata fills the tensor descriptions from the file: from its ONNX
+// graph (graphInfo: no ONNX Runtime session), or, for what graphInfo does
+// not model, with a throwaway CPU session that skips graph optimisation
+// (sessionInfo).
 func (s *Session) readMetadata(path string) error {
-	opts, err := ort.NewSessionOptions()
-	if err != nil {
-		return fmt.Errorf("session options: %v: %w", err, ErrUnavailable)
+	ins, outs, err := graphInfo(path)
+	if errors.Is(err, errGraphInfo) {
+		s.log.Debug().Err(err).Msg("reading inputs and outputs with an onnx runtime session")
+		ins, outs, err = sessionInfo(path)
 	}
-	defer opts.Destroy()
-	if err := opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(0)); err != nil {
-		return fmt.Errorf("session options: %v: %w", err, ErrUnavailable)
-	}
-	ins, outs, err := ort.GetInputOutputInfoWithOptions(path, opts)
 	if err != nil {
-		return fmt.Errorf("read model %q: %v: %w", path, err, ErrInvalidArgument)
+		return err
 	}
 	if s.inputs, err = tensorInfos("input", ins); err != nil {
 		return err
@@ -201,6 +214,78 @@ func (s *Session) readMetadata(path string) error {
 		}
 	}
 	return nil
+}
+
+// warmUp runs every ORT session once on zeros of the declared input
+// shapes (each variable dimension 1; a BYTES input gets empty strings),
+// before the version can be routed. A failure is logged at debug level
+// only: zeros at dimension 1 are not a valid input for every model, and
+// then the first requests pay the first-run cost as they did before.
+func (s *Session) warmUp(ctx context.Context) {
+	ins := make([]*Tensor, len(s.inputs))
+	for i, info := range s.inputs {
+		shape := probeShape(info.Shape)
+		if ws, ok := s.cfg.WarmupShapes[info.Name]; ok {
+			shape = ws
+		}
+		n, err := ElementCount(shape)
+		if err != nil {
+			return
+		}
+		t := &Tensor{Name: info.Name, DataType: info.DataType, Shape: shape}
+		if info.DataType == Bytes {
+			t.Strings = make([][]byte, n)
+		} else {
+			t.Data = make([]byte, int(n)*info.DataType.Size())
+		}
+		ins[i] = t
+	}
+	want := make([]int, len(s.outputs))
+	for j := range want {
+		want[j] = j
+	}
+	for _, ds := range s.all {
+		var st RunStats
+		if _, err := s.run(ctx, ds, ins, want, HeapAllocator{}, &st); err != nil {
+			s.log.Debug().Err(err).Msg("warm-up run on zeros failed; the first requests pay onnx runtime's first-run cost")
+			return
+		}
+	}
+}
+
+// checkWarmupShapes checks the configured warm-up shapes against the
+// model's inputs.
+func (s *Session) checkWarmupShapes() error {
+	for name, shape := range s.cfg.WarmupShapes {
+		j, ok := s.inIndex[name]
+		if !ok {
+			return fmt.Errorf("warmup_shapes names %q, which is not an input (inputs: %s): %w", name, tensorNames(s.inputs), ErrInvalidArgument)
+		}
+		if err := checkTensor("warmup_shapes input", s.inputs[j], &Tensor{Name: name, DataType: s.inputs[j].DataType, Shape: shape,
+			Data: make([]byte, shapeBytes(shape)/8*int64(s.inputs[j].DataType.Size()))}); err != nil && s.inputs[j].DataType != Bytes {
+			return err
+		}
+	}
+	return nil
+}
+
+// sessionInfo reads a model's inputs and outputs with a throwaway CPU
+// session that skips graph optimisation (it never builds a TensorRT engine,
+// but costs about a third of a load's CPU: graphInfo is tried first).
+func sessionInfo(path string) (ins, outs []ort.InputOutputInfo, err error) {
+	opts, err := ort.NewSessionOptions()
+	if err != nil {
+		return nil, nil, fmt.Errorf("session options: %v: %w", err, ErrUnavailable)
+	}
+	defer opts.Destroy()
+	if err := opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(0)); err != nil {
+		return nil, nil, fmt.Errorf("session options: %v: %w", err, ErrUnavailable)
+	}
+	ins, outs, err = ort.GetInputOutputInfoWithOptions(path, opts)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read model %q: %v: %w", path, err, ErrInvalidArgument)
+	}
+	return ins, outs, nil
 }
 
 func tensorInfos(kind string, infos []ort.InputOutputInfo) ([]TensorInfo, error) {
@@ -408,6 +493,24 @@ func (s *Session) Inputs() []TensorInfo { return s.inputs }
 // Outputs implements Model.
 func (s *Session) Outputs() []TensorInfo { return s.outputs }
 
+// BatchStats returns the dynamic batcher's counters; false when the
+// version does not batch.
+func (s *Session) BatchStats() (BatchStats, bool) {
+	if s.batch == nil {
+		return BatchStats{}, false
+	}
+	return s.batch.stats(), true
+}
+
+// stopBatcher stops the batcher of a session that is not handed out (a
+// load failing after newBatcher).
+func (s *Session) stopBatcher() {
+	if s.batch != nil {
+		close(s.closing)
+		<-s.batch.done
+	}
+}
+
 // Config is the configuration the session was loaded with (Instances
 // filled in).
 func (s *Session) Config() SessionConfig { return s.cfg }
@@ -443,6 +546,9 @@ func (s *Session) RunWithStats(ctx context.Context, inputs []Tensor, outputs []s
 	want, err := s.requestedOutputs(outputs)
 	if err != nil {
 		return nil, st, err
+	}
+	if s.batch != nil {
+		return s.batch.run(ctx, ordered, want, alloc)
 	}
 
 	t0 := time.Now()
@@ -1020,6 +1126,9 @@ func (s *Session) Close() error {
 		}
 		s.mu.Unlock()
 		<-s.drained
+		if s.batch != nil {
+			<-s.batch.done
+		}
 		s.destroy()
 		s.env.unregister(s)
 		s.log.Info().Msg("model version closed")

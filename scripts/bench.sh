@@ -20,6 +20,9 @@ t=${BENCHTIME:-2s}
   EDGE_OCR_MEASURE=1 go test -count=1 -run 'TestMeasureOCR' -v ./node/ | grep 'ocr_measure_test'
   echo "## Triton frontends: raw vs REST binary vs gRPC vs gRPC shared memory (interleaved rounds)"
   EDGE_MEASURE_FRONTENDS=1 go test -count=1 -run 'TestMeasureFrontends|TestMeasureGRPCServerHeap' -v -timeout 30m ./node/kserve/tritongrpc/ | grep FIGURE
+  echo "## Dynamic batching at c=8: raw vs session vs batched (interleaved rounds); version load CPU and warm-up"
+  EDGE_MEASURE_BATCHING=1 go test -count=1 -run TestMeasureDynamicBatching -v -timeout 30m ./inference/ | grep FIGURE
+  EDGE_MEASURE_LOAD=1 go test -count=1 -run TestMeasureLoadMetadata -v -timeout 30m ./inference/ | grep FIGURE
   echo "## Weight transfer: 100 MiB through mosquitto vs mosquitto_pub -f"
   EDGEAI_MEASURE=1 go test -count=1 -run 'MeasureThroughput' -v -timeout 600s ./sync/transfer/ | grep -v '^=== '
 } 2>&1 | tee "$out"

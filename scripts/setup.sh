@@ -75,6 +75,8 @@ done
 cat > "$cache/models/silero_vad/config.yaml" <<'YAML'
 # Silero VAD is small and stateful per call; one intra-op thread keeps latency flat.
 intra_op_threads: 1
+# The warm-up run at load needs a real frame length (a 1-sample frame is rejected).
+warmup_shapes: {input: [1, 512]}
 YAML
 
 # The ocr ensemble: no graph of its own, PP-OCR's three models chained

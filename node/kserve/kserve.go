@@ -597,13 +597,18 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 	return http.StatusOK, total, nil
 }
 
-// batchSize is the number of inferences a request carries: the first
-// dimension of its first input when the model batches (max_batch > 0),
-// else 1.
+// batchSize is the number of inferences a request carries: the batch
+// dimension of its first batched input when the model batches (max_batch or
+// dynamic_batching), else 1.
 func batchSize(m inference.Model, inputs []requestInput) uint64 {
 	c, ok := m.(configured)
-	if !ok || c.Config().MaxBatch <= 0 || len(inputs) == 0 || len(inputs[0].tensor.Shape) == 0 {
+	if !ok || c.Config().BatchSize() <= 0 {
 		return 1
 	}
-	return uint64(max(inputs[0].tensor.Shape[0], 1))
+	for _, in := range inputs {
+		if d := batchDimOf(c.Config(), in.tensor.Name, len(in.tensor.Shape)); d >= 0 {
+			return uint64(max(in.tensor.Shape[d], 1))
+		}
+	}
+	return 1
 }

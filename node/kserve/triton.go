@@ -3,6 +3,7 @@ package kserve
 import (
 	"context"
 	"net/http"
+	"slices"
 
 	"github.com/edgeai/edge-node/inference"
 )
@@ -84,18 +85,51 @@ type ModelConfig struct {
 	InstanceGroup        []InstanceGroup `json:"instance_group"`
 	DefaultModelFilename string          `json:"default_model_filename"`
 	Parameters           map[string]any  `json:"parameters"`
+	// DynamicBatching is set when the version's config.yaml enables
+	// dynamic batching (the gRPC frontend's message does not carry it).
+	DynamicBatching *DynamicBatching `json:"dynamic_batching,omitempty"`
+}
+
+// DynamicBatching is model_config.proto's ModelDynamicBatching, the fields
+// the node fills.
+type DynamicBatching struct {
+	PreferredBatchSize        []int       `json:"preferred_batch_size"`
+	MaxQueueDelayMicroseconds int64       `json:"max_queue_delay_microseconds"`
+	DefaultQueuePolicy        QueuePolicy `json:"default_queue_policy"`
+}
+
+// QueuePolicy is model_config.proto's ModelQueuePolicy: a request still
+// queued after the timeout is rejected (0: no timeout); a full queue turns
+// requests away (503 with Retry-After).
+type QueuePolicy struct {
+	TimeoutAction              string `json:"timeout_action"`
+	DefaultTimeoutMicroseconds int64  `json:"default_timeout_microseconds"`
+	AllowTimeoutOverride       bool   `json:"allow_timeout_override"`
+	MaxQueueSize               int    `json:"max_queue_size"`
 }
 
 // configDims are a tensor's dims as Triton's configuration gives them:
-// without the batch dimension when the model batches.
-func configDims(shape []int64, batching bool) []int64 {
-	if batching && len(shape) > 0 {
-		shape = shape[1:]
+// without the batch dimension batchDim (-1: none).
+func configDims(shape []int64, batchDim int) []int64 {
+	if batchDim >= 0 && batchDim < len(shape) {
+		shape = append(slices.Clone(shape[:batchDim]), shape[batchDim+1:]...)
 	}
 	if shape == nil {
 		return []int64{}
 	}
 	return shape
+}
+
+// batchDimOf is the batch dimension of a tensor of a model with cfg: per
+// dynamic_batching's batch_dims, else the first when the model batches.
+func batchDimOf(cfg inference.SessionConfig, name string, rank int) int {
+	switch {
+	case cfg.DynamicBatching != nil:
+		return cfg.DynamicBatching.BatchDim(name, rank)
+	case cfg.MaxBatch > 0 && rank > 0:
+		return 0
+	}
+	return -1
 }
 
 // ModelConfigOf describes m as Triton's model configuration.
@@ -104,20 +138,19 @@ func ModelConfigOf(m inference.Model) ModelConfig {
 	if c, ok := m.(configured); ok {
 		cfg = c.Config()
 	}
-	batching := cfg.MaxBatch > 0
 	mc := ModelConfig{
 		Name: m.Name(), Platform: m.Platform(), Backend: "onnxruntime",
 		VersionPolicy:        map[string]any{"latest": map[string]int{"num_versions": 1}},
-		MaxBatchSize:         max(cfg.MaxBatch, 0),
+		MaxBatchSize:         max(cfg.BatchSize(), 0),
 		DefaultModelFilename: "model.onnx",
 		Parameters:           map[string]any{},
 	}
 	for _, in := range m.Inputs() {
 		mc.Input = append(mc.Input, ConfigInput{Name: in.Name, DataType: TritonDataType(in.DataType), Format: "FORMAT_NONE",
-			Dims: configDims(in.Shape, batching)})
+			Dims: configDims(in.Shape, batchDimOf(cfg, in.Name, len(in.Shape)))})
 	}
 	for _, out := range m.Outputs() {
-		mc.Output = append(mc.Output, ConfigOutput{Name: out.Name, DataType: TritonDataType(out.DataType), Dims: configDims(out.Shape, batching)})
+		mc.Output = append(mc.Output, ConfigOutput{Name: out.Name, DataType: TritonDataType(out.DataType), Dims: configDims(out.Shape, batchDimOf(cfg, out.Name, len(out.Shape)))})
 	}
 	ig := InstanceGroup{Name: m.Name(), Kind: "KIND_CPU", Count: max(cfg.Instances, 1), GPUs: []int{}}
 	if p := m.Provider(); p != "" && p != "cpu" {
@@ -129,6 +162,14 @@ func ModelConfigOf(m inference.Model) ModelConfig {
 		}
 	}
 	mc.InstanceGroup = []InstanceGroup{ig}
+	if d := cfg.DynamicBatching; d != nil {
+		mc.DynamicBatching = &DynamicBatching{
+			PreferredBatchSize:        []int{d.Preferred()},
+			MaxQueueDelayMicroseconds: d.MaxQueueDelay.Microseconds(),
+			DefaultQueuePolicy: QueuePolicy{TimeoutAction: "REJECT", DefaultTimeoutMicroseconds: d.Timeout.Microseconds(),
+				MaxQueueSize: d.QueueSize()},
+		}
+	}
 	if mc.Input == nil {
 		mc.Input = []ConfigInput{}
 	}

@@ -117,6 +117,18 @@ func (b batching) Config() inference.SessionConfig {
 	return c
 }
 
+// dynBatching is a real session whose configuration says it batches
+// dynamically, with silero_vad's state batched along dimension 1.
+type dynBatching struct{ *inference.Session }
+
+func (b dynBatching) Version() string { return "9" }
+func (b dynBatching) Config() inference.SessionConfig {
+	c := b.Session.Config()
+	c.DynamicBatching = &inference.DynamicBatching{MaxBatchSize: 16, PreferredBatchSize: 8, MaxQueueDelay: 500 * time.Microsecond,
+		Timeout: 50 * time.Millisecond, BatchDims: map[string]int{"h": 1, "c": 1, "hn": 1, "cn": 1}}
+	return c
+}
+
 func getJSON(t *testing.T, h http.Handler, path string, status int, v any) {
 	t.Helper()
 	w := do(h, "GET", path, nil, nil)
@@ -131,7 +143,7 @@ func getJSON(t *testing.T, h http.Handler, path string, status int, v any) {
 // GET .../config answers Triton's model configuration: what perf_analyzer
 // and Triton's image client read first.
 func TestModelConfig(t *testing.T) {
-	b := newRouterBackend(t, batching{testSessions(t)["ppocr_det"]})
+	b := newRouterBackend(t, batching{testSessions(t)["ppocr_det"]}, dynBatching{testSessions(t)["silero_vad"]})
 	h, _ := newTestHandler(t, b, nil)
 	type tensor struct {
 		Name     string  `json:"name"`
@@ -162,6 +174,32 @@ func TestModelConfig(t *testing.T) {
 	getJSON(t, h, "/v2/models/ppocr_det/versions/8/config", 200, &cfg)
 	if cfg.MaxBatchSize != 8 || fmt.Sprint(cfg.Input[0].Dims) != "[3 -1 -1]" || fmt.Sprint(cfg.Output[0].Dims) != "[1 -1 -1]" || cfg.InstanceGroup[0].Count != 2 {
 		t.Errorf("batching ppocr_det config: %+v", cfg)
+	}
+	// Dynamic batching: Triton's dynamic_batching section; each tensor's
+	// dims without its own batch dimension.
+	var dyn struct {
+		MaxBatchSize    int      `json:"max_batch_size"`
+		Input           []tensor `json:"input"`
+		DynamicBatching *struct {
+			PreferredBatchSize        []int `json:"preferred_batch_size"`
+			MaxQueueDelayMicroseconds int64 `json:"max_queue_delay_microseconds"`
+			DefaultQueuePolicy        struct {
+				TimeoutAction              string `json:"timeout_action"`
+				DefaultTimeoutMicroseconds int64  `json:"default_timeout_microseconds"`
+				MaxQueueSize               int    `json:"max_queue_size"`
+			} `json:"default_queue_policy"`
+		} `json:"dynamic_batching"`
+	}
+	getJSON(t, h, "/v2/models/silero_vad/versions/9/config", 200, &dyn)
+	if d := dyn.DynamicBatching; dyn.MaxBatchSize != 16 || d == nil ||
+		fmt.Sprintf("%v %d %+v", d.PreferredBatchSize, d.MaxQueueDelayMicroseconds, d.DefaultQueuePolicy) != "[8] 500 {TimeoutAction:REJECT DefaultTimeoutMicroseconds:50000 MaxQueueSize:256}" ||
+		fmt.Sprint(dyn.Input[0].Dims, dyn.Input[1].Dims, dyn.Input[2].Dims) != "[-1] [] [2 64]" {
+		t.Errorf("dynamic batching silero_vad config: %+v %+v", dyn, dyn.DynamicBatching)
+	}
+	dyn.DynamicBatching = nil
+	getJSON(t, h, "/v2/models/silero_vad/config", 200, &dyn)
+	if dyn.DynamicBatching != nil {
+		t.Errorf("dynamic_batching without it configured: %+v", dyn.DynamicBatching)
 	}
 	var e struct{ Error string }
 	getJSON(t, h, "/v2/models/nope/config", 404, &e)

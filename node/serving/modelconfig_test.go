@@ -18,6 +18,7 @@ providers: [{name: tensorrt, options: {fp16: true}}, {name: cuda}, {name: cpu}]
 intra_op_threads: 1
 graph_optimization: all
 max_concurrency: 2
+dynamic_batching: {max_batch_size: 8, max_queue_delay: 1ms, batch_dims: {h: 1}}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +26,8 @@ max_concurrency: 2
 	s := cfg.Session()
 	if cfg.Platform != inference.PlatformONNX || cfg.Labels["team"] != "speech" || len(s.Providers) != 3 ||
 		s.Providers[0].Name != inference.ProviderTensorRT || !s.Providers[0].Options.FP16 ||
-		s.IntraOpThreads != 1 || s.GraphOptimization != "all" || s.MaxConcurrency != 2 {
+		s.IntraOpThreads != 1 || s.GraphOptimization != "all" || s.MaxConcurrency != 2 ||
+		s.DynamicBatching == nil || s.DynamicBatching.MaxBatchSize != 8 || s.DynamicBatching.BatchDims["h"] != 1 {
 		t.Errorf("parsed %+v", cfg)
 	}
 	ens, err := ParseModelConfig([]byte("ensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt, box_thresh: 0.7}}\n"))
@@ -64,6 +66,10 @@ func TestParseModelConfigRejects(t *testing.T) {
 		{"too many labels", manyLabels, "65 labels"},
 		{"bad graph optimization", "graph_optimization: turbo\n", "graph_optimization"},
 		{"wrong type", "max_batch: lots\n", "cannot unmarshal"},
+		{"batching without max_batch_size", "dynamic_batching: {timeout: 1s}\n", "max_batch_size is 0"},
+		{"batching unknown key", "dynamic_batching: {max_batch_size: 2, queue: 3}\n", "field queue not found"},
+		{"batching bad delay", "dynamic_batching: {max_batch_size: 2, max_queue_delay: 1 hour}\n", "cannot unmarshal"},
+		{"ensemble with batching", "dynamic_batching: {max_batch_size: 2}\nensemble: {ocr: {det: {model: d, version: \"1\"}, cls: {model: c, version: \"1\"}, rec: {model: r, version: \"1\"}, dictionary: keys.txt}}\n", "no session of its own"},
 		{"not a mapping", "- 1\n- 2\n", "cannot unmarshal"},
 		{"syntax error", "providers: [\n", "model config"},
 		{"too big", "# " + strings.Repeat("x", inference.MaxConfigSize) + "\n", "more than"},

@@ -1,0 +1,85 @@
+package tritongrpc
+
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/node/kserve/kservetest"
+)
+
+func loadBatchingSilero(t *testing.T, version string, d inference.DynamicBatching) *inference.Session {
+	t.Helper()
+	d.BatchDims = map[string]int{"h": 1, "c": 1, "hn": 1, "cn": 1}
+	s, err := inferencetest.Env(t).Load(context.Background(), inference.LoadSpec{Model: "silero_vad", Version: version,
+		Path: inferencetest.ModelPath(t, "silero_vad"), Config: inference.SessionConfig{IntraOpThreads: 1, DynamicBatching: &d}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// Over gRPC, concurrent ModelInfer calls for a version with dynamic
+// batching run as one batch with the outputs of a raw onnxruntime_go run;
+// a request still queued at the timeout is UNAVAILABLE.
+func TestModelInferDynamicBatching(t *testing.T) {
+	b := newTestBackend(t)
+	batched := loadBatchingSilero(t, "b", inference.DynamicBatching{MaxBatchSize: 4, MaxQueueDelay: time.Second})
+	timing := loadBatchingSilero(t, "t", inference.DynamicBatching{MaxBatchSize: 4, MaxQueueDelay: time.Second, Timeout: 20 * time.Millisecond})
+	for _, s := range []*inference.Session{batched, timing} {
+		if err := b.Add(s, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := startServer(t, b, nil)
+	want := inferencetest.RawRun(t, inferencetest.ModelPath(t, "silero_vad"), kservetest.SileroInputs())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			req := rawRequest("silero_vad", kservetest.SileroInputs())
+			req.ModelVersion = "b"
+			resp, err := c.ModelInfer(ctxT(t), req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			for i, o := range resp.Outputs {
+				if o.Name != want[i].Name || !closeF32(resp.RawOutputContents[i], want[i].Data) {
+					t.Errorf("batched output %s differs from the raw onnxruntime_go run", o.Name)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if st, _ := batched.BatchStats(); st.Sizes[4] != 1 {
+		t.Errorf("batch sizes %v, want one batch of 4", st.Sizes)
+	}
+	req := rawRequest("silero_vad", kservetest.SileroInputs())
+	req.ModelVersion = "t"
+	if _, err := c.ModelInfer(ctxT(t), req); status.Code(err) != codes.Unavailable {
+		t.Errorf("queue timeout: %v, want UNAVAILABLE", err)
+	}
+}
+
+func closeF32(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i+4 <= len(a); i += 4 {
+		x := math.Float32frombits(binary.LittleEndian.Uint32(a[i:]))
+		y := math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
+		if math.Abs(float64(x-y)) > 1e-5 {
+			return false
+		}
+	}
+	return true
+}

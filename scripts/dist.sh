@@ -42,7 +42,7 @@ for arch in "${archs[@]}"; do
   mkdir -p "$stage/$name/bin" "$stage/$name/lib" "$stage/$name/systemd"
   echo "dist: building $name (CC=$cc)" >&2
   CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
-    "$GO" build -trimpath -ldflags "-s -w -X main.version=$version" -o "$stage/$name/bin/" ./cmd/...
+    "$GO" build -trimpath -ldflags "-s -w -X github.com/edgeai/edge-node/internal/buildinfo.version=$version" -o "$stage/$name/bin/" ./cmd/...
   for b in "$stage/$name"/bin/*; do
     [ "$(elf_machine "$b")" = $machine ] || { echo "dist: $b is not a $arch binary" >&2; exit 1; }
   done

@@ -22,11 +22,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/node"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
@@ -51,7 +49,7 @@ func newRootCommand() *cobra.Command {
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if showVersion {
-				fmt.Fprintf(cmd.OutOrStdout(), "edge-node %s\n", version)
+				fmt.Fprintf(cmd.OutOrStdout(), "edge-node %s\n", buildinfo.Version())
 				return nil
 			}
 			final, err := resolveConfig(cmd.Flags(), configPath)

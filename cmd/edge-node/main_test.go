@@ -45,7 +45,7 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "edge-node")
-		out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags", "-X github.com/edgeai/edge-node/internal/buildinfo.version="+testVersion, "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -104,6 +104,29 @@ func TestVersionFlag(t *testing.T) {
 	code, out, errOut := run(t, nil, "--version")
 	if code != 0 || out != "edge-node "+testVersion+"\n" {
 		t.Errorf("--version: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// TestVersionEverywhere: the one version stamped in at build time is what
+// GET /v2, the build_info metric and the "node started" log line report,
+// as --version prints it.
+func TestVersionEverywhere(t *testing.T) {
+	d := startDaemon(t, "--data-dir", t.TempDir())
+	resp, err := http.Get("http://" + d.addr + "/v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct{ Name, Version string }
+	err = json.NewDecoder(resp.Body).Decode(&meta)
+	resp.Body.Close()
+	if err != nil || meta.Version != testVersion {
+		t.Errorf("GET /v2: version %q (%v), want %q", meta.Version, err, testVersion)
+	}
+	if v := metricSum(t, d.addr, "edge_node_build_info", `version="`+testVersion+`"`); v != 1 {
+		t.Errorf("edge_node_build_info{version=%q} = %v, want 1", testVersion, v)
+	}
+	if started := logLine(t, d.stderr.String(), "node started"); started["version"] != testVersion {
+		t.Errorf("node started log line: version %v, want %q", started["version"], testVersion)
 	}
 }
 

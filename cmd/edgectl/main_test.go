@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/wire"
@@ -109,5 +110,20 @@ func TestDeployNeedsTarget(t *testing.T) {
 	cmd.SetErr(&bytes.Buffer{})
 	if err := cmd.Execute(); err == nil {
 		t.Fatal("deploy without --node/--group accepted")
+	}
+}
+
+// TestVersionFlag: edgectl --version prints the build's version, the same
+// one edge-node reports.
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	cmd := newRoot()
+	cmd.SetArgs([]string{"--version"})
+	cmd.SetOut(&out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "edgectl version " + buildinfo.Version() + "\n"; out.String() != want {
+		t.Errorf("--version printed %q, want %q", out.String(), want)
 	}
 }

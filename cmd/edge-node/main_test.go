@@ -158,7 +158,7 @@ func TestStartupErrors(t *testing.T) {
 		{"unknown field in config file", nil, []string{"--config", badCfg("data_dri: /x\n")}, []string{"data_dri"}},
 		{"config file missing", nil, []string{"--config", "/nonexistent/edge-node.yaml"}, []string{"/nonexistent/edge-node.yaml"}},
 		{"bad flag value", nil, []string{"--max-request-bytes", "-5"}, []string{"max_request_bytes"}},
-		{"bad environment value", []string{"EDGE_NODE_DRAIN_TIMEOUT=soon"}, nil, []string{"drain-timeout", "soon"}},
+		{"bad environment value", []string{"EDGE_NODE_DRAIN_TIMEOUT=soon"}, nil, []string{"EDGE_NODE_DRAIN_TIMEOUT", "soon"}},
 		{"unknown flag", nil, []string{"--no-such-flag"}, []string{"no-such-flag"}},
 		{"bad broker flag", nil, []string{"--broker", "http://b:1"}, []string{"cloud.broker", "http"}},
 		{"bad broker from the environment", []string{"EDGE_NODE_BROKER=tcp://nohost"}, nil, []string{"cloud.broker"}},
@@ -170,7 +170,7 @@ func TestStartupErrors(t *testing.T) {
 			[]string{"kubeedge.dmi", "socket"}},
 		{"kubeedge eventbus device name not a Kubernetes name", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=true", "EDGE_NODE_KUBEEDGE_DEVICE_NAME=Node_1"}, nil,
 			[]string{"kubeedge.eventbus", "Node_1"}},
-		{"kubeedge eventbus flag not a bool", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=maybe"}, nil, []string{"kubeedge-eventbus", "maybe"}},
+		{"kubeedge eventbus flag not a bool", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=maybe"}, nil, []string{"EDGE_NODE_KUBEEDGE_EVENTBUS", "maybe"}},
 		{"trusted key file missing", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", inferencetest.LibraryPath(t),
 			"--trusted-key-files", "/nonexistent/release.pub"}, []string{"cloud.trusted_key_files", "/nonexistent/release.pub"}},
 	} {

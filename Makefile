@@ -67,7 +67,10 @@ dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross 
 dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
 	@scripts/dist-test.sh
 
-.PHONY: generate
+.PHONY: generate generate-docs
+
+generate-docs: ## regenerate docs/config.md and deploy/config.example.yaml from node.Config (a test checks they match)
+	$(GO) test -count=1 -run '^TestConfigReference$$' ./cmd/edge-node -update
 
 generate: ## regenerate the committed protobuf code (Triton's gRPC service) with protoc and the go.mod-pinned plugins
 	@GO=$(GO) scripts/generate.sh

@@ -147,12 +147,12 @@ func TestStartupErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"no library configured", nil, []string{"--data-dir", t.TempDir()}, []string{"make setup", "no ONNX Runtime library"}},
+		{"no library configured", nil, []string{"--data-dir", t.TempDir()}, []string{"ONNXRUNTIME_LIB", "ort_library", "no ONNX Runtime library"}},
 		{"library path does not exist", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", "/nonexistent/libonnxruntime.so"},
-			[]string{"make setup", "/nonexistent/libonnxruntime.so"}},
+			[]string{"ONNXRUNTIME_LIB", "ort_library", "/nonexistent/libonnxruntime.so"}},
 		{"library from the environment does not exist", []string{"ONNXRUNTIME_LIB=/nope/lib.so"}, []string{"--data-dir", t.TempDir()},
-			[]string{"make setup", "/nope/lib.so"}},
-		{"not a shared library", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", badCfg("not ELF")}, []string{"make setup"}},
+			[]string{"ONNXRUNTIME_LIB", "ort_library", "/nope/lib.so"}},
+		{"not a shared library", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", badCfg("not ELF")}, []string{"ONNXRUNTIME_LIB", "ort_library"}},
 		{"bad value in config file", nil, []string{"--config", badCfg("log: {level: loud}\n")}, []string{"log.level", "loud"}},
 		{"wrong type in config file", nil, []string{"--config", badCfg("max_request_bytes: lots\n")}, []string{"max_request_bytes"}},
 		{"unknown field in config file", nil, []string{"--config", badCfg("data_dri: /x\n")}, []string{"data_dri"}},

@@ -5,6 +5,9 @@ ORT_LIB ?= $(CACHE)/libonnxruntime.so
 MODELS ?= $(CACHE)/models
 HTTP_ADDR ?= 127.0.0.1:8080
 GO ?= go
+# The version stamped into the binaries (internal/buildinfo): --version, GET /v2, build_info, DMI.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/edgeai/edge-node/internal/buildinfo.version=$(VERSION)
 FUZZTIME ?= 15s
 export ONNXRUNTIME_LIB := $(ORT_LIB)
 export EDGE_MODELS_DIR := $(MODELS)
@@ -25,7 +28,7 @@ deps: setup ## setup, plus the test-only Debian packages (mosquitto, arm64 cross
 	@scripts/test-deps.sh
 
 build: ## build bin/edge-node and bin/edgectl
-	$(GO) build -trimpath -o bin/ ./cmd/...
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured; more flags in NODE_FLAGS)
 	bin/edge-node --http-addr $(HTTP_ADDR) --model-repository $(MODELS) --ort-lib $(ORT_LIB) --data-dir $(CACHE)/data $(NODE_FLAGS)
@@ -64,7 +67,10 @@ dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross 
 dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
 	@scripts/dist-test.sh
 
-.PHONY: generate
+.PHONY: generate generate-docs
+
+generate-docs: ## regenerate docs/config.md and deploy/config.example.yaml from node.Config (a test checks they match)
+	$(GO) test -count=1 -run '^TestConfigReference$$' ./cmd/edge-node -update
 
 generate: ## regenerate the committed protobuf code (Triton's gRPC service) with protoc and the go.mod-pinned plugins
 	@GO=$(GO) scripts/generate.sh

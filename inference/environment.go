@@ -18,7 +18,8 @@ import (
 const EnvLibraryPath = "ONNXRUNTIME_LIB"
 
 // setupHint ends every error about a missing or unusable library.
-const setupHint = "run `make setup` to fetch it, or point --ort-lib / " + EnvLibraryPath + " at libonnxruntime.so"
+const setupHint = "set ort_library in the config file, --ort-lib or " + EnvLibraryPath +
+	" to the path of libonnxruntime.so.1 (the release archive's lib/libonnxruntime.so.1; in a source checkout, `make setup` fetches it)"
 
 // EnvironmentConfig configures the process-wide ONNX Runtime environment.
 type EnvironmentConfig struct {

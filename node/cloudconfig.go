@@ -80,9 +80,15 @@ type CloudConfig struct {
 
 // CloudTLS names PEM files for the broker connection.
 type CloudTLS struct {
-	CAFile     string `yaml:"ca_file"`
-	CertFile   string `yaml:"cert_file"`
-	KeyFile    string `yaml:"key_file"`
+	// CAFile is the PEM bundle the broker's certificate is checked against
+	// ("": the system roots).
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the node's client certificate and key for
+	// mTLS (both or neither).
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName overrides the name checked in the broker's certificate
+	// ("": the broker URL's host).
 	ServerName string `yaml:"server_name"`
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/node/kserve/tritongrpc"
 )
 
@@ -19,7 +20,7 @@ func (n *Node) openGRPC() error {
 		return nil
 	}
 	srv, err := tritongrpc.NewServer(n, n.baseLog, tritongrpc.Options{
-		ServerVersion: Version, MaxMessageBytes: int(min(n.cfg.MaxRequestBytes, 1<<31-1)),
+		ServerVersion: buildinfo.Version(), MaxMessageBytes: int(min(n.cfg.MaxRequestBytes, 1<<31-1)),
 		RepositoryControl: n.cfg.RepositoryControl, RepositoryToken: n.cfg.AdminToken, Registerer: n.reg,
 		SharedMemory: n.sharedMemory(), NewAllocator: n.newAllocator,
 	})

@@ -13,18 +13,24 @@ import (
 // reconciler as its own desired-state source (kubeedge-dmi,
 // kubeedge-eventbus) next to the cloud link's MQTT topics.
 type KubeEdgeConfig struct {
-	DMI      KubeEdgeDMIConfig      `yaml:"dmi"`
+	// DMI registers the node with EdgeCore as a DMI mapper (gRPC over
+	// Unix-domain sockets).
+	DMI KubeEdgeDMIConfig `yaml:"dmi"`
+	// EventBus makes the node a device on EdgeCore's EventBus MQTT broker
+	// (the device twin topics).
 	EventBus KubeEdgeEventBusConfig `yaml:"eventbus"`
 }
 
 // KubeEdgeDMIConfig is dmi.Config plus an on/off switch.
 type KubeEdgeDMIConfig struct {
+	// Enabled turns the DMI mapper on.
 	Enabled    bool `yaml:"enabled"`
 	dmi.Config `yaml:",inline"`
 }
 
 // KubeEdgeEventBusConfig is eventbus.Config plus an on/off switch.
 type KubeEdgeEventBusConfig struct {
+	// Enabled turns the EventBus device on.
 	Enabled         bool `yaml:"enabled"`
 	eventbus.Config `yaml:",inline"`
 }

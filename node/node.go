@@ -21,6 +21,7 @@ import (
 	"github.com/edgeai/edge-node/cgo/pinned"
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/pipeline"
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
 	"github.com/edgeai/edge-node/node/admin"
@@ -30,9 +31,6 @@ import (
 	"github.com/edgeai/edge-node/node/serving"
 	"github.com/edgeai/edge-node/sync/chunker"
 )
-
-// Version is the node's version, reported by GET /v2 (set by the command).
-var Version = "dev"
 
 // Node is the daemon. Build it with New, run it with Run, stop it with Close.
 type Node struct {
@@ -114,7 +112,7 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 			n.Close()
 		}
 	}()
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), n.router.Collector())
+	n.reg.MustRegister(buildinfo.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), n.router.Collector())
 
 	popts := pinned.DefaultOptions()
 	if cfg.Pinned.BudgetBytes > 0 {
@@ -189,7 +187,7 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	if n.kubeedge, err = startKubeEdge(n); err != nil {
 		return nil, err
 	}
-	n.log.Info().Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
+	n.log.Info().Str("version", buildinfo.Version()).Str("addr", n.ln.Addr().String()).Str("pinned_mode", n.pool.Mode().String()).
 		Str("onnxruntime", n.env.Version()).Int("versions", len(n.router.Index())).Bool("cloud", n.cloud != nil).Msg("node started")
 	return n, nil
 }
@@ -349,7 +347,6 @@ func ignoreClosed(err error) error {
 // newHandler mounts the KServe v2 API, the admin API and /metrics on one mux.
 func (n *Node) newHandler() (http.Handler, error) {
 	opts := kserve.DefaultOptions()
-	opts.ServerVersion = Version
 	opts.MaxBodyBytes = n.cfg.MaxRequestBytes
 	opts.Registerer = n.reg
 	opts.EnablePprof = n.cfg.Pprof

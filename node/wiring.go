@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/edgeai/edge-node/cgo/pinned"
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/node/reconcile"
 	"github.com/edgeai/edge-node/sync/broker"
@@ -66,7 +67,7 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 		}
 	}
 	rc := reconcile.Config{Store: n.store, Owner: n.serving, NodeID: nodeID, Groups: cfg.Groups, Labels: n.labels(),
-		Agent: "edge-node/" + Version, MaxTransferAttempts: cfg.TransferAttempts,
+		Agent: "edge-node/" + buildinfo.Version(), MaxTransferAttempts: cfg.TransferAttempts,
 		Registerer: n.reg}
 	if n.cloud != nil {
 		rc.Fetcher = n.cloud
@@ -123,7 +124,6 @@ func startKubeEdge(n *Node) (*kubeEdge, error) {
 	var reporters []reconcile.Reporter
 	if cfg.DMI.Enabled {
 		dc := cfg.DMI.Config
-		dc.Version = Version
 		m, err := dmi.New(dc, applier, n.baseLog, n.reg)
 		if err != nil {
 			return nil, err

@@ -42,25 +42,18 @@ for arch in "${archs[@]}"; do
   mkdir -p "$stage/$name/bin" "$stage/$name/lib" "$stage/$name/systemd"
   echo "dist: building $name (CC=$cc)" >&2
   CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
-    "$GO" build -trimpath -ldflags "-s -w -X main.version=$version" -o "$stage/$name/bin/" ./cmd/...
+    "$GO" build -trimpath -ldflags "-s -w -X github.com/edgeai/edge-node/internal/buildinfo.version=$version" -o "$stage/$name/bin/" ./cmd/...
   for b in "$stage/$name"/bin/*; do
     [ "$(elf_machine "$b")" = $machine ] || { echo "dist: $b is not a $arch binary" >&2; exit 1; }
   done
   install -m 0644 "$so" "$stage/$name/lib/libonnxruntime.so.1"
   install -m 0644 deploy/systemd/edge-node.service "$stage/$name/systemd/"
-  cat > "$stage/$name/config.example.yaml" <<'YAML'
-# /etc/edge-node/config.yaml (flags and EDGE_NODE_* environment override it)
-http_addr: 127.0.0.1:8080
-data_dir: /var/lib/edge-node
-ort_library: /usr/local/lib/edge-node/libonnxruntime.so.1
-# model_repository: /srv/models   # Triton layout <dir>/<name>/<version>/model.onnx
-log: {level: info, format: json}
-YAML
+  install -m 0644 deploy/config.example.yaml "$stage/$name/config.example.yaml"
   cat > "$stage/$name/README.txt" <<TXT
 edge-node $version for linux/$arch. Install (see docs/operations.md):
   install -m 0755 bin/edge-node /usr/local/bin/
   install -D -m 0644 lib/libonnxruntime.so.1 /usr/local/lib/edge-node/libonnxruntime.so.1
-  install -D -m 0644 config.example.yaml /etc/edge-node/config.yaml
+  install -D -m 0640 config.example.yaml /etc/edge-node/config.yaml
   useradd --system --home /var/lib/edge-node edge-node
   install -m 0644 systemd/edge-node.service /etc/systemd/system/ && systemctl enable --now edge-node
 TXT

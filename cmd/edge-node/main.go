@@ -22,11 +22,9 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/node"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
@@ -51,7 +49,7 @@ func newRootCommand() *cobra.Command {
 		Args:          cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if showVersion {
-				fmt.Fprintf(cmd.OutOrStdout(), "edge-node %s\n", version)
+				fmt.Fprintf(cmd.OutOrStdout(), "edge-node %s\n", buildinfo.Version())
 				return nil
 			}
 			final, err := resolveConfig(cmd.Flags(), configPath)
@@ -93,10 +91,12 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	// Environment, then explicit flags, both applied through the flag set so
 	// that each value is parsed exactly as its flag would be.
 	var err error
-	apply := func(fl *pflag.Flag, val string) {
+	// source names where the value came from, as the operator wrote it: the
+	// environment variable or the flag.
+	apply := func(fl *pflag.Flag, source, val string) {
 		if err == nil {
 			if e := fl.Value.Set(val); e != nil {
-				err = fmt.Errorf("--%s %q: %w", fl.Name, val, e)
+				err = fmt.Errorf("%s %q: %w", source, val, e)
 			}
 		}
 	}
@@ -104,14 +104,15 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	bindConfigFlags(overlay, &cfg)
 	flags.VisitAll(func(fl *pflag.Flag) {
 		if o := overlay.Lookup(fl.Name); o != nil {
-			if v, ok := os.LookupEnv(envPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))); ok {
-				apply(o, v)
+			name := envPrefix + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+			if v, ok := os.LookupEnv(name); ok {
+				apply(o, name, v)
 			}
 		}
 	})
 	flags.Visit(func(fl *pflag.Flag) {
 		if o := overlay.Lookup(fl.Name); o != nil {
-			apply(o, fl.Value.String())
+			apply(o, "--"+fl.Name, fl.Value.String())
 		}
 	})
 	if err != nil {

@@ -45,7 +45,7 @@ func binary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(dir, "edge-node")
-		out, err := exec.Command("go", "build", "-ldflags", "-X main.version="+testVersion, "-o", binPath, ".").CombinedOutput()
+		out, err := exec.Command("go", "build", "-ldflags", "-X github.com/edgeai/edge-node/internal/buildinfo.version="+testVersion, "-o", binPath, ".").CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
@@ -107,6 +107,29 @@ func TestVersionFlag(t *testing.T) {
 	}
 }
 
+// TestVersionEverywhere: the one version stamped in at build time is what
+// GET /v2, the build_info metric and the "node started" log line report,
+// as --version prints it.
+func TestVersionEverywhere(t *testing.T) {
+	d := startDaemon(t, "--data-dir", t.TempDir())
+	resp, err := http.Get("http://" + d.addr + "/v2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var meta struct{ Name, Version string }
+	err = json.NewDecoder(resp.Body).Decode(&meta)
+	resp.Body.Close()
+	if err != nil || meta.Version != testVersion {
+		t.Errorf("GET /v2: version %q (%v), want %q", meta.Version, err, testVersion)
+	}
+	if v := metricSum(t, d.addr, "edge_node_build_info", `version="`+testVersion+`"`); v != 1 {
+		t.Errorf("edge_node_build_info{version=%q} = %v, want 1", testVersion, v)
+	}
+	if started := logLine(t, d.stderr.String(), "node started"); started["version"] != testVersion {
+		t.Errorf("node started log line: version %v, want %q", started["version"], testVersion)
+	}
+}
+
 // TestStartupErrors: a missing ONNX Runtime library and bad configuration
 // end the process with exit code 1 and one clear line, never a panic.
 func TestStartupErrors(t *testing.T) {
@@ -124,18 +147,18 @@ func TestStartupErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"no library configured", nil, []string{"--data-dir", t.TempDir()}, []string{"make setup", "no ONNX Runtime library"}},
+		{"no library configured", nil, []string{"--data-dir", t.TempDir()}, []string{"ONNXRUNTIME_LIB", "ort_library", "no ONNX Runtime library"}},
 		{"library path does not exist", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", "/nonexistent/libonnxruntime.so"},
-			[]string{"make setup", "/nonexistent/libonnxruntime.so"}},
+			[]string{"ONNXRUNTIME_LIB", "ort_library", "/nonexistent/libonnxruntime.so"}},
 		{"library from the environment does not exist", []string{"ONNXRUNTIME_LIB=/nope/lib.so"}, []string{"--data-dir", t.TempDir()},
-			[]string{"make setup", "/nope/lib.so"}},
-		{"not a shared library", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", badCfg("not ELF")}, []string{"make setup"}},
+			[]string{"ONNXRUNTIME_LIB", "ort_library", "/nope/lib.so"}},
+		{"not a shared library", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", badCfg("not ELF")}, []string{"ONNXRUNTIME_LIB", "ort_library"}},
 		{"bad value in config file", nil, []string{"--config", badCfg("log: {level: loud}\n")}, []string{"log.level", "loud"}},
 		{"wrong type in config file", nil, []string{"--config", badCfg("max_request_bytes: lots\n")}, []string{"max_request_bytes"}},
 		{"unknown field in config file", nil, []string{"--config", badCfg("data_dri: /x\n")}, []string{"data_dri"}},
 		{"config file missing", nil, []string{"--config", "/nonexistent/edge-node.yaml"}, []string{"/nonexistent/edge-node.yaml"}},
 		{"bad flag value", nil, []string{"--max-request-bytes", "-5"}, []string{"max_request_bytes"}},
-		{"bad environment value", []string{"EDGE_NODE_DRAIN_TIMEOUT=soon"}, nil, []string{"drain-timeout", "soon"}},
+		{"bad environment value", []string{"EDGE_NODE_DRAIN_TIMEOUT=soon"}, nil, []string{"EDGE_NODE_DRAIN_TIMEOUT", "soon"}},
 		{"unknown flag", nil, []string{"--no-such-flag"}, []string{"no-such-flag"}},
 		{"bad broker flag", nil, []string{"--broker", "http://b:1"}, []string{"cloud.broker", "http"}},
 		{"bad broker from the environment", []string{"EDGE_NODE_BROKER=tcp://nohost"}, nil, []string{"cloud.broker"}},
@@ -147,7 +170,7 @@ func TestStartupErrors(t *testing.T) {
 			[]string{"kubeedge.dmi", "socket"}},
 		{"kubeedge eventbus device name not a Kubernetes name", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=true", "EDGE_NODE_KUBEEDGE_DEVICE_NAME=Node_1"}, nil,
 			[]string{"kubeedge.eventbus", "Node_1"}},
-		{"kubeedge eventbus flag not a bool", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=maybe"}, nil, []string{"kubeedge-eventbus", "maybe"}},
+		{"kubeedge eventbus flag not a bool", []string{"EDGE_NODE_KUBEEDGE_EVENTBUS=maybe"}, nil, []string{"EDGE_NODE_KUBEEDGE_EVENTBUS", "maybe"}},
 		{"trusted key file missing", nil, []string{"--data-dir", t.TempDir(), "--ort-lib", inferencetest.LibraryPath(t),
 			"--trusted-key-files", "/nonexistent/release.pub"}, []string{"cloud.trusted_key_files", "/nonexistent/release.pub"}},
 	} {

@@ -32,6 +32,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/mqttlink"
@@ -59,6 +60,7 @@ func newRoot() *cobra.Command {
 	g := &globalFlags{}
 	root := &cobra.Command{
 		Use:           "edgectl",
+		Version:       buildinfo.Version(),
 		Short:         "Publish models to an edge fleet and roll them out",
 		SilenceUsage:  true,
 		SilenceErrors: true,

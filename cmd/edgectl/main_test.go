@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
@@ -337,5 +338,20 @@ func TestCommandsFailFast(t *testing.T) {
 	var nodes []nodeJSON
 	if err := json.Unmarshal([]byte(out), &nodes); err != nil || len(nodes) != 1 || nodes[0].Status.Models["det"].Version != "1" {
 		t.Fatalf("status -o json: %v %+v\n%s", err, nodes, out)
+	}
+}
+
+// TestVersionFlag: edgectl --version prints the build's version, the same
+// one edge-node reports.
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	cmd := newRoot()
+	cmd.SetArgs([]string{"--version"})
+	cmd.SetOut(&out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if want := "edgectl version " + buildinfo.Version() + "\n"; out.String() != want {
+		t.Errorf("--version printed %q, want %q", out.String(), want)
 	}
 }

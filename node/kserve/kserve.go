@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/node/kserve/sysshm"
 )
 
@@ -95,7 +96,7 @@ type Options struct {
 func DefaultOptions() Options {
 	return Options{
 		ServerName:     "edge-node",
-		ServerVersion:  "dev",
+		ServerVersion:  buildinfo.Version(),
 		MaxBodyBytes:   64 << 20,
 		NewAllocator:   func() (inference.Allocator, func()) { return inference.HeapAllocator{}, func() {} },
 		ErrorLogBurst:  10,

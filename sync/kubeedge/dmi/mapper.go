@@ -40,6 +40,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgeai/edge-node/errdefs"
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/sync/kubeedge"
 )
 
@@ -81,7 +82,7 @@ func DefaultConfig() Config {
 		DeviceNamespace:   "default",
 		ReportInterval:    30 * time.Second,
 		HeartbeatInterval: 10 * time.Minute,
-		Version:           "dev",
+		Version:           buildinfo.Version(),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/internal/buildinfo"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/kubeedge"
 	"github.com/edgeai/edge-node/sync/kubeedge/dmi"
@@ -71,7 +72,7 @@ func TestMapperAgainstEdgeCore(t *testing.T) {
 	// Registration, then the Device from the answer applied and reported.
 	got := waitReport(t, ec, map[string]string{"silero_vad.version": "1", "silero_vad.state": "Active"})
 	reg0 := ec.Registered()[0]
-	if mi := reg0.GetMapper(); !reg0.GetWithData() || mi.GetProtocol() != "edge-node" || string(mi.GetAddress()) != socket || mi.GetApiVersion() != "v1beta1" {
+	if mi := reg0.GetMapper(); !reg0.GetWithData() || mi.GetProtocol() != "edge-node" || string(mi.GetAddress()) != socket || mi.GetApiVersion() != "v1beta1" || mi.GetVersion() != buildinfo.Version() {
 		t.Fatalf("MapperRegister request: %v", reg0)
 	}
 	if got["silero_vad.sha256"] != sha256File(t, vad) || got["silero_vad.canary"] != "none" || got["silero_vad.reason"] != "none" {

@@ -148,8 +148,12 @@ func (c *Cloud) Start(rec *Reconciler) error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	// Subscribed before the link runs: onConnect's kick is what publishes
+	// the retained status, and a subscriber that came later would miss it
+	// (the node then reported no status until its next change).
+	kicks := rec.Subscribe(ctx)
 	c.goRun(func() { _ = c.link.Run(ctx) })
-	c.goRun(func() { c.publishLoop(ctx) })
+	c.goRun(func() { c.publishLoop(ctx, kicks) })
 	c.goRun(func() {
 		if err := w.Run(ctx); err != nil {
 			c.log.Error().Err(err).Msg("desired-state watcher stopped")
@@ -243,8 +247,8 @@ func (c *Cloud) onConnect() {
 // publishLoop publishes the retained status and flushes the outbox of
 // events whenever the reconciler or the serving owner reports a change
 // (and on connect, through the reconciler's kick).
-func (c *Cloud) publishLoop(ctx context.Context) {
-	for range c.rec.Subscribe(ctx) {
+func (c *Cloud) publishLoop(ctx context.Context, kicks <-chan struct{}) {
+	for range kicks {
 		c.link.KickOutbox()
 		if !c.link.IsConnected() {
 			continue // republished on connect

@@ -86,7 +86,7 @@ func DeployOnto(ctx context.Context, link Link, tp wire.Topics, target Target, m
 	}
 	d := wire.DesiredState{Protocol: wire.Protocol, Models: map[string]wire.ModelSpec{}}
 	if b, ok := retained[topic]; ok {
-		prev, err := decodeOwn(b, want, opts.Key)
+		prev, err := DecodeOwn(b, want, opts.Key)
 		switch {
 		case err == nil:
 			d = prev
@@ -125,11 +125,11 @@ func DeployOnto(ctx context.Context, link Link, tp wire.Topics, target Target, m
 	return d, link.Publish(ctx, topic, true, b)
 }
 
-// decodeOwn decodes the retained desired state a writer builds on: with a
-// key, only a state signed by that key; without one, an unsigned state or
-// the payload of a signed one (whose signature the nodes check, not the
-// writer).
-func decodeOwn(b []byte, target string, key ed25519.PrivateKey) (wire.DesiredState, error) {
+// DecodeOwn decodes the retained desired state a writer builds on (target
+// is the topic's, wire.Topics.DesiredTarget): with a key, only a state
+// signed by that key; without one, an unsigned state or the payload of a
+// signed one (whose signature the nodes check, not the writer).
+func DecodeOwn(b []byte, target string, key ed25519.PrivateKey) (wire.DesiredState, error) {
 	if key != nil {
 		ks := models.KeySet{}
 		ks.Add(key.Public().(ed25519.PublicKey))

@@ -2,6 +2,8 @@ package rollout
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -141,5 +143,43 @@ func TestRolloutHoldsWhenOverwritten(t *testing.T) {
 	})
 	if err != nil || r.Phase != PhaseHeld || !strings.Contains(r.Reason, node) {
 		t.Fatalf("after a concurrent write: %v, %s (%s), want held naming %s", err, r.Phase, r.Reason, node)
+	}
+}
+
+// TestRolloutKeepsSignedDesiredEntries: a node's retained desired state was
+// written signed (edgectl deploy --key) with another model in it. The
+// controller builds on it like on an unsigned one — the other model's entry
+// and the generation stay — instead of taking it for invalid and replacing
+// it.
+func TestRolloutKeepsSignedDesiredEntries(t *testing.T) {
+	e := newEnv(t, 3, quickProfile)
+	c := e.controller(t, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := e.fleet.IDs()[0]
+	other := testLink(t, e.broker.URL(), "signing-writer")
+	if _, err := fleet.DeployWith(ctx, other, e.tp, fleet.Target{Node: node}, "cls", wire.ModelSpec{Version: "7"},
+		fleet.DeployOptions{Quiet: 300 * time.Millisecond, Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec("r-signed", "2")
+	spec.Waves, spec.Strategy, spec.WaveTimeout = []int{100}, nil, 20*time.Second
+	if _, err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.Run(ctx, spec.ID, nil); err != nil || r.Phase != PhaseCompleted {
+		t.Fatalf("rollout over a signed desired state: %v, %s (%s)", err, r.Phase, r.Reason)
+	}
+	got, err := fleet.ReadRetained(ctx, other, e.tp.NodeDesired(node), 300*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := wire.DecodeDesired(got[e.tp.NodeDesired(node)])
+	if err != nil || d.Models["cls"].Version != "7" || d.Models["det"].Version != "2" || d.Generation != 2 || d.Target != "" {
+		t.Fatalf("retained desired state %+v, %v: want cls 7 kept, det 2, generation 2, unsigned (no target)", d, err)
 	}
 }

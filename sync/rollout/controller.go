@@ -183,7 +183,13 @@ func (c *Controller) onDesired(topic string, b []byte) {
 		delete(c.raw, node)
 		return
 	}
-	d, err := wire.DecodeDesired(b)
+	// A signed state (edgectl deploy --key) is built on like an unsigned
+	// one: its entries and generation stay in the controller's next write.
+	target, err := c.cfg.Topics.DesiredTarget(topic)
+	if err != nil {
+		return
+	}
+	d, err := fleet.DecodeOwn(b, target, nil)
 	if err != nil {
 		c.log.Warn().Err(err).Str("node", node).Msg("invalid retained desired state: will be replaced")
 		return
@@ -661,6 +667,7 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		}
 		d.Generation++
 		d.Updated = c.cfg.Now().UTC().Format(time.RFC3339)
+		d.Target = "" // written unsigned: only a signed state names its target
 		d.Models[model] = spec
 		b, err := d.Encode()
 		if err != nil {

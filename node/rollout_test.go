@@ -458,15 +458,18 @@ func TestRolloutRollsBackFailingCandidate(t *testing.T) {
 }
 
 // A canary far slower at p99 (rollout_slow: ~25 MFLOP more per run) is
-// rolled back by a 3× p99 gate.
+// rolled back by a 1.5× p99 gate. The gate is low and the sample large
+// because the machine running the tests is shared: with 30 samples and a 3×
+// gate, one stall of the baseline on a busy CI machine (a p99 of 4.9 ms
+// against the candidate's 8.2 ms) promoted it.
 func TestRolloutRollsBackSlowCandidate(t *testing.T) {
 	n := newRolloutNode(t, nil)
 	startWith(t, n)
 	importAs(t, n, "m", "2", rolloutModel("rollout_slow"), nil)
-	r, res := runUnderLoad(t, n, "2", strategy(t, `{"kind":"canary","canary_percent":50,"min_requests":30,"min_duration":"10ms",
-		"gates":{"max_error_rate":0.01,"max_p99_ratio":3}}`))
+	r, res := runUnderLoad(t, n, "2", strategy(t, `{"kind":"canary","canary_percent":50,"min_requests":150,"min_duration":"10ms",
+		"gates":{"max_error_rate":0.01,"max_p99_ratio":1.5}}`))
 	d := checkRolledBack(t, n, r, "p99 latency")
-	if d.Figures["p99_ratio"] <= 3 {
+	if d.Figures["p99_ratio"] <= 1.5 {
 		t.Errorf("p99 ratio %v", d.Figures["p99_ratio"])
 	}
 	for _, x := range res {

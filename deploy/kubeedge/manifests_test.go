@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/edgeai/edge-node/node"
 	"github.com/edgeai/edge-node/sync/kubeedge"
 	"github.com/edgeai/edge-node/sync/kubeedge/dmi"
 )
@@ -192,17 +191,23 @@ func TestDaemonSet(t *testing.T) {
 		t.Errorf("securityContext %+v: want every capability dropped, no privilege escalation, a read-only root", sc)
 	}
 
-	// The config the pod runs is one the node accepts, with the cloud
-	// settings explicit and the DMI sockets in the mounted folder.
-	path := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(path, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
-		t.Fatal(err)
+	// The config the pod runs sets the cloud explicitly and puts the DMI
+	// sockets in the mounted folder. (That the node accepts it is
+	// TestDaemonSetConfig in cmd/edge-node: only cmd/ may import node/.)
+	var cfg struct {
+		ORTLibrary string `json:"ort_library"`
+		Cloud      struct {
+			Disabled bool   `json:"disabled"`
+			Broker   string `json:"broker"`
+		} `json:"cloud"`
+		KubeEdge struct {
+			DMI struct {
+				EdgeCoreSocket string `json:"edgecore_socket"`
+				Socket         string `json:"socket"`
+			} `json:"dmi"`
+		} `json:"kubeedge"`
 	}
-	// The Device's name and namespace come from the pod's environment.
-	base := node.DefaultConfig()
-	base.KubeEdge.DMI.DeviceName, base.KubeEdge.DMI.DeviceNamespace = "edge-node-1", "default"
-	cfg, err := node.LoadConfigFile(path, base)
-	if err != nil {
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
 		t.Fatalf("the ConfigMap's config.yaml: %v", err)
 	}
 	if !cfg.Cloud.Disabled && cfg.Cloud.Broker == "" {

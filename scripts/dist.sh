@@ -3,7 +3,8 @@
 #   dist/edge-node-<version>-linux-<arch>.tar.gz with
 #     bin/edge-node, bin/edgectl (when the command exists),
 #     lib/libonnxruntime.so.1 (the same onnxruntime-node npm package, per arch),
-#     systemd/edge-node.service, systemd/edge-node.sysusers, config.example.yaml, README.txt
+#     systemd/edge-node.service, systemd/edge-node.sysusers, config.example.yaml, README.txt,
+#     LICENSE, THIRD_PARTY_NOTICES
 #   dist/SHA256SUMS
 # The cgo parts (cgo/pinned) are cross-compiled with Debian's
 # gcc-aarch64-linux-gnu; ONNX Runtime is loaded at run time (dlopen), so no
@@ -49,6 +50,7 @@ for arch in "${archs[@]}"; do
   install -m 0644 "$so" "$stage/$name/lib/libonnxruntime.so.1"
   install -m 0644 deploy/systemd/edge-node.service deploy/systemd/edge-node.sysusers "$stage/$name/systemd/"
   install -m 0644 deploy/config.example.yaml "$stage/$name/config.example.yaml"
+  install -m 0644 LICENSE THIRD_PARTY_NOTICES "$stage/$name/"
   cat > "$stage/$name/README.txt" <<TXT
 edge-node $version for linux/$arch. Install (see docs/operations.md):
   install -m 0755 bin/edge-node /usr/local/bin/

@@ -307,6 +307,13 @@ func TestDockerfile(t *testing.T) {
 	if !strings.Contains(health, "/v2/health/ready") {
 		t.Errorf("HEALTHCHECK %q: want one on /v2/health/ready", health)
 	}
+	licences := false
+	for _, in := range last {
+		licences = licences || in.cmd == "COPY" && strings.Contains(in.args, "LICENSE") && strings.Contains(in.args, "THIRD_PARTY_NOTICES")
+	}
+	if !licences {
+		t.Errorf("the final stage does not copy LICENSE and THIRD_PARTY_NOTICES into the image")
+	}
 	var build string
 	for _, in := range ins {
 		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {

@@ -89,7 +89,7 @@ func TestSystemdNotify(t *testing.T) {
 	var readyAt time.Time
 	var pings []time.Time
 	timeout := time.After(time.Minute)
-	for readyAt.IsZero() || len(pings) < 4 {
+	for readyAt.IsZero() || len(pings) < 6 {
 		select {
 		case m := <-msgs:
 			switch m {
@@ -112,26 +112,23 @@ func TestSystemdNotify(t *testing.T) {
 			t.Fatalf("after a minute: READY=1 at %v, %d watchdog pings after it (%v since start):\n%s", readyAt, len(pings), time.Since(start), d.stderr)
 		}
 	}
-	for i := 1; i < len(pings); i++ {
-		// Half of WATCHDOG_USEC, with room for a loaded test machine; a
-		// ping at the full interval would be late for systemd.
-		if gap := pings[i].Sub(pings[i-1]); gap < watchdog/4 || gap > watchdog*3/4 {
-			t.Errorf("watchdog ping %d came %v after the previous one, want about %v", i, gap, watchdog/2)
-		}
+	// Half of WATCHDOG_USEC on average (one late tick on a loaded test
+	// machine must not fail it); pings at the full interval would be late
+	// for systemd and fail this.
+	if mean := pings[len(pings)-1].Sub(pings[0]) / time.Duration(len(pings)-1); mean < watchdog*3/8 || mean > watchdog*3/4 {
+		t.Errorf("watchdog pings every %v on average, want about %v (half of WATCHDOG_USEC)", mean, watchdog/2)
 	}
 
 	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	stopping := false
-	for m := range msgs {
-		if m == "STOPPING=1" {
-			stopping = true
-			break
+	for stopping := false; !stopping; {
+		select {
+		case m := <-msgs:
+			stopping = m == "STOPPING=1"
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no STOPPING=1 within 30 s of SIGTERM:\n%s", d.stderr)
 		}
-	}
-	if !stopping {
-		t.Error("no STOPPING=1 after SIGTERM")
 	}
 	if code := d.wait(t); code != 0 {
 		t.Errorf("exit %d after SIGTERM:\n%s", code, d.stderr)

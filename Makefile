@@ -67,10 +67,13 @@ dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross 
 dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
 	@scripts/dist-test.sh
 
-.PHONY: generate generate-docs
+.PHONY: generate generate-docs generate-notices
 
 generate-docs: ## regenerate docs/config.md and deploy/config.example.yaml from node.Config (a test checks they match)
 	$(GO) test -count=1 -run '^TestConfigReference$$' ./cmd/edge-node -update
+
+generate-notices: ## regenerate THIRD_PARTY_NOTICES from the module graph of cmd/edge-node and cmd/edgectl (a test checks it matches)
+	$(GO) test -count=1 -run '^TestThirdPartyNotices$$' . -update
 
 generate: ## regenerate the committed protobuf code (Triton's gRPC service) with protoc and the go.mod-pinned plugins
 	@GO=$(GO) scripts/generate.sh

@@ -40,7 +40,8 @@ type CloudConfig struct {
 	// certificate (mutual TLS).
 	TLS CloudTLS `yaml:"tls"`
 	// Username and Password authenticate to the broker. The password may
-	// also come from the environment (EDGE_NODE_BROKER_PASSWORD).
+	// also come from the systemd credential broker_password or the
+	// environment (EDGE_NODE_BROKER_PASSWORD).
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
 	// Labels describe the node for fleet selection (reported, not

@@ -46,7 +46,8 @@ type Config struct {
 	// Pprof serves /debug/pprof/ on the HTTP address when true.
 	Pprof bool `yaml:"pprof"`
 	// AdminToken, when set, is required as a Bearer token on /admin/ calls
-	// (and on Triton's repository load and unload).
+	// (and on Triton's repository load and unload). The systemd credential
+	// admin_token sets it too.
 	AdminToken string `yaml:"admin_token"`
 	// RepositoryControl enables Triton's POST /v2/repository/models/{m}/load
 	// and /unload on the HTTP address (off, as Triton's default model

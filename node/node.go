@@ -77,6 +77,9 @@ type Node struct {
 
 	// ready is true between the end of start-up and the start of shutdown.
 	ready atomic.Bool
+	// servingC is closed the first time ready turns true (Serving).
+	servingC    chan struct{}
+	servingOnce sync.Once
 
 	closeOnce sync.Once
 	closeErr  error
@@ -99,13 +102,14 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		return nil, err
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     logger.With().Str("component", "node").Logger(),
-		baseLog: logger,
-		reg:     prometheus.NewRegistry(),
-		router:  inference.NewRouterWith(inference.RouterOptions{ShadowConcurrency: cfg.Rollout.ShadowConcurrency, Logger: logger}),
-		env:     env,
-		ownEnv:  env == nil,
+		cfg:      cfg,
+		log:      logger.With().Str("component", "node").Logger(),
+		baseLog:  logger,
+		reg:      prometheus.NewRegistry(),
+		router:   inference.NewRouterWith(inference.RouterOptions{ShadowConcurrency: cfg.Rollout.ShadowConcurrency, Logger: logger}),
+		env:      env,
+		ownEnv:   env == nil,
+		servingC: make(chan struct{}),
 	}
 	defer func() {
 		if err != nil {
@@ -250,6 +254,11 @@ func (n *Node) UnloadModel(ctx context.Context, model string) error {
 // once shutdown began.
 func (n *Node) Ready() bool { return n.ready.Load() }
 
+// Serving is closed once Run has started every listener's server and
+// Ready turned true: models are loaded and requests are answered (the
+// command sends systemd's READY=1 then).
+func (n *Node) Serving() <-chan struct{} { return n.servingC }
+
 // Run serves HTTP until ctx is done, then stops intake and drains in-flight
 // requests for up to Config.DrainTimeout. A cancelled ctx is a clean stop:
 // Run returns ctx's error, which callers treat as success.
@@ -259,6 +268,7 @@ func (n *Node) Run(ctx context.Context) error {
 	grpcErr := n.serveGRPC() // nil (blocks forever) when gRPC is off
 	n.serveSockets()
 	n.ready.Store(true)
+	n.servingOnce.Do(func() { close(n.servingC) })
 	n.log.Info().Msg("ready")
 	select {
 	case err := <-errc:

@@ -29,6 +29,10 @@ cleanup() {
 trap cleanup EXIT
 tar -xzf "$archive" -C "$work"
 dir=$(echo "$work"/edge-node-*)
+for f in LICENSE THIRD_PARTY_NOTICES systemd/edge-node.service systemd/edge-node.sysusers; do
+  [ -s "$dir/$f" ] || { echo "dist-test: the archive lacks $f" >&2; exit 1; }
+done
+grep -q '^ONNX Runtime ' "$dir/THIRD_PARTY_NOTICES" || { echo "dist-test: THIRD_PARTY_NOTICES has no ONNX Runtime entry" >&2; exit 1; }
 run() { "$qemu" -L "$sysroot" "$@"; }
 
 echo "dist-test: $(basename "$archive") under $(basename "$qemu")" >&2

@@ -3,7 +3,8 @@
 #   dist/edge-node-<version>-linux-<arch>.tar.gz with
 #     bin/edge-node, bin/edgectl (when the command exists),
 #     lib/libonnxruntime.so.1 (the same onnxruntime-node npm package, per arch),
-#     systemd/edge-node.service, config.example.yaml, README.txt
+#     systemd/edge-node.service, systemd/edge-node.sysusers, config.example.yaml, README.txt,
+#     LICENSE, THIRD_PARTY_NOTICES
 #   dist/SHA256SUMS
 # The cgo parts (cgo/pinned) are cross-compiled with Debian's
 # gcc-aarch64-linux-gnu; ONNX Runtime is loaded at run time (dlopen), so no
@@ -47,14 +48,16 @@ for arch in "${archs[@]}"; do
     [ "$(elf_machine "$b")" = $machine ] || { echo "dist: $b is not a $arch binary" >&2; exit 1; }
   done
   install -m 0644 "$so" "$stage/$name/lib/libonnxruntime.so.1"
-  install -m 0644 deploy/systemd/edge-node.service "$stage/$name/systemd/"
+  install -m 0644 deploy/systemd/edge-node.service deploy/systemd/edge-node.sysusers "$stage/$name/systemd/"
   install -m 0644 deploy/config.example.yaml "$stage/$name/config.example.yaml"
+  install -m 0644 LICENSE THIRD_PARTY_NOTICES "$stage/$name/"
   cat > "$stage/$name/README.txt" <<TXT
 edge-node $version for linux/$arch. Install (see docs/operations.md):
   install -m 0755 bin/edge-node /usr/local/bin/
   install -D -m 0644 lib/libonnxruntime.so.1 /usr/local/lib/edge-node/libonnxruntime.so.1
-  install -D -m 0640 config.example.yaml /etc/edge-node/config.yaml
-  useradd --system --home /var/lib/edge-node edge-node
+  install -D -m 0644 systemd/edge-node.sysusers /usr/lib/sysusers.d/edge-node.conf && systemd-sysusers
+  install -D -m 0640 -g edge-node config.example.yaml /etc/edge-node/config.yaml
+  install -d -m 0700 /etc/edge-node/credentials   # broker_password, admin_token (0600)
   install -m 0644 systemd/edge-node.service /etc/systemd/system/ && systemctl enable --now edge-node
 TXT
   tar -C "$stage" --owner=0 --group=0 --sort=name -czf "$out/$name.tar.gz" "$name"

@@ -80,8 +80,11 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	if cfg.ORTLibrary == "" {
 		cfg.ORTLibrary = os.Getenv("ONNXRUNTIME_LIB")
 	}
-	// The broker password has no flag (a flag shows in ps): the config
-	// file or the environment only.
+	// Secrets have no flag (a flag shows in ps): the config file, then
+	// systemd credentials, then the environment.
+	if err := applyCredentials(&cfg); err != nil {
+		return cfg, err
+	}
 	if v, ok := os.LookupEnv(envPrefix + "BROKER_PASSWORD"); ok {
 		cfg.Cloud.Password = v
 	}
@@ -230,7 +233,14 @@ func serve(cfg node.Config) error {
 	if err != nil {
 		return err
 	}
+	notified := make(chan struct{})
+	go func() {
+		defer close(notified)
+		notifySystemd(ctx, n, logger)
+	}()
 	runErr := n.Run(ctx)
+	stop() // a server error ends Run without a signal: STOPPING=1 all the same
+	<-notified
 	closeErr := n.Close()
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {
 		return runErr

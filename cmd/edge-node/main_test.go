@@ -57,6 +57,12 @@ func binary(t *testing.T) string {
 }
 
 func TestMain(m *testing.M) {
+	if wrapped, ok := os.LookupEnv(mdweExecEnv); ok {
+		execWithMDWE(wrapped)
+	}
+	if _, ok := os.LookupEnv(mdweProbeEnv); ok {
+		probeWriteExecute()
+	}
 	code := m.Run()
 	if binPath != "" {
 		os.RemoveAll(filepath.Dir(binPath))
@@ -223,11 +229,25 @@ func (s *syncBuffer) String() string {
 // test if it is still running.
 func startDaemon(t *testing.T, args ...string) *daemon {
 	t.Helper()
+	return startDaemonEnv(t, nil, args...)
+}
+
+// startDaemonEnv is startDaemon with env added to the process's
+// environment.
+func startDaemonEnv(t *testing.T, env []string, args ...string) *daemon {
+	t.Helper()
+	return startDaemonWith(t, binary(t), env, args...)
+}
+
+// startDaemonWith is startDaemonEnv running program, which runs edge-node
+// itself (the test binary as a wrapper: see TestMain).
+func startDaemonWith(t *testing.T, program string, env []string, args ...string) *daemon {
+	t.Helper()
 	// The embedded broker on a free port: the default 1883 may be taken.
 	args = append([]string{"--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--log-format", "json", "--ort-lib", inferencetest.LibraryPath(t),
 		"--embedded-broker-addr", "127.0.0.1:0", "--node-id", "test-node"}, args...)
-	d := &daemon{cmd: exec.Command(binary(t), args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
-	d.cmd.Env = cleanEnv()
+	d := &daemon{cmd: exec.Command(program, args...), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd.Env = append(cleanEnv(), env...)
 	pr, pw := io.Pipe()
 	d.cmd.Stderr = pw
 	if err := d.cmd.Start(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -145,11 +146,212 @@ func TestDaemonSet(t *testing.T) {
 			hostPaths[v.HostPath.Path] = true
 		}
 	}
-	if !hostPaths["/var/lib/edge-node"] || !hostPaths["/etc/kubeedge"] {
-		t.Fatalf("hostPath volumes %v: want the store and the DMI socket folder", hostPaths)
+	// The store and the DMI socket folder, nothing else of the host: not
+	// /etc/kubeedge, which holds EdgeCore's certificates and config.
+	if len(hostPaths) != 2 || !hostPaths["/var/lib/edge-node"] || !hostPaths[dmiFolder] {
+		t.Errorf("hostPath volumes %v: want exactly /var/lib/edge-node and %s", hostPaths, dmiFolder)
 	}
-	if !strings.Contains(cm.Data["config.yaml"], "libonnxruntime.so.1") {
-		t.Fatalf("config does not name the ONNX Runtime library in the image")
+	if len(spec.Containers) != 1 {
+		t.Fatalf("%d containers, want 1", len(spec.Containers))
+	}
+	c := spec.Containers[0]
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == "/etc/kubeedge" {
+			t.Errorf("volume %s mounted on all of /etc/kubeedge", m.Name)
+		}
+	}
+
+	// A pinned tag, pulled only when absent: an offline node restarts.
+	name, tag, ok := strings.Cut(c.Image[strings.LastIndex(c.Image, "/")+1:], ":")
+	if !ok || name == "" || tag == "" || tag == "latest" {
+		t.Errorf("image %q: want a pinned tag, not latest or none", c.Image)
+	}
+	if c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("imagePullPolicy %q, want IfNotPresent", c.ImagePullPolicy)
+	}
+
+	req, lim := c.Resources.Requests, c.Resources.Limits
+	if req.Cpu().IsZero() || req.Memory().IsZero() || lim.Memory().IsZero() || lim.Memory().Cmp(*req.Memory()) < 0 {
+		t.Errorf("resources %+v: want cpu and memory requests and a memory limit at or above the request", c.Resources)
+	}
+
+	for _, p := range []struct {
+		name  string
+		probe *corev1.Probe
+		path  string
+	}{{"readiness", c.ReadinessProbe, "/v2/health/ready"}, {"liveness", c.LivenessProbe, "/v2/health/live"}} {
+		if p.probe == nil || p.probe.HTTPGet == nil || p.probe.HTTPGet.Path != p.path || p.probe.HTTPGet.Port.IntValue() != 8080 {
+			t.Errorf("%s probe %+v: want GET %s on port 8080", p.name, p.probe, p.path)
+		}
+	}
+
+	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 0 ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("securityContext %+v: want every capability dropped, no privilege escalation, a read-only root", sc)
+	}
+
+	// The config the pod runs sets the cloud explicitly and puts the DMI
+	// sockets in the mounted folder. (That the node accepts it is
+	// TestDaemonSetConfig in cmd/edge-node: only cmd/ may import node/.)
+	var cfg struct {
+		ORTLibrary string `json:"ort_library"`
+		Cloud      struct {
+			Disabled bool   `json:"disabled"`
+			Broker   string `json:"broker"`
+		} `json:"cloud"`
+		KubeEdge struct {
+			DMI struct {
+				EdgeCoreSocket string `json:"edgecore_socket"`
+				Socket         string `json:"socket"`
+			} `json:"dmi"`
+		} `json:"kubeedge"`
+	}
+	if err := yaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+		t.Fatalf("the ConfigMap's config.yaml: %v", err)
+	}
+	if !cfg.Cloud.Disabled && cfg.Cloud.Broker == "" {
+		t.Errorf("the config sets neither cloud.disabled nor cloud.broker: with hostNetwork the embedded broker would listen on the host")
+	}
+	for what, sock := range map[string]string{"edgecore_socket": cfg.KubeEdge.DMI.EdgeCoreSocket, "socket": cfg.KubeEdge.DMI.Socket} {
+		if filepath.Dir(sock) != dmiFolder {
+			t.Errorf("kubeedge.dmi.%s %q is not in the mounted %s", what, sock, dmiFolder)
+		}
+	}
+	if cfg.ORTLibrary != "/usr/lib/edge-node/libonnxruntime.so.1" {
+		t.Errorf("ort_library %q, want the image's /usr/lib/edge-node/libonnxruntime.so.1", cfg.ORTLibrary)
+	}
+}
+
+// dmiFolder is the host folder EdgeCore's dmiSockPath names in the
+// DaemonSet's setup (operations.md): both DMI sockets, nothing else.
+const dmiFolder = "/etc/kubeedge/dmi"
+
+// dockerInstruction is one instruction of a Dockerfile: its keyword, upper
+// case, and the rest of its line with continuations joined.
+type dockerInstruction struct{ cmd, args string }
+
+// parseDockerfile splits a Dockerfile into instructions, dropping comments
+// and blank lines, and returns the comment text apart.
+func parseDockerfile(t *testing.T, path string) (ins []dockerInstruction, comments string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur strings.Builder
+	for _, line := range strings.Split(string(b), "\n") {
+		trimmed := strings.TrimSpace(line)
+		if strings.HasPrefix(trimmed, "#") {
+			comments += trimmed + "\n"
+			continue
+		}
+		if trimmed == "" && cur.Len() == 0 {
+			continue
+		}
+		if strings.HasSuffix(trimmed, "\\") {
+			cur.WriteString(strings.TrimSuffix(trimmed, "\\") + " ")
+			continue
+		}
+		cur.WriteString(trimmed)
+		cmd, args, _ := strings.Cut(cur.String(), " ")
+		ins = append(ins, dockerInstruction{strings.ToUpper(cmd), strings.TrimSpace(args)})
+		cur.Reset()
+	}
+	return ins, comments
+}
+
+// TestDockerfile checks the image's recipe by reading it (no container
+// engine runs in the tests): bases named in full (podman and buildah refuse
+// short names), a build context without .git, .cache, bin and dist, the
+// final stage not root and with a HEALTHCHECK on readiness, the version
+// stamped where the binaries read it, and CPU only said plainly.
+func TestDockerfile(t *testing.T) {
+	ins, comments := parseDockerfile(t, "Dockerfile")
+	var last []dockerInstruction // the final stage
+	stages := 0
+	for _, in := range ins {
+		if in.cmd != "FROM" {
+			last = append(last, in)
+			continue
+		}
+		stages++
+		last = nil
+		var image string
+		for _, f := range strings.Fields(in.args) {
+			if !strings.HasPrefix(f, "--") {
+				image = f
+				break
+			}
+		}
+		host, _, ok := strings.Cut(image, "/")
+		if !ok || !strings.ContainsAny(host, ".:") || !strings.Contains(image, ":") {
+			t.Errorf("FROM %s: want a fully qualified image with a tag (docker.io/library/...:tag)", in.args)
+		}
+	}
+	if stages < 2 {
+		t.Fatalf("%d stages, want a build stage and a runtime stage", stages)
+	}
+	var user, health string
+	for _, in := range last {
+		switch in.cmd {
+		case "USER":
+			user = in.args
+		case "HEALTHCHECK":
+			health = in.args
+		}
+	}
+	if u, _, _ := strings.Cut(user, ":"); u == "" || u == "root" || u == "0" {
+		t.Errorf("the final stage runs as %q: want a non-root USER", user)
+	}
+	if !strings.Contains(health, "/v2/health/ready") {
+		t.Errorf("HEALTHCHECK %q: want one on /v2/health/ready", health)
+	}
+	licences := false
+	for _, in := range last {
+		licences = licences || in.cmd == "COPY" && strings.Contains(in.args, "LICENSE") && strings.Contains(in.args, "THIRD_PARTY_NOTICES")
+	}
+	if !licences {
+		t.Errorf("the final stage does not copy LICENSE and THIRD_PARTY_NOTICES into the image")
+	}
+	var build string
+	for _, in := range ins {
+		if in.cmd == "RUN" && strings.Contains(in.args, "go build") {
+			build = in.args
+		}
+		if (in.cmd == "COPY" || in.cmd == "RUN") && !strings.Contains(in.args, "from=") && strings.Contains(in.args, ".cache/") {
+			t.Errorf("%s %s: .cache is not in the build context (.dockerignore): take it from a named context", in.cmd, in.args)
+		}
+	}
+	if !strings.Contains(build, "-X github.com/edgeai/edge-node/internal/buildinfo.version=") {
+		t.Errorf("go build %q does not stamp internal/buildinfo.version", build)
+	}
+	if !strings.Contains(comments, "CPU ONLY") {
+		t.Errorf("the Dockerfile's comments do not say the image is CPU only")
+	}
+
+	b, err := os.ReadFile("../../.dockerignore")
+	if err != nil {
+		t.Fatalf(".dockerignore at the repository root: %v", err)
+	}
+	ignored := map[string]bool{}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			ignored[strings.Trim(l, "/")] = true
+		}
+	}
+	for _, want := range []string{".git", ".cache", "bin", "dist"} {
+		if !ignored[want] {
+			t.Errorf(".dockerignore does not exclude %s", want)
+		}
+	}
+
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(readme), "The container image is CPU only") {
+		t.Errorf("README.md does not say the container image is CPU only")
 	}
 }
 

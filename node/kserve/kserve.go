@@ -205,7 +205,7 @@ func (h *Handler) route(method, path string, handler http.HandlerFunc) {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mux.ServeHTTP(w, r)
+	h.mux.ServeHTTP(w, withRequestID(w, r))
 }
 
 func (h *Handler) serveReady(w http.ResponseWriter, _ *http.Request) {
@@ -351,7 +351,7 @@ func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, e *apiError
 	if e.status >= 500 {
 		ev = h.errLog.Error()
 	}
-	ev.Str("method", r.Method).Str("path", r.URL.Path).Int("status", e.status).
+	ev.Str("request_id", RequestID(r.Context())).Str("method", r.Method).Str("path", r.URL.Path).Int("status", e.status).
 		Str("reason", e.reason).Str("error", e.msg).Msg("request rejected")
 	b := append(make([]byte, 0, len(e.msg)+16), `{"error":`...)
 	b, _ = jsontext.AppendQuote(b, e.msg) // invalid UTF-8 is replaced, which is fine here
@@ -382,7 +382,7 @@ func (h *Handler) discardBody(r *http.Request, body *countingReader) {
 	}
 	n, err := io.Copy(io.Discard, body)
 	if err != nil {
-		h.errLog.Debug().Err(err).Int64("discarded", n).Str("path", r.URL.Path).Msg("discarding the body of a rejected request")
+		h.errLog.Debug().Err(err).Str("request_id", RequestID(r.Context())).Int64("discarded", n).Str("path", r.URL.Path).Msg("discarding the body of a rejected request")
 	}
 }
 
@@ -566,7 +566,7 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		c := newCompressor(w, enc)
 		defer func() {
 			if err := c.finish(); err != nil {
-				h.errLog.Debug().Err(err).Str("model", m.Name()).Msg("finishing the compressed response failed")
+				h.errLog.Debug().Err(err).Str("request_id", RequestID(r.Context())).Str("model", m.Name()).Msg("finishing the compressed response failed")
 			}
 		}()
 		w = c
@@ -591,7 +591,7 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		err = writeBinarySections(w, outs, binary)
 	}
 	if err != nil {
-		h.errLog.Debug().Err(err).Str("model", m.Name()).Msg("writing the response failed")
+		h.errLog.Debug().Err(err).Str("request_id", RequestID(r.Context())).Str("model", m.Name()).Msg("writing the response failed")
 	}
 	rt.Output = time.Since(ran)
 	h.metrics.outputDur.With(labels).Observe(rt.Output.Seconds())

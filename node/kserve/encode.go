@@ -85,13 +85,13 @@ func appendResponseHeader(b []byte, model, version string, id []byte, outs []inf
 			b = append(b, `,"parameters":{"shared_memory_region":`...)
 			b, _ = jsontext.AppendQuote(b, shm[i])
 			b = append(b, `,"shared_memory_byte_size":`...)
-			b = strconv.AppendInt(b, tensorByteSize(t), 10)
+			b = strconv.AppendInt(b, RawSize(t), 10)
 			b = append(b, "}}"...)
 			continue
 		}
 		if binary[i] {
 			b = append(b, `,"parameters":{"binary_data_size":`...)
-			b = strconv.AppendInt(b, tensorByteSize(t), 10)
+			b = strconv.AppendInt(b, RawSize(t), 10)
 			b = append(b, "}}"...)
 			continue
 		}
@@ -105,12 +105,28 @@ func appendResponseHeader(b []byte, model, version string, id []byte, outs []inf
 	return append(b, "]}"...), nil
 }
 
-// tensorByteSize is the size of t's binary section.
-func tensorByteSize(t *inference.Tensor) int64 {
+// RawSize is the size of t in Triton's raw layout (the binary extension's
+// section, raw_output_contents, a shared-memory region): its bytes, or for
+// BYTES each element as a 4-byte little-endian length and its bytes.
+func RawSize(t *inference.Tensor) int64 {
 	if t.DataType == inference.Bytes {
 		return bytesSectionSize(t.Strings)
 	}
 	return int64(len(t.Data))
+}
+
+// PutRaw writes t in the raw layout into b, which holds at least
+// RawSize(t) bytes.
+func PutRaw(b []byte, t *inference.Tensor) {
+	if t.DataType != inference.Bytes {
+		copy(b, t.Data)
+		return
+	}
+	off := 0
+	for _, s := range t.Strings {
+		binary.LittleEndian.PutUint32(b[off:], uint32(len(s)))
+		off += 4 + copy(b[off+4:], s)
+	}
 }
 
 // appendTensorData appends t's elements as a flat JSON array. JSON has no

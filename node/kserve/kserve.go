@@ -576,7 +576,7 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 	if anyBinary {
 		for i := range outs {
 			if binary[i] {
-				total += tensorByteSize(&outs[i])
+				total += RawSize(&outs[i])
 			}
 		}
 		wh.Set("Content-Type", "application/octet-stream")

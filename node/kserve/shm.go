@@ -2,7 +2,6 @@ package kserve
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -98,7 +97,7 @@ func (h *Handler) writeShmOutputs(req *inferRequest, outs []inference.Tensor, bi
 				continue
 			}
 			t := &outs[i]
-			size := tensorByteSize(t)
+			size := RawSize(t)
 			if size > o.shm.size {
 				return nil, badRequest(reasonOutput, "output %q needs %d bytes but its shared_memory_byte_size is %d", t.Name, size, o.shm.size)
 			}
@@ -107,15 +106,7 @@ func (h *Handler) writeShmOutputs(req *inferRequest, outs []inference.Tensor, bi
 				return nil, fmt.Errorf("output %q: %w", t.Name, err)
 			}
 			*releases = append(*releases, release)
-			if t.DataType == inference.Bytes {
-				off := 0
-				for _, s := range t.Strings {
-					binary.LittleEndian.PutUint32(b[off:], uint32(len(s)))
-					off += 4 + copy(b[off+4:], s)
-				}
-			} else {
-				copy(b, t.Data)
-			}
+			PutRaw(b, t)
 			if shm == nil {
 				shm = make([]string, len(outs))
 			}

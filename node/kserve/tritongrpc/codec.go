@@ -179,13 +179,7 @@ func writeShmOutputs(req *pb.ModelInferRequest, outs []inference.Tensor, shm *sy
 			if t.Name != o.Name {
 				continue
 			}
-			size := uint64(len(t.Data))
-			if t.DataType == inference.Bytes {
-				size = 0
-				for _, s := range t.Strings {
-					size += 4 + uint64(len(s))
-				}
-			}
+			size := uint64(kserve.RawSize(t))
 			if size > ref.size {
 				return nil, invalid("output %q needs %d bytes but its shared_memory_byte_size is %d", t.Name, size, ref.size)
 			}
@@ -194,15 +188,7 @@ func writeShmOutputs(req *pb.ModelInferRequest, outs []inference.Tensor, shm *sy
 				return nil, fmt.Errorf("output %q: %w", t.Name, err)
 			}
 			*releases = append(*releases, release)
-			if t.DataType == inference.Bytes {
-				off := 0
-				for _, s := range t.Strings {
-					binary.LittleEndian.PutUint32(b[off:], uint32(len(s)))
-					off += 4 + copy(b[off+4:], s)
-				}
-			} else {
-				copy(b, t.Data)
-			}
+			kserve.PutRaw(b, t)
 			if names == nil {
 				names = make([]string, len(outs))
 			}

@@ -336,3 +336,19 @@ func rawTensor(info ort.InputOutputInfo, v ort.Value) (inference.Tensor, error) 
 	}
 	return t, err
 }
+
+// CloseF32 reports whether a and b hold the same number of little-endian
+// float32 values, each pair within 1e-5.
+func CloseF32(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := 0; i+4 <= len(a); i += 4 {
+		x := math.Float32frombits(binary.LittleEndian.Uint32(a[i:]))
+		y := math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
+		if math.Abs(float64(x-y)) > 1e-5 {
+			return false
+		}
+	}
+	return true
+}

@@ -2,8 +2,6 @@ package kserve
 
 import (
 	"context"
-	"encoding/binary"
-	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -54,7 +52,7 @@ func TestInferDynamicBatching(t *testing.T) {
 			}
 			got := kservetest.ParseResponse(t, w.Header(), w.Body.Bytes())
 			for i, o := range got.Outputs {
-				if !closeF32(o.Raw, want.Outputs[i].Raw) || o.Name != want.Outputs[i].Name {
+				if !inferencetest.CloseF32(o.Raw, want.Outputs[i].Raw) || o.Name != want.Outputs[i].Name {
 					t.Errorf("batched output %s differs from the unbatched one", o.Name)
 				}
 			}
@@ -69,18 +67,4 @@ func TestInferDynamicBatching(t *testing.T) {
 	if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 		t.Errorf("queue timeout: %d (Retry-After %q) %s", w.Code, w.Header().Get("Retry-After"), w.Body)
 	}
-}
-
-func closeF32(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i+4 <= len(a); i += 4 {
-		x := math.Float32frombits(binary.LittleEndian.Uint32(a[i:]))
-		y := math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
-		if math.Abs(float64(x-y)) > 1e-5 {
-			return false
-		}
-	}
-	return true
 }

@@ -2,8 +2,6 @@ package tritongrpc
 
 import (
 	"context"
-	"encoding/binary"
-	"math"
 	"sync"
 	"testing"
 	"time"
@@ -53,7 +51,7 @@ func TestModelInferDynamicBatching(t *testing.T) {
 				return
 			}
 			for i, o := range resp.Outputs {
-				if o.Name != want[i].Name || !closeF32(resp.RawOutputContents[i], want[i].Data) {
+				if o.Name != want[i].Name || !inferencetest.CloseF32(resp.RawOutputContents[i], want[i].Data) {
 					t.Errorf("batched output %s differs from the raw onnxruntime_go run", o.Name)
 				}
 			}
@@ -68,18 +66,4 @@ func TestModelInferDynamicBatching(t *testing.T) {
 	if _, err := c.ModelInfer(ctxT(t), req); status.Code(err) != codes.Unavailable {
 		t.Errorf("queue timeout: %v, want UNAVAILABLE", err)
 	}
-}
-
-func closeF32(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i+4 <= len(a); i += 4 {
-		x := math.Float32frombits(binary.LittleEndian.Uint32(a[i:]))
-		y := math.Float32frombits(binary.LittleEndian.Uint32(b[i:]))
-		if math.Abs(float64(x-y)) > 1e-5 {
-			return false
-		}
-	}
-	return true
 }

@@ -377,8 +377,8 @@ func (b *batcher) execute(batch []*batchItem) {
 	outs, st, err := b.runBatch(batch, size)
 	compute := time.Since(start)
 	var off int64
-	for _, it := range batch {
-		it.st.Compute, it.st.Runs = compute, st.Runs
+	for i, it := range batch {
+		it.st.Compute, it.st.Runs, it.st.SharedRun = compute, st.Runs, i > 0
 		if err != nil {
 			it.err = err
 		} else {

@@ -50,6 +50,10 @@ type RunStats struct {
 	// ones, or when an FP16/BF16 output of unknown shape had to be probed
 	// (see Session.run on onnxruntime_go's copy).
 	Runs int
+	// SharedRun reports that dynamic batching ran this request in one Run
+	// with others and charged that Run to another request of the batch:
+	// Triton's execution_count counts a batch once.
+	SharedRun bool
 }
 
 // Session is one loaded model version: one or more ONNX Runtime sessions

@@ -62,6 +62,9 @@ type RequestTimes struct {
 	// Inferences is how many inferences the request carried (its batch
 	// size; 1 for a model that does not batch).
 	Inferences uint64
+	// SharedRun is RunStats.SharedRun: the request's model execution is
+	// counted with another request of its dynamic batch.
+	SharedRun bool
 	// At is when the request arrived.
 	At time.Time
 }
@@ -97,7 +100,7 @@ type FrontendTotals struct {
 	Queue, ComputeInput, ComputeInfer Duration
 	ComputeOutput                     Duration
 	// InferenceCount sums the requests' batch sizes; ExecutionCount counts
-	// model runs (one per successful request: the node does not batch).
+	// model executions: one per successful request, one per dynamic batch.
 	InferenceCount, ExecutionCount uint64
 	// LastInference is when the last request arrived (zero: none yet).
 	LastInference time.Time
@@ -123,7 +126,9 @@ func (s *VersionStats) ObserveRequest(t RequestTimes) {
 	f.infer.add(t.Infer)
 	f.output.add(t.Output)
 	f.inferences.Add(max(t.Inferences, 1))
-	f.executions.Add(1)
+	if !t.SharedRun {
+		f.executions.Add(1)
+	}
 }
 
 func (f *frontendStats) load() FrontendTotals {

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/node/kserve/kservetest"
@@ -61,6 +63,15 @@ func TestInferDynamicBatching(t *testing.T) {
 	wg.Wait()
 	if st, _ := batched.BatchStats(); st.Sizes[4] != 1 {
 		t.Errorf("batch sizes %v, want one batch of 4", st.Sizes)
+	}
+	// Triton counts executions per model Run: the four requests were one.
+	var st statsJSON
+	getJSON(t, h, "/v2/models/silero_vad/versions/b/stats", 200, &st)
+	if len(st.ModelStats) != 1 || st.ModelStats[0].InferenceCount != 4 || st.ModelStats[0].ExecutionCount != 1 {
+		t.Errorf("statistics of the batched version: %+v, want inference_count 4, execution_count 1", st.ModelStats)
+	}
+	if n := testutil.ToFloat64(h.metrics.executions.WithLabelValues("silero_vad", "b")); n != 1 {
+		t.Errorf("edge_inference_exec_count_total of the batched version: %v, want 1", n)
 	}
 
 	w := do(h, "POST", "/v2/models/silero_vad/versions/t/infer", header, body)

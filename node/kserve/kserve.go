@@ -442,7 +442,9 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
 		h.metrics.success.WithLabelValues(modelName, version).Inc()
 		h.metrics.duration.WithLabelValues(modelName, version).Observe(time.Since(start).Seconds())
 		h.metrics.inferences.WithLabelValues(modelName, version).Add(float64(rt.Inferences))
-		h.metrics.executions.WithLabelValues(modelName, version).Inc()
+		if !rt.SharedRun {
+			h.metrics.executions.WithLabelValues(modelName, version).Inc()
+		}
 	}
 	rt.Total = time.Since(start)
 	if ob, ok := m.(RequestObserver); ok {
@@ -519,7 +521,7 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		var st inference.RunStats
 		outs, st, err = sr.RunWithStats(r.Context(), inputs, names, alloc)
 		if err == nil {
-			rt.Queue, rt.Infer = st.Queue, st.Compute
+			rt.Queue, rt.Infer, rt.SharedRun = st.Queue, st.Compute, st.SharedRun
 			h.metrics.queueDur.With(labels).Observe(st.Queue.Seconds())
 			h.metrics.computeDur.With(labels).Observe(st.Compute.Seconds())
 		}

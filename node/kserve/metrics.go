@@ -80,7 +80,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, mv),
 		executions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_inference_exec_count_total",
-			Help: "Model executions of successful requests, counted one per request, also when dynamic batching ran it with others (batch sizes: edge_inference_batch_size) (Triton: nv_inference_exec_count).",
+			Help: "Model executions of successful requests, one per model Run: a dynamic batch of several requests counts once (batch sizes: edge_inference_batch_size) (Triton: nv_inference_exec_count).",
 		}, mv),
 		pending: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "edge_inference_pending_requests",

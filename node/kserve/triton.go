@@ -86,7 +86,7 @@ type ModelConfig struct {
 	DefaultModelFilename string          `json:"default_model_filename"`
 	Parameters           map[string]any  `json:"parameters"`
 	// DynamicBatching is set when the version's config.yaml enables
-	// dynamic batching (the gRPC frontend's message does not carry it).
+	// dynamic batching.
 	DynamicBatching *DynamicBatching `json:"dynamic_batching,omitempty"`
 }
 

@@ -285,7 +285,7 @@ func TestModelStatistics(t *testing.T) {
 # HELP edge_inference_count_total Inferences performed by successful requests, a request counting its batch size (Triton: nv_inference_count).
 # TYPE edge_inference_count_total counter
 edge_inference_count_total{model="silero_vad",version="1"} 3
-# HELP edge_inference_exec_count_total Model executions of successful requests, counted one per request, also when dynamic batching ran it with others (batch sizes: edge_inference_batch_size) (Triton: nv_inference_exec_count).
+# HELP edge_inference_exec_count_total Model executions of successful requests, one per model Run: a dynamic batch of several requests counts once (batch sizes: edge_inference_batch_size) (Triton: nv_inference_exec_count).
 # TYPE edge_inference_exec_count_total counter
 edge_inference_exec_count_total{model="silero_vad",version="1"} 3
 # HELP edge_inference_pending_requests Inference requests in progress: acquired a version and not yet answered (decoding, queued or running; Triton: nv_inference_pending_request_count).

@@ -2,6 +2,7 @@ package tritongrpc
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/node/kserve/kservetest"
+	pb "github.com/edgeai/edge-node/node/kserve/tritongrpc/inferencepb"
 )
 
 func loadBatchingSilero(t *testing.T, version string, d inference.DynamicBatching) *inference.Session {
@@ -60,6 +62,18 @@ func TestModelInferDynamicBatching(t *testing.T) {
 	wg.Wait()
 	if st, _ := batched.BatchStats(); st.Sizes[4] != 1 {
 		t.Errorf("batch sizes %v, want one batch of 4", st.Sizes)
+	}
+	// Triton counts executions per model Run: the four requests were one.
+	ms, err := c.ModelStatistics(ctxT(t), &pb.ModelStatisticsRequest{Name: "silero_vad", Version: "b"})
+	if err != nil || len(ms.ModelStats) != 1 || ms.ModelStats[0].InferenceCount != 4 || ms.ModelStats[0].ExecutionCount != 1 {
+		t.Errorf("statistics of the batched version: %v %v, want inference_count 4, execution_count 1", ms, err)
+	}
+	// The model configuration carries Triton's dynamic_batching block.
+	cfg, err := c.ModelConfig(ctxT(t), &pb.ModelConfigRequest{Name: "silero_vad", Version: "t"})
+	if d := cfg.GetConfig().GetDynamicBatching(); err != nil || d == nil || fmt.Sprint(d.PreferredBatchSize) != "[4]" ||
+		d.MaxQueueDelayMicroseconds != 1e6 || d.DefaultQueuePolicy.GetDefaultTimeoutMicroseconds() != 20000 ||
+		d.DefaultQueuePolicy.GetTimeoutAction() != pb.ModelQueuePolicy_REJECT || cfg.Config.MaxBatchSize != 4 {
+		t.Errorf("model config of a batching version: %v %v", cfg, err)
 	}
 	req := rawRequest("silero_vad", kservetest.SileroInputs())
 	req.ModelVersion = "t"

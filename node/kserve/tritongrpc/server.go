@@ -190,6 +190,21 @@ func configProto(c kserve.ModelConfig) *pb.ModelConfig {
 		}
 		out.InstanceGroup = append(out.InstanceGroup, ig)
 	}
+	if d := c.DynamicBatching; d != nil {
+		db := &pb.ModelDynamicBatching{
+			MaxQueueDelayMicroseconds: uint64(max(d.MaxQueueDelayMicroseconds, 0)),
+			DefaultQueuePolicy: &pb.ModelQueuePolicy{
+				TimeoutAction:              pb.ModelQueuePolicy_TimeoutAction(pb.ModelQueuePolicy_TimeoutAction_value[d.DefaultQueuePolicy.TimeoutAction]),
+				DefaultTimeoutMicroseconds: uint64(max(d.DefaultQueuePolicy.DefaultTimeoutMicroseconds, 0)),
+				AllowTimeoutOverride:       d.DefaultQueuePolicy.AllowTimeoutOverride,
+				MaxQueueSize:               uint32(max(d.DefaultQueuePolicy.MaxQueueSize, 0)),
+			},
+		}
+		for _, n := range d.PreferredBatchSize {
+			db.PreferredBatchSize = append(db.PreferredBatchSize, int32(n))
+		}
+		out.SchedulingChoice = &pb.ModelConfig_DynamicBatching{DynamicBatching: db}
+	}
 	return out
 }
 
@@ -352,7 +367,7 @@ func (s *service) infer(ctx context.Context, m inference.Model, req *pb.ModelInf
 	if sr, ok := m.(statsRunner); ok {
 		var st inference.RunStats
 		outs, st, err = sr.RunWithStats(ctx, inputs, outputs, alloc)
-		rt.Queue, rt.Infer = st.Queue, st.Compute
+		rt.Queue, rt.Infer, rt.SharedRun = st.Queue, st.Compute, st.SharedRun
 	} else {
 		outs, err = m.Run(ctx, inputs, outputs, alloc)
 		rt.Infer = time.Since(t1)

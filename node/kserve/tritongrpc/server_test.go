@@ -291,7 +291,7 @@ func TestMetadataConfigStatisticsIndex(t *testing.T) {
 	}
 	mc := cfg.Config
 	if mc.Name != "ppocr_det" || mc.Backend != "onnxruntime" || mc.Input[0].DataType != pb.DataType_TYPE_FP32 || fmt.Sprint(mc.Input[0].Dims) != "[-1 3 -1 -1]" ||
-		mc.InstanceGroup[0].Kind != pb.ModelInstanceGroup_KIND_CPU || mc.InstanceGroup[0].Count != 1 || mc.VersionPolicy.GetLatest().GetNumVersions() != 1 {
+		mc.InstanceGroup[0].Kind != pb.ModelInstanceGroup_KIND_CPU || mc.InstanceGroup[0].Count != 1 || mc.VersionPolicy.GetLatest().GetNumVersions() != 1 || mc.GetDynamicBatching() != nil {
 		t.Errorf("model config: %v", mc)
 	}
 	for i := 0; i < 2; i++ {

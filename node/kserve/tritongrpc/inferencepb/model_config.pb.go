@@ -213,6 +213,52 @@ func (ModelInput_Format) EnumDescriptor() ([]byte, []int) {
 	return file_model_config_proto_rawDescGZIP(), []int{1, 0}
 }
 
+type ModelQueuePolicy_TimeoutAction int32
+
+const (
+	ModelQueuePolicy_REJECT ModelQueuePolicy_TimeoutAction = 0
+	ModelQueuePolicy_DELAY  ModelQueuePolicy_TimeoutAction = 1
+)
+
+// Enum value maps for ModelQueuePolicy_TimeoutAction.
+var (
+	ModelQueuePolicy_TimeoutAction_name = map[int32]string{
+		0: "REJECT",
+		1: "DELAY",
+	}
+	ModelQueuePolicy_TimeoutAction_value = map[string]int32{
+		"REJECT": 0,
+		"DELAY":  1,
+	}
+)
+
+func (x ModelQueuePolicy_TimeoutAction) Enum() *ModelQueuePolicy_TimeoutAction {
+	p := new(ModelQueuePolicy_TimeoutAction)
+	*p = x
+	return p
+}
+
+func (x ModelQueuePolicy_TimeoutAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ModelQueuePolicy_TimeoutAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_model_config_proto_enumTypes[3].Descriptor()
+}
+
+func (ModelQueuePolicy_TimeoutAction) Type() protoreflect.EnumType {
+	return &file_model_config_proto_enumTypes[3]
+}
+
+func (x ModelQueuePolicy_TimeoutAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ModelQueuePolicy_TimeoutAction.Descriptor instead.
+func (ModelQueuePolicy_TimeoutAction) EnumDescriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{5, 0}
+}
+
 type ModelInstanceGroup struct {
 	state         protoimpl.MessageState  `protogen:"open.v1"`
 	Name          string                  `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -591,6 +637,142 @@ func (x *ModelParameter) GetStringValue() string {
 	return ""
 }
 
+type ModelQueuePolicy struct {
+	state                      protoimpl.MessageState         `protogen:"open.v1"`
+	TimeoutAction              ModelQueuePolicy_TimeoutAction `protobuf:"varint,1,opt,name=timeout_action,json=timeoutAction,proto3,enum=inference.ModelQueuePolicy_TimeoutAction" json:"timeout_action,omitempty"`
+	DefaultTimeoutMicroseconds uint64                         `protobuf:"varint,2,opt,name=default_timeout_microseconds,json=defaultTimeoutMicroseconds,proto3" json:"default_timeout_microseconds,omitempty"`
+	AllowTimeoutOverride       bool                           `protobuf:"varint,3,opt,name=allow_timeout_override,json=allowTimeoutOverride,proto3" json:"allow_timeout_override,omitempty"`
+	MaxQueueSize               uint32                         `protobuf:"varint,4,opt,name=max_queue_size,json=maxQueueSize,proto3" json:"max_queue_size,omitempty"`
+	unknownFields              protoimpl.UnknownFields
+	sizeCache                  protoimpl.SizeCache
+}
+
+func (x *ModelQueuePolicy) Reset() {
+	*x = ModelQueuePolicy{}
+	mi := &file_model_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelQueuePolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelQueuePolicy) ProtoMessage() {}
+
+func (x *ModelQueuePolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelQueuePolicy.ProtoReflect.Descriptor instead.
+func (*ModelQueuePolicy) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ModelQueuePolicy) GetTimeoutAction() ModelQueuePolicy_TimeoutAction {
+	if x != nil {
+		return x.TimeoutAction
+	}
+	return ModelQueuePolicy_REJECT
+}
+
+func (x *ModelQueuePolicy) GetDefaultTimeoutMicroseconds() uint64 {
+	if x != nil {
+		return x.DefaultTimeoutMicroseconds
+	}
+	return 0
+}
+
+func (x *ModelQueuePolicy) GetAllowTimeoutOverride() bool {
+	if x != nil {
+		return x.AllowTimeoutOverride
+	}
+	return false
+}
+
+func (x *ModelQueuePolicy) GetMaxQueueSize() uint32 {
+	if x != nil {
+		return x.MaxQueueSize
+	}
+	return 0
+}
+
+type ModelDynamicBatching struct {
+	state                     protoimpl.MessageState `protogen:"open.v1"`
+	PreferredBatchSize        []int32                `protobuf:"varint,1,rep,packed,name=preferred_batch_size,json=preferredBatchSize,proto3" json:"preferred_batch_size,omitempty"`
+	MaxQueueDelayMicroseconds uint64                 `protobuf:"varint,2,opt,name=max_queue_delay_microseconds,json=maxQueueDelayMicroseconds,proto3" json:"max_queue_delay_microseconds,omitempty"`
+	PreserveOrdering          bool                   `protobuf:"varint,3,opt,name=preserve_ordering,json=preserveOrdering,proto3" json:"preserve_ordering,omitempty"`
+	DefaultQueuePolicy        *ModelQueuePolicy      `protobuf:"bytes,6,opt,name=default_queue_policy,json=defaultQueuePolicy,proto3" json:"default_queue_policy,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
+}
+
+func (x *ModelDynamicBatching) Reset() {
+	*x = ModelDynamicBatching{}
+	mi := &file_model_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModelDynamicBatching) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModelDynamicBatching) ProtoMessage() {}
+
+func (x *ModelDynamicBatching) ProtoReflect() protoreflect.Message {
+	mi := &file_model_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModelDynamicBatching.ProtoReflect.Descriptor instead.
+func (*ModelDynamicBatching) Descriptor() ([]byte, []int) {
+	return file_model_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ModelDynamicBatching) GetPreferredBatchSize() []int32 {
+	if x != nil {
+		return x.PreferredBatchSize
+	}
+	return nil
+}
+
+func (x *ModelDynamicBatching) GetMaxQueueDelayMicroseconds() uint64 {
+	if x != nil {
+		return x.MaxQueueDelayMicroseconds
+	}
+	return 0
+}
+
+func (x *ModelDynamicBatching) GetPreserveOrdering() bool {
+	if x != nil {
+		return x.PreserveOrdering
+	}
+	return false
+}
+
+func (x *ModelDynamicBatching) GetDefaultQueuePolicy() *ModelQueuePolicy {
+	if x != nil {
+		return x.DefaultQueuePolicy
+	}
+	return nil
+}
+
 type ModelConfig struct {
 	state                protoimpl.MessageState     `protogen:"open.v1"`
 	Name                 string                     `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -603,13 +785,17 @@ type ModelConfig struct {
 	InstanceGroup        []*ModelInstanceGroup      `protobuf:"bytes,7,rep,name=instance_group,json=instanceGroup,proto3" json:"instance_group,omitempty"`
 	DefaultModelFilename string                     `protobuf:"bytes,8,opt,name=default_model_filename,json=defaultModelFilename,proto3" json:"default_model_filename,omitempty"`
 	Parameters           map[string]*ModelParameter `protobuf:"bytes,14,rep,name=parameters,proto3" json:"parameters,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// Types that are valid to be assigned to SchedulingChoice:
+	//
+	//	*ModelConfig_DynamicBatching
+	SchedulingChoice isModelConfig_SchedulingChoice `protobuf_oneof:"scheduling_choice"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ModelConfig) Reset() {
 	*x = ModelConfig{}
-	mi := &file_model_config_proto_msgTypes[5]
+	mi := &file_model_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +807,7 @@ func (x *ModelConfig) String() string {
 func (*ModelConfig) ProtoMessage() {}
 
 func (x *ModelConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[5]
+	mi := &file_model_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +820,7 @@ func (x *ModelConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelConfig.ProtoReflect.Descriptor instead.
 func (*ModelConfig) Descriptor() ([]byte, []int) {
-	return file_model_config_proto_rawDescGZIP(), []int{5}
+	return file_model_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ModelConfig) GetName() string {
@@ -707,6 +893,32 @@ func (x *ModelConfig) GetParameters() map[string]*ModelParameter {
 	return nil
 }
 
+func (x *ModelConfig) GetSchedulingChoice() isModelConfig_SchedulingChoice {
+	if x != nil {
+		return x.SchedulingChoice
+	}
+	return nil
+}
+
+func (x *ModelConfig) GetDynamicBatching() *ModelDynamicBatching {
+	if x != nil {
+		if x, ok := x.SchedulingChoice.(*ModelConfig_DynamicBatching); ok {
+			return x.DynamicBatching
+		}
+	}
+	return nil
+}
+
+type isModelConfig_SchedulingChoice interface {
+	isModelConfig_SchedulingChoice()
+}
+
+type ModelConfig_DynamicBatching struct {
+	DynamicBatching *ModelDynamicBatching `protobuf:"bytes,11,opt,name=dynamic_batching,json=dynamicBatching,proto3,oneof"`
+}
+
+func (*ModelConfig_DynamicBatching) isModelConfig_SchedulingChoice() {}
+
 type ModelVersionPolicy_Latest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	NumVersions   uint32                 `protobuf:"varint,1,opt,name=num_versions,json=numVersions,proto3" json:"num_versions,omitempty"`
@@ -716,7 +928,7 @@ type ModelVersionPolicy_Latest struct {
 
 func (x *ModelVersionPolicy_Latest) Reset() {
 	*x = ModelVersionPolicy_Latest{}
-	mi := &file_model_config_proto_msgTypes[6]
+	mi := &file_model_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -728,7 +940,7 @@ func (x *ModelVersionPolicy_Latest) String() string {
 func (*ModelVersionPolicy_Latest) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Latest) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[6]
+	mi := &file_model_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -759,7 +971,7 @@ type ModelVersionPolicy_All struct {
 
 func (x *ModelVersionPolicy_All) Reset() {
 	*x = ModelVersionPolicy_All{}
-	mi := &file_model_config_proto_msgTypes[7]
+	mi := &file_model_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +983,7 @@ func (x *ModelVersionPolicy_All) String() string {
 func (*ModelVersionPolicy_All) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_All) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[7]
+	mi := &file_model_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +1008,7 @@ type ModelVersionPolicy_Specific struct {
 
 func (x *ModelVersionPolicy_Specific) Reset() {
 	*x = ModelVersionPolicy_Specific{}
-	mi := &file_model_config_proto_msgTypes[8]
+	mi := &file_model_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +1020,7 @@ func (x *ModelVersionPolicy_Specific) String() string {
 func (*ModelVersionPolicy_Specific) ProtoMessage() {}
 
 func (x *ModelVersionPolicy_Specific) ProtoReflect() protoreflect.Message {
-	mi := &file_model_config_proto_msgTypes[8]
+	mi := &file_model_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -877,7 +1089,21 @@ const file_model_config_proto_rawDesc = "" +
 	"\bversions\x18\x01 \x03(\x03R\bversionsB\x0f\n" +
 	"\rpolicy_choice\"3\n" +
 	"\x0eModelParameter\x12!\n" +
-	"\fstring_value\x18\x01 \x01(\tR\vstringValue\"\xbe\x04\n" +
+	"\fstring_value\x18\x01 \x01(\tR\vstringValue\"\xaa\x02\n" +
+	"\x10ModelQueuePolicy\x12P\n" +
+	"\x0etimeout_action\x18\x01 \x01(\x0e2).inference.ModelQueuePolicy.TimeoutActionR\rtimeoutAction\x12@\n" +
+	"\x1cdefault_timeout_microseconds\x18\x02 \x01(\x04R\x1adefaultTimeoutMicroseconds\x124\n" +
+	"\x16allow_timeout_override\x18\x03 \x01(\bR\x14allowTimeoutOverride\x12$\n" +
+	"\x0emax_queue_size\x18\x04 \x01(\rR\fmaxQueueSize\"&\n" +
+	"\rTimeoutAction\x12\n" +
+	"\n" +
+	"\x06REJECT\x10\x00\x12\t\n" +
+	"\x05DELAY\x10\x01\"\x85\x02\n" +
+	"\x14ModelDynamicBatching\x120\n" +
+	"\x14preferred_batch_size\x18\x01 \x03(\x05R\x12preferredBatchSize\x12?\n" +
+	"\x1cmax_queue_delay_microseconds\x18\x02 \x01(\x04R\x19maxQueueDelayMicroseconds\x12+\n" +
+	"\x11preserve_ordering\x18\x03 \x01(\bR\x10preserveOrdering\x12M\n" +
+	"\x14default_queue_policy\x18\x06 \x01(\v2\x1b.inference.ModelQueuePolicyR\x12defaultQueuePolicy\"\xa1\x05\n" +
 	"\vModelConfig\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x12\x18\n" +
@@ -890,10 +1116,12 @@ const file_model_config_proto_rawDesc = "" +
 	"\x16default_model_filename\x18\b \x01(\tR\x14defaultModelFilename\x12F\n" +
 	"\n" +
 	"parameters\x18\x0e \x03(\v2&.inference.ModelConfig.ParametersEntryR\n" +
-	"parameters\x1aX\n" +
+	"parameters\x12L\n" +
+	"\x10dynamic_batching\x18\v \x01(\v2\x1f.inference.ModelDynamicBatchingH\x00R\x0fdynamicBatching\x1aX\n" +
 	"\x0fParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12/\n" +
-	"\x05value\x18\x02 \x01(\v2\x19.inference.ModelParameterR\x05value:\x028\x01*\xfa\x01\n" +
+	"\x05value\x18\x02 \x01(\v2\x19.inference.ModelParameterR\x05value:\x028\x01B\x13\n" +
+	"\x11scheduling_choice*\xfa\x01\n" +
 	"\bDataType\x12\x10\n" +
 	"\fTYPE_INVALID\x10\x00\x12\r\n" +
 	"\tTYPE_BOOL\x10\x01\x12\x0e\n" +
@@ -928,42 +1156,48 @@ func file_model_config_proto_rawDescGZIP() []byte {
 	return file_model_config_proto_rawDescData
 }
 
-var file_model_config_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_model_config_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_model_config_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_model_config_proto_goTypes = []any{
 	(DataType)(0),                       // 0: inference.DataType
 	(ModelInstanceGroup_Kind)(0),        // 1: inference.ModelInstanceGroup.Kind
 	(ModelInput_Format)(0),              // 2: inference.ModelInput.Format
-	(*ModelInstanceGroup)(nil),          // 3: inference.ModelInstanceGroup
-	(*ModelInput)(nil),                  // 4: inference.ModelInput
-	(*ModelOutput)(nil),                 // 5: inference.ModelOutput
-	(*ModelVersionPolicy)(nil),          // 6: inference.ModelVersionPolicy
-	(*ModelParameter)(nil),              // 7: inference.ModelParameter
-	(*ModelConfig)(nil),                 // 8: inference.ModelConfig
-	(*ModelVersionPolicy_Latest)(nil),   // 9: inference.ModelVersionPolicy.Latest
-	(*ModelVersionPolicy_All)(nil),      // 10: inference.ModelVersionPolicy.All
-	(*ModelVersionPolicy_Specific)(nil), // 11: inference.ModelVersionPolicy.Specific
-	nil,                                 // 12: inference.ModelConfig.ParametersEntry
+	(ModelQueuePolicy_TimeoutAction)(0), // 3: inference.ModelQueuePolicy.TimeoutAction
+	(*ModelInstanceGroup)(nil),          // 4: inference.ModelInstanceGroup
+	(*ModelInput)(nil),                  // 5: inference.ModelInput
+	(*ModelOutput)(nil),                 // 6: inference.ModelOutput
+	(*ModelVersionPolicy)(nil),          // 7: inference.ModelVersionPolicy
+	(*ModelParameter)(nil),              // 8: inference.ModelParameter
+	(*ModelQueuePolicy)(nil),            // 9: inference.ModelQueuePolicy
+	(*ModelDynamicBatching)(nil),        // 10: inference.ModelDynamicBatching
+	(*ModelConfig)(nil),                 // 11: inference.ModelConfig
+	(*ModelVersionPolicy_Latest)(nil),   // 12: inference.ModelVersionPolicy.Latest
+	(*ModelVersionPolicy_All)(nil),      // 13: inference.ModelVersionPolicy.All
+	(*ModelVersionPolicy_Specific)(nil), // 14: inference.ModelVersionPolicy.Specific
+	nil,                                 // 15: inference.ModelConfig.ParametersEntry
 }
 var file_model_config_proto_depIdxs = []int32{
 	1,  // 0: inference.ModelInstanceGroup.kind:type_name -> inference.ModelInstanceGroup.Kind
 	0,  // 1: inference.ModelInput.data_type:type_name -> inference.DataType
 	2,  // 2: inference.ModelInput.format:type_name -> inference.ModelInput.Format
 	0,  // 3: inference.ModelOutput.data_type:type_name -> inference.DataType
-	9,  // 4: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
-	10, // 5: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
-	11, // 6: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
-	6,  // 7: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
-	4,  // 8: inference.ModelConfig.input:type_name -> inference.ModelInput
-	5,  // 9: inference.ModelConfig.output:type_name -> inference.ModelOutput
-	3,  // 10: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
-	12, // 11: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
-	7,  // 12: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	12, // 4: inference.ModelVersionPolicy.latest:type_name -> inference.ModelVersionPolicy.Latest
+	13, // 5: inference.ModelVersionPolicy.all:type_name -> inference.ModelVersionPolicy.All
+	14, // 6: inference.ModelVersionPolicy.specific:type_name -> inference.ModelVersionPolicy.Specific
+	3,  // 7: inference.ModelQueuePolicy.timeout_action:type_name -> inference.ModelQueuePolicy.TimeoutAction
+	9,  // 8: inference.ModelDynamicBatching.default_queue_policy:type_name -> inference.ModelQueuePolicy
+	7,  // 9: inference.ModelConfig.version_policy:type_name -> inference.ModelVersionPolicy
+	5,  // 10: inference.ModelConfig.input:type_name -> inference.ModelInput
+	6,  // 11: inference.ModelConfig.output:type_name -> inference.ModelOutput
+	4,  // 12: inference.ModelConfig.instance_group:type_name -> inference.ModelInstanceGroup
+	15, // 13: inference.ModelConfig.parameters:type_name -> inference.ModelConfig.ParametersEntry
+	10, // 14: inference.ModelConfig.dynamic_batching:type_name -> inference.ModelDynamicBatching
+	8,  // 15: inference.ModelConfig.ParametersEntry.value:type_name -> inference.ModelParameter
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_model_config_proto_init() }
@@ -976,13 +1210,16 @@ func file_model_config_proto_init() {
 		(*ModelVersionPolicy_All_)(nil),
 		(*ModelVersionPolicy_Specific_)(nil),
 	}
+	file_model_config_proto_msgTypes[7].OneofWrappers = []any{
+		(*ModelConfig_DynamicBatching)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_model_config_proto_rawDesc), len(file_model_config_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   10,
+			NumEnums:      4,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -46,6 +46,12 @@ type SessionConfig struct {
 	// GraphOptimization is disable, basic, extended or all ("" = all,
 	// ONNX Runtime's default).
 	GraphOptimization string `yaml:"graph_optimization"`
+	// OptimizedModelCache saves ONNX Runtime's optimised graph beside the
+	// model (ort_optimized/, keyed by optimisation level, ORT release and
+	// CPU features) the first time the version loads on the CPU provider,
+	// built on a thread of lower priority; later loads read it with
+	// optimisation off. Off by default.
+	OptimizedModelCache bool `yaml:"optimized_model_cache"`
 	// MaxBatch is the largest batch (first dimension) the batcher may
 	// form; 0 means the model does not batch. Session itself does not use it.
 	MaxBatch int `yaml:"max_batch"`

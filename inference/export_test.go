@@ -49,3 +49,7 @@ func WarmedShapes(s *Session) bool {
 	defer s.shapes.mu.Unlock()
 	return len(s.shapes.m) > 0
 }
+
+// OptimizedFrom is the saved optimized model s's sessions were created
+// from ("" for the original) and whether its load built it.
+func OptimizedFrom(s *Session) (string, bool) { return s.optimized, s.optimizedBuilt }

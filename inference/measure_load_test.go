@@ -2,6 +2,7 @@ package inference_test
 
 import (
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -105,4 +106,81 @@ func loadRunClose(t *testing.T, env *inference.Environment, m, path string, skip
 		*first = append(*first, time.Since(start))
 	}
 	return s.Close()
+}
+
+// TestMeasureOptimizedLoad measures (it asserts nothing about time) a
+// version load from the original model against one from the saved
+// optimized model (optimized_model_cache), and the first load that builds
+// it, in interleaved rounds; process CPU (all threads) and wall time per
+// load+close, medians of the per-round ratios with [min–max]:
+//
+//	EDGE_MEASURE_LOAD=1 go test ./inference -run TestMeasureOptimizedLoad -v
+func TestMeasureOptimizedLoad(t *testing.T) {
+	if os.Getenv("EDGE_MEASURE_LOAD") == "" {
+		t.Skip("a measurement: EDGE_MEASURE_LOAD=1 runs it")
+	}
+	const rounds, perRound = 7, 5
+	env := inferencetest.Env(t)
+	for _, m := range []string{"silero_vad", "ppocr_cls", "ppocr_det", "ppocr_rec"} {
+		path := copyModel(t, m)
+		load := func(cache bool) error {
+			s, err := env.Load(t.Context(), inference.LoadSpec{Model: m, Version: "1", Path: path,
+				Config: inference.SessionConfig{IntraOpThreads: 1, SkipWarmup: true, OptimizedModelCache: cache}})
+			if err != nil {
+				return err
+			}
+			return s.Close()
+		}
+		if err := load(true); err != nil { // the saved graph exists from here on
+			t.Fatal(err)
+		}
+		arms := []struct {
+			name string
+			run  func() error
+		}{
+			{"original", func() error { return load(false) }},
+			{"saved", func() error { return load(true) }},
+			{"build", func() error {
+				if err := os.RemoveAll(filepath.Join(filepath.Dir(path), "ort_optimized")); err != nil {
+					return err
+				}
+				return load(true)
+			}},
+		}
+		cpu := make([][]time.Duration, len(arms))
+		wall := make([][]time.Duration, len(arms))
+		for range rounds {
+			for k, a := range arms {
+				n := perRound
+				if a.name == "build" {
+					n = 1
+				}
+				c0, w0 := processCPU(), time.Now()
+				for range n {
+					if err := a.run(); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cpu[k] = append(cpu[k], (processCPU()-c0)/time.Duration(n))
+				wall[k] = append(wall[k], time.Since(w0)/time.Duration(n))
+			}
+		}
+		ratio := func(x [][]time.Duration, a, b int) (float64, float64, float64) {
+			r := make([]float64, rounds)
+			for i := range r {
+				r[i] = float64(x[a][i]) / float64(x[b][i])
+			}
+			return median(r), slices.Min(r), slices.Max(r)
+		}
+		med := func(ds []time.Duration) time.Duration {
+			s := slices.Clone(ds)
+			slices.Sort(s)
+			return s[len(s)/2].Round(10 * time.Microsecond)
+		}
+		cm, cl, ch := ratio(cpu, 1, 0)
+		wm, wl, wh := ratio(wall, 1, 0)
+		bm, bl, bh := ratio(cpu, 2, 0)
+		t.Logf("FIGURE %s load from the saved optimized model / from the original: CPU %v / %v = %.2f× [%.2f–%.2f], wall %v / %v = %.2f× [%.2f–%.2f]; the building load: CPU %v = %.2f× [%.2f–%.2f] of an original load",
+			m, med(cpu[1]), med(cpu[0]), cm, cl, ch, med(wall[1]), med(wall[0]), wm, wl, wh, med(cpu[2]), bm, bl, bh)
+	}
 }

@@ -91,6 +91,9 @@ type Session struct {
 
 	batch *batcher // nil unless the config enables dynamic batching
 
+	optimized      string // the saved optimized model the sessions were created from; "" for the original
+	optimizedBuilt bool   // this load built it
+
 	// mu guards closed and inflight; drained is closed once closed is set
 	// and inflight is back to 0.
 	mu        sync.Mutex
@@ -170,8 +173,12 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 	if !cfg.SkipWarmup {
 		s.warmUp(ctx)
 	}
-	s.log.Info().Str("provider", s.provider).Int("instances", cfg.Instances).
-		Int("max_concurrency", cfg.MaxConcurrency).Str("path", spec.Path).Msg("model version loaded")
+	ev := s.log.Info().Str("provider", s.provider).Int("instances", cfg.Instances).
+		Int("max_concurrency", cfg.MaxConcurrency).Str("path", spec.Path)
+	if s.optimized != "" {
+		ev = ev.Str("optimized_model", s.optimized).Bool("optimized_model_built", s.optimizedBuilt)
+	}
+	ev.Msg("model version loaded")
 	return s, nil
 }
 
@@ -338,8 +345,29 @@ func (s *Session) createSessions(path string) error {
 		return n
 	}
 	inNames, outNames := names(s.inputs), names(s.outputs)
+	src := path
+	if s.cfg.OptimizedModelCache && provider == ProviderCPU {
+		if src, err = s.useOptimized(path, opts, inNames, outNames); err != nil {
+			opts.Destroy()
+			return err
+		}
+	}
 	for i := 0; i < s.cfg.Instances; i++ {
-		ds, err := ort.NewDynamicAdvancedSession(path, inNames, outNames, opts)
+		ds, err := ort.NewDynamicAdvancedSession(src, inNames, outNames, opts)
+		if err != nil && src != path {
+			// A saved graph this ONNX Runtime cannot read after all:
+			// drop it and load the original with optimisation on.
+			s.log.Warn().Err(err).Str("optimized_model", src).Msg("cannot load the saved optimized model; removed, loading the original")
+			os.Remove(src)
+			src, s.optimized = path, ""
+			level, _ := graphOptimizationLevel(s.cfg.GraphOptimization)
+			if lerr := opts.SetGraphOptimizationLevel(ort.GraphOptimizationLevel(level)); lerr != nil {
+				opts.Destroy()
+				s.destroy()
+				return fmt.Errorf("session options: graph_optimization: %v: %w", lerr, ErrInvalidArgument)
+			}
+			ds, err = ort.NewDynamicAdvancedSession(src, inNames, outNames, opts)
+		}
 		if err != nil && provider != ProviderCPU && s.cpuAllowed() {
 			// The provider appended but cannot create a session (a
 			// library it needs at run time, no device): fall back.

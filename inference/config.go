@@ -52,6 +52,11 @@ type SessionConfig struct {
 	// built on a thread of lower priority; later loads read it with
 	// optimisation off. Off by default.
 	OptimizedModelCache bool `yaml:"optimized_model_cache"`
+	// LoadPriority is low (the default, "") or normal: with low, a load
+	// whose sessions start no thread of their own (intra_op_threads 1, CPU
+	// provider only) creates them and warms up at nice 10, so it yields
+	// the CPU to requests in flight; other loads run at normal priority.
+	LoadPriority string `yaml:"load_priority"`
 	// MaxBatch is the largest batch (first dimension) the batcher may
 	// form; 0 means the model does not batch. Session itself does not use it.
 	MaxBatch int `yaml:"max_batch"`
@@ -222,6 +227,9 @@ type ProviderOptions struct {
 func (c SessionConfig) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("session config: "+format+": %w", append(args, ErrInvalidArgument)...)
+	}
+	if c.LoadPriority != "" && c.LoadPriority != "low" && c.LoadPriority != "normal" {
+		return bad("load_priority %q: want low or normal", c.LoadPriority)
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Providers {

@@ -50,6 +50,8 @@ func TestParseSessionConfigRejects(t *testing.T) {
 		{"negative max_concurrency", "max_concurrency: -1", "max_concurrency is -1"},
 		{"too many instances", "instances: 1000", "instances is 1000"},
 		{"bad optimization level", "graph_optimization: turbo", `graph_optimization "turbo"`},
+		{"bad load priority", "load_priority: idle", `load_priority "idle": want low or normal`},
+		{"optimized cache not a bool", "optimized_model_cache: maybe", "cannot unmarshal !!str `maybe` into bool"},
 		{"unknown field", "intra_op_thread: 2", "field intra_op_thread not found"},
 		{"unknown option", "providers: [{name: cuda, options: {gpu: 1}}]", "field gpu not found"},
 		{"trt option on cuda", "providers: [{name: cuda, options: {fp16: true}}]", "cuda takes no TensorRT options"},

@@ -73,14 +73,28 @@ func (s *Session) ensureOptimized(path string, inNames, outNames []string) (opt 
 	if err := os.MkdirAll(filepath.Dir(opt), 0o755); err != nil {
 		return "", false, err
 	}
-	done := make(chan error, 1)
-	go func() {
-		done <- onLowPriorityThread(func() error { return s.writeOptimized(path, opt, inNames, outNames) })
-	}()
-	if err := <-done; err != nil {
+	if err := atLowPriority(func() error { return s.writeOptimized(path, opt, inNames, outNames) }); err != nil {
 		return "", false, err
 	}
 	return opt, true, nil
+}
+
+// atLowPriority runs fn at nice loadNice on an OS thread that ends with it
+// (onLowPriorityThread) and waits for it; the caller's thread is untouched.
+func atLowPriority(fn func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- onLowPriorityThread(fn) }()
+	return <-done
+}
+
+// lowPriorityLoad reports whether the version's sessions and warm-up are
+// made at nice loadNice: load_priority is not normal, and they can be
+// without the priority reaching inference: one
+// intra-op thread, no parallel execution and the CPU provider only, so
+// ONNX Runtime starts no thread at load (its Runs execute on the callers'
+// threads) and nothing created at low priority outlives the load.
+func (s *Session) lowPriorityLoad() bool {
+	return s.cfg.LoadPriority != "normal" && s.cfg.IntraOpThreads == 1 && s.cpuOnly()
 }
 
 // onLowPriorityThread runs fn on an OS thread of its own at nice loadNice;

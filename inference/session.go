@@ -152,7 +152,14 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 	if err := s.checkWarmupShapes(); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
-	if err := s.createSessions(spec.Path); err != nil {
+	create := func() error { return s.createSessions(spec.Path) }
+	var err error
+	if s.lowPriorityLoad() {
+		err = atLowPriority(create)
+	} else {
+		err = create()
+	}
+	if err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
 	if cfg.MaxConcurrency > 0 {
@@ -171,7 +178,11 @@ func (e *Environment) Load(ctx context.Context, spec LoadSpec) (*Session, error)
 		return nil, fmt.Errorf("load %s/%s: %w", spec.Model, spec.Version, err)
 	}
 	if !cfg.SkipWarmup {
-		s.warmUp(ctx)
+		if s.lowPriorityLoad() {
+			_ = atLowPriority(func() error { s.warmUp(ctx); return nil })
+		} else {
+			s.warmUp(ctx)
+		}
 	}
 	ev := s.log.Info().Str("provider", s.provider).Int("instances", cfg.Instances).
 		Int("max_concurrency", cfg.MaxConcurrency).Str("path", spec.Path)
@@ -397,6 +408,16 @@ func (s *Session) createSessions(path string) error {
 		}
 	}
 	return nil
+}
+
+// cpuOnly reports whether the CPU provider is the only one configured.
+func (s *Session) cpuOnly() bool {
+	for _, p := range s.cfg.Providers {
+		if p.Name != ProviderCPU {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Session) cpuAllowed() bool {

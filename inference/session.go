@@ -880,7 +880,7 @@ func (s *Session) run(ctx context.Context, ds *ort.DynamicAdvancedSession, input
 		if low != nil && low[j] != nil {
 			t := Tensor{Name: info.Name, DataType: info.DataType, Shape: cloneShape(learned[j]), Data: low[j]}
 			if _, heap := alloc.(HeapAllocator); !heap {
-				buf, err := alloc.Alloc(ctx, len(low[j]))
+				buf, err := AllocOverwrite(ctx, alloc, len(low[j]))
 				if err != nil {
 					return nil, fmt.Errorf("%s/%s: output %q: %w", s.name, s.version, info.Name, err)
 				}
@@ -975,7 +975,7 @@ func (s *Session) runPreallocated(ctx context.Context, ds *ort.DynamicAdvancedSe
 		}
 		size := int(n) * info.DataType.Size()
 		if wanted[j] {
-			if bufs[j], err = alloc.Alloc(ctx, size); err != nil {
+			if bufs[j], err = AllocOverwrite(ctx, alloc, size); err != nil { // ONNX Runtime writes it in place
 				return nil, fmt.Errorf("%s/%s: output %q: %w", s.name, s.version, info.Name, err)
 			}
 		} else {
@@ -1029,7 +1029,7 @@ func (s *Session) collect(ctx context.Context, info TensorInfo, v ort.Value, all
 		for _, x := range strs {
 			total += len(x)
 		}
-		buf, err := alloc.Alloc(ctx, total)
+		buf, err := AllocOverwrite(ctx, alloc, total)
 		if err != nil {
 			return t, fmt.Errorf("%s/%s: output %q: %w", s.name, s.version, info.Name, err)
 		}
@@ -1052,7 +1052,7 @@ func (s *Session) collect(ctx context.Context, info TensorInfo, v ort.Value, all
 		t.Data = data
 		return t, nil
 	}
-	buf, err := alloc.Alloc(ctx, len(data))
+	buf, err := AllocOverwrite(ctx, alloc, len(data))
 	if err != nil {
 		return t, fmt.Errorf("%s/%s: output %q: %w", s.name, s.version, info.Name, err)
 	}

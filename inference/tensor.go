@@ -63,6 +63,23 @@ type Allocator interface {
 	Alloc(ctx context.Context, n int) ([]byte, error)
 }
 
+// OverwriteAllocator is an Allocator that can skip clearing a buffer its
+// caller overwrites in full before anything reads it (a pooled buffer that
+// is reused holds its last user's bytes until then).
+type OverwriteAllocator interface {
+	AllocOverwrite(ctx context.Context, n int) ([]byte, error)
+}
+
+// AllocOverwrite returns n bytes from a that the caller promises to write in
+// full before anything reads them: a's AllocOverwrite when it has one (no
+// clearing), else a.Alloc.
+func AllocOverwrite(ctx context.Context, a Allocator, n int) ([]byte, error) {
+	if o, ok := a.(OverwriteAllocator); ok {
+		return o.AllocOverwrite(ctx, n)
+	}
+	return a.Alloc(ctx, n)
+}
+
 // HeapAllocator allocates on the Go heap. It is the plain (copying) path.
 type HeapAllocator struct{}
 

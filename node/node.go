@@ -388,7 +388,16 @@ func (n *Node) newAllocator() (inference.Allocator, func()) {
 type leaseAllocator struct{ l *pinned.Lease }
 
 func (a leaseAllocator) Alloc(ctx context.Context, size int) ([]byte, error) {
-	b, err := a.l.Alloc(ctx, size)
+	return leaseResult(a.l.Alloc(ctx, size))
+}
+
+// AllocOverwrite implements inference.OverwriteAllocator: no zeroing of a
+// buffer the caller writes in full.
+func (a leaseAllocator) AllocOverwrite(ctx context.Context, size int) ([]byte, error) {
+	return leaseResult(a.l.AllocOverwrite(ctx, size))
+}
+
+func leaseResult(b []byte, err error) ([]byte, error) {
 	if errors.Is(err, pinned.ErrExhausted) {
 		return nil, fmt.Errorf("%w: %w", inference.ErrUnavailable, err)
 	}

@@ -65,14 +65,20 @@ func BenchmarkZero4_9MB(b *testing.B) {
 }
 
 // BenchmarkLease is one request: a lease, an input tensor of 4.9 MB and two
-// small outputs, then Release.
+// small outputs, then Release; zeroed (Alloc) or not (AllocOverwrite, what
+// the decoders and ONNX Runtime's outputs use).
 func BenchmarkLease(b *testing.B) {
+	b.Run("Alloc", func(b *testing.B) { benchmarkLease(b, (*Lease).Alloc) })
+	b.Run("AllocOverwrite", func(b *testing.B) { benchmarkLease(b, (*Lease).AllocOverwrite) })
+}
+
+func benchmarkLease(b *testing.B, alloc func(*Lease, context.Context, int) ([]byte, error)) {
 	p := newBenchPool(b)
 	ctx := context.Background()
 	run := func() {
 		l := p.Lease()
 		for _, n := range []int{tensor4_9MB, 16 << 10, 400} {
-			if _, err := l.Alloc(ctx, n); err != nil {
+			if _, err := alloc(l, ctx, n); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -264,7 +264,10 @@ func (p *Pool) classFor(n int) (int, bool) {
 // Get returns a buffer of n bytes, zeroed. When the budget is full it waits
 // up to MaxWait or until ctx is done, then fails with an *ExhaustedError.
 // A request over MaxClass or the budget fails at once with ErrTooLarge.
-func (p *Pool) Get(ctx context.Context, n int) (*Buffer, error) {
+func (p *Pool) Get(ctx context.Context, n int) (*Buffer, error) { return p.get(ctx, n, true) }
+
+// get is Get; zero false leaves the bytes as their last user wrote them.
+func (p *Pool) get(ctx context.Context, n int, zero bool) (*Buffer, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("%w: %d", ErrInvalidSize, n)
 	}
@@ -290,7 +293,7 @@ func (p *Pool) Get(ctx context.Context, n int) (*Buffer, error) {
 		if b != nil || reserve {
 			p.mu.Unlock()
 			p.freeAll(victims)
-			return p.finish(grant{buf: b, reserve: reserve}, ci, n)
+			return p.finish(grant{buf: b, reserve: reserve}, ci, n, zero)
 		}
 	}
 	if err := ctx.Err(); err != nil || p.opts.MaxWait == 0 {
@@ -311,7 +314,7 @@ func (p *Pool) Get(ctx context.Context, n int) (*Buffer, error) {
 	var cause error
 	select {
 	case g := <-w.ch:
-		return p.finish(g, ci, n)
+		return p.finish(g, ci, n, zero)
 	case <-ctx.Done():
 		cause = ctx.Err()
 	case <-timer.C:
@@ -322,10 +325,10 @@ func (p *Pool) Get(ctx context.Context, n int) (*Buffer, error) {
 		// Served while we were giving up.
 		p.mu.Unlock()
 		if cause == nil || g.err != nil {
-			return p.finish(g, ci, n)
+			return p.finish(g, ci, n, zero)
 		}
 		// The caller is gone: hand the grant back.
-		if b, err := p.finish(g, ci, n); err == nil {
+		if b, err := p.finish(g, ci, n, zero); err == nil {
 			p.Put(b)
 		}
 		p.mu.Lock()
@@ -355,7 +358,7 @@ func (p *Pool) exhausted(n int, waited time.Duration, cause error) error {
 
 // finish turns a grant into a buffer ready for the caller: it allocates
 // from C when budget was reserved, and zeroes the n bytes handed out.
-func (p *Pool) finish(g grant, ci, n int) (*Buffer, error) {
+func (p *Pool) finish(g grant, ci, n int, zero bool) (*Buffer, error) {
 	if g.err != nil {
 		return nil, g.err
 	}
@@ -391,7 +394,9 @@ func (p *Pool) finish(g grant, ci, n int) (*Buffer, error) {
 		}
 	}
 	b.b = b.mem[:n:n]
-	clear(b.b)
+	if zero {
+		clear(b.b)
+	}
 	return b, nil
 }
 
@@ -608,7 +613,18 @@ func (p *Pool) Lease() *Lease {
 // Alloc returns n zeroed bytes of pooled C memory, valid until Release.
 // It waits like Get and fails with the same errors; n == 0 returns an empty
 // slice without touching the pool.
-func (l *Lease) Alloc(ctx context.Context, n int) ([]byte, error) {
+func (l *Lease) Alloc(ctx context.Context, n int) ([]byte, error) { return l.alloc(ctx, n, true) }
+
+// AllocOverwrite is Alloc without the zeroing, for a caller that writes all
+// n bytes before anything reads them (a decoded input, an output ONNX
+// Runtime writes in place, a copy): a reused buffer still holds its last
+// user's bytes until the caller overwrites them, so the guarantee that a
+// later lease never sees an earlier lease's bytes rests on the caller.
+func (l *Lease) AllocOverwrite(ctx context.Context, n int) ([]byte, error) {
+	return l.alloc(ctx, n, false)
+}
+
+func (l *Lease) alloc(ctx context.Context, n int, zero bool) ([]byte, error) {
 	if n == 0 {
 		return []byte{}, nil
 	}
@@ -618,7 +634,7 @@ func (l *Lease) Alloc(ctx context.Context, n int) ([]byte, error) {
 	if done {
 		return nil, ErrReleased
 	}
-	b, err := l.p.Get(ctx, n)
+	b, err := l.p.get(ctx, n, zero)
 	if err != nil {
 		return nil, err
 	}

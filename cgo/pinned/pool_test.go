@@ -460,6 +460,29 @@ func TestLease(t *testing.T) {
 	if _, err := l.Alloc(ctx, 1); !errors.Is(err, ErrReleased) {
 		t.Errorf("Alloc after Release = %v", err)
 	}
+	// AllocOverwrite does not clear a reused buffer (its caller overwrites
+	// every byte); Get still zeroes it.
+	l3 := p.Lease()
+	b3, err := l3.Alloc(ctx, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fill(b3, 0xAB)
+	l3.Release()
+	l4 := p.Lease()
+	b4, err := l4.AllocOverwrite(ctx, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if &b4[0] != &b3[0] || b4[4999] != 0xAB {
+		t.Errorf("Lease.AllocOverwrite of a reused buffer: same buffer %v, last byte %#x, want the previous bytes kept", &b4[0] == &b3[0], b4[4999])
+	}
+	l4.Release()
+	if g := mustGet(t, p, 5000); !allZero(g.Bytes()) {
+		t.Error("Get of a reused buffer is not zeroed")
+	} else {
+		p.Put(g)
+	}
 	// Errors pass through: a too-large request.
 	l2 := p.Lease()
 	defer l2.Release()

@@ -37,7 +37,7 @@ func (rd *requestDecoder) readBinary(req *inferRequest, body io.Reader) error {
 		if size > left {
 			return badRequest(reasonBinary, "input %q: binary_data_size %d is past the end of the body (%d bytes left)", t.Name, size, left)
 		}
-		buf, err := rd.alloc.Alloc(rd.ctx, int(size))
+		buf, err := inference.AllocOverwrite(rd.ctx, rd.alloc, int(size)) // read in full, or the request fails
 		if err != nil {
 			return fmt.Errorf("input %q: allocating %d bytes: %w", t.Name, size, err)
 		}

@@ -761,7 +761,7 @@ func (rd *requestDecoder) decodeData(d *jsontext.Decoder, t *inference.Tensor) e
 		t.Strings = make([][]byte, 0, n)
 		t.Data = nil
 	} else {
-		buf, err := rd.alloc.Alloc(rd.ctx, int(n)*size)
+		buf, err := inference.AllocOverwrite(rd.ctx, rd.alloc, int(n)*size) // every element, or the request fails
 		if err != nil {
 			return fmt.Errorf("input %q: allocating %d bytes: %w", t.Name, int(n)*size, err)
 		}

@@ -851,11 +851,15 @@ func (rd *requestDecoder) putElem(d *jsontext.Decoder, t *inference.Tensor, i in
 	b := t.Data
 	switch t.DataType {
 	case inference.FP32:
-		f, err := strconv.ParseFloat(s, 32)
-		if err != nil {
-			return bad("%s is out of range for %s")
+		f, ok := parseFloat32(s)
+		if !ok {
+			f64, err := strconv.ParseFloat(s, 32)
+			if err != nil {
+				return bad("%s is out of range for %s")
+			}
+			f = float32(f64)
 		}
-		binary.LittleEndian.PutUint32(b[i*4:], math.Float32bits(float32(f)))
+		binary.LittleEndian.PutUint32(b[i*4:], math.Float32bits(f))
 	case inference.FP64:
 		f, err := strconv.ParseFloat(s, 64)
 		if err != nil {

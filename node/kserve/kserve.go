@@ -423,14 +423,14 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
 	}
 	defer release()
 	modelName, version = m.Name(), m.Version()
-	pending := h.metrics.pending.WithLabelValues(modelName, version)
-	pending.Inc()
-	defer pending.Dec()
+	vm := h.metrics.version(modelName, version)
+	vm.pending.Inc()
+	defer vm.pending.Dec()
 	alloc, freeAlloc := h.opts.NewAllocator()
 	defer freeAlloc()
 
 	rt := inference.RequestTimes{At: start}
-	status, respBytes, err := h.infer(w, r, m, alloc, body, start, &rt)
+	status, respBytes, err := h.infer(w, r, m, vm, alloc, body, start, &rt)
 	if err != nil {
 		ae := toAPIError(err)
 		status = ae.status
@@ -439,26 +439,30 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, r, ae)
 		rt.Failed = true
 	} else {
-		h.metrics.success.WithLabelValues(modelName, version).Inc()
-		h.metrics.duration.WithLabelValues(modelName, version).Observe(time.Since(start).Seconds())
-		h.metrics.inferences.WithLabelValues(modelName, version).Add(float64(rt.Inferences))
+		vm.success.Inc()
+		vm.duration.Observe(time.Since(start).Seconds())
+		vm.inferences.Add(float64(rt.Inferences))
 		if !rt.SharedRun {
-			h.metrics.executions.WithLabelValues(modelName, version).Inc()
+			vm.executions.Inc()
 		}
 	}
 	rt.Total = time.Since(start)
 	if ob, ok := m.(RequestObserver); ok {
 		ob.ObserveRequest(rt)
 	}
-	h.metrics.requests.WithLabelValues(modelName, version, strconv.Itoa(status)).Inc()
-	h.metrics.requestBytes.WithLabelValues(modelName, version).Add(float64(body.n))
-	h.metrics.responseBytes.WithLabelValues(modelName, version).Add(float64(respBytes))
+	if status == http.StatusOK {
+		vm.ok.Inc()
+	} else {
+		h.metrics.requests.WithLabelValues(modelName, version, strconv.Itoa(status)).Inc()
+	}
+	vm.requestBytes.Add(float64(body.n))
+	vm.responses.Add(float64(respBytes))
 }
 
 // infer does the work of serveInfer. An error means nothing has been
 // written yet; once the response has started, write errors are only logged.
 // rt receives the request's times and batch size.
-func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Model, alloc inference.Allocator, body io.Reader, start time.Time, rt *inference.RequestTimes) (int, int64, error) {
+func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Model, vm *versionMetrics, alloc inference.Allocator, body io.Reader, start time.Time, rt *inference.RequestTimes) (int, int64, error) {
 	limits := decodeLimits{bodyBytes: h.opts.MaxBodyBytes, headerLen: -1}
 	if r.ContentLength > h.opts.MaxBodyBytes {
 		return 0, 0, &http.MaxBytesError{Limit: h.opts.MaxBodyBytes}
@@ -499,10 +503,9 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 	if err != nil {
 		return 0, 0, err
 	}
-	labels := prometheus.Labels{"model": m.Name(), "version": m.Version()}
 	decoded := time.Now()
 	rt.Input = decoded.Sub(start)
-	h.metrics.inputDur.With(labels).Observe(rt.Input.Seconds())
+	vm.inputDur.Observe(rt.Input.Seconds())
 	rt.Inferences = batchSize(m, req.inputs)
 
 	inputs := make([]inference.Tensor, len(req.inputs))
@@ -522,14 +525,14 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		outs, st, err = sr.RunWithStats(r.Context(), inputs, names, alloc)
 		if err == nil {
 			rt.Queue, rt.Infer, rt.SharedRun = st.Queue, st.Compute, st.SharedRun
-			h.metrics.queueDur.With(labels).Observe(st.Queue.Seconds())
-			h.metrics.computeDur.With(labels).Observe(st.Compute.Seconds())
+			vm.queueDur.Observe(st.Queue.Seconds())
+			vm.computeDur.Observe(st.Compute.Seconds())
 		}
 	} else {
 		outs, err = m.Run(r.Context(), inputs, names, alloc)
 		if err == nil {
 			rt.Infer = time.Since(decoded)
-			h.metrics.computeDur.With(labels).Observe(rt.Infer.Seconds())
+			vm.computeDur.Observe(rt.Infer.Seconds())
 		}
 	}
 	if err != nil {
@@ -596,7 +599,7 @@ func (h *Handler) infer(w http.ResponseWriter, r *http.Request, m inference.Mode
 		h.errLog.Debug().Err(err).Str("request_id", RequestID(r.Context())).Str("model", m.Name()).Msg("writing the response failed")
 	}
 	rt.Output = time.Since(ran)
-	h.metrics.outputDur.With(labels).Observe(rt.Output.Seconds())
+	vm.outputDur.Observe(rt.Output.Seconds())
 	return http.StatusOK, total, nil
 }
 

@@ -1,6 +1,8 @@
 package kserve
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -22,6 +24,53 @@ type metrics struct {
 	inferences    *prometheus.CounterVec   // model, version: batch sizes of successful requests
 	executions    *prometheus.CounterVec   // model, version: model runs of successful requests
 	pending       *prometheus.GaugeVec     // model, version: requests acquired and not yet answered
+
+	mu       sync.RWMutex // guards versions
+	versions map[versionKey]*versionMetrics
+}
+
+type versionKey struct{ model, version string }
+
+// versionMetrics are one version's series, resolved once: a label look-up
+// per series per request (hashing the label values under the vector's
+// lock) costs more than the observation itself.
+type versionMetrics struct {
+	pending                                                      prometheus.Gauge
+	ok, success, inferences, executions, requestBytes, responses prometheus.Counter
+	duration, inputDur, queueDur, computeDur, outputDur          prometheus.Observer
+}
+
+// version returns the series of model/version, resolving them on first use.
+// Like the vectors' own series they are kept for the life of the handler.
+func (m *metrics) version(model, version string) *versionMetrics {
+	k := versionKey{model, version}
+	m.mu.RLock()
+	vm := m.versions[k]
+	m.mu.RUnlock()
+	if vm != nil {
+		return vm
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if vm = m.versions[k]; vm != nil {
+		return vm
+	}
+	vm = &versionMetrics{
+		pending:      m.pending.WithLabelValues(model, version),
+		ok:           m.requests.WithLabelValues(model, version, "200"),
+		success:      m.success.WithLabelValues(model, version),
+		inferences:   m.inferences.WithLabelValues(model, version),
+		executions:   m.executions.WithLabelValues(model, version),
+		requestBytes: m.requestBytes.WithLabelValues(model, version),
+		responses:    m.responseBytes.WithLabelValues(model, version),
+		duration:     m.duration.WithLabelValues(model, version),
+		inputDur:     m.inputDur.WithLabelValues(model, version),
+		queueDur:     m.queueDur.WithLabelValues(model, version),
+		computeDur:   m.computeDur.WithLabelValues(model, version),
+		outputDur:    m.outputDur.WithLabelValues(model, version),
+	}
+	m.versions[k] = vm
+	return vm
 }
 
 // latencyBuckets span 100µs to about 13s.
@@ -30,6 +79,7 @@ var latencyBuckets = prometheus.ExponentialBuckets(100e-6, 2, 18)
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	mv := []string{"model", "version"}
 	m := &metrics{
+		versions: make(map[versionKey]*versionMetrics),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edge_inference_http_requests_total",
 			Help: "Inference requests by model, version and HTTP status code.",

@@ -16,7 +16,7 @@ export EDGE_MODELS_DIR := $(MODELS)
 export EDGE_REQUIRE_BROKER := 1
 export EDGE_REQUIRE_BROWSER := 1
 
-.PHONY: help setup deps build run test test-race test-fleet-scale bench fuzz lint
+.PHONY: help setup deps build run test edgectl-cross test-race test-fleet-scale bench fuzz lint
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,14 @@ test: deps ## lint (gofmt, vet, deadcode), every test, the race detector, cgoche
 	$(GO) test -race -count=1 -timeout 15m ./...
 	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./cgo/... ./node/...
 	CGO_ENABLED=0 $(GO) vet ./cgo/... && CGO_ENABLED=0 $(GO) test -count=1 ./cgo/...
+	$(MAKE) --no-print-directory edgectl-cross
 	$(MAKE) --no-print-directory dist-test
+
+edgectl-cross: ## build edgectl with CGO_ENABLED=0 for linux, darwin and windows, amd64 and arm64 (run by make test)
+	@for os in linux darwin windows; do for arch in amd64 arm64; do \
+		echo "edgectl $$os/$$arch"; \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -o /dev/null ./cmd/edgectl || exit 1; \
+	done; done
 
 test-race: deps ## every test under the race detector only
 	$(GO) test -race -count=1 -timeout 20m ./...

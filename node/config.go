@@ -153,10 +153,13 @@ func DefaultConfig() Config {
 // file is a mistake, not a configuration.
 const maxConfigBytes = 1 << 20
 
-// DecodeConfig reads one YAML document from r on top of base and validates
-// the result. Unknown fields are an error (a typo in a config file should not
-// be silently ignored), and so is a second document. On error base is
-// returned unchanged.
+// DecodeConfig reads one YAML document from r on top of base. Unknown fields
+// are an error (a typo in a config file should not be silently ignored), and
+// so is a second document. On error base is returned unchanged.
+//
+// It does not validate: a file is one layer, and the environment or flags
+// may complete it (a file that enables DMI while the pod's environment names
+// the device). Call Validate on the merged config.
 func DecodeConfig(r io.Reader, base Config) (Config, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxConfigBytes+1))
 	if err != nil {
@@ -165,14 +168,7 @@ func DecodeConfig(r io.Reader, base Config) (Config, error) {
 	if len(data) > maxConfigBytes {
 		return base, fmt.Errorf("config is larger than %d bytes", maxConfigBytes)
 	}
-	cfg, err := decodeConfigYAML(data, base)
-	if err != nil {
-		return base, err
-	}
-	if err := cfg.Validate(); err != nil {
-		return base, err
-	}
-	return cfg, nil
+	return decodeConfigYAML(data, base)
 }
 
 // decodeConfigYAML decodes exactly one YAML document onto base. A second
@@ -198,7 +194,8 @@ func decodeConfigYAML(data []byte, base Config) (cfg Config, err error) {
 	return cfg, nil
 }
 
-// LoadConfigFile reads the YAML config file at path on top of base.
+// LoadConfigFile reads the YAML config file at path on top of base (see
+// DecodeConfig: the result is not validated).
 func LoadConfigFile(path string, base Config) (Config, error) {
 	f, err := os.Open(path)
 	if err != nil {

@@ -211,6 +211,8 @@ func configReference(keys []configKey) []byte {
 Every key of the YAML config file (` + "`edge-node --config FILE`" + `), its type, its default, the flag and
 ` + "`EDGE_NODE_*`" + ` environment variable that override it (flags win over the environment, the environment over
 the file), and what it does. Unknown keys are an error. Durations are Go durations (` + "`15s`, `2m`" + `).
+The config is checked once, after file, environment and flags are merged, so a file may leave a value to
+the environment; an error names the key and where it was set (the file, the variable or the flag).
 A full commented example is deploy/config.example.yaml (` + "`config.example.yaml`" + ` in the release archive).
 
 | key | type | default | flag / environment | description |

@@ -68,9 +68,13 @@ func newRootCommand() *cobra.Command {
 }
 
 // resolveConfig layers the configuration: defaults, then the config file,
-// then EDGE_NODE_* environment, then flags given on the command line.
+// then EDGE_NODE_* environment, then flags given on the command line. The
+// result is validated once, after all layers (a file may leave part of a
+// section to the environment), and a validation error names where the
+// offending values were set.
 func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error) {
 	cfg := node.DefaultConfig()
+	sources := newConfigSources(&cfg, configPath)
 	if configPath != "" {
 		var err error
 		if cfg, err = node.LoadConfigFile(configPath, cfg); err != nil {
@@ -101,6 +105,7 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 			if e := fl.Value.Set(val); e != nil {
 				err = fmt.Errorf("%s %q: %w", source, val, e)
 			}
+			sources.record(fl, source)
 		}
 	}
 	overlay := pflag.NewFlagSet("overlay", pflag.ContinueOnError)
@@ -121,7 +126,10 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	if err != nil {
 		return cfg, err
 	}
-	return cfg, cfg.Validate()
+	if err := cfg.Validate(); err != nil {
+		return cfg, sources.explain(err)
+	}
+	return cfg, nil
 }
 
 // bindConfigFlags binds the config-carrying flags to cfg. The root command

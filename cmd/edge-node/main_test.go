@@ -568,3 +568,72 @@ func TestKubeEdgeFlagsAndEnvironment(t *testing.T) {
 		t.Errorf("kubeedge config: %+v", ke)
 	}
 }
+
+// TestConfigValidatedAfterLayering: the config is validated once, after the
+// file, the environment and the flags are merged, so a file may rely on the
+// environment for part of a section (the DaemonSet enables DMI in its file
+// and names the device from the pod's environment); and a rejected value is
+// traced to where it was set.
+func TestConfigValidatedAfterLayering(t *testing.T) {
+	write := func(content string) string {
+		p := filepath.Join(t.TempDir(), "edge-node.yaml")
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	t.Run("file enables dmi, environment names the device", func(t *testing.T) {
+		p := write("kubeedge:\n  dmi: {enabled: true}\n")
+		t.Setenv("EDGE_NODE_KUBEEDGE_DEVICE_NAME", "edge-7")
+		cmd := newRootCommand()
+		if err := cmd.ParseFlags(nil); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := resolveConfig(cmd.Flags(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !cfg.KubeEdge.DMI.Enabled || cfg.KubeEdge.DMI.DeviceName != "edge-7" {
+			t.Errorf("dmi: %+v", cfg.KubeEdge.DMI)
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		file string // "" for none
+		env  []string
+		args []string
+		want []string // each must be in the error
+	}{
+		{"bad value in the file", "log: {level: loud}\n", nil, nil, []string{"log.level", "loud", "edge-node.yaml"}},
+		{"bad value in the environment", "", []string{"EDGE_NODE_LOG_LEVEL=loud"}, nil, []string{"log.level", "EDGE_NODE_LOG_LEVEL"}},
+		{"bad value in a flag", "", nil, []string{"--log-level", "loud"}, []string{"log.level", "--log-level"}},
+		{"flag overrides a bad environment value", "", []string{"EDGE_NODE_LOG_LEVEL=loud"}, []string{"--log-level", "shouty"}, []string{"--log-level", "shouty"}},
+		{"dmi enabled from the environment, no device name", "", []string{"EDGE_NODE_KUBEEDGE_DMI=true"}, nil, []string{"kubeedge.dmi", "device_name", "EDGE_NODE_KUBEEDGE_DMI"}},
+		{"dmi enabled in the file, device name missing everywhere", "kubeedge: {dmi: {enabled: true}}\n", nil, nil, []string{"kubeedge.dmi", "device_name", "edge-node.yaml"}},
+		{"groups from the environment", "", []string{"EDGE_NODE_GROUPS=a,#"}, nil, []string{"cloud.groups", "EDGE_NODE_GROUPS"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, kv := range tc.env {
+				k, v, _ := strings.Cut(kv, "=")
+				t.Setenv(k, v)
+			}
+			p := ""
+			if tc.file != "" {
+				p = write(tc.file)
+			}
+			cmd := newRootCommand()
+			if err := cmd.ParseFlags(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			_, err := resolveConfig(cmd.Flags(), p)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -22,7 +22,6 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -90,22 +89,6 @@ type Fleet struct {
 	pub, pubBytes, recv, recvBytes atomic.Int64
 }
 
-// RaiseFDLimit raises the soft open-files limit to the hard limit (each
-// node holds one TCP connection).
-func RaiseFDLimit() (uint64, error) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return 0, err
-	}
-	if l.Cur < l.Max {
-		l.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-			return 0, err
-		}
-	}
-	return l.Cur, nil
-}
-
 // Start connects cfg.Nodes nodes and waits until every one is connected
 // and has published its first status (or ctx ends).
 func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Fleet, error) {
@@ -127,7 +110,7 @@ func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Fleet, error) 
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 60 * time.Second
 	}
-	if limit, err := RaiseFDLimit(); err == nil && limit < uint64(cfg.Nodes)+256 {
+	if limit, err := raiseFDLimit(); err == nil && limit < uint64(cfg.Nodes)+256 {
 		return nil, fmt.Errorf("fleetsim: open-files limit %d is too low for %d nodes (ulimit -n)", limit, cfg.Nodes)
 	}
 	runCtx, cancel := context.WithCancel(context.Background())

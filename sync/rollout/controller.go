@@ -463,8 +463,12 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		r.PausedAt = now
 		r.note(now, PhasePaused, "paused by operator")
 	case CmdResume:
-		if !r.PausedAt.IsZero() && r.Wave >= 0 && r.Wave < len(r.WaveStarted) {
-			r.WaveStarted[r.Wave] = r.WaveStarted[r.Wave].Add(now.Sub(r.PausedAt))
+		// The wave and node timeout clocks stopped while paused: every
+		// started wave's start moves on by the pause.
+		if !r.PausedAt.IsZero() {
+			for w := 0; w <= r.Wave && w < len(r.WaveStarted); w++ {
+				r.WaveStarted[w] = r.WaveStarted[w].Add(now.Sub(r.PausedAt))
+			}
 		}
 		r.PausedAt = time.Time{}
 		r.note(now, PhaseRunning, "resumed by operator")
@@ -568,8 +572,11 @@ func (c *Controller) startWave(r *Record, now time.Time, w int, why string) {
 
 // tally recomputes r.Counts and r.BadNodes from the latest statuses; a
 // node of a started wave unfinished NodeTimeout after the wave started is
-// timed out.
+// timed out. While paused the clock stands at PausedAt.
 func (c *Controller) tally(r *Record, now time.Time) {
+	if r.Phase == PhasePaused && !r.PausedAt.IsZero() {
+		now = r.PausedAt
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts := make([]Counts, len(r.Members))

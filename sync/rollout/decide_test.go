@@ -244,3 +244,42 @@ func TestResumeStopsWaveClock(t *testing.T) {
 		t.Fatalf("timeout after resume: %v, %s %q", err, got.Phase, got.Reason)
 	}
 }
+
+// TestPausedNodesDoNotTimeOut: while a rollout is paused its nodes' timeout
+// clock stops too; on resume it goes on from where it stopped.
+func TestPausedNodesDoNotTimeOut(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := t0.Add(10 * time.Minute)
+	c, err := NewController(Config{StatePath: t.TempDir() + "/r.db", Owner: "x", Now: func() time.Time { return now }}, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Record{Spec: Spec{ID: "r1", Model: "m", Version: "2", Waves: []int{50, 100}, NodeTimeout: time.Minute, OnAbort: OnAbortHold,
+		Abort: Abort{MaxFailedPercent: 10}},
+		Phase: PhasePaused, Wave: 0, WavesWritten: 1, WaveStarted: []time.Time{t0}, PausedAt: t0.Add(30 * time.Second),
+		Members: [][]string{{"a"}, {"b"}}, Counts: make([]Counts, 2)}
+	if err := c.store.Create(r); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.step(context.Background(), "r1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Counts[0].TimedOut != 0 || got.Counts[0].Pending != 1 || len(got.BadNodes) != 0 {
+		t.Fatalf("paused 30 s into a 1 min node timeout: counts %+v, bad nodes %v; want the node pending", got.Counts[0], got.BadNodes)
+	}
+	if _, err := c.store.Update("r1", func(r *Record) error { r.Command = CmdResume; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = c.step(context.Background(), "r1"); err != nil || got.Phase != PhaseRunning || got.Counts[0].TimedOut != 0 {
+		t.Fatalf("resumed: %v, phase %s, counts %+v", err, got.Phase, got.Counts[0])
+	}
+	now = now.Add(20 * time.Second) // 50 s of the minute used
+	if got, err = c.step(context.Background(), "r1"); err != nil || got.Counts[0].TimedOut != 0 {
+		t.Fatalf("50 s after the wave started (pause excluded): %v, counts %+v", err, got.Counts[0])
+	}
+	now = now.Add(20 * time.Second) // 70 s
+	if got, err = c.step(context.Background(), "r1"); err != nil || got.Counts[0].TimedOut != 1 || got.BadNodes["a"] != StateTimedOut {
+		t.Fatalf("70 s after the wave started (pause excluded): %v, counts %+v, bad %v", err, got.Counts[0], got.BadNodes)
+	}
+}

@@ -141,6 +141,18 @@ type Loader interface {
 	Warmup(ctx context.Context, v VersionInfo) (WarmupResult, error)
 }
 
+// Committer is a Loader that makes the store's final transaction and what
+// its caller does next one step for the caller's readers. When the Loader
+// given to Activate, Rollback or Stage is a Committer, the store runs the
+// transaction that records the version brought up through Commit, which
+// returns commit's result, or an error of what it did after it. The
+// serving owner routes the version there, under the lock its readers take,
+// so that nobody sees the store call a version Active before the router
+// serves it.
+type Committer interface {
+	Commit(commit func() (VersionInfo, error)) (VersionInfo, error)
+}
+
 // ImportRequest names local files to import as one model version.
 type ImportRequest struct {
 	Model, Version string

@@ -111,21 +111,10 @@ func (s *Store) bringUp(ctx context.Context, model, version string, target model
 		return v, err
 	}
 	final := func(opts models.TransitionOptions) (models.VersionInfo, error) {
-		var out models.VersionInfo
-		err := s.cat.Update(ctx, func(tx *catalog.Tx) error {
-			var err error
-			if out, err = tx.Transition(model, version, target, opts); err != nil {
-				return err
-			}
-			if after != nil {
-				return after(tx)
-			}
-			return nil
-		})
-		if err == nil {
-			s.log.Info().Str("model", model).Str("version", version).Str("state", string(target)).Msg("brought up")
+		if c, ok := loader.(models.Committer); ok {
+			return c.Commit(func() (models.VersionInfo, error) { return s.finalTransition(ctx, model, version, target, opts, after) })
 		}
-		return out, err
+		return s.finalTransition(ctx, model, version, target, opts, after)
 	}
 	switch {
 	case v.State == target:
@@ -170,6 +159,26 @@ func (s *Store) bringUp(ctx context.Context, model, version string, target model
 		return v, errors.Join(fmt.Errorf("activate %s/%s: warm-up: %w", model, version, err), ferr)
 	}
 	return final(models.TransitionOptions{Provider: wr.Provider, Warmup: &wr})
+}
+
+// finalTransition records version brought up to target, with after in the
+// same transaction.
+func (s *Store) finalTransition(ctx context.Context, model, version string, target models.State, opts models.TransitionOptions, after func(*catalog.Tx) error) (models.VersionInfo, error) {
+	var out models.VersionInfo
+	err := s.cat.Update(ctx, func(tx *catalog.Tx) error {
+		var err error
+		if out, err = tx.Transition(model, version, target, opts); err != nil {
+			return err
+		}
+		if after != nil {
+			return after(tx)
+		}
+		return nil
+	})
+	if err == nil {
+		s.log.Info().Str("model", model).Str("version", version).Str("state", string(target)).Msg("brought up")
+	}
+	return out, err
 }
 
 // Retry moves a Failed version back: through Verifying to Ready if all its

@@ -33,6 +33,7 @@ func StoreSuite(t *testing.T, newStore NewStore) {
 		{"ImportBadInput", testImportBad},
 		{"ActivateNeedsLoader", testActivateNeedsLoader},
 		{"ActivateRollbackDelete", testActivateRollbackDelete},
+		{"CommitterWrapsTheFinalTransaction", testCommitter},
 		{"LoaderFailuresKeepActive", testLoaderFailures},
 		{"FailActiveRollsBack", testFailActive},
 		{"GCKeepsServing", testGC},
@@ -59,6 +60,49 @@ func (l *Loader) Load(ctx context.Context, v models.VersionInfo, dir string) err
 
 func (l *Loader) Warmup(ctx context.Context, v models.VersionInfo) (models.WarmupResult, error) {
 	return models.WarmupResult{Provider: "cpu", Cases: 1, Passed: 1}, l.WarmupErr
+}
+
+// committer is a Loader that is a models.Committer: it records the
+// version's state just before and after the final transaction, and fails
+// after it with afterErr.
+type committer struct {
+	Loader
+	s             models.Store
+	before, after models.State
+	calls         int
+	afterErr      error
+}
+
+func (c *committer) Commit(commit func() (models.VersionInfo, error)) (models.VersionInfo, error) {
+	c.calls++
+	v, _ := c.s.Version(context.Background(), "m", "1")
+	c.before = v.State
+	v, err := commit()
+	c.after = v.State
+	if err != nil {
+		return v, err
+	}
+	return v, c.afterErr
+}
+
+// testCommitter: a Committer loader gets the final transaction of Activate
+// (Warming before it, Active after), once, and what it returns after it is
+// what Activate returns.
+func testCommitter(t *testing.T, s models.Store) {
+	importN(t, s, "m", "1")
+	importN(t, s, "m", "2")
+	c := &committer{s: s}
+	if _, err := s.Activate(context.Background(), "m", "1", c); err != nil {
+		t.Fatal(err)
+	}
+	if c.calls != 1 || c.before != models.Warming || c.after != models.Active {
+		t.Errorf("Commit called %d times, state %s before the final transaction and %s after; want once, Warming, Active", c.calls, c.before, c.after)
+	}
+	routeErr := errors.New("routing failed")
+	c2 := &committer{s: s, afterErr: routeErr}
+	if _, err := s.Activate(context.Background(), "m", "2", c2); !errors.Is(err, routeErr) || c2.calls != 1 {
+		t.Errorf("Activate returned %v after %d Commit calls, want the committer's error once", err, c2.calls)
+	}
 }
 
 // WriteFile writes n random bytes to a new file in dir and returns its path.

@@ -170,12 +170,29 @@ func (e *engine) routed(model, version string) bool {
 func (e *engine) loader() *versionLoader { return &versionLoader{e: e} }
 
 // versionLoader implements models.Loader: Load creates the session, Warmup
-// runs the manifest's golden cases against it. The session is handed to
-// promote with take once the store has made the version Active, or closed by
-// discard when activation failed.
+// runs the manifest's golden cases against it. With route set it is also a
+// models.Committer: route gets the session right after the store's final
+// transaction, both under view (see Owner.view). Otherwise the session is
+// handed on with take, or closed by discard when activation failed.
 type versionLoader struct {
-	e *engine
-	s servable
+	e     *engine
+	s     servable
+	view  *sync.RWMutex
+	route func(servable, models.VersionInfo) error
+}
+
+// Commit implements models.Committer.
+func (l *versionLoader) Commit(commit func() (models.VersionInfo, error)) (models.VersionInfo, error) {
+	if l.route == nil {
+		return commit()
+	}
+	l.view.Lock()
+	defer l.view.Unlock()
+	v, err := commit()
+	if err != nil {
+		return v, err
+	}
+	return v, l.route(l.take(), v)
 }
 
 // Load implements models.Loader.

@@ -34,7 +34,7 @@ func (c lineageCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c lineageCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	ms, err := c.o.store.Models(ctx)
+	ms, err := c.o.Models(ctx)
 	if err != nil {
 		c.o.log.Warn().Err(err).Msg("lineage metrics: listing the store")
 		return

@@ -50,6 +50,14 @@ type Owner struct {
 	// mu is free the router's default version of every model is the one
 	// the store calls Active.
 	mu sync.Mutex
+	// view makes each version change one step for readers that do not
+	// hold mu (Models, Model, Version: the admin API, the status to the
+	// cloud, the KServe metadata): a change holds it for writing from the
+	// store transaction that records it to the router's switch; readers
+	// hold it for reading. No load happens under it (the store calls back
+	// through versionLoader.Commit only for the final transaction), so a
+	// reader waits at most for one transaction and one routing switch.
+	view sync.RWMutex
 	// running are the rollouts in progress, by model (guarded by mu).
 	running map[string]*rolloutRun
 
@@ -253,24 +261,33 @@ func (o *Owner) Rollback(ctx context.Context, model string, a Admin) (models.Ver
 	if mi, err = o.store.Model(ctx, model); err != nil {
 		return models.VersionInfo{}, err
 	}
-	l := o.engine.loader()
-	defer l.discard()
-	opts := models.RollbackOptions{}
-	if mi.Previous == "" || !o.engine.routed(model, mi.Previous) {
-		opts.Loader = l
+	// route switches to the version rolled back to and stops routing to
+	// the demoted one (Retired or Failed in the store).
+	route := func(s servable, v models.VersionInfo) error {
+		if err := o.engine.promote(s, v); err != nil {
+			return err
+		}
+		if mi.Active != "" && mi.Active != v.Version {
+			if err := o.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
+				o.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
+			}
+		}
+		return nil
 	}
-	v, err := o.store.Rollback(ctx, model, opts)
+	var v models.VersionInfo
+	if mi.Previous == "" || !o.engine.routed(model, mi.Previous) {
+		l := o.loader(route)
+		defer l.discard()
+		v, err = o.store.Rollback(ctx, model, models.RollbackOptions{Loader: l})
+	} else {
+		o.view.Lock()
+		if v, err = o.store.Rollback(ctx, model, models.RollbackOptions{}); err == nil {
+			err = route(nil, v)
+		}
+		o.view.Unlock()
+	}
 	if err != nil {
 		return v, err
-	}
-	if err := o.engine.promote(l.take(), v); err != nil {
-		return v, err
-	}
-	// The demoted version is Retired (or Failed) in the store: stop routing to it.
-	if mi.Active != "" && mi.Active != v.Version {
-		if err := o.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
-			o.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
-		}
 	}
 	return v, o.overrideLocked(ctx, model, v.Version, "rollback")
 }
@@ -331,15 +348,23 @@ func (o *Owner) GC(ctx context.Context) (models.GCStats, error) {
 }
 
 // Models lists every model with its versions, pointers and override.
-func (o *Owner) Models(ctx context.Context) ([]models.ModelInfo, error) { return o.store.Models(ctx) }
+func (o *Owner) Models(ctx context.Context) ([]models.ModelInfo, error) {
+	o.view.RLock()
+	defer o.view.RUnlock()
+	return o.store.Models(ctx)
+}
 
 // Model returns one model.
 func (o *Owner) Model(ctx context.Context, name string) (models.ModelInfo, error) {
+	o.view.RLock()
+	defer o.view.RUnlock()
 	return o.store.Model(ctx, name)
 }
 
 // Version returns one version as the store records it.
 func (o *Owner) Version(ctx context.Context, model, version string) (models.VersionInfo, error) {
+	o.view.RLock()
+	defer o.view.RUnlock()
 	return o.store.Version(ctx, model, version)
 }
 
@@ -377,11 +402,13 @@ func (o *Owner) activateLocked(ctx context.Context, model, version string) (mode
 		// Already loaded: the rollback target, a held rollout candidate, or
 		// the Active version itself. Switch without reloading.
 		defer o.changes.Notify()
+		o.view.Lock()
 		v, err := o.store.Activate(ctx, model, version, nil)
-		if err != nil {
-			return v, err
+		if err == nil {
+			err = o.engine.promote(nil, v)
 		}
-		if err := o.engine.promote(nil, v); err != nil {
+		o.view.Unlock()
+		if err != nil {
 			return v, err
 		}
 		if r, err := o.store.Rollout(ctx, model); err == nil && r.Phase == models.RolloutHeld && r.Version == version {
@@ -395,13 +422,17 @@ func (o *Owner) activateLocked(ctx context.Context, model, version string) (mode
 	if v, err := o.store.Version(ctx, model, version); err == nil && v.State == models.Active {
 		return o.serveActiveLocked(ctx, model, version) // Active but unloaded (repository unload)
 	}
-	l := o.engine.loader()
+	l := o.loader(o.engine.promote)
 	defer l.discard()
-	v, err := o.store.Activate(ctx, model, version, l)
-	if err != nil {
-		return v, err
-	}
-	return v, o.engine.promote(l.take(), v)
+	return o.store.Activate(ctx, model, version, l)
+}
+
+// loader is a models.Loader whose final transaction and route, what the
+// router does with the loaded session, are one step under view.
+func (o *Owner) loader(route func(servable, models.VersionInfo) error) *versionLoader {
+	l := o.engine.loader()
+	l.view, l.route = &o.view, route
+	return l
 }
 
 // overrideLocked records an admin decision as the model's override, with

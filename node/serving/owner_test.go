@@ -284,3 +284,63 @@ func TestAdminActionRefusedWhileRollout(t *testing.T) {
 		t.Fatalf("router %+v, want default 3 and no canary", tr)
 	}
 }
+
+// TestReadersNeverSeeActiveBeforeItIsRouted: the first promise, as a
+// reader that does not hold the owner's lock sees it (the admin API, the
+// node's status to the cloud, the KServe metadata): once Model says a
+// version is Active, the router already routes it. Versions 2..n are
+// activated in turn, each loaded (so the store's final transaction and the
+// router's switch are separate steps), while a reader compares the two;
+// versions only grow, so the router's default may be ahead of what the
+// reader saw, never behind. CI failed first on this through
+// TestCloudLineageShown: Active 2 in the admin API, 404 from
+// /v2/models/ppocr_cls/versions/2.
+func TestReadersNeverSeeActiveBeforeItIsRouted(t *testing.T) {
+	const n = 16
+	o, _ := newTestOwner(t, n)
+	ctx := context.Background()
+	done := make(chan struct{})
+	var behind []string
+	var reads int
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			mi, err := o.Model(ctx, "m")
+			if err != nil {
+				continue
+			}
+			tr, err := o.router.Traffic("m")
+			reads++
+			if err != nil || versionNumber(tr.Default) < versionNumber(mi.Active) {
+				behind = append(behind, fmt.Sprintf("store Active %s, router default %s (%v)", mi.Active, tr.Default, err))
+			}
+		}
+	}()
+	for v := 2; v <= n; v++ {
+		if oc, err := o.Apply(ctx, Desired{Model: "m", Version: fmt.Sprint(v)}); err != nil || oc.State != models.Active {
+			t.Fatalf("activating m/%d: %+v %v", v, oc, err)
+		}
+	}
+	close(done)
+	<-readerDone
+	if len(behind) > 0 {
+		t.Errorf("%d of %d reads saw an Active version the router did not route yet; first: %s", len(behind), reads, behind[0])
+	}
+	if reads == 0 {
+		t.Error("the reader never read")
+	}
+}
+
+func versionNumber(v string) int {
+	var n int
+	if _, err := fmt.Sscan(v, &n); err != nil {
+		return -1
+	}
+	return n
+}

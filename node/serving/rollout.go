@@ -358,13 +358,18 @@ func (o *Owner) concludeLocked(ctx context.Context, run *rolloutRun, v evaluatio
 		o.retireLocked(ctx, run.model, run.version, models.RolloutAborted, models.EventAborted, v.reason, v.figures)
 	case v.verdict == verdictPass:
 		move := &models.Move{Version: run.version, To: models.Active, Opts: models.TransitionOptions{Detail: "rollout passed its gates"}}
-		if _, err := o.store.Decide(ctx, run.model, models.RolloutPromoted,
-			models.Decision{Event: models.EventPromoted, Reason: v.reason, Figures: cleanFigures(v.figures)}, move); err != nil {
+		o.view.Lock()
+		_, err := o.store.Decide(ctx, run.model, models.RolloutPromoted,
+			models.Decision{Event: models.EventPromoted, Reason: v.reason, Figures: cleanFigures(v.figures)}, move)
+		if err != nil {
+			o.view.Unlock()
 			log.Error().Err(err).Msg("recording the promotion; the candidate is retired")
 			o.retireLocked(ctx, run.model, run.version, models.RolloutAborted, models.EventAborted, "promotion failed: "+err.Error(), v.figures)
 			return
 		}
-		if err := o.engine.promote(nil, models.VersionInfo{Model: run.model, Version: run.version}); err != nil {
+		err = o.engine.promote(nil, models.VersionInfo{Model: run.model, Version: run.version})
+		o.view.Unlock()
+		if err != nil {
 			log.Error().Err(err).Msg("routing the promoted version")
 		}
 		log.Info().Str("reason", v.reason).Fields(map[string]any{"figures": v.figures}).Msg("rollout promoted")

@@ -106,6 +106,7 @@ func drive(ctx context.Context, c *rollout.Controller, id string, bars bool, wan
 func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	var s rollout.Spec
 	var waves, selector, strategy string
+	var abortOn []string
 	var canary, shadow float64
 	var detach, noProgress, force bool
 	c := &cobra.Command{
@@ -117,6 +118,9 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			if s.Selector, err = rollout.ParseSelector(selector); err != nil {
+				return err
+			}
+			if s.Abort.ByType, err = rollout.ParseAbortOn(abortOn); err != nil {
 				return err
 			}
 			if strategy != "" {
@@ -175,6 +179,8 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.Float64Var(&shadow, "shadow-percent", 0, "mirrored traffic percent (shadow; 0: the node's default, 100)")
 	f.Float64Var(&s.Abort.MaxFailedPercent, "max-failed-percent", 10, "abort when failed + rolled-back nodes exceed this % of finished nodes")
 	f.IntVar(&s.Abort.MinFinished, "min-finished", 5, "... once at least this many nodes finished")
+	f.StringArrayVar(&abortOn, "abort-on", nil, "abort on one failure type: TYPE:PERCENT[:MIN] (type failed, rolled_back or timed_out; over PERCENT of finished nodes once MIN finished); repeatable")
+	f.Float64Var(&s.SuccessPercent, "success-percent", 0, "start the next wave once this % of the current one is active, without waiting for stragglers; a wave that finishes below it aborts (0: wait for every node)")
 	f.Float64Var(&s.Abort.MaxP99Ratio, "max-p99-ratio", 0, "abort when the new version's fleet p99 exceeds this × the baseline (0: off)")
 	f.DurationVar(&s.WaveTimeout, "wave-timeout", 30*time.Minute, "abort when a wave has unfinished nodes after this long (0: none)")
 	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
@@ -354,6 +360,7 @@ func printRecord(r *rollout.Record) {
 	if r.Reason != "" {
 		fmt.Printf("  reason: %s\n", r.Reason)
 	}
+	fmt.Printf("  criteria: %s\n", r.Spec.CriteriaText())
 	if len(r.WaveStarted) > 0 && r.Phase.Final() {
 		fmt.Printf("  %s from wave 1 to %s\n", r.Updated.Sub(r.WaveStarted[0]).Round(time.Millisecond), r.Phase)
 	}

@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -271,14 +272,19 @@ type Action struct {
 //   - fleet p99: the p99 over the new version's nodes' p99 latencies above
 //     MaxP99Ratio × the baseline recorded at start, once min(MinFinished,
 //     started nodes) report it;
+//   - per failure type (Abort.ByType): the same rule for failed, rolled
+//     back or timed-out nodes alone, with a bound and minimum of its own;
+//   - success threshold (Spec.SuccessPercent): a wave that finished with
+//     fewer Active nodes than that share;
 //   - wave timeout: the current wave has unfinished nodes WaveTimeout after
 //     it started (with a NodeTimeout below it, tally has counted them timed
 //     out by then).
 //
 // Timed-out nodes count as finished and bad.
 //
-// Otherwise, when every node of the current wave finished, the next wave
-// starts (or the rollout completes after the last).
+// Otherwise, when every node of the current wave finished, or, with a
+// success threshold, as soon as that share of it is Active, the next wave
+// starts (the rollout completes once every node of the last finished).
 func Decide(r *Record, now time.Time) Action {
 	if r.Phase != PhaseRunning || r.Wave < 0 || r.Wave >= len(r.Members) {
 		return Action{}
@@ -314,8 +320,20 @@ func Decide(r *Record, now time.Time) Action {
 		return Action{}
 	}
 	cur := r.Counts[r.Wave]
+	last := r.Wave == len(r.Members)-1
+	if sp := r.Spec.SuccessPercent; sp > 0 && r.WavesWritten > r.Wave && cur.Total > 0 {
+		share := 100 * float64(cur.Active) / float64(cur.Total)
+		switch {
+		case share < sp && cur.Finished() == cur.Total:
+			return Action{ActAbort, fmt.Sprintf("wave %d finished with %d of %d nodes active (%.1f%% < %.1f%%, the success threshold)",
+				r.Wave+1, cur.Active, cur.Total, share, sp)}
+		case share >= sp && !last && cur.Finished() < cur.Total:
+			return Action{ActAdvance, fmt.Sprintf("wave %d reached its success threshold: %d of %d nodes active (%.1f%% ≥ %.1f%%), %d unfinished",
+				r.Wave+1, cur.Active, cur.Total, share, sp, cur.Total-cur.Finished())}
+		}
+	}
 	if cur.Finished() == cur.Total && r.WavesWritten > r.Wave {
-		if r.Wave == len(r.Members)-1 {
+		if last {
 			return Action{ActComplete, fmt.Sprintf("wave %d finished", r.Wave+1)}
 		}
 		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back, %d timed out",
@@ -331,17 +349,63 @@ func Decide(r *Record, now time.Time) Action {
 // failureBreach reports whether the failure rate of c is over the bound,
 // once min(MinFinished, c.Total) of its nodes finished.
 func failureBreach(c Counts, a Abort) (string, bool) {
-	minN := min(max(a.MinFinished, 1), max(c.Total, 1))
+	if why, bad := overBound(c, c.Bad(), a.MaxFailedPercent, a.MinFinished); bad {
+		return fmt.Sprintf("%d of %d finished nodes failed, rolled back or timed out (%s)", c.Bad(), c.Finished(), why), true
+	}
+	for _, t := range a.ByType {
+		n := t.Type.count(c)
+		if why, bad := overBound(c, n, t.MaxPercent, t.MinFinished); bad {
+			return fmt.Sprintf("%d of %d finished nodes %s (%s, the %s criterion)", n, c.Finished(), strings.ReplaceAll(string(t.Type), "_", " "), why, t.Type), true
+		}
+	}
+	return "", false
+}
+
+// overBound reports whether n bad nodes are over maxPercent of c's
+// finished ones, once at least min(minFinished, c.Total) finished.
+func overBound(c Counts, n int, maxPercent float64, minFinished int) (string, bool) {
+	minN := min(max(minFinished, 1), max(c.Total, 1))
 	fin := c.Finished()
-	if fin < minN || c.Bad() == 0 {
+	if fin < minN || n == 0 {
 		return "", false
 	}
-	rate := 100 * float64(c.Bad()) / float64(fin)
-	if rate <= a.MaxFailedPercent {
+	rate := 100 * float64(n) / float64(fin)
+	if rate <= maxPercent {
 		return "", false
 	}
-	return fmt.Sprintf("%d of %d finished nodes failed, rolled back or timed out (%.1f%% > %.1f%%)",
-		c.Bad(), fin, rate, a.MaxFailedPercent), true
+	return fmt.Sprintf("%.1f%% > %.1f%%", rate, maxPercent), true
+}
+
+// ParseAbortOn reads --abort-on values, TYPE:PERCENT[:MIN] each (type
+// failed, rolled_back or timed_out; MIN the minimum finished nodes, default
+// 0: judged from the first finished node).
+func ParseAbortOn(vals []string) ([]TypeCriterion, error) {
+	var out []TypeCriterion
+	for _, v := range vals {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 || len(parts) > 3 {
+			return nil, fmt.Errorf("--abort-on %q: want TYPE:PERCENT[:MIN], e.g. timed_out:5:10", v)
+		}
+		c := TypeCriterion{Type: FailureType(strings.TrimSpace(parts[0]))}
+		if !slices.Contains(failureTypes, c.Type) {
+			return nil, fmt.Errorf("--abort-on %q: failure type %q (want failed, rolled_back or timed_out)", v, c.Type)
+		}
+		p, err := strconv.ParseFloat(strings.TrimSpace(parts[1]), 64)
+		if err != nil || !(p >= 0 && p <= 100) {
+			return nil, fmt.Errorf("--abort-on %q: percent %q (want a number from 0 to 100)", v, strings.TrimSpace(parts[1]))
+		}
+		c.MaxPercent = p
+		if len(parts) == 3 {
+			if c.MinFinished, err = strconv.Atoi(strings.TrimSpace(parts[2])); err != nil || c.MinFinished < 0 {
+				return nil, fmt.Errorf("--abort-on %q: minimum finished nodes %q (want a whole number ≥ 0)", v, strings.TrimSpace(parts[2]))
+			}
+		}
+		out = append(out, c)
+	}
+	if err := validateByType(out); err != nil {
+		return nil, err
+	}
+	return out, nil
 }
 
 // slicesMax is the largest per-wave p99: the fleet p99 is bounded by the

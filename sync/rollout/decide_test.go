@@ -177,6 +177,30 @@ func TestDecide(t *testing.T) {
 		{"small wave still running", rec(0, 1, Counts{Total: 4, Active: 2, Failed: 1, Canary: 1}, Counts{}, Counts{}), t0, ActNone, ""},
 		{"timed out counts as bad", rec(0, 1, Counts{Total: 10, Active: 7, TimedOut: 3}, Counts{}, Counts{}), t0, ActAbort, "wave 1: 3 of 10"},
 		{"timed out within the bound", rec(0, 1, Counts{Total: 10, Active: 9, TimedOut: 1}, Counts{}, Counts{}), t0, ActAdvance, "1 timed out"},
+		// Per failure type (AWS IoT Jobs' abortConfig criteria): timed-out
+		// nodes alone over their own, tighter bound abort, though all bad
+		// nodes together stay within 20%.
+		{"per type: timed out over its bound", withSpec(rec(0, 1, Counts{Total: 20, Active: 18, TimedOut: 2}, Counts{}, Counts{}),
+			func(s *Spec) { s.Abort.ByType = []TypeCriterion{{Type: FailTimedOut, MaxPercent: 5, MinFinished: 10}} }), t0, ActAbort, "2 of 20 finished nodes timed out (10.0% > 5.0%"},
+		{"per type: below its minimum count", withSpec(rec(0, 1, Counts{Total: 20, Active: 4, TimedOut: 1, Canary: 15}, Counts{}, Counts{}),
+			func(s *Spec) { s.Abort.ByType = []TypeCriterion{{Type: FailTimedOut, MaxPercent: 5, MinFinished: 10}} }), t0, ActNone, ""},
+		{"per type: another type does not count", withSpec(rec(0, 1, Counts{Total: 20, Active: 18, Failed: 2}, Counts{}, Counts{}),
+			func(s *Spec) { s.Abort.ByType = []TypeCriterion{{Type: FailTimedOut, MaxPercent: 5, MinFinished: 10}} }), t0, ActAdvance, ""},
+		{"per type: rolled back, summed over waves", withSpec(rec(1, 2, done(10, 9, 0, 1), Counts{Total: 10, Active: 4, RolledBack: 1, Canary: 5}, Counts{}),
+			func(s *Spec) {
+				s.Abort.ByType = []TypeCriterion{{Type: FailRolledBack, MaxPercent: 12, MinFinished: 15}}
+			}), t0, ActAbort, "2 of 15 finished nodes rolled back (13.3% > 12.0%"},
+		// Success threshold (hawkBit's): the next wave starts as soon as
+		// that share of the wave is Active, without waiting for stragglers;
+		// a wave that finished below it stops the rollout.
+		{"success threshold reached: advance early", withSpec(rec(0, 1, Counts{Total: 10, Active: 9, Downloading: 1}, Counts{}, Counts{}),
+			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActAdvance, "9 of 10 nodes active (90.0% ≥ 90.0%)"},
+		{"success threshold not reached yet: wait", withSpec(rec(0, 1, Counts{Total: 10, Active: 8, Downloading: 2}, Counts{}, Counts{}),
+			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActNone, ""},
+		{"wave finished below the success threshold", withSpec(rec(0, 1, done(10, 8, 2, 0), Counts{}, Counts{}),
+			func(s *Spec) { s.SuccessPercent = 90; s.Abort.MaxFailedPercent = 50 }), t0, ActAbort, "8 of 10 nodes active (80.0% < 90.0%"},
+		{"last wave: complete only when every node finished", withSpec(rec(2, 3, done(10, 10, 0, 0), done(10, 10, 0, 0), Counts{Total: 10, Active: 9, Canary: 1}),
+			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActNone, ""},
 		{"paused: nothing", func() *Record {
 			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
 			r.Phase = PhasePaused
@@ -190,6 +214,72 @@ func TestDecide(t *testing.T) {
 				t.Fatalf("Decide = %+v, want %s (%q)", a, c.want, c.why)
 			}
 		})
+	}
+}
+
+// withSpec changes a record's spec (its criteria) for one case.
+func withSpec(r *Record, f func(*Spec)) *Record {
+	f(&r.Spec)
+	return r
+}
+
+// TestParseAbortOn: --abort-on TYPE:PERCENT[:MIN], with a table of bad
+// inputs.
+func TestParseAbortOn(t *testing.T) {
+	got, err := ParseAbortOn([]string{"timed_out:5:10", " failed : 2.5 ", "rolled_back:0"})
+	want := []TypeCriterion{{FailTimedOut, 5, 10}, {FailFailed, 2.5, 0}, {FailRolledBack, 0, 0}}
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("ParseAbortOn = %+v, %v; want %+v", got, err, want)
+	}
+	for _, c := range []struct{ in, err string }{
+		{"", "TYPE:PERCENT"},
+		{"timed_out", "TYPE:PERCENT"},
+		{"lost:5", "failure type \"lost\""},
+		{"failed:x", "percent"},
+		{"failed:101", "percent"},
+		{"failed:-1", "percent"},
+		{"failed:NaN", "percent"},
+		{"failed:5:-2", "minimum"},
+		{"failed:5:two", "minimum"},
+		{"failed:5:1:9", "TYPE:PERCENT"},
+		{"failed:5,failed:6", "percent"},
+	} {
+		if _, err := ParseAbortOn([]string{c.in}); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("ParseAbortOn(%q) error %v, want %q", c.in, err, c.err)
+		}
+	}
+	if _, err := ParseAbortOn([]string{"failed:5", "failed:6"}); err == nil || !strings.Contains(err.Error(), "twice") {
+		t.Errorf("a type given twice: %v", err)
+	}
+}
+
+// FuzzParseAbortOn: whatever an operator types, ParseAbortOn either refuses
+// it or returns criteria that Validate accepts.
+func FuzzParseAbortOn(f *testing.F) {
+	for _, s := range []string{"timed_out:5:10", "failed:2.5", "rolled_back:0", "x:1", "failed:1e309", "failed::"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		cs, err := ParseAbortOn([]string{in})
+		if err != nil {
+			return
+		}
+		s := Spec{ID: "r1", Model: "m", Version: "2", Waves: []int{100}, OnAbort: OnAbortRollback, Abort: Abort{ByType: cs}}
+		if err := s.Validate(); err != nil {
+			t.Fatalf("ParseAbortOn(%q) = %+v, which Validate refuses: %v", in, cs, err)
+		}
+	})
+}
+
+func TestCriteriaText(t *testing.T) {
+	s := Spec{Abort: Abort{MaxFailedPercent: 10, MinFinished: 5, MaxP99Ratio: 1.5,
+		ByType: []TypeCriterion{{Type: FailTimedOut, MaxPercent: 5, MinFinished: 10}}}, SuccessPercent: 90}
+	want := "abort over 10% bad of ≥ 5 finished; timed out over 5% of ≥ 10; p99 over 1.5× baseline; next wave at 90% active"
+	if got := s.CriteriaText(); got != want {
+		t.Errorf("CriteriaText = %q, want %q", got, want)
+	}
+	if got := (Spec{}).CriteriaText(); !strings.HasSuffix(got, "next wave when every node finished") {
+		t.Errorf("no success threshold: %q", got)
 	}
 }
 
@@ -207,6 +297,13 @@ func TestSpecValidate(t *testing.T) {
 		"percent":  func(s *Spec) { s.Abort.MaxFailedPercent = 101 },
 		"selector": func(s *Spec) { s.Selector = map[string]string{"a": "b c"} },
 		"timeout":  func(s *Spec) { s.WaveTimeout = -1 },
+		"type":     func(s *Spec) { s.Abort.ByType = []TypeCriterion{{Type: "lost", MaxPercent: 5}} },
+		"type pct": func(s *Spec) { s.Abort.ByType = []TypeCriterion{{Type: FailFailed, MaxPercent: 200}} },
+		"type min": func(s *Spec) { s.Abort.ByType = []TypeCriterion{{Type: FailFailed, MaxPercent: 5, MinFinished: -1}} },
+		"type dup": func(s *Spec) {
+			s.Abort.ByType = []TypeCriterion{{Type: FailFailed, MaxPercent: 5}, {Type: FailFailed, MaxPercent: 6}}
+		},
+		"success": func(s *Spec) { s.SuccessPercent = 101 },
 	} {
 		s := good
 		mut(&s)

@@ -3,6 +3,8 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/edgeai/edge-node/sync/wire"
@@ -55,6 +57,65 @@ type Abort struct {
 	MaxFailedPercent float64 `json:"max_failed_percent"`
 	MinFinished      int     `json:"min_finished"`
 	MaxP99Ratio      float64 `json:"max_p99_ratio,omitempty"`
+	// ByType are criteria for one failure type each, checked beside the
+	// overall one (AWS IoT Jobs' abortConfig criteria list).
+	ByType []TypeCriterion `json:"by_type,omitempty"`
+}
+
+// A FailureType is one way a node can end a rollout badly.
+type FailureType string
+
+// The failure types, named as Counts names them.
+const (
+	FailFailed     FailureType = "failed"      // the node failed the version (download, verify, load, warm-up)
+	FailRolledBack FailureType = "rolled_back" // the node's on-device gates rolled it back
+	FailTimedOut   FailureType = "timed_out"   // not finished NodeTimeout after its wave started
+)
+
+var failureTypes = []FailureType{FailFailed, FailRolledBack, FailTimedOut}
+
+// count is how many of c's nodes ended with failure type t.
+func (t FailureType) count(c Counts) int {
+	switch t {
+	case FailFailed:
+		return c.Failed
+	case FailRolledBack:
+		return c.RolledBack
+	case FailTimedOut:
+		return c.TimedOut
+	}
+	return 0
+}
+
+// TypeCriterion aborts the rollout when nodes of Type exceed MaxPercent of
+// the finished nodes, once at least MinFinished finished (capped, as the
+// overall criterion, by the number of nodes counted).
+type TypeCriterion struct {
+	Type        FailureType `json:"type"`
+	MaxPercent  float64     `json:"max_percent"`
+	MinFinished int         `json:"min_finished,omitempty"`
+}
+
+// validateByType checks the per-type criteria: known types, each once, percent
+// 0-100, minimum ≥ 0.
+func validateByType(cs []TypeCriterion) error {
+	seen := map[FailureType]bool{}
+	for _, c := range cs {
+		if !slices.Contains(failureTypes, c.Type) {
+			return fmt.Errorf("rollout: abort criterion: failure type %q (want failed, rolled_back or timed_out)", c.Type)
+		}
+		if seen[c.Type] {
+			return fmt.Errorf("rollout: abort criterion for %s given twice", c.Type)
+		}
+		seen[c.Type] = true
+		if !(c.MaxPercent >= 0 && c.MaxPercent <= 100) {
+			return fmt.Errorf("rollout: abort criterion for %s: percent %g out of range (0-100)", c.Type, c.MaxPercent)
+		}
+		if c.MinFinished < 0 {
+			return fmt.Errorf("rollout: abort criterion for %s: minimum %d finished nodes is negative", c.Type, c.MinFinished)
+		}
+	}
+	return nil
 }
 
 // Spec is what an operator asks for.
@@ -65,10 +126,17 @@ type Spec struct {
 	Group    string            `json:"group,omitempty"`
 	Selector map[string]string `json:"selector,omitempty"`
 	// Waves are cumulative percentages of the selected nodes, ending at 100.
-	Waves       []int          `json:"waves"`
-	Strategy    *wire.Strategy `json:"strategy,omitempty"`
-	Abort       Abort          `json:"abort"`
-	WaveTimeout time.Duration  `json:"wave_timeout,omitempty"`
+	Waves    []int          `json:"waves"`
+	Strategy *wire.Strategy `json:"strategy,omitempty"`
+	Abort    Abort          `json:"abort"`
+	// SuccessPercent starts the next wave as soon as this share of the
+	// current wave's nodes is Active (hawkBit's success threshold), without
+	// waiting for its stragglers, and stops the rollout when the wave
+	// finished below it; 0: the next wave starts when every node of the
+	// current one finished. The last wave completes only when every node
+	// finished.
+	SuccessPercent float64       `json:"success_percent,omitempty"`
+	WaveTimeout    time.Duration `json:"wave_timeout,omitempty"`
 	// NodeTimeout counts a node timed out (a failure) when it has not
 	// finished this long after its wave started; 0: never.
 	NodeTimeout time.Duration `json:"node_timeout,omitempty"`
@@ -105,6 +173,12 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("rollout: abort criteria out of range: max failed percent %g (0-100), min finished %d (≥ 0), max p99 ratio %g (≥ 0)",
 			s.Abort.MaxFailedPercent, s.Abort.MinFinished, s.Abort.MaxP99Ratio)
 	}
+	if err := validateByType(s.Abort.ByType); err != nil {
+		return err
+	}
+	if !(s.SuccessPercent >= 0 && s.SuccessPercent <= 100) {
+		return fmt.Errorf("rollout: success percent %g out of range (0-100)", s.SuccessPercent)
+	}
 	if s.WaveTimeout < 0 || s.NodeTimeout < 0 {
 		return fmt.Errorf("rollout: negative timeout")
 	}
@@ -112,6 +186,25 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("rollout: on-abort must be %q or %q, got %q", OnAbortRollback, OnAbortHold, s.OnAbort)
 	}
 	return nil
+}
+
+// CriteriaText says the spec's abort and advance criteria for a person:
+// "abort over 10% bad of ≥ 5 finished; timed out over 5% of ≥ 10; p99 over
+// 1.5× baseline; next wave at 90% active".
+func (s Spec) CriteriaText() string {
+	parts := []string{fmt.Sprintf("abort over %g%% bad of ≥ %d finished", s.Abort.MaxFailedPercent, s.Abort.MinFinished)}
+	for _, c := range s.Abort.ByType {
+		parts = append(parts, fmt.Sprintf("%s over %g%% of ≥ %d", strings.ReplaceAll(string(c.Type), "_", " "), c.MaxPercent, c.MinFinished))
+	}
+	if s.Abort.MaxP99Ratio > 0 {
+		parts = append(parts, fmt.Sprintf("p99 over %g× baseline", s.Abort.MaxP99Ratio))
+	}
+	if s.SuccessPercent > 0 {
+		parts = append(parts, fmt.Sprintf("next wave at %g%% active", s.SuccessPercent))
+	} else {
+		parts = append(parts, "next wave when every node finished")
+	}
+	return strings.Join(parts, "; ")
 }
 
 // Transition is one line of a rollout's history.

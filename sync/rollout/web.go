@@ -60,6 +60,7 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;text-align:
 {{range .Rollouts}}<div class="card" id="rollout-{{.R.Spec.ID}}">
 <b>{{.R.Spec.ID}}</b> &nbsp; {{.R.Spec.Model}} → {{.R.Spec.Version}} &nbsp; <span class="phase {{.R.Phase}}">{{.R.Phase}}</span>
 &nbsp; wave {{.R.Wave | inc}} of {{len .R.Members}} &nbsp; {{.R.Nodes}} nodes{{if .R.Reason}} &nbsp; <i>{{.R.Reason}}</i>{{end}}
+<div class="criteria">criteria: {{.R.Spec.CriteriaText}}</div>
 <table><tr><th>wave</th><th>cum. %</th><th>progress</th><th>nodes</th><th>pending</th><th>downloading</th><th>canary</th><th>active</th><th>failed</th><th>rolled back</th><th>timed out</th><th>p99 ms</th></tr>
 {{range .Waves}}<tr class="wave"><td>{{.N}}</td><td>{{.Percent}}%</td>
 <td><div class="bar"><div class="a" style="width:{{.WActive}}%"></div><div class="c" style="width:{{.WCanary}}%"></div><div class="d" style="width:{{.WDown}}%"></div><div class="b" style="width:{{.WBad}}%"></div></div></td>

@@ -50,7 +50,7 @@ func TestRenderPage(t *testing.T) {
 	if err := RenderPage(&b, PageData{Now: time.Now(), Rollouts: rs, Nodes: nodes}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`id="rollout-r-demo-42"`, "wave 2 of 3", `<b id="nodes-total">3</b>`, `<b id="nodes-online">2</b>`,
+	for _, want := range []string{`id="rollout-r-demo-42"`, "wave 2 of 3", `<b id="nodes-total">3</b>`, `<b id="nodes-online">2</b>`, "criteria: abort over ",
 		"<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "det@7:Active", "<td>arch=arm64, site=north</td>"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("page lacks %q", want)

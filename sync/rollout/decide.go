@@ -334,6 +334,11 @@ func Decide(r *Record, now time.Time) Action {
 	}
 	if cur.Finished() == cur.Total && r.WavesWritten > r.Wave {
 		if last {
+			// A success threshold lets waves start before their
+			// stragglers finish: completed waits for those too.
+			if left := all.Total - all.Finished(); left > 0 {
+				return Action{}
+			}
 			return Action{ActComplete, fmt.Sprintf("wave %d finished", r.Wave+1)}
 		}
 		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back, %d timed out",

@@ -201,6 +201,8 @@ func TestDecide(t *testing.T) {
 			func(s *Spec) { s.SuccessPercent = 90; s.Abort.MaxFailedPercent = 50 }), t0, ActAbort, "8 of 10 nodes active (80.0% < 90.0%"},
 		{"last wave: complete only when every node finished", withSpec(rec(2, 3, done(10, 10, 0, 0), done(10, 10, 0, 0), Counts{Total: 10, Active: 9, Canary: 1}),
 			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActNone, ""},
+		{"last wave done, an earlier wave's straggler not: wait", withSpec(rec(2, 3, done(10, 10, 0, 0), Counts{Total: 10, Active: 9, Downloading: 1}, done(10, 10, 0, 0)),
+			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActNone, ""},
 		{"paused: nothing", func() *Record {
 			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
 			r.Phase = PhasePaused

@@ -150,7 +150,7 @@ func TestAdminVersionLifecycle(t *testing.T) {
 func TestAdminRejects(t *testing.T) {
 	repo := t.TempDir()
 	addToRepo(t, repo, "silero_vad", "1", modelBytes(t, "silero_vad", ""))
-	n := startNode(t, testConfig(t, t.TempDir(), repo))
+	n, logs := startNodeCapturing(t, testConfig(t, t.TempDir(), repo))
 	model := modelBytes(t, "silero_vad", "")
 	for _, tc := range []struct {
 		name, method, path string
@@ -206,6 +206,12 @@ func TestAdminRejects(t *testing.T) {
 	}
 	if v := servedVersion(t, n.url); v != "1" {
 		t.Errorf("after a failed activation version %s serves", v)
+	}
+	// The failed activation is logged once, with the reason the store
+	// recorded; the refused calls above (the response says why) are not.
+	if got := logs.lines(`"message":"activation by admin call failed"`); len(got) != 1 ||
+		!strings.Contains(got[0], `"version":"6"`) || !strings.Contains(got[0], `"reason":"`+string(models.ReasonLoadError)+`"`) {
+		t.Errorf("failed activation logged as %q, want one line for version 6 with reason %s", got, models.ReasonLoadError)
 	}
 }
 

@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,7 +99,52 @@ type runningNode struct {
 // The node is stopped and closed at the end of the test if the test did not.
 func startNode(t testing.TB, cfg Config) *runningNode {
 	t.Helper()
-	n, err := newNode(context.Background(), cfg, testLogger(t), inferencetest.Env(t))
+	return startNodeLogging(t, cfg, testLogger(t))
+}
+
+// logCapture keeps the JSON lines a node logs, for tests that assert on
+// them (and shows them in the test's output).
+type logCapture struct {
+	t   testing.TB
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t.Logf("%s", bytes.TrimSpace(p))
+	return c.buf.Write(p)
+}
+
+// lines returns the captured lines that contain every one of want.
+func (c *logCapture) lines(want ...string) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, l := range strings.Split(c.buf.String(), "\n") {
+		match := l != ""
+		for _, w := range want {
+			match = match && strings.Contains(l, w)
+		}
+		if match {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// startNodeCapturing is startNode with the node's warnings and errors
+// captured.
+func startNodeCapturing(t testing.TB, cfg Config) (*runningNode, *logCapture) {
+	t.Helper()
+	c := &logCapture{t: t}
+	return startNodeLogging(t, cfg, zerolog.New(c).Level(zerolog.WarnLevel).With().Timestamp().Logger()), c
+}
+
+func startNodeLogging(t testing.TB, cfg Config, logger zerolog.Logger) *runningNode {
+	t.Helper()
+	n, err := newNode(context.Background(), cfg, logger, inferencetest.Env(t))
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

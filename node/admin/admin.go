@@ -254,9 +254,12 @@ func (a *admin) importVersion(w http.ResponseWriter, r *http.Request) {
 	if c := r.URL.Query().Get("config"); c != "" {
 		cfg = []byte(c)
 	}
-	v, err := a.o.Import(r.Context(), models.ImportRequest{Model: model, Version: version, ModelFile: f.Name(), Config: cfg},
-		r.URL.Query().Get("activate") == "true")
+	activate := r.URL.Query().Get("activate") == "true"
+	v, err := a.o.Import(r.Context(), models.ImportRequest{Model: model, Version: version, ModelFile: f.Name(), Config: cfg}, activate)
 	if err != nil {
+		if activate {
+			a.activationFailed(r.Context(), "import", model, version, err)
+		}
 		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
@@ -271,11 +274,27 @@ func (a *admin) activate(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := a.o.Activate(r.Context(), model, version, adminOpts(r))
 	if err != nil {
+		a.activationFailed(r.Context(), "activate", model, version, err)
 		adminError(w, errdefs.HTTPStatus(err), err)
 		return
 	}
 	a.log.Info().Str("model", model).Str("version", version).Msg("activated by admin call")
 	writeJSON(w, http.StatusOK, v)
+}
+
+// activationFailed logs a failed activation once, with the reason and
+// detail the store recorded when it failed the version (LoadError,
+// WarmupFailed, ...), or the error when the node could not carry it out
+// (5xx). A refused call (unknown version, a rollout in the way: 4xx and the
+// version not Failed) is not logged: its response says why.
+func (a *admin) activationFailed(ctx context.Context, call, model, version string, err error) {
+	ev := a.log.Warn().Err(err).Str("call", call).Str("model", model).Str("version", version)
+	if v, verr := a.o.Version(context.WithoutCancel(ctx), model, version); verr == nil && v.State == models.Failed {
+		ev = ev.Str("reason", string(v.Reason)).Str("detail", v.Detail)
+	} else if errdefs.HTTPStatus(err) < http.StatusInternalServerError {
+		return
+	}
+	ev.Msg("activation by admin call failed")
 }
 
 func (a *admin) rollback(w http.ResponseWriter, r *http.Request) {

@@ -151,7 +151,7 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	n.serving = serving.New(serving.Config{Store: n.store, Router: n.router, Env: n.env,
 		MemoryBudgetBytes: cfg.Rollout.MemoryBudgetBytes, EvalInterval: cfg.Rollout.EvalInterval,
 		PipelineMetrics: pipelineMetrics}, logger)
-	if err := n.reg.Register(n.serving.LineageCollector()); err != nil {
+	if err := n.reg.Register(n.serving.ModelsCollector()); err != nil {
 		return nil, err
 	}
 	if err := n.serving.Boot(ctx, cfg.ModelRepository); err != nil {

@@ -8,11 +8,13 @@ import (
 	"math"
 	"math/rand/v2"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
@@ -343,4 +345,48 @@ func versionNumber(v string) int {
 		return -1
 	}
 	return n
+}
+
+// TestVersionStateMetric: edge_model_version_state has one series per
+// stored version, labelled with its state (and reason when Failed), and
+// follows a version change with no update of its own.
+func TestVersionStateMetric(t *testing.T) {
+	o, _ := newTestOwner(t, 2)
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(o.ModelsCollector()); err != nil {
+		t.Fatal(err)
+	}
+	states := func() map[string]string {
+		t.Helper()
+		fams, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, f := range fams {
+			if f.GetName() != "edge_model_version_state" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				l := map[string]string{}
+				for _, p := range m.GetLabel() {
+					l[p.GetName()] = p.GetValue()
+				}
+				if m.GetGauge().GetValue() != 1 {
+					t.Errorf("%v has value %v, want 1", l, m.GetGauge().GetValue())
+				}
+				out[l["model"]+"/"+l["version"]] = l["state"] + "(" + l["reason"] + ")"
+			}
+		}
+		return out
+	}
+	if got, want := states(), map[string]string{"m/1": "Active()", "m/2": "Ready()"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("before: %v, want %v", got, want)
+	}
+	if oc, err := o.Apply(context.Background(), Desired{Model: "m", Version: "2"}); err != nil || oc.State != models.Active {
+		t.Fatalf("activating m/2: %+v %v", oc, err)
+	}
+	if got, want := states(), map[string]string{"m/1": "Retired()", "m/2": "Active()"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("after activating 2: %v, want %v", got, want)
+	}
 }

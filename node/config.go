@@ -128,6 +128,11 @@ type LogConfig struct {
 	Level string `yaml:"level"`
 	// Format is json, console, or auto (console on a terminal).
 	Format string `yaml:"format"`
+	// AccessEvery writes an access log line (info: request id, method,
+	// path, status, bytes, duration) for every Nth REST request: 0 none,
+	// 1 all. Rejected requests are logged anyway ("request rejected",
+	// rate-limited).
+	AccessEvery uint32 `yaml:"access_every"`
 }
 
 // DefaultConfig returns a fresh Config with the defaults filled in.

@@ -364,6 +364,7 @@ func (n *Node) newHandler() (http.Handler, error) {
 	opts.SharedMemory = n.sharedMemory()
 	opts.RepositoryControl = n.cfg.RepositoryControl
 	opts.RepositoryToken = n.cfg.AdminToken
+	opts.AccessLogEvery = n.cfg.Log.AccessEvery
 	// baseLog, not n.log: the handler adds its own component=kserve.
 	api, err := kserve.NewHandler(n, n.baseLog, opts)
 	if err != nil {

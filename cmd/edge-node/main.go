@@ -151,6 +151,7 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.BoolVar(&cfg.RepositoryControl, "repository-control", cfg.RepositoryControl, "serve Triton's POST /v2/repository/models/{m}/load and /unload (with --admin-token as their bearer token)")
 	f.StringVar(&cfg.Log.Level, "log-level", cfg.Log.Level, "trace, debug, info, warn or error")
 	f.StringVar(&cfg.Log.Format, "log-format", cfg.Log.Format, "json, console, or auto (console on a terminal)")
+	f.Uint32Var(&cfg.Log.AccessEvery, "log-access-every", cfg.Log.AccessEvery, "access log line for every Nth REST request (0: none, 1: all)")
 	f.StringVar(&cfg.Cloud.Broker, "broker", cfg.Cloud.Broker, "MQTT broker URL (tcp://host:port, ssl://host:port); empty starts the embedded broker on --embedded-broker-addr")
 	f.StringVar(&cfg.Cloud.NodeID, "node-id", cfg.Cloud.NodeID, "this node's id in topics (default: the host name)")
 	f.Var((*csvList)(&cfg.Cloud.Groups), "groups", "comma-separated groups this node belongs to, highest priority first")

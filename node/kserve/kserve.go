@@ -87,6 +87,9 @@ type Options struct {
 	// RepositoryToken, when set, is required on load and unload as
 	// "Authorization: Bearer <token>" (the node passes its admin token).
 	RepositoryToken string
+	// AccessLogEvery writes an access log line (info) for every Nth request:
+	// 0 none (errors are logged anyway, as "request rejected"), 1 all.
+	AccessLogEvery uint32
 	// SharedMemory, when set, serves Triton's system shared-memory
 	// extension: /v2/systemsharedmemory/... and tensors naming a region.
 	SharedMemory *sysshm.Registry
@@ -110,8 +113,10 @@ type Handler struct {
 	opts    Options
 	log     zerolog.Logger // component=kserve
 	errLog  zerolog.Logger // log, rate-limited, for errors that fire per request
-	metrics *metrics
-	mux     *http.ServeMux
+	// accessLog is the sampled access log; nil when off.
+	accessLog *zerolog.Logger
+	metrics   *metrics
+	mux       *http.ServeMux
 }
 
 // NewHandler builds the handler. log should carry no "component" field: the
@@ -141,6 +146,7 @@ func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 	h := &Handler{backend: b, opts: opts, metrics: m, mux: http.NewServeMux()}
 	h.log = log.With().Str("component", "kserve").Logger()
 	h.errLog = h.log.Sample(&zerolog.BurstSampler{Burst: opts.ErrorLogBurst, Period: opts.ErrorLogPeriod})
+	h.accessLog = newAccessLog(h.log, opts.AccessLogEvery)
 
 	h.route("GET", "/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	h.route("GET", "/v2/health/ready", h.serveReady)
@@ -205,7 +211,12 @@ func (h *Handler) route(method, path string, handler http.HandlerFunc) {
 
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mux.ServeHTTP(w, withRequestID(w, r))
+	r = withRequestID(w, r)
+	if h.accessLog != nil {
+		h.serveLogged(w, r)
+		return
+	}
+	h.mux.ServeHTTP(w, r)
 }
 
 func (h *Handler) serveReady(w http.ResponseWriter, _ *http.Request) {

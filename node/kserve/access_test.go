@@ -1,0 +1,101 @@
+package kserve
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+)
+
+// TestAccessLog: with access_every N, every Nth request gets one info line
+// with its request id, method, path, status, bytes out and a duration as a
+// string; with 0 only rejected requests are logged. Every line's keys are
+// unique (a JSON decoder keeps the last of a duplicate).
+func TestAccessLog(t *testing.T) {
+	for _, tc := range []struct {
+		every       uint32
+		requests    int
+		wantEntries int
+	}{
+		{0, 4, 0},
+		{1, 4, 4},
+		{2, 4, 2},
+	} {
+		var buf bytes.Buffer
+		opts := DefaultOptions()
+		opts.Registerer = prometheus.NewRegistry()
+		opts.AccessLogEvery = tc.every
+		h, err := NewHandler(newTestBackend(t), zerolog.New(&buf), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range tc.requests {
+			path := "/v2/health/live"
+			if i == 0 {
+				path = "/v2/nothing/here" // a 404: logged as rejected too
+			}
+			h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", path, nil))
+		}
+		var entries []map[string]any
+		for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+			if !strings.Contains(line, `"message":"request"`) {
+				continue
+			}
+			uniqueKeys(t, line)
+			var e map[string]any
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("access line %q: %v", line, err)
+			}
+			entries = append(entries, e)
+		}
+		if len(entries) != tc.wantEntries {
+			t.Errorf("every %d: %d access lines for %d requests, want %d:\n%s", tc.every, len(entries), tc.requests, tc.wantEntries, buf.String())
+			continue
+		}
+		for _, e := range entries {
+			d, ok := e["duration"].(string)
+			if _, err := time.ParseDuration(d); !ok || err != nil {
+				t.Errorf("duration %v is not a duration string", e["duration"])
+			}
+			if e["level"] != "info" || e["method"] != "GET" || e["request_id"] == "" || e["path"] == nil {
+				t.Errorf("access line %v lacks a field", e)
+			}
+		}
+		if tc.every == 1 {
+			if entries[0]["status"] != float64(http.StatusNotFound) || entries[1]["status"] != float64(http.StatusOK) {
+				t.Errorf("statuses %v, %v; want 404, 200", entries[0]["status"], entries[1]["status"])
+			}
+		}
+	}
+}
+
+// uniqueKeys fails when a JSON object line repeats a top-level key.
+func uniqueKeys(t *testing.T, line string) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(line))
+	if _, err := dec.Token(); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		key := k.(string)
+		if seen[key] {
+			t.Errorf("key %q twice in %s", key, line)
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

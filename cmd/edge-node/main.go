@@ -216,12 +216,15 @@ func bindSomeConfigFlags(f *pflag.FlagSet, cfg *node.Config, names ...string) {
 }
 
 // newLogger builds the process logger: JSON lines, or human-readable output
-// when stderr is a terminal and the format is auto.
+// when stderr is a terminal and the format is auto. Durations are written
+// as strings ("1.5s", not 1500 with the unit left to guess); zerolog keeps
+// that setting process-wide, and this is the process's one logger.
 func newLogger(c node.LogConfig, w io.Writer, terminal bool) (zerolog.Logger, error) {
 	level, err := zerolog.ParseLevel(c.Level)
 	if err != nil {
 		return zerolog.Nop(), err
 	}
+	zerolog.DurationFieldFormat = zerolog.DurationFormatString
 	if c.Format == "console" || (c.Format == "auto" && terminal) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}

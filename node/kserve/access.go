@@ -43,17 +43,27 @@ func newAccessLog(log zerolog.Logger, every uint32) *zerolog.Logger {
 	return &l
 }
 
-// serveLogged serves r and writes its access log line: request id, method,
-// path, status, bytes in and out, and the duration as a string ("1.2ms").
-func (h *Handler) serveLogged(w http.ResponseWriter, r *http.Request) {
+// serveObserved serves r inside its server span (when tracing) and writes
+// its access log line (when sampled): request id, trace id, method, path,
+// status, bytes in and out, and the duration as a string ("1.2ms").
+func (h *Handler) serveObserved(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	r, span := h.startServerSpan(r)
 	aw := &accessWriter{ResponseWriter: w}
 	h.mux.ServeHTTP(aw, r)
 	status := aw.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	h.accessLog.Info().Str("request_id", RequestID(r.Context())).Str("method", r.Method).Str("path", r.URL.Path).
+	endServerSpan(span, status)
+	if h.accessLog == nil {
+		return
+	}
+	ev := h.accessLog.Info().Str("request_id", RequestID(r.Context()))
+	if sc := span.SpanContext(); sc.IsValid() {
+		ev = ev.Str("trace_id", sc.TraceID().String())
+	}
+	ev.Str("method", r.Method).Str("path", r.URL.Path).
 		Int("status", status).Int64("bytes_in", r.ContentLength).Int64("bytes_out", aw.bytes).
 		Str("duration", time.Since(start).String()).Str("remote", r.RemoteAddr).Msg("request")
 }

@@ -68,11 +68,31 @@ func TestAccessLog(t *testing.T) {
 			}
 		}
 		if tc.every == 1 {
+			// A caller's W3C trace id is logged, with no tracer provider
+			// (the no-op tracer carries the caller's span context).
+			var b2 bytes.Buffer
+			h2, err := NewHandler(newTestBackend(t), zerolog.New(&b2), accessOptions(tc.every))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest("GET", "/v2/health/live", nil)
+			r.Header.Set("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+			h2.ServeHTTP(httptest.NewRecorder(), r)
+			if !strings.Contains(b2.String(), `"trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"`) {
+				t.Errorf("access line %s lacks the caller's trace id", b2.String())
+			}
 			if entries[0]["status"] != float64(http.StatusNotFound) || entries[1]["status"] != float64(http.StatusOK) {
 				t.Errorf("statuses %v, %v; want 404, 200", entries[0]["status"], entries[1]["status"])
 			}
 		}
 	}
+}
+
+func accessOptions(every uint32) Options {
+	o := DefaultOptions()
+	o.Registerer = prometheus.NewRegistry()
+	o.AccessLogEvery = every
+	return o
 }
 
 // uniqueKeys fails when a JSON object line repeats a top-level key.

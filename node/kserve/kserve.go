@@ -14,6 +14,8 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/internal/buildinfo"
@@ -87,6 +89,10 @@ type Options struct {
 	// RepositoryToken, when set, is required on load and unload as
 	// "Authorization: Bearer <token>" (the node passes its admin token).
 	RepositoryToken string
+	// TracerProvider makes the spans of each request (a server span
+	// continuing the caller's W3C trace context, with decode, queue,
+	// infer and encode children for an inference); nil: none.
+	TracerProvider trace.TracerProvider
 	// AccessLogEvery writes an access log line (info) for every Nth request:
 	// 0 none (errors are logged anyway, as "request rejected"), 1 all.
 	AccessLogEvery uint32
@@ -115,6 +121,7 @@ type Handler struct {
 	errLog  zerolog.Logger // log, rate-limited, for errors that fire per request
 	// accessLog is the sampled access log; nil when off.
 	accessLog *zerolog.Logger
+	tracer    trace.Tracer
 	metrics   *metrics
 	mux       *http.ServeMux
 }
@@ -147,6 +154,11 @@ func NewHandler(b Backend, log zerolog.Logger, opts Options) (*Handler, error) {
 	h.log = log.With().Str("component", "kserve").Logger()
 	h.errLog = h.log.Sample(&zerolog.BurstSampler{Burst: opts.ErrorLogBurst, Period: opts.ErrorLogPeriod})
 	h.accessLog = newAccessLog(h.log, opts.AccessLogEvery)
+	tp := opts.TracerProvider
+	if tp == nil {
+		tp = noop.NewTracerProvider()
+	}
+	h.tracer = tp.Tracer(tracerName)
 
 	h.route("GET", "/v2/health/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	h.route("GET", "/v2/health/ready", h.serveReady)
@@ -212,11 +224,11 @@ func (h *Handler) route(method, path string, handler http.HandlerFunc) {
 // ServeHTTP implements http.Handler.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = withRequestID(w, r)
-	if h.accessLog != nil {
-		h.serveLogged(w, r)
+	if h.opts.TracerProvider == nil && h.accessLog == nil {
+		h.mux.ServeHTTP(w, r)
 		return
 	}
-	h.mux.ServeHTTP(w, r)
+	h.serveObserved(w, r)
 }
 
 func (h *Handler) serveReady(w http.ResponseWriter, _ *http.Request) {
@@ -458,6 +470,7 @@ func (h *Handler) serveInfer(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rt.Total = time.Since(start)
+	h.inferSpans(r, modelName, version, rt)
 	if ob, ok := m.(RequestObserver); ok {
 		ob.ObserveRequest(rt)
 	}

@@ -261,33 +261,28 @@ func (o *Owner) Rollback(ctx context.Context, model string, a Admin) (models.Ver
 	if mi, err = o.store.Model(ctx, model); err != nil {
 		return models.VersionInfo{}, err
 	}
-	// route switches to the version rolled back to and stops routing to
-	// the demoted one (Retired or Failed in the store).
-	route := func(s servable, v models.VersionInfo) error {
-		if err := o.engine.promote(s, v); err != nil {
-			return err
-		}
-		if mi.Active != "" && mi.Active != v.Version {
-			if err := o.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
-				o.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
-			}
-		}
-		return nil
-	}
 	var v models.VersionInfo
 	if mi.Previous == "" || !o.engine.routed(model, mi.Previous) {
-		l := o.loader(route)
+		l := o.loader(o.engine.promote)
 		defer l.discard()
 		v, err = o.store.Rollback(ctx, model, models.RollbackOptions{Loader: l})
 	} else {
 		o.view.Lock()
 		if v, err = o.store.Rollback(ctx, model, models.RollbackOptions{}); err == nil {
-			err = route(nil, v)
+			err = o.engine.promote(nil, v)
 		}
 		o.view.Unlock()
 	}
 	if err != nil {
 		return v, err
+	}
+	// The demoted version is Retired (or Failed) in the store and no longer
+	// the default: unload it after its in-flight requests, outside view (a
+	// reader does not wait for them).
+	if mi.Active != "" && mi.Active != v.Version {
+		if err := o.engine.remove(model, mi.Active); err != nil && !errors.Is(err, inference.ErrNotFound) {
+			o.log.Warn().Err(err).Str("model", model).Str("version", mi.Active).Msg("unloading the demoted version")
+		}
 	}
 	return v, o.overrideLocked(ctx, model, v.Version, "rollback")
 }

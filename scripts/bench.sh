@@ -22,7 +22,11 @@ t=${BENCHTIME:-2s}
   EDGE_MEASURE_FRONTENDS=1 go test -count=1 -run 'TestMeasureFrontends|TestMeasureGRPCServerHeap' -v -timeout 30m ./node/kserve/tritongrpc/ | grep FIGURE
   echo "## Dynamic batching at c=8: raw vs session vs batched (interleaved rounds); version load CPU and warm-up"
   EDGE_MEASURE_BATCHING=1 go test -count=1 -run TestMeasureDynamicBatching -v -timeout 30m ./inference/ | grep FIGURE
-  EDGE_MEASURE_LOAD=1 go test -count=1 -run TestMeasureLoadMetadata -v -timeout 30m ./inference/ | grep FIGURE
+  EDGE_MEASURE_LOAD=1 go test -count=1 -run 'TestMeasureLoadMetadata|TestMeasureOptimizedLoad' -v -timeout 30m ./inference/ | grep FIGURE
+  echo "## Swaps: p99 during swaps / steady, loading at normal vs low priority (interleaved rounds)"
+  EDGE_MEASURE_SWAP=1 go test -count=1 -run TestMeasureSwapP99 -v -timeout 30m ./inference/ | grep FIGURE
+  echo "## A spinning worker vs Run on the caller's thread (interleaved rounds; not built)"
+  EDGE_MEASURE_SPIN=1 go test -count=1 -run TestMeasureSpinWorker -v -timeout 30m ./inference/ | grep FIGURE
   echo "## Weight transfer: 100 MiB through mosquitto vs mosquitto_pub -f"
   EDGEAI_MEASURE=1 go test -count=1 -run 'MeasureThroughput' -v -timeout 600s ./sync/transfer/ | grep -v '^=== '
 } 2>&1 | tee "$out"

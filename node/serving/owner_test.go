@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -351,7 +352,7 @@ func versionNumber(v string) int {
 // stored version, labelled with its state (and reason when Failed), and
 // follows a version change with no update of its own.
 func TestVersionStateMetric(t *testing.T) {
-	o, _ := newTestOwner(t, 2)
+	o, st := newTestOwner(t, 2)
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(o.ModelsCollector()); err != nil {
 		t.Fatal(err)
@@ -388,5 +389,19 @@ func TestVersionStateMetric(t *testing.T) {
 	}
 	if got, want := states(), map[string]string{"m/1": "Retired()", "m/2": "Active()"}; !reflect.DeepEqual(got, want) {
 		t.Errorf("after activating 2: %v, want %v", got, want)
+	}
+	// A version ONNX Runtime cannot load: Failed, with its reason.
+	garbage := filepath.Join(t.TempDir(), "garbage.onnx")
+	if err := os.WriteFile(garbage, []byte("not a model"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Import(context.Background(), models.ImportRequest{Model: "m", Version: "3", ModelFile: garbage}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.Apply(context.Background(), Desired{Model: "m", Version: "3"}); err == nil {
+		t.Fatal("activating a file that is not a model succeeded")
+	}
+	if got := states()["m/3"]; got != "Failed("+string(models.ReasonLoadError)+")" {
+		t.Errorf("m/3 is %s, want Failed(%s)", got, models.ReasonLoadError)
 	}
 }

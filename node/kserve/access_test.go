@@ -28,10 +28,7 @@ func TestAccessLog(t *testing.T) {
 		{2, 4, 2},
 	} {
 		var buf bytes.Buffer
-		opts := DefaultOptions()
-		opts.Registerer = prometheus.NewRegistry()
-		opts.AccessLogEvery = tc.every
-		h, err := NewHandler(newTestBackend(t), zerolog.New(&buf), opts)
+		h, err := NewHandler(newTestBackend(t), zerolog.New(&buf), accessOptions(tc.every))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -52,7 +52,7 @@ type Owner struct {
 	mu sync.Mutex
 	// view makes each version change one step for readers that do not
 	// hold mu (Models, Model, Version: the admin API, the status to the
-	// cloud, the KServe metadata): a change holds it for writing from the
+	// cloud, the model metrics): a change holds it for writing from the
 	// store transaction that records it to the router's switch; readers
 	// hold it for reading. No load happens under it (the store calls back
 	// through versionLoader.Commit only for the final transaction), so a

@@ -74,6 +74,9 @@ const (
 
 var failureTypes = []FailureType{FailFailed, FailRolledBack, FailTimedOut}
 
+// words is t for a sentence: "timed out".
+func (t FailureType) words() string { return strings.ReplaceAll(string(t), "_", " ") }
+
 // count is how many of c's nodes ended with failure type t.
 func (t FailureType) count(c Counts) int {
 	switch t {
@@ -194,7 +197,7 @@ func (s Spec) Validate() error {
 func (s Spec) CriteriaText() string {
 	parts := []string{fmt.Sprintf("abort over %g%% bad of ≥ %d finished", s.Abort.MaxFailedPercent, s.Abort.MinFinished)}
 	for _, c := range s.Abort.ByType {
-		parts = append(parts, fmt.Sprintf("%s over %g%% of ≥ %d", strings.ReplaceAll(string(c.Type), "_", " "), c.MaxPercent, c.MinFinished))
+		parts = append(parts, fmt.Sprintf("%s over %g%% of ≥ %d", c.Type.words(), c.MaxPercent, c.MinFinished))
 	}
 	if s.Abort.MaxP99Ratio > 0 {
 		parts = append(parts, fmt.Sprintf("p99 over %g× baseline", s.Abort.MaxP99Ratio))

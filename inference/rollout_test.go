@@ -14,10 +14,9 @@ import (
 	"github.com/edgeai/edge-node/inference"
 )
 
-// The canary gets its share of default-routed requests. The share test is a
-// Weyl sequence, so the count is exact to a few requests; the assertion
-// uses the binomial 4σ bound (what an RNG would need) so it would hold for
-// either: |n·p − count| ≤ 4·sqrt(n·p·(1−p)) = 160 for n=10000, p=0.2.
+// The canary gets its share of default-routed requests. The choice is a
+// hash of the request's number, so the count is binomial: |n·p − count| ≤
+// 4·sqrt(n·p·(1−p)) = 160 for n=10000, p=0.2.
 func TestRouterCanaryShare(t *testing.T) {
 	r := inference.NewRouter()
 	if err := r.Add(loadVersion(t, "1"), true); err != nil {
@@ -83,6 +82,63 @@ func TestRouterCanaryShare(t *testing.T) {
 	if got := count(""); got["2"] != n {
 		t.Errorf("after removing the canary: %v", got)
 	}
+}
+
+// Which requests the canary gets must not depend on the clients' timing. A
+// canary that fails fast on a fifth of the inputs changes when its clients
+// send their next request; a sampler whose choice for request n follows from
+// its choices before n (a Weyl sequence does) then locks onto that rhythm and
+// the canary sees a biased sample of the inputs. This replays, in virtual
+// time, two closed-loop clients (each sends its next request when its last
+// one returns) whose period-5 inputs fail on the canary: on the Weyl sequence
+// the canary saw 9.6 % of failing inputs, not 20 %, and a window of 58 canary
+// requests held as few as 2 (what a CI run saw when a failing canary was
+// promoted).
+func TestRouterCanaryIgnoresClientTiming(t *testing.T) {
+	r := inference.NewRouter()
+	if err := r.Add(loadVersion(t, "1"), true); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Add(loadVersion(t, "2"), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.SetCanary("adder", "2", 0.5); err != nil {
+		t.Fatal(err)
+	}
+	// Service times: the default 1, the canary 1.3, and 0.3 when it fails.
+	const requests, badShare = 100000, 0.2
+	next := [2]float64{0, 0.05} // when each client sends its next request
+	sent := [2]int{}
+	canary, canaryBad := 0, 0
+	for range requests {
+		c := 0
+		if next[1] < next[0] {
+			c = 1
+		}
+		bad := (c+2*sent[c])%5 == 4 // client c's inputs are c, c+2, c+4, ...; every fifth fails
+		sent[c]++
+		m, release, err := r.Acquire("adder", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		service := 1.0
+		if m.Version() == "2" {
+			canary++
+			service = 1.3
+			if bad {
+				canaryBad++
+				service = 0.3
+			}
+		}
+		release()
+		next[c] += service + 0.1
+	}
+	got := float64(canaryBad) / float64(canary)
+	// Binomial 4σ over the canary's ~50,000 requests is ±0.7 points.
+	if tol := 4 * math.Sqrt(badShare*(1-badShare)/float64(canary)); math.Abs(got-badShare) > tol {
+		t.Errorf("the canary saw %.4f failing inputs (%d of %d), want %.2f ± %.4f", got, canaryBad, canary, badShare, tol)
+	}
+	t.Logf("canary: %d of %d requests, %.4f of them failing inputs", canary, requests, got)
 }
 
 func runAdder(t *testing.T, r *inference.Router, a float32) string {

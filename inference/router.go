@@ -57,8 +57,8 @@ type routedModel struct {
 	shadowCut uint64
 
 	// canarySeq and shadowSeq number the default-routed requests; each
-	// request's share test is on a Weyl sequence of its number (see
-	// sampled). Atomic: updated under mu held shared.
+	// request's share test is on a hash of its number (see sampled).
+	// Atomic: updated under mu held shared.
 	canarySeq, shadowSeq atomic.Uint64
 	// shadowSkipped counts sampled requests not mirrored (no free slot).
 	shadowSkipped atomic.Uint64
@@ -179,13 +179,21 @@ func unknownModel(what string) error {
 	return errdefs.Sentinel(ErrNotFound, "Request for unknown model: "+what)
 }
 
-// sampled reports whether request number n falls in a share cut/2^64. The
-// test is on the Weyl sequence n·φ mod 1 (φ the golden ratio): its first N
-// terms fall in [0, p) N·p ± O(log N) times, so the share is exact to a few
-// requests at any N, needs one multiplication, and cannot lock onto a
-// periodic client pattern the way n mod 100 could.
+// sampled reports whether request number n falls in a share cut/2^64: n is
+// hashed by splitmix64's finaliser, and the share is the fraction of hashes
+// below cut. The choice for one request tells nothing about the next, so a
+// periodic client pattern cannot line up with it, and neither can clients
+// whose timing depends on earlier choices (a canary that fails fast makes
+// its clients send sooner). A Weyl sequence (n·φ mod 1) was used before: it
+// is exact to a few requests, but its choices follow from the ones before,
+// and closed-loop clients locked onto it (TestRouterCanaryIgnoresClientTiming:
+// the canary saw half its share of failing inputs). The count is binomial:
+// within 4·sqrt(N·p·(1−p)) of N·p.
 func sampled(n, cut uint64) bool {
-	return n*0x9E3779B97F4A7C15 < cut
+	z := n * 0x9E3779B97F4A7C15
+	z = (z ^ z>>30) * 0xBF58476D1CE4E5B9
+	z = (z ^ z>>27) * 0x94D049BB133111EB
+	return z^z>>31 < cut
 }
 
 func shareCut(share float64) uint64 {

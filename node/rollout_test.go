@@ -334,8 +334,8 @@ func TestRolloutSwapUnderLoad(t *testing.T) {
 }
 
 // TestRolloutCanaryShare: a canary answers its share of requests. The
-// router's share test is a Weyl sequence (exact to a few requests); the
-// assertion uses the binomial 4σ bound, |count − n·p| ≤ 4·sqrt(n·p·(1−p)).
+// router's share test hashes the request's number, so the count is
+// binomial: |count − n·p| ≤ 4·sqrt(n·p·(1−p)).
 // Requests naming a version go to it. Abort retires the candidate.
 func TestRolloutCanaryShare(t *testing.T) {
 	n := newRolloutNode(t, nil)

@@ -23,11 +23,33 @@ type Link interface {
 	fleet.Link
 }
 
+// Records is where a controller keeps its rollouts' records and leases:
+// the bbolt state file (Store, edgectl rollout), or the status of
+// Kubernetes ModelVersion resources (sync/kube), whose controller's leader
+// election stands in for the per-rollout lease.
+type Records interface {
+	// Create stores a new record; ErrExists if its id is taken.
+	Create(ctx context.Context, r *Record) error
+	// Get returns the record; ErrNotFound if there is none.
+	Get(ctx context.Context, id string) (*Record, error)
+	// List returns every record.
+	List(ctx context.Context) ([]*Record, error)
+	// Update applies fn to the stored record and stores the result.
+	Update(ctx context.Context, id string, fn func(r *Record) error) (*Record, error)
+	// AcquireLease takes or renews the lease of rollout id for owner until
+	// now+ttl; ErrLeaseHeld while another owner's lease has not expired.
+	AcquireLease(ctx context.Context, id, owner string, ttl time.Duration, now time.Time) error
+	// ReleaseLease drops owner's lease.
+	ReleaseLease(ctx context.Context, id, owner string) error
+}
+
 // Config configures a Controller.
 type Config struct {
 	Topics wire.Topics
-	// StatePath is the bbolt state file.
+	// StatePath is the bbolt state file, used when Records is nil.
 	StatePath string
+	// Records keeps the records instead of the state file.
+	Records Records
 	// Owner names this controller in leases (e.g. host-pid).
 	Owner string
 	// LeaseTTL is how long a lease lasts without renewal (default 15 s); it
@@ -49,7 +71,7 @@ type Config struct {
 type Controller struct {
 	cfg   Config
 	link  Link
-	store *Store
+	store Records
 	log   zerolog.Logger
 
 	mu      sync.Mutex                    // guards the fields below
@@ -68,8 +90,11 @@ type Controller struct {
 // NewController builds a controller; nothing touches the network until
 // Start or Run.
 func NewController(cfg Config, link Link, log zerolog.Logger) (*Controller, error) {
-	if cfg.StatePath == "" || cfg.Owner == "" {
-		return nil, errors.New("rollout: StatePath and Owner are required")
+	if cfg.StatePath == "" && cfg.Records == nil || cfg.Owner == "" {
+		return nil, errors.New("rollout: StatePath (or Records) and Owner are required")
+	}
+	if cfg.Records == nil {
+		cfg.Records = fileRecords{NewStore(cfg.StatePath)}
 	}
 	if cfg.Topics.Root == "" {
 		cfg.Topics.Root = wire.DefaultRoot
@@ -89,7 +114,7 @@ func NewController(cfg Config, link Link, log zerolog.Logger) (*Controller, erro
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Controller{cfg: cfg, link: link, store: NewStore(cfg.StatePath),
+	return &Controller{cfg: cfg, link: link, store: cfg.Records,
 		log:   log.With().Str("component", "rollout").Logger(),
 		views: map[string]*wire.Status{}, desired: map[string]*wire.DesiredState{}, raw: map[string][]byte{},
 		clash: map[string]*wire.DesiredState{}}, nil
@@ -245,7 +270,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Record, error) {
 	prev := map[string]string{}
 	var p99s []float64
 	for id, s := range c.views {
-		if !Selects(s, spec.Group, spec.Selector) {
+		if !spec.Selects(s) {
 			continue
 		}
 		nodes = append(nodes, id)
@@ -266,7 +291,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Record, error) {
 	if busy != "" {
 		return nil, fmt.Errorf("rollout %s refused: %s", spec.ID, busy)
 	}
-	if err := c.refuseOverlap(spec, nodes); err != nil {
+	if err := c.refuseOverlap(ctx, spec, nodes); err != nil {
 		return nil, err
 	}
 	now := c.cfg.Now()
@@ -277,7 +302,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Record, error) {
 		r.Counts[w].Total, r.Counts[w].Pending = len(m), len(m)
 	}
 	r.note(now, PhaseRunning, fmt.Sprintf("%d nodes selected", len(nodes)))
-	if err := c.store.Create(r); err != nil {
+	if err := c.store.Create(ctx, r); err != nil {
 		return nil, err
 	}
 	c.log.Info().Str("rollout", spec.ID).Int("nodes", len(nodes)).Ints("waves", spec.Waves).Msg("rollout created")
@@ -289,10 +314,30 @@ func targetText(s Spec) string {
 	switch {
 	case s.Group != "":
 		return "group " + s.Group
-	case len(s.Selector) > 0:
-		return "selector " + SelectorText(s.Selector)
+	case len(s.Selector) > 0 || len(s.Match) > 0:
+		parts := matchText(s.Match)
+		if len(s.Selector) > 0 {
+			parts = append([]string{SelectorText(s.Selector)}, parts...)
+		}
+		return "selector " + strings.Join(parts, ", ")
 	}
 	return "every node"
+}
+
+// matchText writes requirements as "k in (a,b)", "k2", "!k3".
+func matchText(ms []Requirement) []string {
+	var out []string
+	for _, m := range ms {
+		switch m.Operator {
+		case OpExists:
+			out = append(out, m.Key)
+		case OpDoesNotExist:
+			out = append(out, "!"+m.Key)
+		default:
+			out = append(out, fmt.Sprintf("%s %s (%s)", m.Key, strings.ToLower(m.Operator), strings.Join(m.Values, ",")))
+		}
+	}
+	return out
 }
 
 // SelectorText writes a selector as k=v,k2=v2 (sorted), the form
@@ -308,8 +353,8 @@ func SelectorText(sel map[string]string) string {
 // refuseOverlap fails when a rollout of the same model in this state file
 // is not finished and shares nodes with the new one: one rollout per model
 // per node at a time.
-func (c *Controller) refuseOverlap(spec Spec, nodes []string) error {
-	rs, err := c.store.List()
+func (c *Controller) refuseOverlap(ctx context.Context, spec Spec, nodes []string) error {
+	rs, err := c.store.List(ctx)
 	if err != nil {
 		return err
 	}
@@ -411,11 +456,11 @@ func specText(ms wire.ModelSpec) string {
 // nil, sees the record after every tick.
 func (c *Controller) Run(ctx context.Context, id string, onTick func(*Record)) (*Record, error) {
 	owner := c.cfg.Owner
-	if err := c.store.AcquireLease(id, owner, c.cfg.LeaseTTL, c.cfg.Now()); err != nil {
+	if err := c.store.AcquireLease(ctx, id, owner, c.cfg.LeaseTTL, c.cfg.Now()); err != nil {
 		return nil, err
 	}
 	defer func() {
-		if err := c.store.ReleaseLease(id, owner); err != nil {
+		if err := c.store.ReleaseLease(context.WithoutCancel(ctx), id, owner); err != nil {
 			c.log.Warn().Err(err).Msg("release lease")
 		}
 	}()
@@ -425,7 +470,7 @@ func (c *Controller) Run(ctx context.Context, id string, onTick func(*Record)) (
 	t := time.NewTicker(c.cfg.Tick)
 	defer t.Stop()
 	for {
-		if err := c.store.AcquireLease(id, owner, c.cfg.LeaseTTL, c.cfg.Now()); err != nil {
+		if err := c.store.AcquireLease(ctx, id, owner, c.cfg.LeaseTTL, c.cfg.Now()); err != nil {
 			return nil, err
 		}
 		r, err := c.step(ctx, id)
@@ -449,9 +494,21 @@ func (c *Controller) Run(ctx context.Context, id string, onTick func(*Record)) (
 	}
 }
 
+// Step is one tick of rollout id without its lease, for a caller that keeps
+// other controllers away itself (a Kubernetes controller's leader
+// election): tally, carry out a command, decide, write desired state. The
+// record is saved before and after each write, so a Step cut short is
+// completed by the next one.
+func (c *Controller) Step(ctx context.Context, id string) (*Record, error) {
+	if err := c.watch(ctx); err != nil {
+		return nil, err
+	}
+	return c.step(ctx, id)
+}
+
 // step is one tick: tally, carry out a command, decide, write desired state.
 func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
-	r, err := c.store.Get(id)
+	r, err := c.store.Get(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -515,7 +572,7 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 	}
 	r.Updated = now
 	// Persist the intent (a started wave, a rollback) before publishing.
-	if err := c.save(r, readCmd); err != nil {
+	if err := c.save(ctx, r, readCmd); err != nil {
 		return r, err
 	}
 	if r.Phase == PhaseRunning && r.Wave >= 0 && r.WavesWritten <= r.Wave {
@@ -529,7 +586,7 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		default:
 			r.WavesWritten = r.Wave + 1
 		}
-		if err := c.save(r, readCmd); err != nil {
+		if err := c.save(ctx, r, readCmd); err != nil {
 			return r, err
 		}
 	}
@@ -539,15 +596,15 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		}
 		r.RollbackWritten = true
 		r.note(c.cfg.Now(), PhaseRolledBack, "previous version written back to the started waves")
-		if err := c.save(r, readCmd); err != nil {
+		if err := c.save(ctx, r, readCmd); err != nil {
 			return r, err
 		}
 	}
 	return r, nil
 }
 
-func (c *Controller) save(r *Record, readCmd string) error {
-	_, err := c.store.Update(r.Spec.ID, func(cur *Record) error {
+func (c *Controller) save(ctx context.Context, r *Record, readCmd string) error {
+	_, err := c.store.Update(ctx, r.Spec.ID, func(cur *Record) error {
 		cmd := cur.Command
 		*cur = *r
 		// A command given while this tick ran is kept for the next one (the

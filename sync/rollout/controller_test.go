@@ -277,13 +277,13 @@ func TestRolloutCrashMidWave(t *testing.T) {
 	if _, err := c1.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	r0, _ := c1.store.Get(spec.ID)
+	r0, _ := c1.store.Get(context.Background(), spec.ID)
 	fl.n = len(r0.Members[0]) + len(r0.Members[1]) + len(r0.Members[2])/2 // half of wave 3
 	r1, err := c1.Run(ctx, spec.ID, nil)
 	if err == nil {
 		t.Fatalf("first controller did not fail: %+v", r1)
 	}
-	r1, _ = c1.store.Get(spec.ID)
+	r1, _ = c1.store.Get(context.Background(), spec.ID)
 	if r1.Wave != 2 || r1.WavesWritten != 2 {
 		t.Fatalf("crashed at wave %d with %d written, want wave 3 started and 2 written", r1.Wave+1, r1.WavesWritten)
 	}
@@ -317,7 +317,7 @@ func TestRolloutPauseResumeAbort(t *testing.T) {
 	if _, err := c.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	st := c.store
+	st := NewStore(e.state)
 	if _, err := st.Command(spec.ID, CmdPause); err != nil {
 		t.Fatal(err)
 	}

@@ -328,7 +328,7 @@ func TestResumeStopsWaveClock(t *testing.T) {
 		Abort: Abort{MaxFailedPercent: 10}},
 		Phase: PhasePaused, Wave: 0, WavesWritten: 1, WaveStarted: []time.Time{t0}, PausedAt: t0.Add(30 * time.Second),
 		Members: [][]string{{"a"}, {"b"}}, Counts: make([]Counts, 2), Command: CmdResume}
-	if err := c.store.Create(r); err != nil {
+	if err := c.store.Create(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.step(context.Background(), "r1")
@@ -357,7 +357,7 @@ func TestPausedNodesDoNotTimeOut(t *testing.T) {
 		Abort: Abort{MaxFailedPercent: 10}},
 		Phase: PhasePaused, Wave: 0, WavesWritten: 1, WaveStarted: []time.Time{t0}, PausedAt: t0.Add(30 * time.Second),
 		Members: [][]string{{"a"}, {"b"}}, Counts: make([]Counts, 2)}
-	if err := c.store.Create(r); err != nil {
+	if err := c.store.Create(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.step(context.Background(), "r1")
@@ -367,7 +367,7 @@ func TestPausedNodesDoNotTimeOut(t *testing.T) {
 	if got.Counts[0].TimedOut != 0 || got.Counts[0].Pending != 1 || len(got.BadNodes) != 0 {
 		t.Fatalf("paused 30 s into a 1 min node timeout: counts %+v, bad nodes %v; want the node pending", got.Counts[0], got.BadNodes)
 	}
-	if _, err := c.store.Update("r1", func(r *Record) error { r.Command = CmdResume; return nil }); err != nil {
+	if _, err := c.store.Update(context.Background(), "r1", func(r *Record) error { r.Command = CmdResume; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if got, err = c.step(context.Background(), "r1"); err != nil || got.Phase != PhaseRunning || got.Counts[0].TimedOut != 0 {
@@ -380,5 +380,56 @@ func TestPausedNodesDoNotTimeOut(t *testing.T) {
 	now = now.Add(20 * time.Second) // 70 s
 	if got, err = c.step(context.Background(), "r1"); err != nil || got.Counts[0].TimedOut != 1 || got.BadNodes["a"] != StateTimedOut {
 		t.Fatalf("70 s after the wave started (pause excluded): %v, counts %+v, bad %v", err, got.Counts[0], got.BadNodes)
+	}
+}
+
+// A spec's requirements narrow its selector the way a Kubernetes label
+// selector's matchExpressions do; bad requirements are refused.
+func TestSpecSelectsWithRequirements(t *testing.T) {
+	node := func(labels map[string]string) *wire.Status { return &wire.Status{Labels: labels} }
+	cam := node(map[string]string{"edge-type": "camera", "arch": "arm64"})
+	gw := node(map[string]string{"edge-type": "gateway", "arch": "amd64"})
+	bare := node(map[string]string{"arch": "amd64"})
+	for _, c := range []struct {
+		match []Requirement
+		sel   map[string]string
+		want  [3]bool // cam, gw, bare
+	}{
+		{nil, nil, [3]bool{true, true, true}},
+		{[]Requirement{{Key: "edge-type", Operator: OpIn, Values: []string{"camera", "doorbell"}}}, nil, [3]bool{true, false, false}},
+		{[]Requirement{{Key: "edge-type", Operator: OpNotIn, Values: []string{"camera"}}}, nil, [3]bool{false, true, true}},
+		{[]Requirement{{Key: "edge-type", Operator: OpExists}}, nil, [3]bool{true, true, false}},
+		{[]Requirement{{Key: "edge-type", Operator: OpDoesNotExist}}, nil, [3]bool{false, false, true}},
+		{[]Requirement{{Key: "edge-type", Operator: OpExists}}, map[string]string{"arch": "amd64"}, [3]bool{false, true, false}},
+	} {
+		s := Spec{Selector: c.sel, Match: c.match}
+		for i, n := range []*wire.Status{cam, gw, bare} {
+			if got := s.Selects(n); got != c.want[i] {
+				t.Errorf("%s selects node %d (%v): %v, want %v", targetText(s), i, n.Labels, got, c.want[i])
+			}
+		}
+	}
+	base := testSpec("r-match", "2")
+	for _, bad := range []Requirement{
+		{Key: "edge-type", Operator: "Matches", Values: []string{"x"}},
+		{Key: "edge-type", Operator: OpIn},
+		{Key: "edge-type", Operator: OpExists, Values: []string{"x"}},
+		{Key: "bad key!", Operator: OpExists},
+		{Key: "edge-type", Operator: OpIn, Values: []string{"not ok"}},
+	} {
+		s := base
+		s.Match = []Requirement{bad}
+		if err := s.Validate(); err == nil {
+			t.Errorf("requirement %+v accepted", bad)
+		}
+	}
+	s := base
+	s.Match = []Requirement{{Key: "edge-type", Operator: OpIn, Values: []string{"camera"}}, {Key: "gpu", Operator: OpDoesNotExist}}
+	if err := s.Validate(); err != nil {
+		t.Errorf("good requirements refused: %v", err)
+	}
+	s.Group = ""
+	if got, want := targetText(s), "selector edge-type in (camera), !gpu"; got != want {
+		t.Errorf("targetText %q, want %q", got, want)
 	}
 }

@@ -128,6 +128,9 @@ type Spec struct {
 	Version  string            `json:"version"`
 	Group    string            `json:"group,omitempty"`
 	Selector map[string]string `json:"selector,omitempty"`
+	// Match are further label requirements, all of which a node must meet
+	// (a Kubernetes label selector's matchExpressions).
+	Match []Requirement `json:"match,omitempty"`
 	// Waves are cumulative percentages of the selected nodes, ending at 100.
 	Waves    []int          `json:"waves"`
 	Strategy *wire.Strategy `json:"strategy,omitempty"`
@@ -146,6 +149,72 @@ type Spec struct {
 	OnAbort     string        `json:"on_abort"`
 }
 
+// Label requirement operators (Kubernetes' selector operators).
+const (
+	OpIn           = "In"
+	OpNotIn        = "NotIn"
+	OpExists       = "Exists"
+	OpDoesNotExist = "DoesNotExist"
+)
+
+// A Requirement is one label requirement on the nodes a rollout selects.
+type Requirement struct {
+	Key      string   `json:"key"`
+	Operator string   `json:"operator"`
+	Values   []string `json:"values,omitempty"`
+}
+
+func (m Requirement) validate() error {
+	for _, v := range append([]string{""}, m.Values...) {
+		if err := wire.ValidLabel(m.Key, v); err != nil {
+			return fmt.Errorf("rollout selector: %w", err)
+		}
+	}
+	switch m.Operator {
+	case OpIn, OpNotIn:
+		if len(m.Values) == 0 {
+			return fmt.Errorf("rollout selector: %s %s needs values", m.Key, m.Operator)
+		}
+	case OpExists, OpDoesNotExist:
+		if len(m.Values) != 0 {
+			return fmt.Errorf("rollout selector: %s %s takes no values", m.Key, m.Operator)
+		}
+	default:
+		return fmt.Errorf("rollout selector: operator %q (want In, NotIn, Exists or DoesNotExist)", m.Operator)
+	}
+	return nil
+}
+
+// matches reports whether labels meet m.
+func (m Requirement) matches(labels map[string]string) bool {
+	v, ok := labels[m.Key]
+	switch m.Operator {
+	case OpIn:
+		return ok && slices.Contains(m.Values, v)
+	case OpNotIn:
+		return !ok || !slices.Contains(m.Values, v)
+	case OpExists:
+		return ok
+	case OpDoesNotExist:
+		return !ok
+	}
+	return false
+}
+
+// Selects reports whether the node with status st is one s targets: its
+// group, selector and requirements.
+func (s Spec) Selects(st *wire.Status) bool {
+	if !Selects(st, s.Group, s.Selector) {
+		return false
+	}
+	for _, m := range s.Match {
+		if !m.matches(st.Labels) {
+			return false
+		}
+	}
+	return true
+}
+
 // Validate checks s.
 func (s Spec) Validate() error {
 	for f, v := range map[string]string{"id": s.ID, "model": s.Model, "version": s.Version} {
@@ -161,6 +230,11 @@ func (s Spec) Validate() error {
 	for k, v := range s.Selector {
 		if err := wire.ValidLabel(k, v); err != nil {
 			return fmt.Errorf("rollout selector: %w", err)
+		}
+	}
+	for _, m := range s.Match {
+		if err := m.validate(); err != nil {
+			return err
 		}
 	}
 	if err := checkWaves(s.Waves); err != nil {

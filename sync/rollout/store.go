@@ -1,6 +1,7 @@
 package rollout
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -170,26 +171,34 @@ func (s *Store) Update(id string, fn func(r *Record) error) (*Record, error) {
 // Command records an operator command for the controller, after checking
 // it makes sense in the rollout's phase.
 func (s *Store) Command(id, cmd string) (*Record, error) {
-	return s.Update(id, func(r *Record) error {
-		ok := false
-		switch cmd {
-		case CmdPause:
-			ok = r.Phase == PhaseRunning
-		case CmdResume:
-			ok = r.Phase == PhasePaused
-		case CmdAbort:
-			ok = r.Phase == PhaseRunning || r.Phase == PhasePaused
-		case CmdRollback:
-			ok = !r.Phase.Final() || r.Phase == PhaseHeld || r.Phase == PhaseCompleted
-		default:
-			return fmt.Errorf("rollout: unknown command %q", cmd)
-		}
-		if !ok {
-			return fmt.Errorf("rollout %s is %s: cannot %s: %w", id, r.Phase, cmd, ErrBadState)
-		}
-		r.Command = cmd
-		return nil
-	})
+	return s.Update(id, func(r *Record) error { return setCommand(r, cmd) })
+}
+
+// Command records an operator command in recs for the controller driving
+// rollout id (Store.Command on any Records).
+func Command(ctx context.Context, recs Records, id, cmd string) (*Record, error) {
+	return recs.Update(ctx, id, func(r *Record) error { return setCommand(r, cmd) })
+}
+
+func setCommand(r *Record, cmd string) error {
+	ok := false
+	switch cmd {
+	case CmdPause:
+		ok = r.Phase == PhaseRunning
+	case CmdResume:
+		ok = r.Phase == PhasePaused
+	case CmdAbort:
+		ok = r.Phase == PhaseRunning || r.Phase == PhasePaused
+	case CmdRollback:
+		ok = !r.Phase.Final() || r.Phase == PhaseHeld || r.Phase == PhaseCompleted
+	default:
+		return fmt.Errorf("rollout: unknown command %q", cmd)
+	}
+	if !ok {
+		return fmt.Errorf("rollout %s is %s: cannot %s: %w", r.Spec.ID, r.Phase, cmd, ErrBadState)
+	}
+	r.Command = cmd
+	return nil
 }
 
 // AcquireLease takes or renews the lease of rollout id for owner until
@@ -235,4 +244,27 @@ func (s *Store) LeaseOf(id string) (Lease, bool, error) {
 		err = nil
 	}
 	return l, ok, err
+}
+
+// fileRecords is the Store as a controller's Records. A bbolt transaction
+// is not cancellable; the file lock's wait is bounded by the Store's
+// timeout.
+type fileRecords struct{ *Store }
+
+func (f fileRecords) Create(_ context.Context, r *Record) error { return f.Store.Create(r) }
+
+func (f fileRecords) Get(_ context.Context, id string) (*Record, error) { return f.Store.Get(id) }
+
+func (f fileRecords) List(context.Context) ([]*Record, error) { return f.Store.List() }
+
+func (f fileRecords) Update(_ context.Context, id string, fn func(*Record) error) (*Record, error) {
+	return f.Store.Update(id, fn)
+}
+
+func (f fileRecords) AcquireLease(_ context.Context, id, owner string, ttl time.Duration, now time.Time) error {
+	return f.Store.AcquireLease(id, owner, ttl, now)
+}
+
+func (f fileRecords) ReleaseLease(_ context.Context, id, owner string) error {
+	return f.Store.ReleaseLease(id, owner)
 }

@@ -38,6 +38,9 @@ type Profile struct {
 	Download, Gate time.Duration
 	// FailGate is, per version, the fraction (0–1) of nodes whose gate fails.
 	FailGate map[string]float64
+	// FailVerify is, per version, the fraction (0–1) of nodes whose download
+	// fails verification (Failed, ChecksumMismatch).
+	FailVerify map[string]float64
 	// P99Ms is the latency the nodes report for a version: BaseP99Ms ×
 	// P99Factor[version] (factor 1 when absent).
 	BaseP99Ms float64
@@ -219,8 +222,15 @@ func (f *Fleet) Active(model string) map[string]string {
 
 // GateFails reports whether node's gate fails for version under p (a hash
 // of both below the configured fraction).
-func (p Profile) GateFails(node, version string) bool {
-	frac := p.FailGate[version]
+func (p Profile) GateFails(node, version string) bool { return picked(p.FailGate[version], node, version) }
+
+// VerifyFails reports whether node's download of version fails
+// verification under p.
+func (p Profile) VerifyFails(node, version string) bool {
+	return picked(p.FailVerify[version], node, "verify\x00"+version)
+}
+
+func picked(frac float64, node, version string) bool {
 	if frac <= 0 {
 		return false
 	}
@@ -470,6 +480,10 @@ func (n *node) roll(ctx context.Context, model string, ms *modelState) {
 		return
 	}
 	p := n.f.cfg.Profile
+	if p.VerifyFails(n.id, v) {
+		set("Failed", "ChecksumMismatch")
+		return
+	}
 	kind := wire.StrategyImmediate
 	if ms.target.Strategy != nil {
 		kind = ms.target.Strategy.Kind

@@ -286,7 +286,7 @@ func (c *Controller) Start(ctx context.Context, spec Spec) (*Record, error) {
 	busy := c.busyLocked(spec, nodes)
 	c.mu.Unlock()
 	if len(nodes) == 0 {
-		return nil, fmt.Errorf("rollout %s: no node matches (%s)", spec.ID, targetText(spec))
+		return nil, fmt.Errorf("rollout %s: %w (%s)", spec.ID, ErrNoNodes, targetText(spec))
 	}
 	if busy != "" {
 		return nil, fmt.Errorf("rollout %s refused: %s", spec.ID, busy)
@@ -638,33 +638,40 @@ func (c *Controller) tally(r *Record, now time.Time) {
 	defer c.mu.Unlock()
 	counts := make([]Counts, len(r.Members))
 	bad := map[string]NodeState{}
+	reasons := map[string]string{}
 	for w, m := range r.Members {
 		var p99s []float64
 		late := w <= r.Wave && w < len(r.WaveStarted) && r.Spec.NodeTimeout > 0 &&
 			now.Sub(r.WaveStarted[w]) > r.Spec.NodeTimeout
 		for _, n := range m {
 			st := StatePending
+			reason := ""
 			if w <= r.Wave {
 				if s := c.views[n]; s != nil {
 					if ms, ok := s.Models[r.Spec.Model]; ok {
 						st = Classify(&ms, r.Spec.Version)
+						reason = ms.Reason
 						if (st == StateActive || st == StateCanary) && ms.P99Ms > 0 {
 							p99s = append(p99s, ms.P99Ms)
 						}
 					}
 				}
 				if late && (st == StatePending || st == StateDownloading || st == StateCanary) {
-					st = StateTimedOut
+					st, reason = StateTimedOut, "NodeTimeout"
 				}
 				if st == StateFailed || st == StateRolledBack || st == StateTimedOut {
 					bad[n] = st
+					if reason == "" {
+						reason = string(st)
+					}
+					reasons[n] = reason
 				}
 			}
 			counts[w].add(st)
 		}
 		counts[w].P99Ms = Percentile(p99s, 99)
 	}
-	r.Counts, r.BadNodes = counts, bad
+	r.Counts, r.BadNodes, r.BadReasons = counts, bad, reasons
 }
 
 // writeWave writes the desired state of every node of wave r.Wave that

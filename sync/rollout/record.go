@@ -16,6 +16,7 @@ var (
 	ErrExists    = errors.New("rollout: already exists")
 	ErrLeaseHeld = errors.New("rollout: lease held by another controller")
 	ErrBadState  = errors.New("rollout: not allowed in this phase")
+	ErrNoNodes   = errors.New("no node matches")
 )
 
 // Phase is where a rollout is.
@@ -311,10 +312,13 @@ type Record struct {
 	Counts        []Counts          `json:"counts"`
 	// BadNodes are the nodes of started waves that failed, rolled back or
 	// timed out, with that state (tallied each tick).
-	BadNodes        map[string]NodeState `json:"bad_nodes,omitempty"`
-	Reason          string               `json:"reason,omitempty"`
-	Command         string               `json:"command,omitempty"`
-	RollbackWritten bool                 `json:"rollback_written,omitempty"`
+	BadNodes map[string]NodeState `json:"bad_nodes,omitempty"`
+	// BadReasons are the same nodes' reasons as they report them
+	// (ChecksumMismatch, HealthRegression, ...; NodeTimeout when timed out).
+	BadReasons      map[string]string `json:"bad_reasons,omitempty"`
+	Reason          string            `json:"reason,omitempty"`
+	Command         string            `json:"command,omitempty"`
+	RollbackWritten bool              `json:"rollback_written,omitempty"`
 	// PausedAt is when the rollout was paused (the wave timeout clock
 	// stops while paused).
 	PausedAt time.Time    `json:"paused_at,omitzero"`

@@ -1,0 +1,480 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/edgeai/edge-node/internal/testwait"
+	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/fleetsim"
+	"github.com/edgeai/edge-node/sync/kube/api/v1alpha1"
+	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
+	"github.com/edgeai/edge-node/sync/wire"
+)
+
+// The tests share one real control plane: etcd (Debian's etcd-server) and
+// kube-apiserver built from the Go module proxy (scripts/kube-assets.sh),
+// started by controller-runtime's envtest with the committed CRD. Each test
+// works in its own namespace.
+var (
+	apiOnce sync.Once
+	apiCfg  *rest.Config
+	apiErr  error
+	apiEnv  *envtest.Environment
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if apiEnv != nil {
+		if err := apiEnv.Stop(); err != nil {
+			fmt.Fprintln(os.Stderr, "stop the API server:", err)
+		}
+	}
+	os.Exit(code)
+}
+
+// apiServer returns the shared API server's config. Without the binaries
+// it skips, except under make test (EDGE_REQUIRE_KUBE=1), where it fails.
+func apiServer(t *testing.T) *rest.Config {
+	t.Helper()
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	for _, bin := range []string{"kube-apiserver", "etcd"} {
+		if _, err := os.Stat(filepath.Join(dir, bin)); dir == "" || err != nil {
+			if os.Getenv("EDGE_REQUIRE_KUBE") != "" {
+				t.Fatalf("%s not in KUBEBUILDER_ASSETS=%q (make deps builds it: scripts/kube-assets.sh)", bin, dir)
+			}
+			t.Skipf("%s not in KUBEBUILDER_ASSETS=%q (scripts/kube-assets.sh builds it)", bin, dir)
+		}
+	}
+	apiOnce.Do(func() {
+		apiEnv = &envtest.Environment{BinaryAssetsDirectory: dir, ErrorIfCRDPathMissing: true,
+			CRDDirectoryPaths: []string{filepath.Join("..", "..", "deploy", "kubernetes", "crd")}}
+		apiCfg, apiErr = apiEnv.Start()
+	})
+	if apiErr != nil {
+		t.Fatalf("start etcd and kube-apiserver: %v", apiErr)
+	}
+	return apiCfg
+}
+
+type env struct {
+	t      *testing.T
+	cfg    *rest.Config
+	client client.Client
+	ns     string
+	broker *brokertest.Mosquitto
+	tp     wire.Topics
+	fleet  *fleetsim.Fleet
+}
+
+// newEnv starts a namespace, a mosquitto and a simulated fleet of n nodes
+// (labels(i)) running ppocr_cls version 1.
+func newEnv(t *testing.T, n int, labels func(i int) map[string]string, p fleetsim.Profile) *env {
+	cfg := apiServer(t)
+	scheme, err := Scheme()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
+	ns = ns[:min(len(ns), 50)]
+	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, cfg: cfg, client: c, ns: ns, broker: brokertest.StartMosquitto(t, brokertest.Options{}),
+		tp: wire.Topics{Root: wire.DefaultRoot}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if n > 0 {
+		e.fleet, err = fleetsim.Start(ctx, fleetsim.Config{BrokerURL: e.broker.URL(), Topics: e.tp, Nodes: n, Prefix: "n",
+			Labels: labels, Initial: map[string]string{"ppocr_cls": "1"}, Profile: p}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.fleet.Close)
+	}
+	return e
+}
+
+// publish leaves a retained manifest for model/version on the broker. The
+// simulated nodes do not download, so its content is not read: the
+// controller checks only that the version is published.
+func (e *env) publish(model, version string) {
+	l := mqttlinktest.Connect(e.t, e.broker.URL(), "publisher-"+version)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.Publish(ctx, e.tp.Manifest(model, version), true, []byte(`{"stand-in":"manifest"}`)); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// controller starts a manager (its own MQTT session) until the returned
+// stop is called or the test ends.
+func (e *env) controller(name string, leader bool) (stop func()) {
+	l := mqttlinktest.Connect(e.t, e.broker.URL(), "edge-controller-"+name)
+	mgr, err := NewManager(e.cfg, l, Options{Topics: e.tp, Identity: name, Tick: 100 * time.Millisecond,
+		Retry: 300 * time.Millisecond, Quiet: 300 * time.Millisecond, LeaderElection: leader,
+		LeaderElectionNamespace: e.ns, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second,
+		RetryPeriod: 200 * time.Millisecond, Namespaces: []string{e.ns}}, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel).With().Str("replica", name).Logger())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("manager %s: %v", name, err)
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+func (e *env) apply(mv *v1alpha1.ModelVersion) *v1alpha1.ModelVersion {
+	e.t.Helper()
+	mv.Namespace = e.ns
+	if err := e.client.Create(context.Background(), mv); err != nil {
+		e.t.Fatalf("create ModelVersion %s: %v", mv.Name, err)
+	}
+	return mv
+}
+
+func (e *env) get(name string) *v1alpha1.ModelVersion {
+	e.t.Helper()
+	var mv v1alpha1.ModelVersion
+	if err := e.client.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: name}, &mv); err != nil {
+		e.t.Fatal(err)
+	}
+	return &mv
+}
+
+// waitPhase waits for ModelVersion name to reach phase, and returns it and
+// the phases it was seen in on the way.
+func (e *env) waitPhase(name string, phase v1alpha1.Phase, timeout time.Duration) (*v1alpha1.ModelVersion, []v1alpha1.Phase) {
+	e.t.Helper()
+	var seen []v1alpha1.Phase
+	var mv *v1alpha1.ModelVersion
+	testwait.For(e.t, fmt.Sprintf("ModelVersion %s %s", name, phase), func() bool {
+		mv = e.get(name)
+		if p := mv.Status.Phase; p != "" && (len(seen) == 0 || seen[len(seen)-1] != p) {
+			seen = append(seen, p)
+		}
+		return mv.Status.Phase == phase
+	}, timeout)
+	return mv, seen
+}
+
+func (e *env) desired(node string) wire.DesiredState {
+	e.t.Helper()
+	l := mqttlinktest.Connect(e.t, e.broker.URL(), "reader-"+node)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	got, err := fleet.ReadRetained(ctx, l, e.tp.NodeDesired(node), 300*time.Millisecond)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var d wire.DesiredState
+	if b, ok := got[e.tp.NodeDesired(node)]; ok {
+		if err := json.Unmarshal(b, &d); err != nil {
+			e.t.Fatalf("desired state of %s: %v", node, err)
+		}
+	}
+	return d
+}
+
+func (e *env) eventReasons(name string) []string {
+	e.t.Helper()
+	var l corev1.EventList
+	if err := e.client.List(context.Background(), &l, client.InNamespace(e.ns)); err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, ev := range l.Items {
+		if ev.InvolvedObject.Name == name {
+			out = append(out, ev.Reason)
+		}
+	}
+	return out
+}
+
+func cameras(i int) map[string]string {
+	return map[string]string{"edge-type": []string{"camera", "camera", "gateway"}[i%3], "arch": "arm64"}
+}
+
+func modelVersion(name, version string, weight int32, waves ...int32) *v1alpha1.ModelVersion {
+	return &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.ModelVersionSpec{Model: "ppocr_cls", Version: version, TrafficWeight: weight, Waves: waves,
+			NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"edge-type": "camera"}}}}
+}
+
+// A ModelVersion whose selector matches 2 of 3 nodes, with trafficWeight
+// 20: those two get a canary answering 20 % of their requests and go
+// Active; the third is never asked; the status passes through Progressing
+// to Active with the counts, and Events say why.
+func TestModelVersionRollsOutToSelectedNodes(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 100 * time.Millisecond, Gate: 300 * time.Millisecond})
+	e.publish("ppocr_cls", "2")
+	e.controller("a", false)
+	e.apply(modelVersion("cls-v2", "2", 20, 50, 100))
+	mv, seen := e.waitPhase("cls-v2", v1alpha1.PhaseActive, 2*time.Minute)
+	if !slices.Contains(seen, v1alpha1.PhaseProgressing) {
+		t.Errorf("phases seen %v, want Progressing before Active", seen)
+	}
+	st := mv.Status
+	if st.Nodes != 2 || st.Active != 2 || st.Progress != "2/2" || st.Wave != "2/2" || len(st.Waves) != 2 ||
+		st.Waves[0].Nodes != 1 || st.Waves[1].Nodes != 1 || st.Waves[0].Percent != 50 || st.ObservedGeneration != mv.Generation {
+		t.Errorf("status %+v", st)
+	}
+	if c := meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready condition %+v", c)
+	}
+	active := e.fleet.Active("ppocr_cls")
+	for _, id := range e.fleet.IDs() {
+		d := e.desired(id)
+		ms, carried := d.Models["ppocr_cls"]
+		if id == "n-00002" {
+			if active[id] != "1" || carried && ms.Version == "2" || len(e.fleet.Downloads("ppocr_cls")[id]) != 0 {
+				t.Errorf("unselected node %s: runs %s, desired %+v, downloads %v", id, active[id], ms, e.fleet.Downloads("ppocr_cls")[id])
+			}
+			continue
+		}
+		if active[id] != "2" || ms.Strategy == nil || ms.Strategy.Kind != wire.StrategyCanary || ms.Strategy.CanaryPercent != 20 ||
+			ms.Rollout == nil || ms.Rollout.ID != st.RolloutID {
+			t.Errorf("node %s: runs %s, desired %+v (strategy %+v)", id, active[id], ms, ms.Strategy)
+		}
+	}
+	if reasons := e.eventReasons("cls-v2"); !slices.Contains(reasons, "Running") || !slices.Contains(reasons, "Completed") {
+		t.Errorf("events %v, want Running and Completed", reasons)
+	}
+	t.Logf("phases %v; status %s %s, waves %+v", seen, st.Progress, st.Message, st.Waves)
+}
+
+// A node reporting ChecksumMismatch turns the resource Degraded with that
+// reason, and the abort criteria (any failure of ≥ 1 finished) roll the
+// started waves back.
+func TestModelVersionDegradedByChecksumMismatch(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 100 * time.Millisecond, Gate: 200 * time.Millisecond,
+		FailVerify: map[string]float64{"3": 1}})
+	e.publish("ppocr_cls", "3")
+	e.controller("a", false)
+	zero := int32(0)
+	mv := modelVersion("cls-v3", "3", 100, 50, 100)
+	mv.Spec.Abort = &v1alpha1.Abort{MaxFailedPercent: &zero}
+	e.apply(mv)
+	got, seen := e.waitPhase("cls-v3", v1alpha1.PhaseRolledBack, 2*time.Minute)
+	if got.Status.NodeReasons["ChecksumMismatch"] != 1 {
+		t.Errorf("node reasons %v: want ChecksumMismatch once (the first wave's node)", got.Status.NodeReasons)
+	}
+	c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionDegraded)
+	if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "ChecksumMismatch" {
+		t.Errorf("Degraded condition %+v", c)
+	}
+	if got.Status.Reason != "Aborted" || !strings.Contains(got.Status.Message, "failed") {
+		t.Errorf("reason %q message %q", got.Status.Reason, got.Status.Message)
+	}
+	for id, v := range e.fleet.Active("ppocr_cls") {
+		if v != "1" {
+			t.Errorf("node %s runs %s after the rollback", id, v)
+		}
+	}
+	if reasons := e.eventReasons("cls-v3"); !slices.Contains(reasons, "RolledBack") {
+		t.Errorf("events %v, want RolledBack", reasons)
+	}
+	t.Logf("phases %v; %s: %s; condition %s", seen, got.Status.Reason, got.Status.Message, c.Message)
+}
+
+// A failure within the criteria leaves the version Active on the other
+// nodes and the resource Degraded, its reason the failed node's.
+func TestModelVersionDegradedWithinCriteria(t *testing.T) {
+	p := fleetsim.Profile{Download: 100 * time.Millisecond, Gate: 100 * time.Millisecond}
+	// A version for which exactly one of the two camera nodes fails
+	// verification (the stand-in picks nodes by a hash).
+	version := ""
+	for v := 3; version == "" && v < 100; v++ {
+		vs := fmt.Sprint(v)
+		p.FailVerify = map[string]float64{vs: 0.5}
+		if p.VerifyFails("n-00000", vs) != p.VerifyFails("n-00001", vs) {
+			version = vs
+		}
+	}
+	e := newEnv(t, 3, cameras, p)
+	e.publish("ppocr_cls", version)
+	e.controller("a", false)
+	half, two := int32(50), int32(2)
+	mv := modelVersion("cls-degraded", version, 100)
+	mv.Spec.Abort = &v1alpha1.Abort{MaxFailedPercent: &half, MinFinished: &two}
+	e.apply(mv)
+	got, seen := e.waitPhase("cls-degraded", v1alpha1.PhaseDegraded, 2*time.Minute)
+	testwait.For(t, "the rollout completed", func() bool {
+		got = e.get("cls-degraded")
+		c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionProgressing)
+		return c != nil && c.Status == metav1.ConditionFalse
+	}, time.Minute)
+	if got.Status.Phase != v1alpha1.PhaseDegraded || got.Status.Reason != "ChecksumMismatch" || got.Status.Active != 1 ||
+		!strings.Contains(got.Status.Message, "1 of 2 nodes failed: ChecksumMismatch (1)") {
+		t.Errorf("status: %s %s %q, %d active", got.Status.Phase, got.Status.Reason, got.Status.Message, got.Status.Active)
+	}
+	if c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse {
+		t.Errorf("Ready condition %+v", c)
+	}
+	t.Logf("version %s; phases %v; %s: %s", version, seen, got.Status.Reason, got.Status.Message)
+}
+
+// Bad specs are refused by the API server's schema, and specs it cannot
+// judge are reported in the status, never left silently pending.
+func TestModelVersionValidation(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond})
+	e.publish("ppocr_cls", "2")
+	ctx := context.Background()
+	for name, mut := range map[string]func(*v1alpha1.ModelVersion){
+		"weight-101":    func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = 101 },
+		"weight-neg":    func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = -1 },
+		"bad-model":     func(m *v1alpha1.ModelVersion) { m.Spec.Model = "no/slash" },
+		"no-version":    func(m *v1alpha1.ModelVersion) { m.Spec.Version = "" },
+		"waves-end":     func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{10, 50} },
+		"waves-order":   func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 10, 100} },
+		"waves-repeat":  func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 50, 100} },
+		"on-abort":      func(m *v1alpha1.ModelVersion) { m.Spec.OnAbort = "Explode" },
+		"error-rate":    func(m *v1alpha1.ModelVersion) { m.Spec.Gates = &v1alpha1.Gates{MaxErrorRate: "2"} },
+		"abort-type":    func(m *v1alpha1.ModelVersion) { m.Spec.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}} },
+		"success-range": func(m *v1alpha1.ModelVersion) { m.Spec.SuccessPercent = 101 },
+	} {
+		mv := modelVersion(name, "2", 20)
+		mv.Namespace = e.ns
+		mut(mv)
+		if err := e.client.Create(ctx, mv); !apierrors.IsInvalid(err) {
+			t.Errorf("%s: create: %v, want Invalid", name, err)
+		}
+	}
+	e.controller("a", false)
+	// What is fixed once applied stays fixed; rollback cannot be undone.
+	mv := e.apply(modelVersion("fixed", "9", 20))
+	for what, mut := range map[string]func(*v1alpha1.ModelVersion){
+		"version":  func(m *v1alpha1.ModelVersion) { m.Spec.Version = "10" },
+		"weight":   func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = 30 },
+		"selector": func(m *v1alpha1.ModelVersion) { m.Spec.NodeSelector.MatchLabels["edge-type"] = "gateway" },
+	} {
+		cur := e.get(mv.Name)
+		mut(cur)
+		if err := e.client.Update(ctx, cur); !apierrors.IsInvalid(err) {
+			t.Errorf("changing %s: %v, want Invalid", what, err)
+		}
+	}
+	// A version never published, and a selector matching no node, are
+	// said in the status (and retried).
+	got, _ := e.waitPhase("fixed", v1alpha1.PhasePending, time.Minute)
+	testwait.For(t, "reason ManifestNotPublished", func() bool {
+		got = e.get("fixed")
+		return got.Status.Reason == "ManifestNotPublished"
+	}, time.Minute)
+	none := modelVersion("nobody", "2", 20)
+	none.Spec.NodeSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: "edge-type", Operator: metav1.LabelSelectorOpIn, Values: []string{"doorbell"}}}}
+	e.apply(none)
+	testwait.For(t, "reason NoMatchingNodes", func() bool { return e.get("nobody").Status.Reason == "NoMatchingNodes" }, time.Minute)
+	if c := meta.FindStatusCondition(e.get("nobody").Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Reason != "NoMatchingNodes" {
+		t.Errorf("Ready condition %+v", c)
+	}
+	rb := e.get("fixed")
+	rb.Spec.Rollback = true
+	if err := e.client.Update(ctx, rb); err != nil {
+		t.Fatal(err)
+	}
+	rb = e.get("fixed")
+	rb.Spec.Rollback = false
+	if err := e.client.Update(ctx, rb); !apierrors.IsInvalid(err) {
+		t.Errorf("undoing rollback: %v, want Invalid", err)
+	}
+	t.Logf("not published: %s; no node: %s", got.Status.Message, e.get("nobody").Status.Message)
+}
+
+// Two replicas elect one leader with a Lease. Killing the leader mid-rollout
+// (no lease release: as a crashed process) hands the rollout to the other
+// within the lease duration, which resumes it from the status without
+// writing any wave twice.
+func TestModelVersionLeaderTakeover(t *testing.T) {
+	e := newEnv(t, 6, cameras, fleetsim.Profile{Download: 1500 * time.Millisecond, Gate: 200 * time.Millisecond})
+	e.publish("ppocr_cls", "2")
+	stopA := e.controller("a", true)
+	lease := func() string {
+		var l coordinationv1.Lease
+		if err := e.client.Get(context.Background(), client.ObjectKey{Namespace: e.ns, Name: "edge-controller"}, &l); err != nil {
+			return ""
+		}
+		if l.Spec.HolderIdentity == nil {
+			return ""
+		}
+		return *l.Spec.HolderIdentity
+	}
+	testwait.For(t, "replica a leads", func() bool { return lease() != "" }, time.Minute)
+	first := lease()
+	e.controller("b", true)
+	e.apply(modelVersion("cls-v2", "2", 100, 25, 50, 100))
+	testwait.For(t, "wave 2 started", func() bool {
+		st := e.get("cls-v2").Status
+		return st.Wave == "2/3" && st.Phase == v1alpha1.PhaseProgressing
+	}, time.Minute)
+	killed := time.Now()
+	stopA()
+	testwait.For(t, "replica b leads", func() bool { l := lease(); return l != "" && l != first }, time.Minute)
+	took := time.Since(killed)
+	mv, _ := e.waitPhase("cls-v2", v1alpha1.PhaseActive, 2*time.Minute)
+	if took > 3*time.Second+2*time.Second {
+		t.Errorf("take-over took %v, lease duration 3s", took)
+	}
+	if mv.Status.Active != 4 {
+		t.Errorf("status %+v", mv.Status)
+	}
+	// Each selected node's desired state was written once (generation 1).
+	for id, g := range e.fleet.NodeGenerations() {
+		sel := cameras(int(id[len(id)-1]-'0'))["edge-type"] == "camera"
+		if sel && g != 1 || !sel && g != 0 {
+			t.Errorf("node %s applied desired generation %d (selected %v)", id, g, sel)
+		}
+	}
+	var rec struct {
+		History []struct{ Note string }
+	}
+	if err := json.Unmarshal(mv.Status.Rollout.Raw, &rec); err != nil {
+		t.Fatal(err)
+	}
+	for w := 1; w <= 3; w++ {
+		n := 0
+		for _, h := range rec.History {
+			if strings.HasPrefix(h.Note, fmt.Sprintf("wave %d started", w)) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("wave %d started %d times", w, n)
+		}
+	}
+	t.Logf("take-over after %v (lease 3s); history %+v", took.Round(time.Millisecond), rec.History)
+}

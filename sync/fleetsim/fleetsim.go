@@ -222,7 +222,9 @@ func (f *Fleet) Active(model string) map[string]string {
 
 // GateFails reports whether node's gate fails for version under p (a hash
 // of both below the configured fraction).
-func (p Profile) GateFails(node, version string) bool { return picked(p.FailGate[version], node, version) }
+func (p Profile) GateFails(node, version string) bool {
+	return picked(p.FailGate[version], node, version)
+}
 
 // VerifyFails reports whether node's download of version fails
 // verification under p.

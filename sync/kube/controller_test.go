@@ -354,16 +354,18 @@ func TestModelVersionValidation(t *testing.T) {
 	e.publish("ppocr_cls", "2")
 	ctx := context.Background()
 	for name, mut := range map[string]func(*v1alpha1.ModelVersion){
-		"weight-101":    func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = 101 },
-		"weight-neg":    func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = -1 },
-		"bad-model":     func(m *v1alpha1.ModelVersion) { m.Spec.Model = "no/slash" },
-		"no-version":    func(m *v1alpha1.ModelVersion) { m.Spec.Version = "" },
-		"waves-end":     func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{10, 50} },
-		"waves-order":   func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 10, 100} },
-		"waves-repeat":  func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 50, 100} },
-		"on-abort":      func(m *v1alpha1.ModelVersion) { m.Spec.OnAbort = "Explode" },
-		"error-rate":    func(m *v1alpha1.ModelVersion) { m.Spec.Gates = &v1alpha1.Gates{MaxErrorRate: "2"} },
-		"abort-type":    func(m *v1alpha1.ModelVersion) { m.Spec.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}} },
+		"weight-101":   func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = 101 },
+		"weight-neg":   func(m *v1alpha1.ModelVersion) { m.Spec.TrafficWeight = -1 },
+		"bad-model":    func(m *v1alpha1.ModelVersion) { m.Spec.Model = "no/slash" },
+		"no-version":   func(m *v1alpha1.ModelVersion) { m.Spec.Version = "" },
+		"waves-end":    func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{10, 50} },
+		"waves-order":  func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 10, 100} },
+		"waves-repeat": func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 50, 100} },
+		"on-abort":     func(m *v1alpha1.ModelVersion) { m.Spec.OnAbort = "Explode" },
+		"error-rate":   func(m *v1alpha1.ModelVersion) { m.Spec.Gates = &v1alpha1.Gates{MaxErrorRate: "2"} },
+		"abort-type": func(m *v1alpha1.ModelVersion) {
+			m.Spec.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}}
+		},
 		"success-range": func(m *v1alpha1.ModelVersion) { m.Spec.SuccessPercent = 101 },
 	} {
 		mv := modelVersion(name, "2", 20)
@@ -454,7 +456,7 @@ func TestModelVersionLeaderTakeover(t *testing.T) {
 	}
 	// Each selected node's desired state was written once (generation 1).
 	for id, g := range e.fleet.NodeGenerations() {
-		sel := cameras(int(id[len(id)-1]-'0'))["edge-type"] == "camera"
+		sel := cameras(int(id[len(id)-1] - '0'))["edge-type"] == "camera"
 		if sel && g != 1 || !sel && g != 0 {
 			t.Errorf("node %s applied desired generation %d (selected %v)", id, g, sel)
 		}

@@ -16,8 +16,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -97,7 +95,7 @@ func connect(ctx context.Context, g *globalFlags) (wire.Topics, *mqttlink.Link, 
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	addr, err := checkBroker(ctx, g.broker, timeout)
+	addr, err := mqttlink.CheckBroker(ctx, g.broker, timeout)
 	if err != nil {
 		return wire.Topics{}, nil, nil, err
 	}
@@ -134,35 +132,6 @@ func connect(ctx context.Context, g *globalFlags) (wire.Topics, *mqttlink.Link, 
 		return wire.Topics{}, nil, nil, fmt.Errorf("connect to %s: %w", g.broker, err)
 	}
 	return tp, l, closeFn, nil
-}
-
-// brokerSchemes are the URL schemes the MQTT client speaks, with their
-// default ports.
-var brokerSchemes = map[string]string{"tcp": "1883", "mqtt": "1883", "ssl": "8883", "tls": "8883", "mqtts": "8883"}
-
-// checkBroker fails fast, with a message saying what is wrong, on a
-// malformed broker URL or a broker that does not accept TCP connections
-// within timeout; it returns the host:port dialled.
-func checkBroker(ctx context.Context, raw string, timeout time.Duration) (string, error) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" || u.Host == "" {
-		return "", fmt.Errorf("broker %q is not a URL: want tcp://host:port or ssl://host:port", raw)
-	}
-	port, ok := brokerSchemes[u.Scheme]
-	if !ok {
-		return "", fmt.Errorf("broker %q: scheme %s is not MQTT: want tcp://host:port or ssl://host:port", raw, u.Scheme)
-	}
-	if u.Port() != "" {
-		port = u.Port()
-	}
-	addr := net.JoinHostPort(u.Hostname(), port)
-	d := net.Dialer{Timeout: timeout}
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return "", fmt.Errorf("broker %s unreachable: %w", raw, err)
-	}
-	conn.Close()
-	return addr, nil
 }
 
 func newPublish(g *globalFlags) *cobra.Command {

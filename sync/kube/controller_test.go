@@ -18,78 +18,41 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
 
 	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/kube/api/v1alpha1"
+	"github.com/edgeai/edge-node/sync/kube/kubetest"
 	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-// The tests share one real control plane: etcd (Debian's etcd-server) and
-// kube-apiserver built from the Go module proxy (scripts/kube-assets.sh),
-// started by controller-runtime's envtest with the committed CRD. Each test
-// works in its own namespace.
-var (
-	apiOnce sync.Once
-	apiCfg  *rest.Config
-	apiErr  error
-	apiEnv  *envtest.Environment
-)
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if apiEnv != nil {
-		if err := apiEnv.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stop the API server:", err)
-		}
-	}
-	os.Exit(code)
-}
-
-// apiServer returns the shared API server's config. Without the binaries
-// it skips, except under make test (EDGE_REQUIRE_KUBE=1), where it fails.
-func apiServer(t *testing.T) *rest.Config {
-	t.Helper()
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	for _, bin := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, bin)); dir == "" || err != nil {
-			if os.Getenv("EDGE_REQUIRE_KUBE") != "" {
-				t.Fatalf("%s not in KUBEBUILDER_ASSETS=%q (make deps builds it: scripts/kube-assets.sh)", bin, dir)
-			}
-			t.Skipf("%s not in KUBEBUILDER_ASSETS=%q (scripts/kube-assets.sh builds it)", bin, dir)
-		}
-	}
-	apiOnce.Do(func() {
-		apiEnv = &envtest.Environment{BinaryAssetsDirectory: dir, ErrorIfCRDPathMissing: true,
-			CRDDirectoryPaths: []string{filepath.Join("..", "..", "deploy", "kubernetes", "crd")}}
-		apiCfg, apiErr = apiEnv.Start()
-	})
-	if apiErr != nil {
-		t.Fatalf("start etcd and kube-apiserver: %v", apiErr)
-	}
-	return apiCfg
-}
+func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
 
 type env struct {
-	t      *testing.T
-	cfg    *rest.Config
-	client client.Client
-	ns     string
-	broker *brokertest.Mosquitto
-	tp     wire.Topics
-	fleet  *fleetsim.Fleet
+	t   *testing.T
+	cfg *rest.Config
+	// How controllers run (default: the admin, leases and watch in ns).
+	ctrlCfg    *rest.Config
+	leaseNS    string
+	namespaces []string
+	client     client.Client
+	ns         string
+	broker     *brokertest.Mosquitto
+	tp         wire.Topics
+	fleet      *fleetsim.Fleet
 }
 
 // newEnv starts a namespace, a mosquitto and a simulated fleet of n nodes
 // (labels(i)) running ppocr_cls version 1.
 func newEnv(t *testing.T, n int, labels func(i int) map[string]string, p fleetsim.Profile) *env {
-	cfg := apiServer(t)
+	cfg := kubetest.Start(t)
 	scheme, err := Scheme()
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +67,14 @@ func newEnv(t *testing.T, n int, labels func(i int) map[string]string, p fleetsi
 		t.Fatal(err)
 	}
 	e := &env{t: t, cfg: cfg, client: c, ns: ns, broker: brokertest.StartMosquitto(t, brokertest.Options{}),
-		tp: wire.Topics{Root: wire.DefaultRoot}}
+		tp: wire.Topics{Root: wire.DefaultRoot}, ctrlCfg: cfg, leaseNS: ns, namespaces: []string{ns}}
+	// The API server outlives the test: its ModelVersions go with it, so a
+	// later test's controller does not find them.
+	t.Cleanup(func() {
+		if err := c.DeleteAllOf(context.Background(), &v1alpha1.ModelVersion{}, client.InNamespace(ns)); err != nil {
+			t.Errorf("delete the ModelVersions of %s: %v", ns, err)
+		}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if n > 0 {
@@ -134,10 +104,10 @@ func (e *env) publish(model, version string) {
 // stop is called or the test ends.
 func (e *env) controller(name string, leader bool) (stop func()) {
 	l := mqttlinktest.Connect(e.t, e.broker.URL(), "edge-controller-"+name)
-	mgr, err := NewManager(e.cfg, l, Options{Topics: e.tp, Identity: name, Tick: 100 * time.Millisecond,
+	mgr, err := NewManager(e.ctrlCfg, l, Options{Topics: e.tp, Identity: name, Tick: 100 * time.Millisecond,
 		Retry: 300 * time.Millisecond, Quiet: 300 * time.Millisecond, LeaderElection: leader,
-		LeaderElectionNamespace: e.ns, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second,
-		RetryPeriod: 200 * time.Millisecond, Namespaces: []string{e.ns}}, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel).With().Str("replica", name).Logger())
+		LeaderElectionNamespace: e.leaseNS, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second,
+		RetryPeriod: 200 * time.Millisecond, Namespaces: e.namespaces}, zerolog.New(zerolog.NewTestWriter(e.t)).Level(zerolog.WarnLevel).With().Str("replica", name).Logger())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -479,4 +449,67 @@ func TestModelVersionLeaderTakeover(t *testing.T) {
 		}
 	}
 	t.Logf("take-over after %v (lease 3s); history %+v", took.Round(time.Millisecond), rec.History)
+}
+
+// The objects of deploy/kubernetes/edge-controller.yaml are accepted by a
+// real API server, and the controller running as its ServiceAccount (only
+// the RBAC there) brings deploy/kubernetes/examples/modelversion.yaml to
+// Active, with leader election in edge-system, watching every namespace.
+// The ServiceAccount cannot read Secrets.
+func TestDeployRBAC(t *testing.T) {
+	e := newEnv(t, 2, func(int) map[string]string { return map[string]string{"edge-type": "camera"} },
+		fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 100 * time.Millisecond})
+	ctx := context.Background()
+	for _, obj := range readYAML(t, filepath.Join("..", "..", "deploy", "kubernetes", "edge-controller.yaml")) {
+		if err := e.client.Create(ctx, obj); err != nil {
+			t.Fatalf("create %s %s: %v", obj.GetKind(), obj.GetName(), err)
+		}
+	}
+	e.ctrlCfg = kubetest.User(t, "system:serviceaccount:edge-system:edge-controller", "system:serviceaccounts", "system:authenticated")
+	e.leaseNS, e.namespaces = "edge-system", nil
+	sa, err := client.New(e.ctrlCfg, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sa.List(ctx, &corev1.SecretList{}, client.InNamespace("edge-system")); !apierrors.IsForbidden(err) {
+		t.Errorf("the ServiceAccount lists Secrets: %v, want Forbidden", err)
+	}
+	e.publish("ppocr_cls", "2")
+	e.controller("sa", true)
+	examples := readYAML(t, filepath.Join("..", "..", "deploy", "kubernetes", "examples", "modelversion.yaml"))
+	if len(examples) != 1 {
+		t.Fatalf("%d objects in the example", len(examples))
+	}
+	ex := examples[0]
+	ex.SetNamespace(e.ns)
+	if err := e.client.Create(ctx, ex); err != nil {
+		t.Fatalf("apply the example: %v", err)
+	}
+	mv, _ := e.waitPhase(ex.GetName(), v1alpha1.PhaseActive, 2*time.Minute)
+	if mv.Status.Active != 2 {
+		t.Errorf("status %+v", mv.Status)
+	}
+	if reasons := e.eventReasons(ex.GetName()); !slices.Contains(reasons, "Completed") {
+		t.Errorf("events %v (the ServiceAccount may record Events)", reasons)
+	}
+}
+
+// readYAML decodes the objects of a multi-document YAML file.
+func readYAML(t *testing.T, path string) []*unstructured.Unstructured {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*unstructured.Unstructured
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var m map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(m) > 0 {
+			out = append(out, &unstructured.Unstructured{Object: m})
+		}
+	}
+	return out
 }

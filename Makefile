@@ -14,6 +14,11 @@ export EDGE_MODELS_DIR := $(MODELS)
 # Broker and browser tests fail, not skip, when mosquitto or chromium is
 # missing (deps installs them).
 export EDGE_REQUIRE_BROKER := 1
+# The ModelVersion controller's tests run a real etcd and kube-apiserver
+# (scripts/kube-assets.sh puts both here) and fail, not skip, without them.
+K8S_VERSION ?= 1.31.4
+export KUBEBUILDER_ASSETS := $(CACHE)/k8s/v$(K8S_VERSION)
+export EDGE_REQUIRE_KUBE := 1
 export EDGE_REQUIRE_BROWSER := 1
 
 .PHONY: help setup deps build run test edgectl-cross test-race test-fleet-scale bench fuzz lint
@@ -24,10 +29,11 @@ help: ## list the targets
 setup: ## fetch ONNX Runtime and the sample models into .cache (sha256-pinned), once
 	@scripts/setup.sh
 
-deps: setup ## setup, plus the test-only Debian packages (mosquitto, arm64 cross gcc, qemu-user) when missing
+deps: setup ## setup, plus the test-only Debian packages (mosquitto, etcd, arm64 cross gcc, qemu-user) when missing, and kube-apiserver (built once into .cache)
 	@scripts/test-deps.sh
+	@K8S_VERSION=$(K8S_VERSION) CACHE=$(CACHE) GO=$(GO) scripts/kube-assets.sh
 
-build: ## build bin/edge-node and bin/edgectl
+build: ## build bin/edge-node, bin/edgectl and bin/edge-controller
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
 run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured; more flags in NODE_FLAGS)
@@ -74,12 +80,15 @@ dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross 
 dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
 	@scripts/dist-test.sh
 
-.PHONY: generate generate-docs generate-notices
+.PHONY: generate generate-docs generate-notices generate-crd
+
+generate-crd: ## regenerate the ModelVersion deepcopy code and deploy/kubernetes/crd/ with controller-gen
+	GOFLAGS=-mod=mod $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.16.5 object paths=./sync/kube/api/... crd output:crd:artifacts:config=deploy/kubernetes/crd
 
 generate-docs: ## regenerate docs/config.md and deploy/config.example.yaml from node.Config (a test checks they match)
 	$(GO) test -count=1 -run '^TestConfigReference$$' ./cmd/edge-node -update
 
-generate-notices: ## regenerate THIRD_PARTY_NOTICES from the module graph of cmd/edge-node and cmd/edgectl (a test checks it matches)
+generate-notices: ## regenerate THIRD_PARTY_NOTICES from the module graph of cmd/edge-node, cmd/edgectl and cmd/edge-controller (a test checks it matches)
 	$(GO) test -count=1 -run '^TestThirdPartyNotices$$' . -update
 
 generate: ## regenerate the committed protobuf code (Triton's gRPC service) with protoc and the go.mod-pinned plugins

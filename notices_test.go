@@ -20,7 +20,7 @@ import (
 )
 
 // THIRD_PARTY_NOTICES is generated from the module graph of what ships:
-// every module linked into cmd/edge-node and cmd/edgectl (go list -deps,
+// every module linked into cmd/edge-node, cmd/edgectl and cmd/edge-controller (go list -deps,
 // tests excluded, for linux/amd64 and linux/arm64 as `make dist` builds
 // them) with the licence and notice files in its module cache folder, the
 // Go standard library, and ONNX Runtime (the library the archive and image
@@ -42,7 +42,7 @@ func linkedModules(t *testing.T) []linkedModule {
 	t.Helper()
 	seen := map[string]linkedModule{}
 	for _, arch := range []string{"amd64", "arm64"} {
-		cmd := exec.Command("go", "list", "-deps", "-json=Module", "./cmd/edge-node", "./cmd/edgectl")
+		cmd := exec.Command("go", "list", "-deps", "-json=Module", "./cmd/edge-node", "./cmd/edgectl", "./cmd/edge-controller")
 		cmd.Env = append(os.Environ(), "GOOS=linux", "GOARCH="+arch, "CGO_ENABLED=1", "GOFLAGS=-mod=readonly")
 		out, err := cmd.Output()
 		if err != nil {
@@ -212,7 +212,7 @@ func generateNotices(t *testing.T) []byte {
 
 edge-node itself is under the Apache License 2.0 (LICENSE). The binaries link
 the Go modules below and load ONNX Runtime at run time. This file is generated
-from the module graph of cmd/edge-node and cmd/edgectl (make generate-notices);
+from the module graph of cmd/edge-node, cmd/edgectl and cmd/edge-controller (make generate-notices);
 a test fails when it drifts. Each entry gives the licence and notice files of
 that component as its authors ship them.
 

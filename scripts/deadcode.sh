@@ -22,6 +22,7 @@ HELPERS=(
   models/testsuite
   node/kserve/kservetest
   sync/brokertest
+  sync/kube/kubetest
   sync/kubeedge/kubeedgetest
   sync/mqttlink/mqttlinktest
 )

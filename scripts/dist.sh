@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # dist.sh builds release archives for linux/amd64 and linux/arm64 into dist/:
 #   dist/edge-node-<version>-linux-<arch>.tar.gz with
-#     bin/edge-node, bin/edgectl (when the command exists),
+#     bin/edge-node, bin/edgectl (edge-controller runs in the cluster, not on nodes: deploy/kubernetes/),
 #     lib/libonnxruntime.so.1 (the same onnxruntime-node npm package, per arch),
 #     systemd/edge-node.service, systemd/edge-node.sysusers, config.example.yaml, README.txt,
 #     LICENSE, THIRD_PARTY_NOTICES
@@ -43,7 +43,7 @@ for arch in "${archs[@]}"; do
   mkdir -p "$stage/$name/bin" "$stage/$name/lib" "$stage/$name/systemd"
   echo "dist: building $name (CC=$cc)" >&2
   CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
-    "$GO" build -trimpath -ldflags "-s -w -X github.com/edgeai/edge-node/internal/buildinfo.version=$version" -o "$stage/$name/bin/" ./cmd/...
+    "$GO" build -trimpath -ldflags "-s -w -X github.com/edgeai/edge-node/internal/buildinfo.version=$version" -o "$stage/$name/bin/" ./cmd/edge-node ./cmd/edgectl
   for b in "$stage/$name"/bin/*; do
     [ "$(elf_machine "$b")" = $machine ] || { echo "dist: $b is not a $arch binary" >&2; exit 1; }
   done

@@ -7,10 +7,12 @@
 #   qemu-user-static              the arm64 release archive is cross-built and
 #                                 run under qemu-user by `make dist-test`
 #   chromium                      headless, for the operator page's screenshot test
+#   etcd-server                   the ModelVersion controller's tests run a real
+#                                 etcd and kube-apiserver (scripts/kube-assets.sh)
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static chromium; do
+for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static chromium etcd-server; do
   have "$p" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0
@@ -21,3 +23,5 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recomme
 # The mosquitto package may start a system broker on :1883; tests use their
 # own ports, and the node's embedded broker wants 1883 on a single device.
 $sudo systemctl disable --now mosquitto >/dev/null 2>&1 || $sudo service mosquitto stop >/dev/null 2>&1 || true
+# Likewise etcd on :2379; the tests start their own.
+$sudo systemctl disable --now etcd >/dev/null 2>&1 || $sudo service etcd stop >/dev/null 2>&1 || true

@@ -16,10 +16,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/zerologr"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/edgeai/edge-node/internal/buildinfo"
@@ -100,6 +103,9 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
+	// controller-runtime's and client-go's process-wide loggers.
+	ctrl.SetLogger(zerologr.New(&log))
+	klog.SetLogger(zerologr.New(&log))
 	if f.broker == "" {
 		return errors.New("--broker is required (tcp://host:port or ssl://host:port)")
 	}
@@ -150,7 +156,7 @@ func run(ctx context.Context, f flags) error {
 	mgr, err := kube.NewManager(cfg, link, kube.Options{Topics: tp, Identity: identity, Tick: f.tick, Retry: f.retry,
 		Quiet: f.quiet, LeaderElection: f.leaderElect, LeaderElectionNamespace: f.leaseNamespace,
 		LeaseDuration: f.lease, RenewDeadline: f.renew, RetryPeriod: f.retryPeriod, HealthAddr: f.healthAddr,
-		MetricsAddr: f.metricsAddr, Namespaces: f.namespaces}, log)
+		MetricsAddr: f.metricsAddr, Namespaces: f.namespaces, ReleaseOnCancel: true}, log)
 	if err != nil {
 		return err
 	}

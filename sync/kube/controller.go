@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/retry"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -66,6 +65,10 @@ type Options struct {
 	// MetricsAddr controller-runtime's metrics ("" or "0": off).
 	HealthAddr  string
 	MetricsAddr string
+	// ReleaseOnCancel gives the Lease up when the manager's context ends
+	// (a graceful stop: the next replica leads at once); otherwise it
+	// lapses after LeaseDuration, as a crashed leader's does.
+	ReleaseOnCancel bool
 	// Namespaces limits the ModelVersions watched (empty: every
 	// namespace).
 	Namespaces []string
@@ -106,17 +109,15 @@ func NewManager(cfg *rest.Config, link rollout.Link, opts Options, log zerolog.L
 	if err != nil {
 		return nil, err
 	}
-	ctrl.SetLogger(zerologr.New(&log))
-	klog.SetLogger(zerologr.New(&log)) // client-go's reflectors
 	dur := func(d time.Duration) *time.Duration {
 		if d <= 0 {
 			return nil
 		}
 		return &d
 	}
-	mopts := ctrl.Options{Scheme: scheme, LeaderElection: opts.LeaderElection,
+	mopts := ctrl.Options{Scheme: scheme, Logger: zerologr.New(&log), LeaderElection: opts.LeaderElection,
 		LeaderElectionID: opts.LeaderElectionID, LeaderElectionNamespace: opts.LeaderElectionNamespace,
-		LeaseDuration: dur(opts.LeaseDuration), RenewDeadline: dur(opts.RenewDeadline), RetryPeriod: dur(opts.RetryPeriod),
+		LeaderElectionReleaseOnCancel: opts.ReleaseOnCancel, LeaseDuration: dur(opts.LeaseDuration), RenewDeadline: dur(opts.RenewDeadline), RetryPeriod: dur(opts.RetryPeriod),
 		HealthProbeBindAddress: off(opts.HealthAddr), Metrics: metricsserver.Options{BindAddress: off(opts.MetricsAddr)}}
 	// The name check guards controller-runtime's per-controller metrics
 	// against two controllers of one name in a process; a process here

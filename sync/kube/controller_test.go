@@ -179,6 +179,21 @@ func (e *env) desired(node string) wire.DesiredState {
 	return d
 }
 
+// waitEvents waits until Events with each of reasons were recorded about
+// ModelVersion name (the recorder writes them asynchronously).
+func (e *env) waitEvents(name string, reasons ...string) {
+	e.t.Helper()
+	testwait.For(e.t, fmt.Sprintf("events %v about %s", reasons, name), func() bool {
+		got := e.eventReasons(name)
+		for _, r := range reasons {
+			if !slices.Contains(got, r) {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second)
+}
+
 func (e *env) eventReasons(name string) []string {
 	e.t.Helper()
 	var l corev1.EventList
@@ -240,9 +255,7 @@ func TestModelVersionRollsOutToSelectedNodes(t *testing.T) {
 			t.Errorf("node %s: runs %s, desired %+v (strategy %+v)", id, active[id], ms, ms.Strategy)
 		}
 	}
-	if reasons := e.eventReasons("cls-v2"); !slices.Contains(reasons, "Running") || !slices.Contains(reasons, "Completed") {
-		t.Errorf("events %v, want Running and Completed", reasons)
-	}
+	e.waitEvents("cls-v2", "Running", "Completed")
 	t.Logf("phases %v; status %s %s, waves %+v", seen, st.Progress, st.Message, st.Waves)
 }
 
@@ -274,9 +287,7 @@ func TestModelVersionDegradedByChecksumMismatch(t *testing.T) {
 			t.Errorf("node %s runs %s after the rollback", id, v)
 		}
 	}
-	if reasons := e.eventReasons("cls-v3"); !slices.Contains(reasons, "RolledBack") {
-		t.Errorf("events %v, want RolledBack", reasons)
-	}
+	e.waitEvents("cls-v3", "RollingBack", "RolledBack")
 	t.Logf("phases %v; %s: %s; condition %s", seen, got.Status.Reason, got.Status.Message, c.Message)
 }
 
@@ -489,9 +500,7 @@ func TestDeployRBAC(t *testing.T) {
 	if mv.Status.Active != 2 {
 		t.Errorf("status %+v", mv.Status)
 	}
-	if reasons := e.eventReasons(ex.GetName()); !slices.Contains(reasons, "Completed") {
-		t.Errorf("events %v (the ServiceAccount may record Events)", reasons)
-	}
+	e.waitEvents(ex.GetName(), "Completed") // the ServiceAccount may record Events
 }
 
 // readYAML decodes the objects of a multi-document YAML file.

@@ -14,7 +14,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
@@ -26,8 +29,12 @@ var (
 )
 
 // Main runs the tests and then stops the API server (call it from
-// TestMain).
+// TestMain). client-go's and controller-runtime's process-wide loggers are
+// silenced (set before any test runs: they are not safe to set later);
+// each manager under test logs through its own logger.
 func Main(m *testing.M) int {
+	klog.SetLogger(logr.Discard())
+	ctrllog.SetLogger(logr.Discard())
 	code := m.Run()
 	if env != nil {
 		if err := env.Stop(); err != nil {

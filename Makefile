@@ -21,7 +21,7 @@ export KUBEBUILDER_ASSETS := $(CACHE)/k8s/v$(K8S_VERSION)
 export EDGE_REQUIRE_KUBE := 1
 export EDGE_REQUIRE_BROWSER := 1
 
-.PHONY: help setup deps build run test edgectl-cross test-race test-fleet-scale bench fuzz lint
+.PHONY: help setup deps build run test edgectl-cross test-race test-fleet-scale test-kube-scale bench fuzz lint
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ test-race: deps ## every test under the race detector only
 test-fleet-scale: deps ## fleet rollouts with 1,000 and 5,000 simulated nodes on mosquitto (figures in the log)
 	EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=1000 $(GO) test -count=1 -timeout 600s -run TestRollout -v ./sync/rollout
 	EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=5000 $(GO) test -count=1 -timeout 600s -run TestRollout -v ./sync/rollout
+
+test-kube-scale: deps ## a ModelVersion on EDGE_KUBE_SCALE (default 1000) simulated nodes: time to first publish and to Active, controller CPU and memory (figures in the log)
+	EDGE_KUBE_SCALE=$${EDGE_KUBE_SCALE:-1000} $(GO) test -count=1 -timeout 900s -run TestMeasureScale -v ./cmd/edge-controller
 
 bench: deps ## the measurements of docs/performance.md, in one run, into bench.txt
 	@scripts/bench.sh

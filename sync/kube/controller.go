@@ -150,6 +150,17 @@ func NewManager(cfg *rest.Config, link rollout.Link, opts Options, log zerolog.L
 			return nil, err
 		}
 	}
+	// The leader follows the nodes from the moment it leads, so the first
+	// ModelVersion does not wait for the retained statuses.
+	err = mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		if err := engine.Watch(ctx); err != nil && ctx.Err() == nil {
+			return fmt.Errorf("kube: follow the nodes: %w", err)
+		}
+		return nil
+	}))
+	if err != nil {
+		return nil, err
+	}
 	err = ctrl.NewControllerManagedBy(mgr).Named("modelversion").
 		For(&v1alpha1.ModelVersion{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Complete(r)

@@ -494,6 +494,11 @@ func (c *Controller) Run(ctx context.Context, id string, onTick func(*Record)) (
 	}
 }
 
+// Watch subscribes to the nodes' status and desired state, once, and waits
+// for the retained messages, so the first Start or Step does not (a
+// controller that just became leader calls it).
+func (c *Controller) Watch(ctx context.Context) error { return c.watch(ctx) }
+
 // Step is one tick of rollout id without its lease, for a caller that keeps
 // other controllers away itself (a Kubernetes controller's leader
 // election): tally, carry out a command, decide, write desired state. The

@@ -71,17 +71,21 @@ func TestRolloutSpec(t *testing.T) {
 func TestRolloutSpecBadInput(t *testing.T) {
 	good := v1alpha1.ModelVersionSpec{Model: "m", Version: "2", TrafficWeight: 20}
 	for name, mut := range map[string]func(*v1alpha1.ModelVersionSpec){
-		"weight 101":     func(s *v1alpha1.ModelVersionSpec) { s.TrafficWeight = 101 },
-		"weight -1":      func(s *v1alpha1.ModelVersionSpec) { s.TrafficWeight = -1 },
-		"model":          func(s *v1alpha1.ModelVersionSpec) { s.Model = "a/b" },
-		"version":        func(s *v1alpha1.ModelVersionSpec) { s.Version = "" },
-		"waves":          func(s *v1alpha1.ModelVersionSpec) { s.Waves = []int32{50, 10} },
-		"waves end":      func(s *v1alpha1.ModelVersionSpec) { s.Waves = []int32{50} },
-		"error rate":     func(s *v1alpha1.ModelVersionSpec) { s.Gates = &v1alpha1.Gates{MaxErrorRate: "lots"} },
-		"p99 ratio":      func(s *v1alpha1.ModelVersionSpec) { s.Gates = &v1alpha1.Gates{MaxP99Ratio: "0.5"} },
-		"failure type":   func(s *v1alpha1.ModelVersionSpec) { s.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}} },
-		"on abort":       func(s *v1alpha1.ModelVersionSpec) { s.OnAbort = "Explode" },
-		"selector key":   func(s *v1alpha1.ModelVersionSpec) { s.NodeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"a b": "c"}} },
+		"weight 101": func(s *v1alpha1.ModelVersionSpec) { s.TrafficWeight = 101 },
+		"weight -1":  func(s *v1alpha1.ModelVersionSpec) { s.TrafficWeight = -1 },
+		"model":      func(s *v1alpha1.ModelVersionSpec) { s.Model = "a/b" },
+		"version":    func(s *v1alpha1.ModelVersionSpec) { s.Version = "" },
+		"waves":      func(s *v1alpha1.ModelVersionSpec) { s.Waves = []int32{50, 10} },
+		"waves end":  func(s *v1alpha1.ModelVersionSpec) { s.Waves = []int32{50} },
+		"error rate": func(s *v1alpha1.ModelVersionSpec) { s.Gates = &v1alpha1.Gates{MaxErrorRate: "lots"} },
+		"p99 ratio":  func(s *v1alpha1.ModelVersionSpec) { s.Gates = &v1alpha1.Gates{MaxP99Ratio: "0.5"} },
+		"failure type": func(s *v1alpha1.ModelVersionSpec) {
+			s.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}}
+		},
+		"on abort": func(s *v1alpha1.ModelVersionSpec) { s.OnAbort = "Explode" },
+		"selector key": func(s *v1alpha1.ModelVersionSpec) {
+			s.NodeSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"a b": "c"}}
+		},
 		"selector op":    func(s *v1alpha1.ModelVersionSpec) { s.NodeSelector = selectorOp("Gt", "1") },
 		"success":        func(s *v1alpha1.ModelVersionSpec) { s.SuccessPercent = 101 },
 		"negative timer": func(s *v1alpha1.ModelVersionSpec) { s.WaveTimeout = &metav1.Duration{Duration: -time.Second} },

@@ -145,8 +145,17 @@ func TestAdminRollbackHoldsUntilNewerGeneration(t *testing.T) {
 	e.publish(e.key, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.deploySpec("ppocr_cls", wire.ModelSpec{Version: "2"})
 	// A model whose manifest is never published keeps passes coming.
-	e.deploySpec("ghost", wire.ModelSpec{Version: "1"})
+	ghost := e.deploySpec("ghost", wire.ModelSpec{Version: "1"})
 	waitFor(t, "ppocr_cls/2 Active", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	// The rollback must come after the node accepted the ghost's generation:
+	// that generation also names ppocr_cls, and one accepted after the
+	// override is newer and ends it, by the precedence rules (a CI run
+	// reached Active under the first generation, rolled back, and then saw
+	// the second take ppocr_cls back to 2).
+	waitFor(t, "the ghost's generation accepted", func() bool {
+		st, ok := e.status()
+		return ok && st.Desired.Node >= ghost.Generation
+	})
 
 	if code, body := adminCall(t, "POST", rn.url+"/admin/models/ppocr_cls/rollback", nil); code != http.StatusOK {
 		t.Fatalf("rollback: %d %s", code, body)

@@ -129,13 +129,19 @@ func (e *cloudEnv) startServingCls() *runningNode {
 // status reads the node's retained status.
 func (e *cloudEnv) status() (wire.Status, bool) {
 	e.t.Helper()
+	return e.statusOf("n1")
+}
+
+// statusOf reads node id's retained status.
+func (e *cloudEnv) statusOf(id string) (wire.Status, bool) {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
-	got, err := fleet.ReadRetained(ctx, e.link, cloudTopics.Status("n1"), 200*time.Millisecond)
+	got, err := fleet.ReadRetained(ctx, e.link, cloudTopics.Status(id), 200*time.Millisecond)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	b, ok := got[cloudTopics.Status("n1")]
+	b, ok := got[cloudTopics.Status(id)]
 	if !ok {
 		return wire.Status{}, false
 	}

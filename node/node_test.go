@@ -21,6 +21,7 @@ import (
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/node/kserve/kservetest"
 )
 
 // The daemon tests run whole nodes: real ONNX Runtime (the process-wide
@@ -232,12 +233,7 @@ func clsInput() []inference.Tensor {
 func inferAndCompare(t testing.TB, url, model, sample string, inputs []inference.Tensor) string {
 	t.Helper()
 	want := inferencetest.RawRun(t, inferencetest.ModelPath(t, sample), inputs)
-	body, n := binaryRequest(t, "cmp", inputs, true)
-	code, hdr, got := call(t, "POST", url+"/v2/models/"+model+"/infer", http.Header{headerContentLength: {strconv.Itoa(n)}}, body)
-	if code != http.StatusOK {
-		t.Fatalf("infer %s: status %d: %s", model, code, got)
-	}
-	resp := parseResponse(t, hdr, got)
+	resp := inferResponse(t, url, model, inputs)
 	if resp.ModelName != model || len(resp.Outputs) != len(want) {
 		t.Fatalf("infer %s: model %q with %d outputs, want %d", model, resp.ModelName, len(resp.Outputs), len(want))
 	}
@@ -247,6 +243,18 @@ func inferAndCompare(t testing.TB, url, model, sample string, inputs []inference
 		}
 	}
 	return resp.ModelVersion
+}
+
+// inferResponse runs inputs through the node over HTTP (binary in, binary
+// out) and returns the parsed response; a status other than 200 fails t.
+func inferResponse(t testing.TB, url, model string, inputs []inference.Tensor) kservetest.Response {
+	t.Helper()
+	body, n := binaryRequest(t, "cmp", inputs, true)
+	code, hdr, got := call(t, "POST", url+"/v2/models/"+model+"/infer", http.Header{headerContentLength: {strconv.Itoa(n)}}, body)
+	if code != http.StatusOK {
+		t.Fatalf("infer %s: status %d: %s", model, code, got)
+	}
+	return parseResponse(t, hdr, got)
 }
 
 // adminModel is GET /admin/models/{model}.

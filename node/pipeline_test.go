@@ -136,13 +136,8 @@ func TestPipelineDeclaredInConfig(t *testing.T) {
 // raw bytes by name; it fails the test on a non-200.
 func inferBinary(t testing.TB, url, model string, ins []inference.Tensor) map[string][]byte {
 	t.Helper()
-	body, hl := kservetest.BinaryRequest(t, "p", ins, true)
-	status, hdr, resp := call(t, http.MethodPost, url+"/v2/models/"+model+"/infer", http.Header{headerContentLength: {strconv.Itoa(hl)}}, body)
-	if status != http.StatusOK {
-		t.Fatalf("%s: HTTP %d: %s", model, status, resp)
-	}
 	out := map[string][]byte{}
-	for _, o := range parseResponse(t, hdr, resp).Outputs {
+	for _, o := range inferResponse(t, url, model, ins).Outputs {
 		out[o.Name] = o.Raw
 	}
 	return out

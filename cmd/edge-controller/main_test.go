@@ -76,37 +76,54 @@ current-context: c
 	}
 }
 
-// The command, given a kubeconfig and a broker, rolls a ModelVersion out.
-func TestRunsAModelVersion(t *testing.T) {
-	kubeconfig := kubetest.Kubeconfig(t)
-	m := brokertest.StartMosquitto(t, brokertest.Options{})
-	tp := wire.Topics{Root: wire.DefaultRoot}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: tp, Nodes: 2, Prefix: "cmd",
-		Initial: map[string]string{"det": "1"}, Profile: fleetsim.Profile{Download: 50 * time.Millisecond}}, zerolog.Nop())
+// fixture is what a run of the command needs: a kubeconfig for the shared
+// API server, an admin client, a mosquitto, and a simulated fleet running
+// det version 1 with det version 2 published (a stand-in manifest: the
+// simulated nodes do not download).
+type fixture struct {
+	kubeconfig string
+	client     client.Client
+	broker     *brokertest.Mosquitto
+	fleet      *fleetsim.Fleet
+	tp         wire.Topics
+}
+
+func newFixture(t *testing.T, ctx context.Context, nodes int, p fleetsim.Profile, bo brokertest.Options) *fixture {
+	t.Helper()
+	x := &fixture{kubeconfig: kubetest.Kubeconfig(t), broker: brokertest.StartMosquitto(t, bo), tp: wire.Topics{Root: wire.DefaultRoot}}
+	var err error
+	x.fleet, err = fleetsim.Start(ctx, fleetsim.Config{BrokerURL: x.broker.URL(), Topics: x.tp, Nodes: nodes, Prefix: "cmd",
+		Initial: map[string]string{"det": "1"}, Profile: p}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	l := mqttlinktest.Connect(t, m.URL(), "publisher")
-	if err := l.Publish(ctx, tp.Manifest("det", "2"), true, []byte(`{"stand-in":"manifest"}`)); err != nil {
+	t.Cleanup(x.fleet.Close)
+	l := mqttlinktest.Connect(t, x.broker.URL(), "publisher")
+	if err := l.Publish(ctx, x.tp.Manifest("det", "2"), true, []byte(`{"stand-in":"manifest"}`)); err != nil {
 		t.Fatal(err)
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- execute(runCtx, "--broker", m.URL(), "--kubeconfig", kubeconfig, "--leader-election-namespace", "default",
-			"--namespace", "default", "--tick", "100ms", "--retained-wait", "300ms", "--health-addr", "127.0.0.1:0", "--log-level", "warn")
-	}()
 	scheme, err := kube.Scheme()
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(kubetest.Start(t), client.Options{Scheme: scheme})
-	if err != nil {
+	if x.client, err = client.New(kubetest.Start(t), client.Options{Scheme: scheme}); err != nil {
 		t.Fatal(err)
 	}
+	return x
+}
+
+// The command, given a kubeconfig and a broker, rolls a ModelVersion out.
+func TestRunsAModelVersion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	x := newFixture(t, ctx, 2, fleetsim.Profile{Download: 50 * time.Millisecond}, brokertest.Options{})
+	f, c := x.fleet, x.client
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- execute(runCtx, "--broker", x.broker.URL(), "--kubeconfig", x.kubeconfig, "--leader-election-namespace", "default",
+			"--namespace", "default", "--tick", "100ms", "--retained-wait", "300ms", "--health-addr", "127.0.0.1:0", "--log-level", "warn")
+	}()
 	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Name: "det-v2", Namespace: "default"},
 		Spec: v1alpha1.ModelVersionSpec{Model: "det", Version: "2", TrafficWeight: 100}}
 	if err := c.Create(ctx, mv); err != nil {

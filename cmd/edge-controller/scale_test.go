@@ -13,19 +13,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleetsim"
-	"github.com/edgeai/edge-node/sync/kube"
 	"github.com/edgeai/edge-node/sync/kube/api/v1alpha1"
-	"github.com/edgeai/edge-node/sync/kube/kubetest"
 	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
-	"github.com/edgeai/edge-node/sync/wire"
 )
 
 // TestMeasureScale times a ModelVersion on EDGE_KUBE_SCALE simulated nodes
@@ -39,25 +36,20 @@ func TestMeasureScale(t *testing.T) {
 	if n <= 0 {
 		t.Skip("set EDGE_KUBE_SCALE=N (make test-kube-scale)")
 	}
-	kubeconfig := kubetest.Kubeconfig(t)
 	bin := filepath.Join(t.TempDir(), "edge-controller")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	m := brokertest.StartMosquitto(t, brokertest.Options{GlobalConf: []string{"max_inflight_messages 0", "max_queued_messages 100000"}})
-	tp := wire.Topics{Root: wire.DefaultRoot}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: tp, Nodes: n, Prefix: "s",
-		Initial: map[string]string{"det": "1"}, Profile: fleetsim.Profile{Download: 500 * time.Millisecond}}, zerolog.Nop())
-	if err != nil {
+	x := newFixture(t, ctx, n, fleetsim.Profile{Download: 500 * time.Millisecond},
+		brokertest.Options{GlobalConf: []string{"max_inflight_messages 0", "max_queued_messages 100000"}})
+	c := x.client
+	const ns = "scale"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	l := mqttlinktest.Connect(t, m.URL(), "watcher")
-	if err := l.Publish(ctx, tp.Manifest("det", "2"), true, []byte(`{"stand-in":"manifest"}`)); err != nil {
-		t.Fatal(err)
-	}
+	l := mqttlinktest.Connect(t, x.broker.URL(), "watcher")
 	var mu sync.Mutex
 	var firstDesired time.Time
 	if err := l.Subscribe(ctx, func(string, []byte) {
@@ -66,32 +58,24 @@ func TestMeasureScale(t *testing.T) {
 			firstDesired = time.Now()
 		}
 		mu.Unlock()
-	}, tp.Root+"/nodes/+/desired"); err != nil {
+	}, x.tp.Root+"/nodes/+/desired"); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(bin, "--broker", m.URL(), "--kubeconfig", kubeconfig, "--namespace", "default",
-		"--leader-election-namespace", "default", "--health-addr", "0", "--log-level", "warn")
+	cmd := exec.Command(bin, "--broker", x.broker.URL(), "--kubeconfig", x.kubeconfig, "--namespace", ns,
+		"--leader-election-namespace", ns, "--health-addr", "0", "--log-level", "warn")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	scheme, err := kube.Scheme()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := client.New(kubetest.Start(t), client.Options{Scheme: scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
 	testwait.For(t, "edge-controller leads", func() bool {
 		var lease coordinationv1.Lease
-		return c.Get(ctx, client.ObjectKey{Namespace: "default", Name: "edge-controller"}, &lease) == nil &&
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "edge-controller"}, &lease) == nil &&
 			lease.Spec.HolderIdentity != nil && *lease.Spec.HolderIdentity != ""
 	}, time.Minute)
 	cpu0 := procCPU(t, cmd.Process.Pid)
 	applied := time.Now()
-	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Name: "scale", Namespace: "default"},
+	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Name: "scale", Namespace: ns},
 		Spec: v1alpha1.ModelVersionSpec{Model: "det", Version: "2", TrafficWeight: 100, Waves: []int32{1, 10, 50, 100}}}
 	if err := c.Create(ctx, mv); err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -161,6 +162,35 @@ func (e *env) waitPhase(name string, phase v1alpha1.Phase, timeout time.Duration
 	return mv, seen
 }
 
+// table is ModelVersion name as kubectl get shows it: the column names
+// and the row of the API server's Table.
+func (e *env) table(name string) ([]string, []any) {
+	e.t.Helper()
+	hc, err := rest.HTTPClientFor(e.cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req, err := http.NewRequest("GET", strings.TrimRight(e.cfg.Host, "/")+"/apis/edge.edgeai.dev/v1alpha1/namespaces/"+e.ns+"/modelversions/"+name, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+	resp, err := hc.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tab metav1.Table
+	if err := json.NewDecoder(resp.Body).Decode(&tab); err != nil || len(tab.Rows) != 1 {
+		e.t.Fatalf("table of %s: %v, %d rows (HTTP %d)", name, err, len(tab.Rows), resp.StatusCode)
+	}
+	var cols []string
+	for _, c := range tab.ColumnDefinitions {
+		cols = append(cols, c.Name)
+	}
+	return cols, tab.Rows[0].Cells
+}
+
 func (e *env) desired(node string) wire.DesiredState {
 	e.t.Helper()
 	l := mqttlinktest.Connect(e.t, e.broker.URL(), "reader-"+node)
@@ -256,6 +286,18 @@ func TestModelVersionRollsOutToSelectedNodes(t *testing.T) {
 		}
 	}
 	e.waitEvents("cls-v2", "Running", "Completed")
+	// What kubectl get prints: the API server's Table for the resource.
+	cols, row := e.table("cls-v2")
+	want := map[string]any{"Model": "ppocr_cls", "Version": "2", "Weight": float64(20), "Phase": "Active", "Nodes": "2/2", "Wave": "2/2"}
+	for i, c := range cols {
+		if w, ok := want[c]; ok && row[i] != w {
+			t.Errorf("kubectl get column %s = %v, want %v", c, row[i], w)
+		}
+		delete(want, c)
+	}
+	if len(want) > 0 {
+		t.Errorf("kubectl get lacks columns %v (has %v)", want, cols)
+	}
 	t.Logf("phases %v; status %s %s, waves %+v", seen, st.Progress, st.Message, st.Waves)
 }
 

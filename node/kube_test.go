@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -53,10 +52,7 @@ func TestKubeModelVersionOnRealNodes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
-	const ns = "real-nodes"
-	if err := kc.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
+	ns := kubetest.Namespace(t, kc, "real-nodes")
 	mgr, err := kube.NewManager(cfg, mqttlinktest.Connect(t, e.m.URL(), "edge-controller"), kube.Options{Topics: cloudTopics,
 		Identity: "test", Tick: 200 * time.Millisecond, Quiet: 300 * time.Millisecond, Namespaces: []string{ns}},
 		zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel))

@@ -41,6 +41,15 @@ func main() {
 	}
 }
 
+// setProcessLoggers points controller-runtime's and client-go's
+// process-wide loggers at log. They are not safe to set while clients run,
+// so the tests, which run the command beside their own clients, replace it
+// (once, before any test) with a no-op.
+var setProcessLoggers = func(log zerolog.Logger) {
+	ctrl.SetLogger(zerologr.New(&log))
+	klog.SetLogger(zerologr.New(&log))
+}
+
 type flags struct {
 	broker, root, username, clientID  string
 	ca, cert, key                     string
@@ -103,9 +112,7 @@ func run(ctx context.Context, f flags) error {
 		return fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)
 	}
 	log := zerolog.New(os.Stderr).Level(level).With().Timestamp().Logger()
-	// controller-runtime's and client-go's process-wide loggers.
-	ctrl.SetLogger(zerologr.New(&log))
-	klog.SetLogger(zerologr.New(&log))
+	setProcessLoggers(log)
 	if f.broker == "" {
 		return errors.New("--broker is required (tcp://host:port or ssl://host:port)")
 	}

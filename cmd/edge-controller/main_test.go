@@ -22,7 +22,10 @@ import (
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-func TestMain(m *testing.M) { os.Exit(kubetest.Main(m)) }
+func TestMain(m *testing.M) {
+	setProcessLoggers = func(zerolog.Logger) {} // kubetest.Main silences them
+	os.Exit(kubetest.Main(m))
+}
 
 func execute(ctx context.Context, args ...string) error {
 	c := newRoot()
@@ -118,13 +121,14 @@ func TestRunsAModelVersion(t *testing.T) {
 	defer cancel()
 	x := newFixture(t, ctx, 2, fleetsim.Profile{Download: 50 * time.Millisecond}, brokertest.Options{})
 	f, c := x.fleet, x.client
+	ns := kubetest.Namespace(t, c, "run")
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- execute(runCtx, "--broker", x.broker.URL(), "--kubeconfig", x.kubeconfig, "--leader-election-namespace", "default",
-			"--namespace", "default", "--tick", "100ms", "--retained-wait", "300ms", "--health-addr", "127.0.0.1:0", "--log-level", "warn")
+		done <- execute(runCtx, "--broker", x.broker.URL(), "--kubeconfig", x.kubeconfig, "--leader-election-namespace", ns,
+			"--namespace", ns, "--tick", "100ms", "--retained-wait", "300ms", "--health-addr", "127.0.0.1:0", "--log-level", "warn")
 	}()
-	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Name: "det-v2", Namespace: "default"},
+	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Name: "det-v2", Namespace: ns},
 		Spec: v1alpha1.ModelVersionSpec{Model: "det", Version: "2", TrafficWeight: 100}}
 	if err := c.Create(ctx, mv); err != nil {
 		t.Fatal(err)

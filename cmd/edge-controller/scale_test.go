@@ -14,7 +14,6 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/kube/api/v1alpha1"
+	"github.com/edgeai/edge-node/sync/kube/kubetest"
 	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 )
 
@@ -45,10 +45,7 @@ func TestMeasureScale(t *testing.T) {
 	x := newFixture(t, ctx, n, fleetsim.Profile{Download: 500 * time.Millisecond},
 		brokertest.Options{GlobalConf: []string{"max_inflight_messages 0", "max_queued_messages 100000"}})
 	c := x.client
-	const ns = "scale"
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
+	ns := kubetest.Namespace(t, c, "scale")
 	l := mqttlinktest.Connect(t, x.broker.URL(), "watcher")
 	var mu sync.Mutex
 	var firstDesired time.Time

@@ -62,11 +62,7 @@ func newEnv(t *testing.T, n int, labels func(i int) map[string]string, p fleetsi
 	if err != nil {
 		t.Fatal(err)
 	}
-	ns := strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name()))
-	ns = ns[:min(len(ns), 50)]
-	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
+	ns := kubetest.Namespace(t, c, t.Name())
 	e := &env{t: t, cfg: cfg, client: c, ns: ns, broker: brokertest.StartMosquitto(t, brokertest.Options{}),
 		tp: wire.Topics{Root: wire.DefaultRoot}, ctrlCfg: cfg, leaseNS: ns, namespaces: []string{ns}}
 	// The API server outlives the test: its ModelVersions go with it, so a
@@ -514,7 +510,8 @@ func TestDeployRBAC(t *testing.T) {
 		fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 100 * time.Millisecond})
 	ctx := context.Background()
 	for _, obj := range readYAML(t, filepath.Join("..", "..", "deploy", "kubernetes", "edge-controller.yaml")) {
-		if err := e.client.Create(ctx, obj); err != nil {
+		// Already there on a repeat (-count=N): the API server outlives a test.
+		if err := e.client.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 			t.Fatalf("create %s %s: %v", obj.GetKind(), obj.GetName(), err)
 		}
 	}

@@ -7,16 +7,22 @@
 package kubetest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
@@ -74,6 +80,21 @@ func Start(t testing.TB) *rest.Config {
 		t.Fatalf("start etcd and kube-apiserver: %v", err)
 	}
 	return rest.CopyConfig(cfg)
+}
+
+var namespaces atomic.Int64
+
+// Namespace creates a namespace named after prefix that no other test of
+// the process (nor a repeat of this one, -count=N) uses, and returns its
+// name.
+func Namespace(t testing.TB, c client.Client, prefix string) string {
+	t.Helper()
+	name := strings.Trim(strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(prefix)), "-")
+	name = fmt.Sprintf("%s-%d", name[:min(len(name), 50)], namespaces.Add(1))
+	if err := c.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	return name
 }
 
 // User is a config for a new user of the shared API server with the given

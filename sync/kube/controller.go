@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/zerologr"
@@ -212,6 +213,11 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 	} else if cur.Phase.Final() {
+		// Nothing more happens; a spec edit (paused) is still observed.
+		if mv.Status.ObservedGeneration != mv.Generation {
+			_, err := r.records.Update(ctx, id, func(*rollout.Record) error { return nil })
+			return ctrl.Result{}, err
+		}
 		return ctrl.Result{}, nil
 	}
 	seen := len(cur.History)
@@ -317,7 +323,10 @@ func (r *reconciler) event(mv *v1alpha1.ModelVersion, t rollout.Transition) {
 		typ = corev1.EventTypeWarning
 	}
 	reason := camel(string(t.Phase))
-	msg := fmt.Sprintf("wave %d: %s", t.Wave, t.Note)
+	msg := t.Note
+	if t.Wave > 0 && !strings.HasPrefix(t.Note, "wave ") {
+		msg = fmt.Sprintf("wave %d: %s", t.Wave, t.Note)
+	}
 	r.events.Event(mv, typ, reason, msg)
 	r.log.Info().Str("modelversion", mv.Namespace+"/"+mv.Name).Str("phase", string(t.Phase)).Int("wave", t.Wave).Msg(t.Note)
 }

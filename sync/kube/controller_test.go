@@ -294,6 +294,19 @@ func TestModelVersionRollsOutToSelectedNodes(t *testing.T) {
 	if len(want) > 0 {
 		t.Errorf("kubectl get lacks columns %v (has %v)", want, cols)
 	}
+	// A spec edit after the end is observed and changes nothing.
+	cur := e.get("cls-v2")
+	cur.Spec.Paused = true
+	if err := e.client.Update(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	testwait.For(t, "the edit observed", func() bool {
+		cur = e.get("cls-v2")
+		return cur.Status.ObservedGeneration == cur.Generation
+	}, time.Minute)
+	if cur.Status.Phase != v1alpha1.PhaseActive {
+		t.Errorf("after pausing an ended rollout: %s", cur.Status.Phase)
+	}
 	t.Logf("phases %v; status %s %s, waves %+v", seen, st.Progress, st.Message, st.Waves)
 }
 

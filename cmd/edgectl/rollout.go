@@ -195,10 +195,10 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 }
 
 func newRolloutRun(g *globalFlags, state *string) *cobra.Command {
-	var noProgress bool
+	var noProgress, takeOver bool
 	c := &cobra.Command{
 		Use:   "run ID",
-		Short: "Drive (or resume) a rollout until it ends; refuses while another controller holds it",
+		Short: "Drive (or resume) a rollout until it ends; refuses while another controller holds it (--take-over: unless you know it is dead)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, _, _, closeLink, err := newController(cmd.Context(), g, *state)
@@ -206,10 +206,27 @@ func newRolloutRun(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			defer closeLink()
+			if takeOver {
+				prev, ok, err := rollout.NewStore(*state).TakeLease(args[0], c.Owner(), c.LeaseTTL(), time.Now())
+				if err != nil {
+					return err
+				}
+				switch {
+				case !ok || prev.Owner == c.Owner():
+					fmt.Printf("rollout %s: no other controller held it\n", args[0])
+				case time.Now().Before(prev.Expires):
+					fmt.Printf("rollout %s: taken over from controller %s (its lease ran until %s)\n", args[0], prev.Owner,
+						prev.Expires.UTC().Format(time.RFC3339))
+				default:
+					fmt.Printf("rollout %s: taken over from controller %s (its lease expired at %s)\n", args[0], prev.Owner,
+						prev.Expires.UTC().Format(time.RFC3339))
+				}
+			}
 			return drive(cmd.Context(), c, args[0], !noProgress, rollout.PhaseCompleted)
 		},
 	}
 	c.Flags().BoolVar(&noProgress, "no-progress", false, "no progress bars")
+	c.Flags().BoolVar(&takeOver, "take-over", false, "take the rollout's lease from the controller holding it (say so only when that controller is dead: two controllers would both write)")
 	return c
 }
 

@@ -57,8 +57,20 @@ func TestRolloutCommands(t *testing.T) {
 	cmd := newRoot()
 	cmd.SetArgs(append(g, "run", "r2", "--no-progress"))
 	err = cmd.ExecuteContext(ctx)
-	if !errors.Is(err, rollout.ErrLeaseHeld) || !strings.Contains(err.Error(), "other-controller") {
+	if !errors.Is(err, rollout.ErrLeaseHeld) || !strings.Contains(err.Error(), "other-controller") || !strings.Contains(err.Error(), "--take-over") {
 		t.Fatalf("run on a held rollout: %v", err)
+	}
+	// The operator knows that controller is dead: an explicit take-over,
+	// naming it, and the rollout is driven to its end.
+	out = run(t, append(g, "run", "r2", "--no-progress", "--take-over")...)
+	if !strings.Contains(out, "taken over from controller other-controller (its lease ran until") || !strings.Contains(out, "completed") {
+		t.Fatalf("run --take-over: %s", out)
+	}
+	if l, held, err := rollout.NewStore(state).LeaseOf("r2"); err != nil || held && l.Owner == "other-controller" {
+		t.Errorf("lease after the take-over: %+v %v %v", l, held, err)
+	}
+	if _, err := runErr(t, append(g, "run", "r-none", "--take-over")...); !errors.Is(err, rollout.ErrNotFound) {
+		t.Errorf("take-over of an unknown rollout: %v", err)
 	}
 }
 

@@ -494,6 +494,12 @@ func (c *Controller) Run(ctx context.Context, id string, onTick func(*Record)) (
 	}
 }
 
+// Owner is the name this controller holds leases under.
+func (c *Controller) Owner() string { return c.cfg.Owner }
+
+// LeaseTTL is how long this controller's leases last without renewal.
+func (c *Controller) LeaseTTL() time.Duration { return c.cfg.LeaseTTL }
+
 // Watch subscribes to the nodes' status and desired state, once, and waits
 // for the retained messages, so the first Start or Step does not (a
 // controller that just became leader calls it).

@@ -212,11 +212,28 @@ func (s *Store) AcquireLease(id, owner string, ttl time.Duration, now time.Time)
 			return err
 		}
 		if ok && l.Owner != owner && now.Before(l.Expires) {
-			return fmt.Errorf("rollout %s is driven by controller %q until %s: %w",
-				id, l.Owner, l.Expires.UTC().Format(time.RFC3339), ErrLeaseHeld)
+			return fmt.Errorf("rollout %s is driven by controller %q until %s (if that controller is dead: edgectl rollout run %s --take-over): %w",
+				id, l.Owner, l.Expires.UTC().Format(time.RFC3339), id, ErrLeaseHeld)
 		}
 		return putJSON(tx, bucketLeases, id, Lease{Owner: owner, Expires: now.Add(ttl)})
 	})
+}
+
+// TakeLease gives the lease of rollout id to owner until now+ttl whoever
+// holds it (an operator's explicit take-over of a controller they know is
+// dead), and returns the lease it replaced (ok false when there was none).
+func (s *Store) TakeLease(id, owner string, ttl time.Duration, now time.Time) (prev Lease, ok bool, err error) {
+	err = s.do(true, func(tx *bolt.Tx) error {
+		if tx.Bucket(bucketRollouts).Get([]byte(id)) == nil {
+			return fmt.Errorf("rollout %s: %w", id, ErrNotFound)
+		}
+		var err error
+		if ok, err = getJSON(tx, bucketLeases, id, &prev); err != nil {
+			return err
+		}
+		return putJSON(tx, bucketLeases, id, Lease{Owner: owner, Expires: now.Add(ttl)})
+	})
+	return prev, ok, err
 }
 
 // ReleaseLease drops owner's lease (another owner's is left alone).

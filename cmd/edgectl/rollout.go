@@ -185,6 +185,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.DurationVar(&s.WaveTimeout, "wave-timeout", 30*time.Minute, "abort when a wave has unfinished nodes after this long (0: none)")
 	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
 	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
+	f.IntVar(&s.MaxPerMinute, "max-per-minute", 0, "write at most this many nodes' desired state a minute, spread over the ticks (0: a wave at once; rollbacks are never paced)")
 	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")
 	f.BoolVar(&force, "force", false, "start even when the version is not published")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bars")

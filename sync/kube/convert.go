@@ -38,7 +38,7 @@ func rolloutID(mv *v1alpha1.ModelVersion) string {
 func rolloutSpec(mv *v1alpha1.ModelVersion, id string) (rollout.Spec, error) {
 	s := mv.Spec
 	out := rollout.Spec{ID: id, Model: s.Model, Version: s.Version, Waves: []int{100},
-		Abort: rollout.Abort{MaxFailedPercent: 10, MinFinished: 1}, SuccessPercent: float64(s.SuccessPercent),
+		Abort: rollout.Abort{MaxFailedPercent: 10, MinFinished: 1}, SuccessPercent: float64(s.SuccessPercent), MaxPerMinute: int(s.MaxPerMinute),
 		OnAbort: rollout.OnAbortRollback}
 	if sel := s.NodeSelector; sel != nil {
 		out.Selector = maps.Clone(sel.MatchLabels)

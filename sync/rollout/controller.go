@@ -589,6 +589,8 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 	if r.Phase == PhaseRunning && r.Wave >= 0 && r.WavesWritten <= r.Wave {
 		var conflict *conflictError
 		switch err := c.writeWave(ctx, r); {
+		case errors.Is(err, errPaced):
+			// The rest of the wave on the next ticks.
 		case errors.As(err, &conflict):
 			r.Reason = conflict.why
 			r.note(c.cfg.Now(), PhaseHeld, fmt.Sprintf("held before writing wave %d: %s", r.Wave+1, conflict.why))
@@ -699,8 +701,25 @@ func (c *Controller) writeWave(ctx context.Context, r *Record) error {
 	}
 	ref := &wire.RolloutRef{ID: r.Spec.ID, Wave: r.Wave + 1}
 	spec := wire.ModelSpec{Version: r.Spec.Version, Strategy: r.Spec.Strategy, Rollout: ref}
-	return c.writeNodes(ctx, r.Spec.Model, r.Members[r.Wave], func(string) wire.ModelSpec { return spec })
+	now := c.cfg.Now()
+	credit := r.credit(now)
+	limit := -1
+	if credit >= 0 {
+		limit = int(credit)
+	}
+	written, left, err := c.writeNodes(ctx, r.Spec.Model, r.Members[r.Wave], limit, func(string) wire.ModelSpec { return spec })
+	if credit >= 0 {
+		r.WriteCredit, r.CreditAt = credit-float64(written), now
+	}
+	if err == nil && left > 0 {
+		err = errPaced
+	}
+	return err
 }
+
+// errPaced is a wave whose writes Spec.MaxPerMinute spreads over the next
+// ticks.
+var errPaced = errors.New("rollout: paced")
 
 // writeRollback writes each started node's previous version back (removes
 // the model where there was none).
@@ -712,12 +731,14 @@ func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
 	for w := 0; w <= r.Wave && w < len(r.Members); w++ {
 		nodes = append(nodes, r.Members[w]...)
 	}
-	return c.writeNodes(ctx, r.Spec.Model, nodes, func(n string) wire.ModelSpec {
+	// Not paced: a rollback goes out at once.
+	_, _, err := c.writeNodes(ctx, r.Spec.Model, nodes, -1, func(n string) wire.ModelSpec {
 		if p := r.Previous[n]; p != "" {
 			return wire.ModelSpec{Version: p}
 		}
 		return wire.ModelSpec{Absent: true}
 	})
+	return err
 }
 
 // writeNodes sets model to specFor(node) in each node's desired state,
@@ -726,7 +747,9 @@ func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
 // allows: the window is the time between that read and the publish; a
 // write by another writer inside it is seen by onDesired as a clash, and
 // the rollout holds).
-func (c *Controller) writeNodes(ctx context.Context, model string, nodes []string, specFor func(string) wire.ModelSpec) error {
+// writeNodes writes at most limit (< 0: every) of nodes that do not carry
+// specFor's spec yet, and returns how many it wrote and how many are left.
+func (c *Controller) writeNodes(ctx context.Context, model string, nodes []string, limit int, specFor func(string) wire.ModelSpec) (written, left int, err error) {
 	sort.Strings(nodes)
 	type msg struct {
 		topic string
@@ -747,6 +770,10 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		if old, ok := d.Models[model]; ok && sameSpec(old, spec) {
 			continue // already written (a restart part-way through a wave)
 		}
+		if limit >= 0 && len(out) >= limit {
+			left++
+			continue
+		}
 		d.Generation++
 		d.Updated = c.cfg.Now().UTC().Format(time.RFC3339)
 		d.Target = "" // written unsigned: only a signed state names its target
@@ -754,7 +781,7 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		b, err := d.Encode()
 		if err != nil {
 			c.mu.Unlock()
-			return err
+			return 0, 0, err
 		}
 		out = append(out, msg{c.cfg.Topics.NodeDesired(n), b})
 		c.desired[n], c.raw[n] = &d, b
@@ -766,17 +793,17 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		pending = append(pending, c.link.PublishAsync(m.topic, true, m.b))
 		for len(pending) > c.cfg.Pipeline {
 			if err := pending[0](ctx); err != nil {
-				return err
+				return 0, 0, err
 			}
 			pending = pending[1:]
 		}
 	}
 	for _, w := range pending {
 		if err := w(ctx); err != nil {
-			return err
+			return 0, 0, err
 		}
 	}
-	return nil
+	return len(out), left, nil
 }
 
 // conflictError is a wave refused because another rollout of the model is

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -436,5 +437,72 @@ func TestRolloutSmallFleetAllFailAborts(t *testing.T) {
 	}
 	if n != len(r.Members[0]) {
 		t.Fatalf("%d downloads, want only wave 1's %d", n, len(r.Members[0]))
+	}
+}
+
+// MaxPerMinute paces a wave's writes: on a frozen clock only the first
+// burst (one second's worth plus one node) is written however many ticks
+// run; each second of clock writes one second's worth more, until the
+// wave is written and the rollout decides again. A rollback is not paced.
+func TestRolloutPacedWrites(t *testing.T) {
+	e := newEnv(t, 30, quickProfile)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	c, err := NewController(Config{Topics: e.tp, StatePath: e.state, Owner: "paced", Quiet: 300 * time.Millisecond, Now: clock},
+		testLink(t, e.broker.URL(), "ctl-paced"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec("r-paced", "2")
+	spec.Waves, spec.MaxPerMinute = []int{100}, 600 // 10 a second, a burst of 11
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	written := func() int {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		n := 0
+		for _, d := range c.desired {
+			if ms, ok := d.Models["det"]; ok && ms.Rollout != nil && ms.Rollout.ID == spec.ID {
+				n++
+			}
+		}
+		return n
+	}
+	step := func() *Record {
+		t.Helper()
+		r, err := c.Step(ctx, spec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for range 3 {
+		step()
+	}
+	if got := written(); got != 11 {
+		t.Fatalf("%d nodes written on a frozen clock, want the burst of 11", got)
+	}
+	advance(time.Second)
+	if r := step(); written() != 21 || r.WavesWritten != 0 {
+		t.Fatalf("after 1 s: %d written, waves written %d; want 21 and 0", written(), r.WavesWritten)
+	}
+	advance(10 * time.Second) // the bucket holds at most 11
+	if r := step(); written() != 30 || r.WavesWritten != 1 {
+		t.Fatalf("after 11 s: %d written, waves written %d; want 30 and 1", written(), r.WavesWritten)
+	}
+	// An operator rollback goes out at once, whatever the pace.
+	if _, err := Command(ctx, c.store, spec.ID, CmdRollback); err != nil {
+		t.Fatal(err)
+	}
+	if r := step(); r.Phase != PhaseRolledBack {
+		t.Fatalf("after the rollback tick: %s", r.Phase)
+	}
+	if got := written(); got != 0 {
+		t.Errorf("%d nodes still carry the rollout after the rollback", got)
 	}
 }

@@ -275,8 +275,8 @@ func FuzzParseAbortOn(f *testing.F) {
 
 func TestCriteriaText(t *testing.T) {
 	s := Spec{Abort: Abort{MaxFailedPercent: 10, MinFinished: 5, MaxP99Ratio: 1.5,
-		ByType: []TypeCriterion{{Type: FailTimedOut, MaxPercent: 5, MinFinished: 10}}}, SuccessPercent: 90}
-	want := "abort over 10% bad of ≥ 5 finished; timed out over 5% of ≥ 10; p99 over 1.5× baseline; next wave at 90% active"
+		ByType: []TypeCriterion{{Type: FailTimedOut, MaxPercent: 5, MinFinished: 10}}}, SuccessPercent: 90, MaxPerMinute: 100}
+	want := "abort over 10% bad of ≥ 5 finished; timed out over 5% of ≥ 10; p99 over 1.5× baseline; at most 100 nodes written a minute; next wave at 90% active"
 	if got := s.CriteriaText(); got != want {
 		t.Errorf("CriteriaText = %q, want %q", got, want)
 	}
@@ -306,6 +306,7 @@ func TestSpecValidate(t *testing.T) {
 			s.Abort.ByType = []TypeCriterion{{Type: FailFailed, MaxPercent: 5}, {Type: FailFailed, MaxPercent: 6}}
 		},
 		"success": func(s *Spec) { s.SuccessPercent = 101 },
+		"pace":    func(s *Spec) { s.MaxPerMinute = -1 },
 	} {
 		s := good
 		mut(&s)

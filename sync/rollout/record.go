@@ -148,6 +148,12 @@ type Spec struct {
 	// finished this long after its wave started; 0: never.
 	NodeTimeout time.Duration `json:"node_timeout,omitempty"`
 	OnAbort     string        `json:"on_abort"`
+	// MaxPerMinute paces the desired-state writes (AWS IoT Jobs'
+	// maximumPerMinute): a wave's nodes are written at most this many a
+	// minute, spread over the ticks (a burst of at most one second's worth
+	// plus one node); 0: a wave is written at once. A paced node's
+	// NodeTimeout still runs from its wave's start.
+	MaxPerMinute int `json:"max_per_minute,omitempty"`
 }
 
 // Label requirement operators (Kubernetes' selector operators).
@@ -257,6 +263,9 @@ func (s Spec) Validate() error {
 	if !(s.SuccessPercent >= 0 && s.SuccessPercent <= 100) {
 		return fmt.Errorf("rollout: success percent %g out of range (0-100)", s.SuccessPercent)
 	}
+	if s.MaxPerMinute < 0 {
+		return fmt.Errorf("rollout: max per minute %d is negative", s.MaxPerMinute)
+	}
 	if s.WaveTimeout < 0 || s.NodeTimeout < 0 {
 		return fmt.Errorf("rollout: negative timeout")
 	}
@@ -264,6 +273,22 @@ func (s Spec) Validate() error {
 		return fmt.Errorf("rollout: on-abort must be %q or %q, got %q", OnAbortRollback, OnAbortHold, s.OnAbort)
 	}
 	return nil
+}
+
+// credit is how many nodes r may write at now under Spec.MaxPerMinute
+// (-1: no limit): the bucket fills at MaxPerMinute/60 a second up to one
+// second's worth plus one node.
+func (r *Record) credit(now time.Time) float64 {
+	n := r.Spec.MaxPerMinute
+	if n <= 0 {
+		return -1
+	}
+	rate, burst := float64(n)/60, float64(n)/60+1
+	c := burst // a rollout's first write
+	if !r.CreditAt.IsZero() {
+		c = min(burst, r.WriteCredit+rate*max(0, now.Sub(r.CreditAt).Seconds()))
+	}
+	return c
 }
 
 // CriteriaText says the spec's abort and advance criteria for a person:
@@ -276,6 +301,9 @@ func (s Spec) CriteriaText() string {
 	}
 	if s.Abort.MaxP99Ratio > 0 {
 		parts = append(parts, fmt.Sprintf("p99 over %g× baseline", s.Abort.MaxP99Ratio))
+	}
+	if s.MaxPerMinute > 0 {
+		parts = append(parts, fmt.Sprintf("at most %d nodes written a minute", s.MaxPerMinute))
 	}
 	if s.SuccessPercent > 0 {
 		parts = append(parts, fmt.Sprintf("next wave at %g%% active", s.SuccessPercent))
@@ -321,10 +349,14 @@ type Record struct {
 	RollbackWritten bool              `json:"rollback_written,omitempty"`
 	// PausedAt is when the rollout was paused (the wave timeout clock
 	// stops while paused).
-	PausedAt time.Time    `json:"paused_at,omitzero"`
-	History  []Transition `json:"history"`
-	Created  time.Time    `json:"created"`
-	Updated  time.Time    `json:"updated"`
+	PausedAt time.Time `json:"paused_at,omitzero"`
+	// WriteCredit and CreditAt are the pacing bucket of Spec.MaxPerMinute:
+	// nodes that may be written now, as of CreditAt.
+	WriteCredit float64      `json:"write_credit,omitempty"`
+	CreditAt    time.Time    `json:"credit_at,omitzero"`
+	History     []Transition `json:"history"`
+	Created     time.Time    `json:"created"`
+	Updated     time.Time    `json:"updated"`
 }
 
 func (r *Record) note(now time.Time, p Phase, note string) {

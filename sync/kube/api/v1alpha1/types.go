@@ -115,6 +115,11 @@ type ModelVersionSpec struct {
 	// +kubebuilder:validation:Minimum=0
 	// +kubebuilder:validation:Maximum=100
 	SuccessPercent int32 `json:"successPercent,omitempty"`
+	// MaxPerMinute paces the desired-state writes: at most this many nodes
+	// a minute (0: a wave at once; a rollback is never paced).
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	MaxPerMinute int32 `json:"maxPerMinute,omitempty"`
 	// WaveTimeout aborts a wave not finished this long after it started.
 	// +optional
 	WaveTimeout *metav1.Duration `json:"waveTimeout,omitempty"`

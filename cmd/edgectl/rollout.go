@@ -150,7 +150,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				}
 				_, published := got[manifest]
 				if !published && !versionReported(fleet.NodeViews(tp, got), s.Model, s.Version, func(_ string, st *wire.Status) bool {
-					return rollout.Selects(st, s.Group, s.Selector)
+					return s.Selects(st)
 				}) {
 					return fmt.Errorf("rollout %s: %w", s.ID, notPublished(s.Model, s.Version))
 				}

@@ -345,15 +345,15 @@ func SignManifest(m Manifest, priv ed25519.PrivateKey) (SignedManifest, error) {
 }
 
 // VerifySignature checks sm's signature (only) against the trusted keys.
-// An unsigned envelope, an unknown key ID or a bad signature wrap
-// ErrSignatureInvalid.
-func VerifySignature(sm SignedManifest, keys KeySet) error {
+// An unsigned envelope, an unknown, revoked or expired key (Keys.Key) or a
+// bad signature wrap ErrSignatureInvalid.
+func VerifySignature(sm SignedManifest, keys Keys) error {
 	if len(sm.Signature) == 0 {
 		return fmt.Errorf("manifest unsigned: %w", ErrSignatureInvalid)
 	}
-	pub, ok := keys[sm.KeyID]
-	if !ok {
-		return fmt.Errorf("manifest signed by untrusted key %.40q: %w", sm.KeyID, ErrSignatureInvalid)
+	pub, err := LookupKey(keys, sm.KeyID)
+	if err != nil {
+		return fmt.Errorf("manifest signed by key %w", err)
 	}
 	if len(sm.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, sm.Payload, sm.Signature) {
 		return fmt.Errorf("manifest signature by key %.40q does not verify: %w", sm.KeyID, ErrSignatureInvalid)
@@ -365,7 +365,7 @@ func VerifySignature(sm SignedManifest, keys KeySet) error {
 // decodes and validates the payload. An unsigned envelope, an unknown key
 // ID or a bad signature wrap ErrSignatureInvalid; a payload that verifies
 // but does not decode wraps ErrInvalidArgument.
-func VerifyManifest(sm SignedManifest, keys KeySet) (Manifest, error) {
+func VerifyManifest(sm SignedManifest, keys Keys) (Manifest, error) {
 	if err := VerifySignature(sm, keys); err != nil {
 		return Manifest{}, err
 	}
@@ -373,7 +373,7 @@ func VerifyManifest(sm SignedManifest, keys KeySet) (Manifest, error) {
 }
 
 // OpenSignedManifest is DecodeSignedManifest followed by VerifyManifest.
-func OpenSignedManifest(b []byte, keys KeySet) (SignedManifest, Manifest, error) {
+func OpenSignedManifest(b []byte, keys Keys) (SignedManifest, Manifest, error) {
 	sm, err := DecodeSignedManifest(b)
 	if err != nil {
 		return SignedManifest{}, Manifest{}, err

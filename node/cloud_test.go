@@ -60,6 +60,25 @@ type cloudEnv struct {
 func newCloudEnv(t *testing.T) *cloudEnv {
 	t.Helper()
 	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	e := newKeyedEnv(t)
+	e.m = m
+	e.link = mqttlinktest.Connect(t, m.URL(), "edgectl-test")
+	return e
+}
+
+// newKeyedEnv is a cloudEnv with its signing key (release.pub) and no
+// broker or link yet.
+func newKeyedEnv(t *testing.T) *cloudEnv {
+	t.Helper()
+	e := &cloudEnv{t: t, src: t.TempDir()}
+	e.key, e.pubFile = newKeyFile(t, e.src, "release")
+	return e
+}
+
+// newKeyFile makes an ed25519 key pair and writes its public half to
+// dir/name.pub (PEM, what edgectl keygen writes).
+func newKeyFile(t *testing.T, dir, name string) (ed25519.PrivateKey, string) {
+	t.Helper()
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -68,13 +87,11 @@ func newCloudEnv(t *testing.T) *cloudEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &cloudEnv{t: t, m: m, key: key, src: t.TempDir()}
-	e.pubFile = filepath.Join(e.src, "release.pub")
-	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
+	p := filepath.Join(dir, name+".pub")
+	if err := os.WriteFile(p, pubPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	e.link = mqttlinktest.Connect(t, m.URL(), "edgectl-test")
-	return e
+	return key, p
 }
 
 // nodeConfig is testConfig with the cloud link on, to url, as node n1.
@@ -115,6 +132,20 @@ func (e *cloudEnv) publish(key ed25519.PrivateKey, model, version string, data [
 func (e *cloudEnv) deploy(model, version string) wire.DesiredState {
 	e.t.Helper()
 	return e.deploySpec(model, wire.ModelSpec{Version: version})
+}
+
+// deploySigned deploys model/version on n1 signed with key (nil:
+// unsigned), with opts' other settings.
+func (e *cloudEnv) deploySigned(key ed25519.PrivateKey, model, version string, opts fleet.DeployOptions) wire.DesiredState {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+	opts.Quiet, opts.Key = 300*time.Millisecond, key
+	d, err := fleet.DeployWith(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, model, wire.ModelSpec{Version: version}, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return d
 }
 
 // startServingCls starts node n1 on the broker serving ppocr_cls/1 from its
@@ -651,16 +682,8 @@ func TestCloudOverMutualTLSWithPassword(t *testing.T) {
 	}
 	m := brokertest.StartMosquitto(t, brokertest.Options{TLS: true,
 		ListenerConf: append(certs.MosquittoTLS(true), "password_file "+pwfile, "allow_anonymous false")})
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, pubPEM, _ := wire.MarshalKeyPairPEM(key)
-	e := &cloudEnv{t: t, m: m, key: key, src: t.TempDir()}
-	e.pubFile = filepath.Join(e.src, "release.pub")
-	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	e := newKeyedEnv(t)
+	e.m = m
 	lc := mqttlink.DefaultConfig()
 	lc.BrokerURL, lc.ClientID, lc.Username, lc.Password = m.URL(), "edgectl-test", "cloud", "cl0ud"
 	lc.TLS = mqttlink.TLSFiles{CAFile: certs.CA, CertFile: certs.ClientCert, KeyFile: certs.ClientKey}
@@ -685,16 +708,7 @@ func TestCloudOverMutualTLSWithPassword(t *testing.T) {
 // embedded broker (here on a free port instead of 127.0.0.1:1883) and
 // connects to it; a publisher on the same device deploys through it.
 func TestCloudEmbeddedBroker(t *testing.T) {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, pubPEM, _ := wire.MarshalKeyPairPEM(key)
-	e := &cloudEnv{t: t, key: key, src: t.TempDir()}
-	e.pubFile = filepath.Join(e.src, "release.pub")
-	if err := os.WriteFile(e.pubFile, pubPEM, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	e := newKeyedEnv(t)
 	repo := t.TempDir()
 	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
 	cfg := e.nodeConfig(t.TempDir(), repo, "")
@@ -834,12 +848,7 @@ func TestCloudSignedDesiredState(t *testing.T) {
 	defer cancel()
 	deploy := func(key ed25519.PrivateKey, opts fleet.DeployOptions) wire.DesiredState {
 		t.Helper()
-		opts.Quiet, opts.Key = 300*time.Millisecond, key
-		d, err := fleet.DeployWith(ctx, e.link, cloudTopics, fleet.Target{Node: "n1"}, "ppocr_cls", wire.ModelSpec{Version: "2"}, opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d
+		return e.deploySigned(key, "ppocr_cls", "2", opts)
 	}
 	deploy(nil, fleet.DeployOptions{})
 	waitFor(t, "the unsigned desired state refused", func() bool {

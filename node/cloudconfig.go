@@ -51,6 +51,12 @@ type CloudConfig struct {
 	// that manifests must be signed with. They are added to the store's
 	// trusted keys: one key set verifies every manifest.
 	TrustedKeyFiles []string `yaml:"trusted_key_files"`
+	// RootKeyFiles are PEM public keys that sign the fleet's key list
+	// (edgectl keys publish): the list adds signing keys, trusted until it
+	// expires, and revokes keys, those of trusted_key_files and
+	// store.trusted_keys included. Empty: the node takes no key list. Root
+	// keys sign only key lists, never manifests or desired state.
+	RootKeyFiles []string `yaml:"root_key_files"`
 	// AllowUnsignedDesired accepts desired state that is not signed (the
 	// default, so that a fleet whose cloud side does not sign yet keeps
 	// working). false accepts only desired state signed by one of the
@@ -186,6 +192,11 @@ func (c CloudConfig) validate() error {
 			return errors.New("cloud.trusted_key_files: empty path")
 		}
 	}
+	for _, f := range c.RootKeyFiles {
+		if f == "" {
+			return errors.New("cloud.root_key_files: empty path")
+		}
+	}
 	if c.MaxModelBytes <= 0 {
 		return fmt.Errorf("cloud.max_model_bytes must be positive, got %d", c.MaxModelBytes)
 	}
@@ -211,16 +222,26 @@ func trustedKeys(cfg Config) (models.KeySet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store.trusted_keys: %w", err)
 	}
-	for _, f := range cfg.Cloud.TrustedKeyFiles {
+	return ks, addKeyFiles(ks, "cloud.trusted_key_files", cfg.Cloud.TrustedKeyFiles)
+}
+
+// rootKeys are the keys that sign key lists: cloud.root_key_files.
+func rootKeys(cfg Config) (models.KeySet, error) {
+	ks := models.KeySet{}
+	return ks, addKeyFiles(ks, "cloud.root_key_files", cfg.Cloud.RootKeyFiles)
+}
+
+func addKeyFiles(ks models.KeySet, key string, files []string) error {
+	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("cloud.trusted_key_files: %w", err)
+			return fmt.Errorf("%s: %w", key, err)
 		}
 		pub, err := models.ParsePublicKeyPEM(b)
 		if err != nil {
-			return nil, fmt.Errorf("cloud.trusted_key_files: %s: %w", f, err)
+			return fmt.Errorf("%s: %s: %w", key, f, err)
 		}
 		ks.Add(pub)
 	}
-	return ks, nil
+	return nil
 }

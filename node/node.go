@@ -35,6 +35,7 @@ import (
 // Node is the daemon. Build it with New, run it with Run, stop it with Close.
 type Node struct {
 	cfg     Config
+	trust   trust
 	log     zerolog.Logger // component=node
 	baseLog zerolog.Logger // the logger New was given: components add their own "component"
 
@@ -137,11 +138,14 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		}
 	}
 
-	sopts, err := storeOptions(cfg)
-	if err != nil {
+	if n.trust, err = newTrust(cfg); err != nil {
 		return nil, err
 	}
+	sopts := storeOptions(cfg, n.trust.ring)
 	if n.store, err = store.Open(ctx, sopts, logger, n.reg); err != nil {
+		return nil, err
+	}
+	if err := n.trust.load(ctx, n.store, logger); err != nil {
 		return nil, err
 	}
 	pipelineMetrics, err := pipeline.NewMetrics(n.reg)
@@ -183,7 +187,7 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	// boot: models are loaded and the listener is open before any
 	// connection attempt, and an unreachable broker never blocks start-up
 	// (the link connects in the background).
-	if err := n.startReconcile(sopts.TrustedKeys); err != nil {
+	if err := n.startReconcile(); err != nil {
 		return nil, err
 	}
 	// The KubeEdge bridges start after the reconciler (they hand it
@@ -196,9 +200,10 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 	return n, nil
 }
 
-// storeOptions are the model store's options for cfg: the node and the
-// offline commands (ImportVersion, ListModels) open the store alike.
-func storeOptions(cfg Config) (store.Options, error) {
+// storeOptions are the model store's options for cfg, verifying manifests
+// with keys: the node and the offline commands (ImportVersion, ListModels)
+// open the store alike.
+func storeOptions(cfg Config, keys models.Keys) store.Options {
 	sopts := store.DefaultOptions(filepath.Join(cfg.DataDir, "store"))
 	sopts.KeepVersions = cfg.Store.KeepVersions
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
@@ -210,11 +215,8 @@ func storeOptions(cfg Config) (store.Options, error) {
 		_, _, cs, err := chunker.Split(r, nil)
 		return cs, err
 	}
-	var err error
-	if sopts.TrustedKeys, err = trustedKeys(cfg); err != nil {
-		return sopts, err
-	}
-	return sopts, nil
+	sopts.TrustedKeys = keys
+	return sopts
 }
 
 // Addr is the HTTP listener's address.

@@ -56,9 +56,16 @@ func openStore(ctx context.Context, cfg Config, logger zerolog.Logger) (*store.S
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	sopts, err := storeOptions(cfg)
+	tr, err := newTrust(cfg)
 	if err != nil {
 		return nil, err
 	}
-	return store.Open(ctx, sopts, logger, nil)
+	st, err := store.Open(ctx, storeOptions(cfg, tr.ring), logger, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := tr.load(ctx, st, logger); err != nil {
+		return nil, errors.Join(err, st.Close())
+	}
+	return st, nil
 }

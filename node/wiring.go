@@ -22,7 +22,7 @@ import (
 // broker's port is taken: then the node serves without one), the
 // reconciler over the serving owner, and starts them. Only a
 // configuration error (bad TLS files, unreadable keys) fails start-up.
-func (n *Node) startReconcile(keys models.KeySet) error {
+func (n *Node) startReconcile() error {
 	cfg := n.cfg.Cloud
 	clog := n.baseLog.With().Str("component", "cloud").Logger()
 	nodeID, err := cfg.nodeID()
@@ -33,8 +33,8 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 	if err != nil {
 		return err
 	}
-	if !cfg.Disabled && !cfg.AllowUnsignedDesired && len(keys) == 0 {
-		return errors.New("cloud.allow_unsigned_desired is false but no trusted keys are configured (cloud.trusted_key_files, store.trusted_keys): no desired state could ever be accepted")
+	if !cfg.Disabled && !cfg.AllowUnsignedDesired && len(n.trust.base) == 0 && len(n.trust.roots) == 0 {
+		return errors.New("cloud.allow_unsigned_desired is false but no trusted keys are configured (cloud.trusted_key_files, store.trusted_keys, cloud.root_key_files): no desired state could ever be accepted")
 	}
 	if cfg.Disabled {
 		clog.Info().Msg("cloud link disabled")
@@ -47,7 +47,7 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 		lc.BackoffMax = cfg.BackoffMax
 		lc.MaxMessageBytes = cfg.MaxMessageBytes
 		n.cloud, err = reconcile.NewCloud(reconcile.CloudConfig{
-			NodeID: nodeID, Groups: cfg.Groups, Topics: topics, Keys: keys, MaxModelBytes: cfg.MaxModelBytes,
+			NodeID: nodeID, Groups: cfg.Groups, Topics: topics, Keys: n.trust.ring, RootKeys: n.trust.roots, MaxModelBytes: cfg.MaxModelBytes,
 			RequireSignedDesired: !cfg.AllowUnsignedDesired,
 			Link:                 lc,
 			// The embedded broker's bound counts the fixed header (≤ 5 bytes).

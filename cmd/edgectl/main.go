@@ -79,7 +79,7 @@ func newRoot() *cobra.Command {
 
 	model := &cobra.Command{Use: "model", Short: "Model versions"}
 	model.AddCommand(newPublish(g), newUnpublish(g), newModelList(g))
-	root.AddCommand(model, newDeploy(g), newStatus(g), newKeygen(), newRollout(g), newSimulate(g), newServe(g))
+	root.AddCommand(model, newDeploy(g), newStatus(g), newKeygen(), newKeys(g), newRollout(g), newSimulate(g), newServe(g))
 	return root
 }
 
@@ -393,11 +393,25 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	var node, group, model, version, strategy, rolloutID, keyPath string
 	var canary, shadow float64
 	var wave int
-	var remove, replaceInvalid, force bool
+	var remove, replaceInvalid, force, renew bool
+	var expires time.Duration
 	c := &cobra.Command{
 		Use:   "deploy",
 		Short: "Set a model's desired version on a node or group (next generation, retained)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if renew {
+				if model != "" || version != "" || remove || strategy != "" {
+					return errors.New("--renew rewrites the state as it is: no --model, --version, --remove or --strategy")
+				}
+				if keyPath == "" || expires <= 0 {
+					return errors.New("--renew needs --key and --expires (it re-signs the state with a new expiry)")
+				}
+			} else if model == "" {
+				return errors.New(`required flag(s) "model" not set`)
+			}
+			if expires < 0 || (expires > 0 && keyPath == "") {
+				return errors.New("--expires needs --key and a positive duration (only a signed state's expiry protects anything)")
+			}
 			spec := wire.ModelSpec{Version: version}
 			switch {
 			case remove:
@@ -412,7 +426,7 @@ func newDeploy(g *globalFlags) *cobra.Command {
 			if rolloutID != "" && !remove {
 				spec.Rollout = &wire.RolloutRef{ID: rolloutID, Wave: wave}
 			}
-			if !remove && version == "" {
+			if !renew && !remove && version == "" {
 				return errors.New("--version is required (or --remove)")
 			}
 			tp, link, closeLink, err := connect(cmd.Context(), g)
@@ -420,13 +434,19 @@ func newDeploy(g *globalFlags) *cobra.Command {
 				return err
 			}
 			defer closeLink()
-			opts := fleet.DeployOptions{Quiet: g.quiet, ReplaceInvalid: replaceInvalid}
+			opts := fleet.DeployOptions{Quiet: g.quiet, ReplaceInvalid: replaceInvalid, Expires: expires}
 			if keyPath != "" {
 				if opts.Key, err = readKey(keyPath); err != nil {
 					return err
 				}
 			}
-			d, err := deployChecked(cmd.Context(), link, tp, fleet.Target{Node: node, Group: group}, model, spec, force, opts)
+			target := fleet.Target{Node: node, Group: group}
+			var d wire.DesiredState
+			if renew {
+				d, err = fleet.DeployWith(cmd.Context(), link, tp, target, "", spec, opts)
+			} else {
+				d, err = deployChecked(cmd.Context(), link, tp, target, model, spec, force, opts)
+			}
 			if err != nil {
 				return err
 			}
@@ -434,7 +454,14 @@ func newDeploy(g *globalFlags) *cobra.Command {
 			if group != "" {
 				name = "group " + group
 			}
-			fmt.Printf("%s: generation %d: %s -> %s\n", name, d.Generation, model, describe(spec))
+			what := model + " -> " + describe(spec)
+			if renew {
+				what = "renewed"
+			}
+			if d.Expires != "" {
+				what += " (expires " + d.Expires + ")"
+			}
+			fmt.Printf("%s: generation %d: %s\n", name, d.Generation, what)
 			return nil
 		},
 	}
@@ -452,7 +479,8 @@ func newDeploy(g *globalFlags) *cobra.Command {
 	f.StringVar(&keyPath, "key", "", "ed25519 private key, PEM (from edgectl keygen): sign the desired state (nodes with cloud.allow_unsigned_desired: false accept only signed ones)")
 	f.BoolVar(&replaceInvalid, "replace-invalid", false, "replace a retained desired state the nodes reject (bad JSON, generation over 2^53-1) by one holding only this model, at the generation after the highest the nodes report")
 	f.BoolVar(&force, "force", false, "write even when no node is known by that id or group, or the version is not published")
-	_ = c.MarkFlagRequired("model")
+	f.DurationVar(&expires, "expires", 0, "with --key: nodes refuse the signed state this long from now (e.g. 168h), so a broker that withholds newer states is found out; renew before with --renew")
+	f.BoolVar(&renew, "renew", false, "re-sign the target's state as it is, at the next generation, with a new --expires (run it on a schedule)")
 	c.MarkFlagsMutuallyExclusive("node", "group")
 	c.MarkFlagsOneRequired("node", "group")
 	return c

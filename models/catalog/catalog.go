@@ -5,6 +5,8 @@
 // # Bucket layout (schema version 2)
 //
 //	meta                         schema   → uint64 big-endian: the schema version
+//	                             desired/<source> → uint64 big-endian: the generation accepted
+//	                             keylist  → the signed key list held, as received
 //	models/<name>/               one bucket per model
 //	    active                   → version string (absent: none)
 //	    canary                   → version string

@@ -44,3 +44,20 @@ func (t *Tx) DesiredGenerations() (map[string]uint64, error) {
 	}
 	return out, nil
 }
+
+// keyKeyList is the meta key of the signed key list the node holds (the
+// message bytes exactly as received, verified again when read).
+var keyKeyList = []byte("keylist")
+
+// SetKeyList stores the signed key list b, replacing the one held.
+func (t *Tx) SetKeyList(b []byte) error {
+	if len(b) == 0 {
+		return fmt.Errorf("catalog: empty key list: %w", models.ErrInvalidArgument)
+	}
+	return t.tx.Bucket(bucketMeta).Put(keyKeyList, b)
+}
+
+// KeyList returns the signed key list held, nil if none.
+func (t *Tx) KeyList() []byte {
+	return append([]byte(nil), t.tx.Bucket(bucketMeta).Get(keyKeyList)...)
+}

@@ -31,8 +31,9 @@ func TestChunkedIngestResumeAndDedup(t *testing.T) {
 	ctx := context.Background()
 	priv := ed25519.NewKeyFromSeed(make([]byte, 32))
 	opts := store.DefaultOptions(t.TempDir())
-	opts.TrustedKeys = models.KeySet{}
-	opts.TrustedKeys.Add(priv.Public().(ed25519.PublicKey))
+	keys := models.KeySet{}
+	keys.Add(priv.Public().(ed25519.PublicKey))
+	opts.TrustedKeys = keys
 	s := newTestStore(t, opts)
 
 	data := make([]byte, 10*1000+123)

@@ -23,3 +23,16 @@ func (s *Store) DesiredGenerations(ctx context.Context) (map[string]uint64, erro
 	})
 	return out, err
 }
+
+// SetKeyList stores the signed key list the node put in force, as
+// received, so that a restart keeps its revocations and its version.
+func (s *Store) SetKeyList(ctx context.Context, b []byte) error {
+	return s.cat.Update(ctx, func(tx *catalog.Tx) error { return tx.SetKeyList(b) })
+}
+
+// KeyList returns the signed key list stored by SetKeyList, nil if none.
+func (s *Store) KeyList(ctx context.Context) ([]byte, error) {
+	var b []byte
+	err := s.cat.View(ctx, func(tx *catalog.Tx) error { b = tx.KeyList(); return nil })
+	return b, err
+}

@@ -203,9 +203,10 @@ func TestAnnounceSignatures(t *testing.T) {
 	seed := func(b byte) ed25519.PrivateKey { s := make([]byte, 32); s[0] = b; return ed25519.NewKeyFromSeed(s) }
 	oldK, newK, evil := seed(1), seed(2), seed(3)
 	opts := store.DefaultOptions(t.TempDir())
-	opts.TrustedKeys = models.KeySet{}
-	opts.TrustedKeys.Add(oldK.Public().(ed25519.PublicKey))
-	opts.TrustedKeys.Add(newK.Public().(ed25519.PublicKey))
+	keys := models.KeySet{}
+	keys.Add(oldK.Public().(ed25519.PublicKey))
+	keys.Add(newK.Public().(ed25519.PublicKey))
+	opts.TrustedKeys = keys
 	ids := map[string]string{"k1": models.KeyID(oldK.Public().(ed25519.PublicKey)), "k2": models.KeyID(newK.Public().(ed25519.PublicKey))}
 	s := newTestStore(t, opts)
 	data := []byte("model bytes")

@@ -59,8 +59,9 @@ const (
 type Options struct {
 	// Root is the store's folder.
 	Root string
-	// TrustedKeys verify cloud manifests (see models.ParseTrustedKeys).
-	TrustedKeys models.KeySet
+	// TrustedKeys verify cloud manifests: a models.KeySet, or the node's
+	// models.Keyring (configured keys plus the signed key list).
+	TrustedKeys models.Keys
 	// KeepVersions is how many versions per model GC keeps besides Active,
 	// Previous, Canary, serving ones and those still being fetched.
 	KeepVersions int

@@ -24,9 +24,11 @@ type CloudConfig struct {
 	NodeID string
 	Groups []string
 	Topics wire.Topics
-	// Keys verify manifests and signed desired state (the same key set as
-	// the store's).
-	Keys models.KeySet
+	// Keys verify manifests and signed desired state (the store's keyring).
+	Keys *models.Keyring
+	// RootKeys verify the key list on Topics.Keys, which puts keys in
+	// force in Keys; none: the node does not subscribe to it.
+	RootKeys models.KeySet
 	// RequireSignedDesired refuses unsigned desired state.
 	RequireSignedDesired bool
 	MaxModelBytes        int64
@@ -45,6 +47,8 @@ type CloudStore interface {
 	transfer.BlobStore
 	Reports(ctx context.Context, limit int) ([]models.Report, error)
 	AckReports(ctx context.Context, upTo uint64) error
+	// SetKeyList keeps the signed key list in force across restarts.
+	SetKeyList(ctx context.Context, b []byte) error
 }
 
 // Cloud is the node's side of the cloud link (docs/protocol.md): the
@@ -71,6 +75,8 @@ type Cloud struct {
 	sink    *transfer.StoreSink
 	fetcher *transfer.Fetcher
 	rec     *Reconciler
+	watcher *desired.Watcher
+	keyMu   sync.Mutex // one key list change at a time (onKeyList)
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -101,6 +107,9 @@ func NewCloud(cfg CloudConfig, st CloudStore, log zerolog.Logger, reg prometheus
 		c.log.Info().Str("addr", b.Addr()).Msg("embedded broker started")
 	}
 	if c.rej, err = wire.NewRejecter(reg, c.log); err != nil {
+		return nil, err
+	}
+	if err := registerKeyListMetrics(reg, cfg.Keys); err != nil {
 		return nil, err
 	}
 	offline, err := wire.Presence{Protocol: wire.Protocol, Node: cfg.NodeID, Online: false}.Encode()
@@ -146,8 +155,18 @@ func (c *Cloud) Start(rec *Reconciler) error {
 	if err != nil {
 		return err
 	}
+	c.watcher = w
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
+	if len(c.cfg.RootKeys) > 0 {
+		// Registered before the watcher's: on connect the key list is
+		// asked for first, and a desired state that arrives before a list
+		// naming its key is looked at again once the list is in force.
+		if err := c.link.Subscribe(ctx, c.onKeyList, c.cfg.Topics.Keys()); err != nil {
+			cancel()
+			return err
+		}
+	}
 	// Subscribed before the link runs: onConnect's kick is what publishes
 	// the retained status, and a subscriber that came later would miss it
 	// (the node then reported no status until its next change).
@@ -224,6 +243,82 @@ func (c *Cloud) ReadManifest(ctx context.Context, model, version string) ([]byte
 	case <-ctx.Done():
 	}
 	return nil, false
+}
+
+// onKeyList puts a newer key list in force: verified by a root key, not
+// expired, above the version held; stored first, so that what the node
+// trusts after a restart is what it trusted before. The desired-state
+// watcher then looks again at states it refused for their key.
+func (c *Cloud) onKeyList(topic string, payload []byte) {
+	if len(payload) == 0 {
+		return // a cleared retained list changes nothing: trust is never dropped by silence
+	}
+	c.keyMu.Lock()
+	defer c.keyMu.Unlock()
+	l, err := wire.DecodeKeyList(payload, c.cfg.RootKeys)
+	if err == nil && l.Expired(time.Now()) {
+		err = wire.Reject(wire.KindKeys, wire.ReasonExpired, "key list version %d expired at %s", l.Version, l.Expires)
+	}
+	if err == nil {
+		if cur, ok := c.cfg.Keys.List(); ok && l.Version <= cur.Version {
+			if l.Version == cur.Version {
+				return // the retained copy of the list in force
+			}
+			err = wire.Reject(wire.KindKeys, wire.ReasonStaleGeneration, "key list version %d, version %d in force", l.Version, cur.Version)
+		}
+	}
+	if err != nil {
+		c.rej.Observe(topic, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.store.SetKeyList(ctx, payload); err != nil {
+		c.log.Error().Err(err).Uint64("key_list_version", l.Version).Msg("storing the key list; not in force")
+		return
+	}
+	if err := c.cfg.Keys.SetList(l.Trust()); err != nil {
+		c.rej.Observe(topic, wire.Reject(wire.KindKeys, wire.ReasonStaleGeneration, "%v", err))
+		return
+	}
+	c.log.Info().Uint64("key_list_version", l.Version).Str("expires", l.Expires).Int("keys", len(l.Keys)).
+		Int("revoked", len(l.Revoked)).Msg("key list in force")
+	if c.watcher != nil {
+		c.watcher.Recheck()
+	}
+}
+
+// registerKeyListMetrics exports the key list in force, read at scrape
+// time: its version and its expiry (alert before time() passes it: nodes
+// then stop trusting the list's keys). No series without a list.
+func registerKeyListMetrics(reg prometheus.Registerer, keys *models.Keyring) error {
+	if reg == nil || keys == nil {
+		return nil
+	}
+	return reg.Register(keyListCollector{keys})
+}
+
+type keyListCollector struct{ keys *models.Keyring }
+
+var (
+	keyListVersionDesc = prometheus.NewDesc("edge_key_list_version",
+		"Version of the signed key list in force (edgectl keys publish).", nil, nil)
+	keyListExpiresDesc = prometheus.NewDesc("edge_key_list_expires_timestamp_seconds",
+		"When the key list in force expires: its keys are no longer trusted after it.", nil, nil)
+)
+
+func (k keyListCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- keyListVersionDesc
+	ch <- keyListExpiresDesc
+}
+
+func (k keyListCollector) Collect(ch chan<- prometheus.Metric) {
+	l, ok := k.keys.List()
+	if !ok {
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(keyListVersionDesc, prometheus.GaugeValue, float64(l.Version))
+	ch <- prometheus.MustNewConstMetric(keyListExpiresDesc, prometheus.GaugeValue, float64(l.Expires.Unix()))
 }
 
 // onConnect runs after every (re)connection: presence, then the workers

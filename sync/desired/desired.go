@@ -7,6 +7,7 @@ package desired
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"sync"
@@ -63,6 +64,9 @@ type Watcher struct {
 	groups map[string]*wire.DesiredState // latest accepted per group
 	gens   wire.AppliedGenerations       // highest generation accepted per source
 	dirty  chan struct{}                 // capacity 1: a new state is waiting
+	// keyless holds, per topic, the last message refused for its key
+	// (unknown, revoked, expired), for Recheck.
+	keyless map[string][]byte
 }
 
 // New checks cfg and builds a Watcher.
@@ -82,7 +86,7 @@ func New(cfg Config, link Subscriber, app Applier, rej *wire.Rejecter, log zerol
 	maps.Copy(gens.Groups, cfg.Initial.Groups)
 	return &Watcher{cfg: cfg, link: link, app: app, rej: rej,
 		log:    log.With().Str("component", "desired").Logger(),
-		groups: map[string]*wire.DesiredState{}, gens: gens, dirty: make(chan struct{}, 1)}, nil
+		groups: map[string]*wire.DesiredState{}, gens: gens, dirty: make(chan struct{}, 1), keyless: map[string][]byte{}}, nil
 }
 
 // Run subscribes and applies new states until ctx ends. Subscriptions are
@@ -121,6 +125,20 @@ func (w *Watcher) Snapshot() Snapshot {
 	return Snapshot{Models: wire.Merge(w.node, gs), Generations: gens}
 }
 
+// Recheck looks again at the last message of each topic that was refused
+// for its key, after the keys changed (a key list came into force): a state
+// signed by a key that the list brings is taken without waiting for the
+// writer to publish again.
+func (w *Watcher) Recheck() {
+	w.mu.Lock()
+	pending := w.keyless
+	w.keyless = map[string][]byte{}
+	w.mu.Unlock()
+	for topic, b := range pending {
+		w.onMessage(topic, b)
+	}
+}
+
 func (w *Watcher) onMessage(topic string, payload []byte) {
 	if len(payload) == 0 {
 		return // retained message cleared: keep the last state (desired state is never "nothing")
@@ -131,12 +149,17 @@ func (w *Watcher) onMessage(topic string, payload []byte) {
 		return
 	}
 	d, _, err := wire.DecodeDesiredMessage(payload, target, w.cfg.Policy)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	delete(w.keyless, topic) // the latest message on a topic is the one to look at again
 	if err != nil {
+		var re *wire.RejectError
+		if errors.As(err, &re) && (re.Reason == wire.ReasonUnknownKey || re.Reason == wire.ReasonRevokedKey || re.Reason == wire.ReasonExpired) {
+			w.keyless[topic] = append([]byte(nil), payload...)
+		}
 		w.rej.Observe(topic, err)
 		return
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
 	var last uint64
 	group := ""
 	if topic == w.cfg.Topics.NodeDesired(w.cfg.Node) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -50,6 +51,10 @@ type DeployOptions struct {
 	// retained state it builds on must then be signed by the same key.
 	// Without it the state is published unsigned.
 	Key ed25519.PrivateKey
+	// Expires, with Key, sets the signed state's expires this far from
+	// now: the nodes refuse it after that, so it must be renewed (edgectl
+	// deploy --renew) before. Zero: no expiry.
+	Expires time.Duration
 }
 
 // DeployWith reads the target's retained desired state, sets model to spec
@@ -74,7 +79,9 @@ func DeployWith(ctx context.Context, link Link, tp wire.Topics, target Target, m
 
 // DeployOnto is DeployWith over retained messages already read (they must
 // include the target's desired-state topic when it has one), so a caller
-// that reads more (status, manifests) waits for retained messages once.
+// that reads more (status, manifests) waits for retained messages once. An
+// empty model changes no entry: the state is only written again at the next
+// generation (with a new expiry: a renewal).
 func DeployOnto(ctx context.Context, link Link, tp wire.Topics, target Target, model string, spec wire.ModelSpec, retained map[string][]byte, opts DeployOptions) (wire.DesiredState, error) {
 	topic, err := target.Topic(tp)
 	if err != nil {
@@ -109,10 +116,19 @@ func DeployOnto(ctx context.Context, link Link, tp wire.Topics, target Target, m
 	if opts.Key != nil {
 		d.Target = want
 	}
+	d.Expires = ""
+	if opts.Expires > 0 {
+		if opts.Key == nil {
+			return wire.DesiredState{}, errors.New("fleet: an expiry needs a signing key (only a signed state's expires protects anything)")
+		}
+		d.Expires = time.Now().Add(opts.Expires).UTC().Format(time.RFC3339)
+	}
 	if d.Models == nil {
 		d.Models = map[string]wire.ModelSpec{}
 	}
-	d.Models[model] = spec
+	if model != "" {
+		d.Models[model] = spec
+	}
 	var b []byte
 	if opts.Key != nil {
 		b, err = wire.SignDesired(d, opts.Key)
@@ -133,7 +149,7 @@ func DecodeOwn(b []byte, target string, key ed25519.PrivateKey) (wire.DesiredSta
 	if key != nil {
 		ks := models.KeySet{}
 		ks.Add(key.Public().(ed25519.PublicKey))
-		d, _, err := wire.DecodeDesiredMessage(b, target, wire.DesiredPolicy{Keys: ks, RequireSigned: true})
+		d, _, err := wire.DecodeDesiredMessage(b, target, wire.DesiredPolicy{Keys: ks, RequireSigned: true, IgnoreExpiry: true})
 		return d, err
 	}
 	var sd wire.SignedDesired

@@ -776,7 +776,8 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		}
 		d.Generation++
 		d.Updated = c.cfg.Now().UTC().Format(time.RFC3339)
-		d.Target = "" // written unsigned: only a signed state names its target
+		d.Target = ""  // written unsigned: only a signed state names its target
+		d.Expires = "" // the signer's expiry is the signer's; this write does not renew it
 		d.Models[model] = spec
 		b, err := d.Encode()
 		if err != nil {

@@ -22,8 +22,13 @@ type DesiredState struct {
 	Updated    string `json:"updated,omitempty"`
 	// Target is "node/{id}" or "group/{name}": whose desired state this is.
 	// Optional in an unsigned state; a signed one must name its topic's.
-	Target string               `json:"target,omitempty"`
-	Models map[string]ModelSpec `json:"models"`
+	Target string `json:"target,omitempty"`
+	// Expires (RFC 3339, optional) is when this state stops being
+	// accepted (DecodeDesiredMessage): a writer that sets it re-signs
+	// before then, so a broker that freezes a node on an old state is
+	// found out at Expires instead of never.
+	Expires string               `json:"expires,omitempty"`
+	Models  map[string]ModelSpec `json:"models"`
 }
 
 // ModelSpec is the desired state of one model.
@@ -82,6 +87,9 @@ func (d DesiredState) Validate() error {
 		return err
 	}
 	if err := checkTime(k, "updated", d.Updated, false); err != nil {
+		return err
+	}
+	if err := checkTime(k, "expires", d.Expires, false); err != nil {
 		return err
 	}
 	if d.Target != "" {

@@ -49,7 +49,7 @@ func TestProtocolDocMatchesCode(t *testing.T) {
 		wire.DesiredState{}, wire.ModelSpec{}, wire.RolloutRef{}, models.Strategy{}, models.Gates{},
 		models.SignedManifest{}, models.Manifest{}, models.FileRef{}, models.ChunkRef{}, models.GoldenCase{},
 		models.GoldenTensor{}, models.Lineage{}, wire.Status{}, wire.AppliedGenerations{}, wire.ModelStatus{},
-		wire.Presence{}, wire.Event{},
+		wire.Presence{}, wire.Event{}, wire.KeyList{}, wire.ListedKey{},
 	} {
 		rt := reflect.TypeOf(v)
 		for i := range rt.NumField() {
@@ -69,6 +69,7 @@ func TestProtocolDocMatchesCode(t *testing.T) {
 		"wire.MaxControlBytes": wire.MaxControlBytes, "wire.MaxModels": wire.MaxModels,
 		"wire.MaxFiles": wire.MaxFiles, "wire.MaxLabels": wire.MaxLabels,
 		"wire.MaxGeneration": wire.MaxGeneration, "wire.DefaultMaxModelBytes": wire.DefaultMaxModelBytes,
+		"wire.MaxListedKeys": wire.MaxListedKeys, "wire.MaxRevokedKeys": wire.MaxRevokedKeys,
 		"mqttlink.DefaultMaxMessageBytes": mqttlink.DefaultMaxMessageBytes,
 		"mqttlink.MinMaxMessageBytes":     mqttlink.MinMaxMessageBytes,
 	} {

@@ -3,6 +3,8 @@ package wire
 import (
 	"errors"
 	"fmt"
+
+	"github.com/edgeai/edge-node/models"
 )
 
 // ErrRejected is wrapped by every *RejectError, so callers can test for any
@@ -17,6 +19,7 @@ const (
 	KindStatus   = "status"
 	KindPresence = "presence"
 	KindEvent    = "event"
+	KindKeys     = "keys"
 	KindTopic    = "topic"
 )
 
@@ -43,7 +46,26 @@ const (
 	// ReasonWrongTarget: a desired state that names another node or group
 	// than the topic it came on (a replay onto another topic).
 	ReasonWrongTarget = "wrong_target"
+	// ReasonRevokedKey: signed by a key the key list revokes.
+	ReasonRevokedKey = "revoked_key"
+	// ReasonExpired: signed metadata past its expiry (a desired state's or
+	// key list's "expires"), or signed by a key only an expired key list
+	// trusts.
+	ReasonExpired = "expired"
 )
+
+// keyReject turns a models.Keys lookup error into the rejection of a
+// message of kind k: unknown_key, revoked_key or expired.
+func keyReject(k string, err error) error {
+	reason := ReasonUnknownKey
+	switch {
+	case errors.Is(err, models.ErrKeyRevoked):
+		reason = ReasonRevokedKey
+	case errors.Is(err, models.ErrKeyExpired):
+		reason = ReasonExpired
+	}
+	return &RejectError{Kind: k, Reason: reason, Err: err}
+}
 
 // RejectError says why a message was rejected.
 type RejectError struct {

@@ -66,14 +66,14 @@ func SignManifest(m models.Manifest, priv ed25519.PrivateKey) (models.SignedMani
 // against keys (models.VerifySignature), and decodes and validates the
 // manifest inside (ValidateManifest). maxModelBytes bounds the sum of the file
 // sizes (0 means DefaultMaxModelBytes). Every error is a *RejectError.
-func DecodeSignedManifest(b []byte, keys models.KeySet, maxModelBytes int64) (models.Manifest, models.SignedManifest, error) {
+func DecodeSignedManifest(b []byte, keys models.Keys, maxModelBytes int64) (models.Manifest, models.SignedManifest, error) {
 	const k = KindManifest
 	var sm models.SignedManifest
 	if err := decodeStrict(k, b, MaxMessageBytes, &sm); err != nil {
 		return models.Manifest{}, sm, err
 	}
-	if _, ok := keys[sm.KeyID]; !ok {
-		return models.Manifest{}, sm, Reject(k, ReasonUnknownKey, "key %.40q is not trusted", sm.KeyID)
+	if _, err := models.LookupKey(keys, sm.KeyID); err != nil {
+		return models.Manifest{}, sm, keyReject(k, err)
 	}
 	if err := models.VerifySignature(sm, keys); err != nil {
 		return models.Manifest{}, sm, &RejectError{Kind: k, Reason: ReasonBadSignature, Err: err}

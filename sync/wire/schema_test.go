@@ -47,6 +47,13 @@ func TestSchemasMatchDecoders(t *testing.T) {
 			}
 			return err
 		}},
+		{"key-list", wire.KeyList{}, func(b []byte) error {
+			var l wire.KeyList
+			if err := strict(b, &l); err != nil {
+				return err
+			}
+			return l.Validate()
+		}},
 		{"status", wire.Status{}, func(b []byte) error { _, err := wire.DecodeStatus(b); return err }},
 		{"presence", wire.Presence{}, func(b []byte) error { _, err := wire.DecodePresence(b); return err }},
 		{"event", wire.Event{}, func(b []byte) error {
@@ -73,8 +80,8 @@ func TestSchemasMatchDecoders(t *testing.T) {
 		})
 	}
 	// The signed desired envelope has the manifest envelope's fields.
-	if a, b := jsonFields(reflect.TypeOf(models.SignedManifest{})), jsonFields(reflect.TypeOf(wire.SignedDesired{})); !slices.Equal(a, b) {
-		t.Errorf("SignedManifest fields %v, SignedDesired fields %v: one envelope schema no longer fits both", a, b)
+	if a, b := jsonFields(reflect.TypeOf(models.SignedManifest{})), jsonFields(reflect.TypeOf(wire.Envelope{})); !slices.Equal(a, b) {
+		t.Errorf("SignedManifest fields %v, Envelope fields %v: one envelope schema no longer fits manifests, desired state and key lists", a, b)
 	}
 }
 

@@ -8,29 +8,60 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"time"
 
 	"github.com/edgeai/edge-node/models"
 )
 
-// SignedDesired is a desired state signed like a manifest: Payload is the
-// DesiredState JSON exactly as signed (standard base64 in the message),
-// Signature the ed25519 signature over those bytes by the key KeyID names.
-// The signed state names its Target, so it cannot be replayed onto another
-// node's or group's topic, and carries its generation, so an older one
-// replayed on its own topic is stale.
-type SignedDesired struct {
+// Envelope is a signed payload, the shape of a manifest's envelope
+// (models.SignedManifest): Payload is the signed JSON exactly as signed
+// (standard base64 in the message), Signature the ed25519 signature over
+// those bytes by the key KeyID names.
+type Envelope struct {
 	Payload   []byte `json:"payload"`
 	KeyID     string `json:"key_id"`
 	Signature []byte `json:"signature"`
 }
 
+// SignedDesired is a desired state signed like a manifest. The signed state
+// names its Target, so it cannot be replayed onto another node's or group's
+// topic, and carries its generation, so an older one replayed on its own
+// topic is stale.
+type SignedDesired = Envelope
+
 // DesiredPolicy says which desired-state messages a node accepts. The zero
 // value accepts unsigned ones (and verifies signed ones against no key).
 type DesiredPolicy struct {
 	// Keys verify signed desired state (the node's manifest keys).
-	Keys models.KeySet
+	Keys models.Keys
 	// RequireSigned refuses unsigned desired state (ReasonUnsigned).
 	RequireSigned bool
+	// Now is the clock a state's expires is read on (nil: the system
+	// clock).
+	Now func() time.Time
+	// IgnoreExpiry accepts a state past its expires: a writer building on
+	// its own retained state (fleet.DecodeOwn), which it is about to renew.
+	IgnoreExpiry bool
+}
+
+// checkExpiry refuses a state past its Expires (plus models.ClockSkew).
+func (p DesiredPolicy) checkExpiry(d DesiredState) error {
+	if d.Expires == "" || p.IgnoreExpiry {
+		return nil
+	}
+	exp, err := time.Parse(time.RFC3339Nano, d.Expires) // valid: DecodeDesired checked it
+	if err != nil {
+		return Reject(KindDesired, ReasonBadField, "expires: %v", err)
+	}
+	now := time.Now
+	if p.Now != nil {
+		now = p.Now
+	}
+	if t := now(); t.After(exp.Add(models.ClockSkew)) {
+		return Reject(KindDesired, ReasonExpired, "generation %d expired at %s (now %s)", d.Generation,
+			exp.UTC().Format(time.RFC3339), t.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // DesiredTarget returns the Target a desired state on topic must name:
@@ -91,9 +122,9 @@ func DecodeDesiredMessage(b []byte, target string, p DesiredPolicy) (d DesiredSt
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return DesiredState{}, true, Reject(k, ReasonBadJSON, "trailing data after JSON value")
 		}
-		pub, ok := p.Keys[sd.KeyID]
-		if !ok {
-			return DesiredState{}, true, Reject(k, ReasonUnknownKey, "key %.40q is not trusted", sd.KeyID)
+		pub, err := models.LookupKey(p.Keys, sd.KeyID)
+		if err != nil {
+			return DesiredState{}, true, keyReject(k, err)
 		}
 		if len(sd.Signature) != ed25519.SignatureSize || !ed25519.Verify(pub, sd.Payload, sd.Signature) {
 			return DesiredState{}, true, Reject(k, ReasonBadSignature, "signature by key %.40q does not verify", sd.KeyID)
@@ -103,6 +134,9 @@ func DecodeDesiredMessage(b []byte, target string, p DesiredPolicy) (d DesiredSt
 		}
 		if d.Target != target {
 			return DesiredState{}, true, Reject(k, ReasonWrongTarget, "signed for %.80q, published on %s's topic", d.Target, target)
+		}
+		if err := p.checkExpiry(d); err != nil {
+			return DesiredState{}, true, err
 		}
 		return d, true, nil
 	}
@@ -114,6 +148,9 @@ func DecodeDesiredMessage(b []byte, target string, p DesiredPolicy) (d DesiredSt
 	}
 	if d.Target != "" && d.Target != target {
 		return DesiredState{}, false, Reject(k, ReasonWrongTarget, "names %.80q, published on %s's topic", d.Target, target)
+	}
+	if err := p.checkExpiry(d); err != nil {
+		return DesiredState{}, false, err
 	}
 	return d, false, nil
 }

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/edgeai/edge-node/models"
 )
 
 func signedDesired(t testing.TB, priv ed25519.PrivateKey, d DesiredState) []byte {
@@ -54,12 +57,16 @@ func TestDecodeDesiredMessage(t *testing.T) {
 		{"replayed onto another node's topic", good, "node/n2", strict, ReasonWrongTarget},
 		{"replayed onto a group's topic", good, "group/cams", lax, ReasonWrongTarget},
 		{"unsigned naming another node", unsignedOther, "node/n1", lax, ReasonWrongTarget},
-		{"signed garbage", signedBytesOf(t, priv, []byte(`{"protocol":1}`)), "node/n1", strict, ReasonBadField},
-		{"signed non-JSON", signedBytesOf(t, priv, []byte(`nope`)), "node/n1", strict, ReasonBadJSON},
+		{"signed garbage", signedBytes(t, priv, []byte(`{"protocol":1}`)), "node/n1", strict, ReasonBadField},
+		{"signed non-JSON", signedBytes(t, priv, []byte(`nope`)), "node/n1", strict, ReasonBadJSON},
 		{"trailing data after the envelope", append(append([]byte(nil), good...), `{}`...), "node/n1", strict, ReasonBadJSON},
 		{"unknown envelope field", []byte(strings.Replace(string(good), `"key_id"`, `"x":1,"key_id"`, 1)), "node/n1", strict, ReasonUnsigned},
-		{"bad target in the payload", signedBytesOf(t, priv, []byte(`{"protocol":1,"generation":1,"target":"nodes/n1","models":{}}`)), "node/n1", strict, ReasonBadField},
+		{"bad target in the payload", signedBytes(t, priv, []byte(`{"protocol":1,"generation":1,"target":"nodes/n1","models":{}}`)), "node/n1", strict, ReasonBadField},
 		{"oversize", []byte(`{"payload":"` + strings.Repeat("A", MaxControlBytes) + `"}`), "node/n1", strict, ReasonOversize},
+		{"signed, past its expires", signedDesired(t, priv, expiring(d, -time.Hour)), "node/n1", strict, ReasonExpired},
+		{"unsigned, past its expires", mustEncode(t, expiring(DesiredState{Protocol: 1, Generation: 5, Models: map[string]ModelSpec{}}, -time.Hour)), "node/n1", lax, ReasonExpired},
+		{"expires not RFC 3339", signedBytes(t, priv, []byte(`{"protocol":1,"generation":1,"target":"node/n1","expires":"tomorrow","models":{}}`)), "node/n1", strict, ReasonBadField},
+		{"signed by a revoked key", good, "node/n1", DesiredPolicy{Keys: revokedRing(priv), RequireSigned: true}, ReasonRevokedKey},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, _, err := DecodeDesiredMessage(c.in, c.target, c.p)
@@ -71,16 +78,50 @@ func TestDecodeDesiredMessage(t *testing.T) {
 	if _, err := SignDesired(DesiredState{Protocol: 1, Generation: 1, Models: map[string]ModelSpec{}}, priv); err == nil {
 		t.Fatal("signed a desired state without a target")
 	}
+	// Inside the clock-skew allowance, on an injected clock, and for a
+	// writer building on its own state, an expiry does not refuse.
+	for name, c := range map[string]struct {
+		in []byte
+		p  DesiredPolicy
+	}{
+		"expired less than the skew ago": {signedDesired(t, priv, expiring(d, -models.ClockSkew/2)), strict},
+		"not expired yet":                {signedDesired(t, priv, expiring(d, time.Hour)), strict},
+		"expired, on a clock before it": {signedDesired(t, priv, expiring(d, -time.Hour)),
+			DesiredPolicy{Keys: keys, RequireSigned: true, Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }}},
+		"expired, ignored by its writer": {signedDesired(t, priv, expiring(d, -time.Hour)), DesiredPolicy{Keys: keys, RequireSigned: true, IgnoreExpiry: true}},
+	} {
+		if _, _, err := DecodeDesiredMessage(c.in, "node/n1", c.p); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
 }
 
-// signedBytesOf signs arbitrary payload bytes as a desired-state envelope.
-func signedBytesOf(t testing.TB, priv ed25519.PrivateKey, payload []byte) []byte {
+// expiring is d with expires set to now + in.
+func expiring(d DesiredState, in time.Duration) DesiredState {
+	d.Expires = time.Now().Add(in).UTC().Format(time.RFC3339)
+	return d
+}
+
+func mustEncode(t testing.TB, d DesiredState) []byte {
 	t.Helper()
-	b, err := json.Marshal(SignedDesired{Payload: payload, KeyID: KeyID(priv.Public().(ed25519.PublicKey)), Signature: ed25519.Sign(priv, payload)})
+	b, err := d.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// revokedRing trusts priv's key by configuration and revokes it by a key
+// list.
+func revokedRing(priv ed25519.PrivateKey) *models.Keyring {
+	pub := priv.Public().(ed25519.PublicKey)
+	base := models.KeySet{}
+	base.Add(pub)
+	r := models.NewKeyring(base, nil)
+	if err := r.SetList(models.TrustList{Version: 1, Expires: time.Now().Add(time.Hour), Revoked: map[string]bool{KeyID(pub): true}}); err != nil {
+		panic(err)
+	}
+	return r
 }
 
 func TestDesiredTarget(t *testing.T) {

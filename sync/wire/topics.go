@@ -66,6 +66,9 @@ func (t Topics) Status(node string) string { return t.Root + "/nodes/" + node + 
 // Presence is a node's retained presence (its Last Will sets online=false).
 func (t Topics) Presence(node string) string { return t.Root + "/nodes/" + node + "/presence" }
 
+// Keys is the retained, root-signed key list (KeyList).
+func (t Topics) Keys() string { return t.Root + "/keys" }
+
 // Events is a node's event stream (not retained).
 func (t Topics) Events(node string) string { return t.Root + "/nodes/" + node + "/events" }
 
@@ -136,7 +139,7 @@ func (t Topics) ParseGroupDesired(topic string) (string, error) {
 }
 
 // KindOf names the kind of message a topic carries (KindDesired,
-// KindManifest, KindChunk, KindStatus, KindPresence, KindEvent), KindTopic
+// KindManifest, KindChunk, KindStatus, KindPresence, KindEvent, KindKeys), KindTopic
 // when it is none of the protocol's topics.
 func (t Topics) KindOf(topic string) string {
 	if _, err := t.ParseChunk(topic); err == nil {
@@ -147,6 +150,9 @@ func (t Topics) KindOf(topic string) string {
 	}
 	if _, err := t.ParseGroupDesired(topic); err == nil {
 		return KindDesired
+	}
+	if topic == t.Keys() {
+		return KindKeys
 	}
 	if _, leaf, err := t.ParseNodeTopic(topic); err == nil {
 		return map[string]string{"desired": KindDesired, "status": KindStatus, "presence": KindPresence, "events": KindEvent}[leaf]

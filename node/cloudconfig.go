@@ -65,6 +65,12 @@ type CloudConfig struct {
 	// after all of it, counting only time connected; the reconciler's own
 	// watchdog stops an attempt with no progress for three times as long.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// DownloadRate bounds the model bytes this node asks the broker for, in
+	// bytes per second, for metered links (0: unlimited). A chunk is
+	// subscribed only once a token bucket holds its size; the bucket holds
+	// at most one largest chunk (about 1 MiB), so over any interval T the
+	// node asks for at most download_rate × T plus that one chunk.
+	DownloadRate int64 `yaml:"download_rate"`
 	// TransferAttempts is how many transfer attempts in a row without
 	// progress (backing off between them) a version gets before it is
 	// Failed(TransferStalled); a newer desired generation tries again.
@@ -191,6 +197,9 @@ func (c CloudConfig) validate() error {
 	}
 	if c.Window <= 0 || c.Window > 256 {
 		return fmt.Errorf("cloud.window must be 1..256, got %d", c.Window)
+	}
+	if c.DownloadRate < 0 {
+		return fmt.Errorf("cloud.download_rate must be 0 (unlimited) or positive bytes per second, got %d", c.DownloadRate)
 	}
 	if c.TransferAttempts <= 0 {
 		return fmt.Errorf("cloud.transfer_attempts must be positive, got %d", c.TransferAttempts)

@@ -82,6 +82,8 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"cloud cert without key", "cloud: {tls: {cert_file: c.pem}}\n", "cloud.tls"},
 		{"cloud label key", "cloud: {labels: {\"a/b\": x}}\n", "cloud.labels"},
 		{"cloud window zero", "cloud: {window: 0}\n", "cloud.window"},
+		{"cloud download rate negative", "cloud: {download_rate: -1}\n", "cloud.download_rate"},
+		{"cloud download rate not a number", "cloud: {download_rate: 512KiB}\n", "download_rate"},
 		{"kubeedge unknown field", "kubeedge: {dmi: {enabeld: true}}\n", "field enabeld not found"},
 		{"kubeedge dmi without device", "kubeedge: {dmi: {enabled: true}}\n", "kubeedge.dmi"},
 		{"kubeedge dmi same sockets", "kubeedge: {dmi: {enabled: true, device_name: n1, socket: /a.sock, edgecore_socket: /a.sock}}\n", "kubeedge.dmi"},

@@ -53,7 +53,7 @@ func (n *Node) startReconcile(keys models.KeySet) error {
 			// The embedded broker's bound counts the fixed header (≤ 5 bytes).
 			Embedded: broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker"),
 				MaxPacketBytes: uint32(cfg.MaxMessageBytes + 5)},
-			Window: cfg.Window, StallTimeout: cfg.StallTimeout,
+			Window: cfg.Window, StallTimeout: cfg.StallTimeout, DownloadRate: cfg.DownloadRate,
 		}, n.store, n.baseLog, n.reg)
 		if errors.Is(err, reconcile.ErrEmbeddedBroker) {
 			// Another process holds the port (a second node on this

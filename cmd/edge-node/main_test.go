@@ -168,6 +168,8 @@ func TestStartupErrors(t *testing.T) {
 		{"unknown flag", nil, []string{"--no-such-flag"}, []string{"no-such-flag"}},
 		{"bad broker flag", nil, []string{"--broker", "http://b:1"}, []string{"cloud.broker", "http"}},
 		{"bad broker from the environment", []string{"EDGE_NODE_BROKER=tcp://nohost"}, nil, []string{"cloud.broker"}},
+		{"negative download rate from the environment", []string{"EDGE_NODE_DOWNLOAD_RATE=-1"}, nil, []string{"cloud.download_rate", "EDGE_NODE_DOWNLOAD_RATE"}},
+		{"download rate flag not a number", nil, []string{"--download-rate", "fast"}, []string{"--download-rate", "fast"}},
 		{"bad node id flag", nil, []string{"--node-id", "a/b"}, []string{"cloud.node_id"}},
 		{"bad groups from the environment", []string{"EDGE_NODE_GROUPS=cams,#"}, nil, []string{"cloud.groups"}},
 		{"cert without key", nil, []string{"--broker-cert-file", "/x.pem"}, []string{"cloud.tls"}},

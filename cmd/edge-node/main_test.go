@@ -170,6 +170,7 @@ func TestStartupErrors(t *testing.T) {
 		{"bad broker from the environment", []string{"EDGE_NODE_BROKER=tcp://nohost"}, nil, []string{"cloud.broker"}},
 		{"negative download rate from the environment", []string{"EDGE_NODE_DOWNLOAD_RATE=-1"}, nil, []string{"cloud.download_rate", "EDGE_NODE_DOWNLOAD_RATE"}},
 		{"download rate flag not a number", nil, []string{"--download-rate", "fast"}, []string{"--download-rate", "fast"}},
+		{"bad fetch window flag", nil, []string{"--fetch-window", "1am-5am"}, []string{"cloud.fetch_window", "--fetch-window"}},
 		{"bad node id flag", nil, []string{"--node-id", "a/b"}, []string{"cloud.node_id"}},
 		{"bad groups from the environment", []string{"EDGE_NODE_GROUPS=cams,#"}, nil, []string{"cloud.groups"}},
 		{"cert without key", nil, []string{"--broker-cert-file", "/x.pem"}, []string{"cloud.tls"}},

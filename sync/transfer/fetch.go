@@ -70,6 +70,11 @@ type Config struct {
 	// sends faster than this in the long run; the bucket holds at most one
 	// chunk of wire.MaxChunkBytes (the burst), and it starts full.
 	DownloadRate int64
+	// FetchWindow is the daily window of local time in which chunks are
+	// asked for (the zero value: always). Outside it a Fetch subscribes no
+	// chunk and reports Progress.OutsideWindow; the chunks it had
+	// subscribed when the window ended still arrive and are written.
+	FetchWindow FetchWindow
 	// Now and After are the clock the download budget is measured and
 	// waited on (default time.Now and time.After); tests pass a simulated
 	// one.
@@ -82,6 +87,10 @@ type Progress struct {
 	Model, Version          string
 	BytesDone, BytesTotal   int64
 	ChunksDone, ChunksTotal int
+	// OutsideWindow: the Fetch waits for Config.FetchWindow to open
+	// before it asks for more chunks (a progress report is made each time
+	// this changes).
+	OutsideWindow bool
 }
 
 // Result says where the bytes of one Fetch came from.
@@ -284,10 +293,12 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 		total += len(file.Chunks)
 	}
 	st.nDone = st.res.ChunksLocal + st.res.ChunksResumed
+	outside := false // waiting for Config.FetchWindow (only this goroutine reports)
 	report := func() {
 		if progress != nil {
 			st.mu.Lock()
-			p := Progress{m.Model, m.Version, st.done, st.res.BytesTotal, st.nDone, total}
+			p := Progress{Model: m.Model, Version: m.Version, BytesDone: st.done, BytesTotal: st.res.BytesTotal,
+				ChunksDone: st.nDone, ChunksTotal: total, OutsideWindow: outside}
 			st.mu.Unlock()
 			progress(p)
 		}
@@ -339,6 +350,10 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	// due. A reservation not used is handed back.
 	var pending *rate.Reservation
 	var waitBudget <-chan time.Time
+	// The fetch window (Config.FetchWindow): outside it no chunk is
+	// subscribed, so a transfer running at its end pauses at a chunk
+	// boundary; waitWindow fires when it opens again.
+	var waitWindow <-chan time.Time
 	defer func() {
 		if pending != nil {
 			pending.CancelAt(f.cfg.Now())
@@ -363,15 +378,28 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	for committed < toCommit {
 		// Fill the window.
 		var add []string
+		var budgetDelay time.Duration // until the bucket holds order[next]'s bytes
 		wasEmpty := len(inflight) == 0
-		for waitBudget == nil && len(inflight) < f.cfg.Window && next < len(order) {
+		if waitWindow == nil && waitBudget == nil && len(inflight) < f.cfg.Window && next < len(order) {
+			now := f.cfg.Now()
+			open, opens := f.cfg.FetchWindow.Open(now)
+			if !open {
+				waitWindow = f.cfg.After(opens.Sub(now))
+			}
+			if outside != !open {
+				outside = !open
+				f.log.Info().Str("model", m.Model).Str("version", m.Version).Bool("outside", outside).
+					Str("fetch_window", f.cfg.FetchWindow.String()).Msg("fetch window")
+				report()
+			}
+		}
+		for waitWindow == nil && waitBudget == nil && len(inflight) < f.cfg.Window && next < len(order) {
 			if f.budget != nil {
 				now := f.cfg.Now()
 				if pending == nil {
 					pending = f.budget.ReserveN(now, int(min(st.sizes[order[next]], wire.MaxChunkBytes)))
 				}
-				if d := pending.DelayFrom(now); d > 0 {
-					waitBudget = f.cfg.After(d)
+				if budgetDelay = pending.DelayFrom(now); budgetDelay > 0 {
 					break
 				}
 				pending = nil
@@ -387,16 +415,22 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 			}
 			if wasEmpty {
 				// Nothing was asked for while the window was empty (waiting
-				// for the budget): the quiet interval starts now.
+				// for the budget or the fetch window): the quiet interval
+				// starts now.
 				resubscribed = false
 				restart()
 			}
+		}
+		if budgetDelay > 0 {
+			waitBudget = f.cfg.After(budgetDelay)
 		}
 		select {
 		case <-ctx.Done():
 			return st.result(), ctx.Err()
 		case <-waitBudget:
 			waitBudget = nil
+		case <-waitWindow:
+			waitWindow = nil
 		case <-st.failed:
 			st.mu.Lock()
 			err := st.err
@@ -405,7 +439,7 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 		case <-quiet.C:
 			if len(inflight) == 0 {
 				// Every chunk asked for arrived; the next waits for the
-				// download budget. Waiting for it is not a stall.
+				// download budget or the fetch window. That is not a stall.
 				resubscribed = false
 				restart()
 				continue

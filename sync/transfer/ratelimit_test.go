@@ -68,6 +68,24 @@ func (l *serveLink) Subscribe(_ context.Context, h mqttlink.Handler, filters ...
 	return nil
 }
 
+// syntheticManifest is a one-file manifest of n pseudo-random chunks of
+// size bytes, whose chunks link serves.
+func syntheticManifest(link *serveLink, n, size int) models.Manifest {
+	var file []byte
+	var refs []models.ChunkRef
+	for i := range n {
+		c := pseudoRandom(uint64(i), size)
+		sum := sha256.Sum256(c)
+		sha := fmt.Sprintf("%x", sum)
+		link.chunks[topics.Chunk(sha)] = c
+		refs = append(refs, models.ChunkRef{SHA256: sha, Size: int64(size)})
+		file = append(file, c...)
+	}
+	sum := sha256.Sum256(file)
+	return models.Manifest{Protocol: 1, Model: "m", Version: "1", Created: "2026-01-01T00:00:00Z",
+		Files: []models.FileRef{{Path: "model.onnx", Role: "model", SHA256: fmt.Sprintf("%x", sum), Size: int64(len(file)), Chunks: refs}}}
+}
+
 // TestDownloadRateBoundsBytesPerSimulatedSecond: with Config.DownloadRate
 // set, the Fetcher subscribes no chunk before the budget holds its bytes:
 // at every subscription the bytes asked for so far are at most the burst
@@ -83,19 +101,7 @@ func TestDownloadRateBoundsBytesPerSimulatedSecond(t *testing.T) {
 	clock := &simClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	start := clock.Now()
 	link := &serveLink{clock: clock, chunks: map[string][]byte{}}
-	var file []byte
-	var refs []models.ChunkRef
-	for i := range nChunks {
-		c := pseudoRandom(uint64(i), chunkSize)
-		sum := sha256.Sum256(c)
-		sha := fmt.Sprintf("%x", sum)
-		link.chunks[topics.Chunk(sha)] = c
-		refs = append(refs, models.ChunkRef{SHA256: sha, Size: chunkSize})
-		file = append(file, c...)
-	}
-	sum := sha256.Sum256(file)
-	m := models.Manifest{Protocol: 1, Model: "m", Version: "1", Created: "2026-01-01T00:00:00Z",
-		Files: []models.FileRef{{Path: "model.onnx", Role: "model", SHA256: fmt.Sprintf("%x", sum), Size: int64(len(file)), Chunks: refs}}}
+	m := syntheticManifest(link, nChunks, chunkSize)
 
 	ss := NewStoreSink(openStore(t, t.TempDir()))
 	t.Cleanup(func() { ss.Close() })

@@ -104,6 +104,10 @@ const (
 	// broker went away, no progress for a while); it resumes from the
 	// store, up to the retry budget.
 	ReasonTransferInterrupted Reason = "TransferInterrupted"
+	// ReasonOutsideFetchWindow: a transfer waits for cloud.fetch_window to
+	// open before it asks for more chunks (Downloading; it resumes in the
+	// next window from what the store holds).
+	ReasonOutsideFetchWindow Reason = "OutsideFetchWindow"
 	// ReasonRollingOut: an on-device rollout of the version is running.
 	ReasonRollingOut Reason = "RollingOut"
 	// ReasonHeld: the rollout's candidate failed its gates with

@@ -906,3 +906,27 @@ func TestRequireSignedDesiredNeedsKeys(t *testing.T) {
 		t.Fatalf("error %v does not name cloud.allow_unsigned_desired", err)
 	}
 }
+
+// TestCloudFetchWindowWaits: with cloud.fetch_window closed (it opens in
+// six hours), a deployed version is announced and waits, reported as
+// Downloading with reason OutsideFetchWindow and no bytes fetched. The
+// pause and resume at the window's edges are tested on a simulated clock
+// in sync/transfer (TestFetchWindowPausesAndResumes).
+func TestCloudFetchWindowWaits(t *testing.T) {
+	e := newCloudEnv(t)
+	cfg := e.nodeConfig(t.TempDir(), "", e.m.URL())
+	now := time.Now()
+	cfg.Cloud.FetchWindow = now.Add(6*time.Hour).Format("15:04") + "-" + now.Add(7*time.Hour).Format("15:04")
+	startNode(t, cfg)
+	e.publish(e.key, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""), nil)
+	e.deploy("ppocr_cls", "1")
+	var ms wire.ModelStatus
+	waitFor(t, "ppocr_cls waiting for the fetch window", func() bool {
+		st, _ := e.status()
+		ms = st.Models["ppocr_cls"]
+		return ms.State == string(models.Downloading) && ms.Reason == string(models.ReasonOutsideFetchWindow)
+	})
+	if ms.BytesDone != 0 || ms.BytesTotal == 0 {
+		t.Errorf("outside the window %s: %d of %d bytes fetched, want none", cfg.Cloud.FetchWindow, ms.BytesDone, ms.BytesTotal)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/transfer"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -71,6 +72,19 @@ type CloudConfig struct {
 	// after all of it, counting only time connected; the reconciler's own
 	// watchdog stops an attempt with no progress for three times as long.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
+	// DownloadRate bounds the model bytes this node asks the broker for, in
+	// bytes per second, for metered links (0: unlimited). A chunk is
+	// subscribed only once a token bucket holds its size; the bucket holds
+	// at most one largest chunk (about 1 MiB), so over any interval T the
+	// node asks for at most download_rate × T plus that one chunk.
+	DownloadRate int64 `yaml:"download_rate"`
+	// FetchWindow is the daily window of local time in which model chunks
+	// are fetched, "HH:MM-HH:MM" (24-hour clock; it may cross midnight,
+	// "22:00-06:00"); empty means always. Outside it a transfer waits
+	// (Downloading, reason OutsideFetchWindow); one running at its end asks
+	// for no more chunks, lets those already asked for arrive, and resumes
+	// in the next window from what the store holds.
+	FetchWindow string `yaml:"fetch_window"`
 	// TransferAttempts is how many transfer attempts in a row without
 	// progress (backing off between them) a version gets before it is
 	// Failed(TransferStalled); a newer desired generation tries again.
@@ -202,6 +216,12 @@ func (c CloudConfig) validate() error {
 	}
 	if c.Window <= 0 || c.Window > 256 {
 		return fmt.Errorf("cloud.window must be 1..256, got %d", c.Window)
+	}
+	if c.DownloadRate < 0 {
+		return fmt.Errorf("cloud.download_rate must be 0 (unlimited) or positive bytes per second, got %d", c.DownloadRate)
+	}
+	if _, err := transfer.ParseFetchWindow(c.FetchWindow); err != nil {
+		return fmt.Errorf("cloud.fetch_window: %w", err)
 	}
 	if c.TransferAttempts <= 0 {
 		return fmt.Errorf("cloud.transfer_attempts must be positive, got %d", c.TransferAttempts)

@@ -15,6 +15,7 @@ import (
 	"github.com/edgeai/edge-node/sync/kubeedge/dmi"
 	"github.com/edgeai/edge-node/sync/kubeedge/eventbus"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/transfer"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -32,6 +33,10 @@ func (n *Node) startReconcile() error {
 	topics, err := wire.NewTopics(cfg.TopicRoot)
 	if err != nil {
 		return err
+	}
+	fetchWindow, err := transfer.ParseFetchWindow(cfg.FetchWindow)
+	if err != nil {
+		return fmt.Errorf("cloud.fetch_window: %w", err)
 	}
 	if !cfg.Disabled && !cfg.AllowUnsignedDesired && len(n.trust.base) == 0 && len(n.trust.roots) == 0 {
 		return errors.New("cloud.allow_unsigned_desired is false but no trusted keys are configured (cloud.trusted_key_files, store.trusted_keys, cloud.root_key_files): no desired state could ever be accepted")
@@ -53,7 +58,7 @@ func (n *Node) startReconcile() error {
 			// The embedded broker's bound counts the fixed header (≤ 5 bytes).
 			Embedded: broker.Config{Addr: cfg.EmbeddedAddr, DataDir: filepath.Join(n.cfg.DataDir, "broker"),
 				MaxPacketBytes: uint32(cfg.MaxMessageBytes + 5)},
-			Window: cfg.Window, StallTimeout: cfg.StallTimeout,
+			Window: cfg.Window, StallTimeout: cfg.StallTimeout, DownloadRate: cfg.DownloadRate, FetchWindow: fetchWindow,
 		}, n.store, n.baseLog, n.reg)
 		if errors.Is(err, reconcile.ErrEmbeddedBroker) {
 			// Another process holds the port (a second node on this

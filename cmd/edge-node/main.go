@@ -159,6 +159,8 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.BoolVar(&cfg.Cloud.Disabled, "cloud-disabled", cfg.Cloud.Disabled, "run without any cloud link or broker")
 	f.Var((*csvList)(&cfg.Cloud.TrustedKeyFiles), "trusted-key-files", "comma-separated PEM public keys (edgectl keygen) that manifests must be signed with")
 	f.Var((*csvList)(&cfg.Cloud.RootKeyFiles), "root-key-files", "comma-separated PEM public keys that sign the fleet's key list (edgectl keys publish): rotation and revocation of signing keys")
+	f.Int64Var(&cfg.Cloud.DownloadRate, "download-rate", cfg.Cloud.DownloadRate, "model download limit in bytes per second, for metered links (0: unlimited)")
+	f.StringVar(&cfg.Cloud.FetchWindow, "fetch-window", cfg.Cloud.FetchWindow, `daily window of local time for model downloads, HH:MM-HH:MM, may cross midnight ("": always)`)
 	f.StringVar(&cfg.Cloud.Username, "broker-username", cfg.Cloud.Username, "broker user name (the password comes from the config file or EDGE_NODE_BROKER_PASSWORD)")
 	f.StringVar(&cfg.Cloud.TLS.CAFile, "broker-ca-file", cfg.Cloud.TLS.CAFile, "PEM CA that signed the broker's certificate")
 	f.StringVar(&cfg.Cloud.TLS.CertFile, "broker-cert-file", cfg.Cloud.TLS.CertFile, "PEM client certificate (mutual TLS)")

@@ -36,9 +36,12 @@ type CloudConfig struct {
 	// the embedded broker (Embedded) and connects to it.
 	Link     mqttlink.Config
 	Embedded broker.Config
-	// Window and StallTimeout configure chunk transfers.
+	// Window, StallTimeout, DownloadRate and FetchWindow configure chunk
+	// transfers (transfer.Config).
 	Window       int
 	StallTimeout time.Duration
+	DownloadRate int64
+	FetchWindow  transfer.FetchWindow
 }
 
 // CloudStore is what the cloud link needs from the model store: chunks to
@@ -131,7 +134,7 @@ func NewCloud(cfg CloudConfig, st CloudStore, log zerolog.Logger, reg prometheus
 	}
 	c.link.OnConnect(c.onConnect)
 	c.sink = transfer.NewStoreSink(st)
-	if c.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: cfg.Topics, Window: cfg.Window, StallTimeout: cfg.StallTimeout},
+	if c.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: cfg.Topics, Window: cfg.Window, StallTimeout: cfg.StallTimeout, DownloadRate: cfg.DownloadRate, FetchWindow: cfg.FetchWindow},
 		c.link, c.sink, c.rej, log, reg); err != nil {
 		return nil, err
 	}

@@ -349,10 +349,14 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 	var noted time.Time
 	var flush *time.Timer // a pending note of the latest progress
 	var ended bool        // Fetch returned: no more progress notes
+	var outside bool      // the Fetch waits for cloud.fetch_window
 	note := func() {      // mu held
 		noted = time.Now()
 		nt := base
 		nt.state, nt.done, nt.total = models.Downloading, done, total
+		if outside {
+			nt.reason = models.ReasonOutsideFetchWindow
+		}
 		r.setNote(w, nt)
 	}
 	progress := func(p transfer.Progress) {
@@ -362,12 +366,14 @@ func (w *worker) download(ctx context.Context, v models.VersionInfo, base note, 
 			stalls.best, stalls.progressed = p.BytesDone, true
 		}
 		done, total = p.BytesDone, p.BytesTotal
+		windowChanged := p.OutsideWindow != outside
+		outside = p.OutsideWindow
 		r.m.bytesDone.WithLabelValues(w.model).Set(float64(p.BytesDone))
 		r.m.bytesTotal.WithLabelValues(w.model).Set(float64(p.BytesTotal))
 		// Status (a retained publish, and a read of the store) follows
 		// progress at most every progressEvery, the latest figure always
 		// last: a large model has thousands of chunks.
-		if wait := progressEvery - time.Since(noted); wait > 0 && p.BytesDone < p.BytesTotal {
+		if wait := progressEvery - time.Since(noted); wait > 0 && p.BytesDone < p.BytesTotal && !windowChanged {
 			if flush == nil {
 				flush = time.AfterFunc(wait, func() {
 					mu.Lock()

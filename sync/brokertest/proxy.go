@@ -4,16 +4,20 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
 // Proxy is a TCP relay in front of a broker that a test can take down and
 // bring back, to cut a client's network without stopping the broker (the
 // broker sees the socket drop, as with a real outage, and sends the Last
-// Will).
+// Will). It counts the bytes it relays each way, so a test can measure
+// what crosses a link exactly (a site broker's bridge to the fleet broker).
 type Proxy struct {
 	target string
 	ln     net.Listener
+
+	toTarget, fromTarget atomic.Int64 // bytes relayed, over all connections
 
 	mu    sync.Mutex            // guards down and conns
 	down  bool                  // refuse and cut connections
@@ -70,13 +74,31 @@ func (p *Proxy) accept() {
 		p.mu.Lock()
 		p.conns[c], p.conns[b] = struct{}{}, struct{}{}
 		p.mu.Unlock()
-		go relay(c, b)
-		go relay(b, c)
+		go relay(b, c, &p.toTarget)
+		go relay(c, b, &p.fromTarget)
 	}
 }
 
-func relay(dst, src net.Conn) {
-	_, _ = io.Copy(dst, src)
+// Bytes returns the bytes relayed so far: from the clients to the target,
+// and from the target to the clients.
+func (p *Proxy) Bytes() (toTarget, fromTarget int64) {
+	return p.toTarget.Load(), p.fromTarget.Load()
+}
+
+func relay(dst, src net.Conn, n *atomic.Int64) {
+	_, _ = io.Copy(countingWriter{dst, n}, src)
 	dst.Close()
 	src.Close()
+}
+
+// countingWriter adds what it writes to n.
+type countingWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(b []byte) (int, error) {
+	k, err := c.w.Write(b)
+	c.n.Add(int64(k))
+	return k, err
 }

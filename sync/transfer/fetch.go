@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
 
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/mqttlink"
@@ -63,6 +64,22 @@ type Config struct {
 	// with ErrStalled (or ErrUnsatisfiable, when what the re-subscription
 	// brought was a wrong copy of another size). Default 15s.
 	StallTimeout time.Duration
+	// DownloadRate bounds the chunk bytes the Fetcher asks the broker for,
+	// in bytes per second over all its Fetches (0: unlimited). A chunk is
+	// subscribed only once a token bucket holds its size, so the broker never
+	// sends faster than this in the long run; the bucket holds at most one
+	// chunk of wire.MaxChunkBytes (the burst), and it starts full.
+	DownloadRate int64
+	// FetchWindow is the daily window of local time in which chunks are
+	// asked for (the zero value: always). Outside it a Fetch subscribes no
+	// chunk and reports Progress.OutsideWindow; the chunks it had
+	// subscribed when the window ended still arrive and are written.
+	FetchWindow FetchWindow
+	// Now and After are the clock the download budget is measured and
+	// waited on (default time.Now and time.After); tests pass a simulated
+	// one.
+	Now   func() time.Time
+	After func(time.Duration) <-chan time.Time
 }
 
 // Progress is reported after every chunk.
@@ -70,6 +87,10 @@ type Progress struct {
 	Model, Version          string
 	BytesDone, BytesTotal   int64
 	ChunksDone, ChunksTotal int
+	// OutsideWindow: the Fetch waits for Config.FetchWindow to open
+	// before it asks for more chunks (a progress report is made each time
+	// this changes).
+	OutsideWindow bool
 }
 
 // Result says where the bytes of one Fetch came from.
@@ -107,6 +128,10 @@ type Fetcher struct {
 
 	bytes  *prometheus.CounterVec
 	chunks *prometheus.CounterVec
+	// budget is the download rate limit (Config.DownloadRate), shared by
+	// all Fetches; nil when unlimited. rate.Limiter is safe for concurrent
+	// use.
+	budget *rate.Limiter
 
 	mu     sync.Mutex               // guards the fields below
 	active map[*fetchState]struct{} // the Fetches past their set-up
@@ -147,6 +172,15 @@ func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log z
 	if cfg.StallTimeout <= 0 {
 		cfg.StallTimeout = 15 * time.Second
 	}
+	if cfg.DownloadRate < 0 {
+		return nil, fmt.Errorf("transfer: download rate %d bytes/s is negative", cfg.DownloadRate)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.After == nil {
+		cfg.After = time.After
+	}
 	f := &Fetcher{
 		cfg: cfg, link: link, sink: sink, rej: rej,
 		active: map[*fetchState]struct{}{}, subs: map[string]int{}, blobs: map[string]chan struct{}{},
@@ -155,6 +189,9 @@ func NewFetcher(cfg Config, link Link, sink ChunkSink, rej *wire.Rejecter, log z
 			Help: "Model bytes placed by transfers, by source (network, local, resumed)."}, []string{"source"}),
 		chunks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edge_transfer_chunks_total",
 			Help: "Chunks placed by transfers, by source (network, local, resumed, duplicate)."}, []string{"source"}),
+	}
+	if cfg.DownloadRate > 0 {
+		f.budget = rate.NewLimiter(rate.Limit(cfg.DownloadRate), wire.MaxChunkBytes)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{f.bytes, f.chunks} {
@@ -256,10 +293,12 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 		total += len(file.Chunks)
 	}
 	st.nDone = st.res.ChunksLocal + st.res.ChunksResumed
+	outside := false // waiting for Config.FetchWindow (only this goroutine reports)
 	report := func() {
 		if progress != nil {
 			st.mu.Lock()
-			p := Progress{m.Model, m.Version, st.done, st.res.BytesTotal, st.nDone, total}
+			p := Progress{Model: m.Model, Version: m.Version, BytesDone: st.done, BytesTotal: st.res.BytesTotal,
+				ChunksDone: st.nDone, ChunksTotal: total, OutsideWindow: outside}
 			st.mu.Unlock()
 			progress(p)
 		}
@@ -305,6 +344,21 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	}()
 	next := 0
 	committed := 0
+	// The download budget (Config.DownloadRate): order[next] is subscribed
+	// only once the bucket holds its bytes. pending is its reservation,
+	// made once and kept across loop turns; waitBudget fires when it is
+	// due. A reservation not used is handed back.
+	var pending *rate.Reservation
+	var waitBudget <-chan time.Time
+	// The fetch window (Config.FetchWindow): outside it no chunk is
+	// subscribed, so a transfer running at its end pauses at a chunk
+	// boundary; waitWindow fires when it opens again.
+	var waitWindow <-chan time.Time
+	defer func() {
+		if pending != nil {
+			pending.CancelAt(f.cfg.Now())
+		}
+	}()
 	// Stall detection: a quiet interval is StallTimeout/2 without a wanted
 	// chunk. It counts only if one session was up for all of it (time
 	// offline is not a stall; after a reconnect the link re-subscribes
@@ -324,7 +378,32 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 	for committed < toCommit {
 		// Fill the window.
 		var add []string
-		for len(inflight) < f.cfg.Window && next < len(order) {
+		var budgetDelay time.Duration // until the bucket holds order[next]'s bytes
+		wasEmpty := len(inflight) == 0
+		if waitWindow == nil && waitBudget == nil && len(inflight) < f.cfg.Window && next < len(order) {
+			now := f.cfg.Now()
+			open, opens := f.cfg.FetchWindow.Open(now)
+			if !open {
+				waitWindow = f.cfg.After(opens.Sub(now))
+			}
+			if outside != !open {
+				outside = !open
+				f.log.Info().Str("model", m.Model).Str("version", m.Version).Bool("outside", outside).
+					Str("fetch_window", f.cfg.FetchWindow.String()).Msg("fetch window")
+				report()
+			}
+		}
+		for waitWindow == nil && waitBudget == nil && len(inflight) < f.cfg.Window && next < len(order) {
+			if f.budget != nil {
+				now := f.cfg.Now()
+				if pending == nil {
+					pending = f.budget.ReserveN(now, int(min(st.sizes[order[next]], wire.MaxChunkBytes)))
+				}
+				if budgetDelay = pending.DelayFrom(now); budgetDelay > 0 {
+					break
+				}
+				pending = nil
+			}
 			inflight[order[next]] = true
 			add = append(add, f.cfg.Topics.Chunk(order[next]))
 			next++
@@ -334,16 +413,37 @@ func (f *Fetcher) Fetch(ctx context.Context, m models.Manifest, progress func(Pr
 				// Not fatal: the link restores it on reconnect; the stall timer retries.
 				f.log.Debug().Err(err).Msg("subscribe chunks")
 			}
+			if wasEmpty {
+				// Nothing was asked for while the window was empty (waiting
+				// for the budget or the fetch window): the quiet interval
+				// starts now.
+				resubscribed = false
+				restart()
+			}
+		}
+		if budgetDelay > 0 {
+			waitBudget = f.cfg.After(budgetDelay)
 		}
 		select {
 		case <-ctx.Done():
 			return st.result(), ctx.Err()
+		case <-waitBudget:
+			waitBudget = nil
+		case <-waitWindow:
+			waitWindow = nil
 		case <-st.failed:
 			st.mu.Lock()
 			err := st.err
 			st.mu.Unlock()
 			return st.result(), err
 		case <-quiet.C:
+			if len(inflight) == 0 {
+				// Every chunk asked for arrived; the next waits for the
+				// download budget or the fetch window. That is not a stall.
+				resubscribed = false
+				restart()
+				continue
+			}
 			if now := f.link.Connected(); !upAtStart || now != session || !isClosed(now) {
 				resubscribed = false // the link was down for some of it
 				restart()

@@ -215,3 +215,24 @@ func TestSummarizeJoinersAndRetries(t *testing.T) {
 		}
 	}
 }
+
+// spec.paused and spec.rollback become engine commands, a watching
+// (continuous) rollout included.
+func TestCommandFromSpec(t *testing.T) {
+	for _, c := range []struct {
+		spec  v1alpha1.ModelVersionSpec
+		phase rollout.Phase
+		want  string
+	}{
+		{v1alpha1.ModelVersionSpec{Paused: true}, rollout.PhaseRunning, rollout.CmdPause},
+		{v1alpha1.ModelVersionSpec{Paused: true}, rollout.PhaseWatching, rollout.CmdPause},
+		{v1alpha1.ModelVersionSpec{Paused: true}, rollout.PhasePaused, ""},
+		{v1alpha1.ModelVersionSpec{}, rollout.PhasePaused, rollout.CmdResume},
+		{v1alpha1.ModelVersionSpec{Rollback: true}, rollout.PhaseWatching, rollout.CmdRollback},
+		{v1alpha1.ModelVersionSpec{Rollback: true}, rollout.PhaseRolledBack, ""},
+	} {
+		if got := command(c.spec, c.phase); got != c.want {
+			t.Errorf("paused %v rollback %v in %s: %q, want %q", c.spec.Paused, c.spec.Rollback, c.phase, got, c.want)
+		}
+	}
+}

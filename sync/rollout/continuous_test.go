@@ -3,11 +3,13 @@ package rollout
 import (
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/internal/testwait"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -182,4 +184,60 @@ func TestRolloutRetryRevivesTimedOutNode(t *testing.T) {
 	if got := r.Attempts("ghost"); got != 2 || r.Counts[0].Active != 5 || len(r.BadNodes) != 0 {
 		t.Fatalf("ghost attempts %d, counts %+v, bad %v; want 2 attempts, 5 active, none bad", got, r.Counts[0], r.BadNodes)
 	}
+}
+
+// TestRolloutJoinersArePaced: nodes that join a watching rollout are
+// written within MaxPerMinute like a wave's: on a frozen clock only the
+// bucket's burst, then one second's worth more per second.
+func TestRolloutJoinersArePaced(t *testing.T) {
+	e := newEnv(t, 2, quickProfile)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	c, err := NewController(Config{Topics: e.tp, StatePath: e.state, Owner: "paced", Quiet: 300 * time.Millisecond, Now: clock},
+		testLink(t, e.broker.URL(), "ctl-paced"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := testSpec("r-cont-paced", "2")
+	spec.Waves, spec.MaxPerMinute, spec.Continuous = []int{100}, 60, true // 1 a second, a burst of 2
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	step := func() *Record {
+		t.Helper()
+		r, err := c.Step(ctx, spec.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	testwait.For(t, "the rollout watching", func() bool {
+		advance(time.Second)
+		return step().Phase == PhaseWatching
+	}, time.Minute)
+	advance(time.Minute) // a full bucket: 2
+	late := joinFleet(t, e, 5, quickProfile)
+	joined := func() int {
+		n := 0
+		for _, g := range late.NodeGenerations() {
+			if g > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for range 3 {
+		step()
+	}
+	testwait.For(t, "the burst's 2 joined nodes applying their desired state", func() bool { return joined() == 2 }, time.Minute)
+	if r := step(); r.Joined != 5 || joined() != 2 {
+		t.Fatalf("frozen clock: %d joined, %d written; want 5 joined, the burst of 2 written", r.Joined, joined())
+	}
+	advance(time.Second)
+	step()
+	testwait.For(t, "one more joined node written after 1 s", func() bool { return joined() == 3 }, time.Minute)
 }

@@ -186,6 +186,8 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
 	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
 	f.IntVar(&s.MaxPerMinute, "max-per-minute", 0, "write at most this many nodes' desired state a minute, spread over the ticks (0: a wave at once; rollbacks are never paced)")
+	f.BoolVar(&s.Continuous, "continuous", false, "keep watching once every wave finished: nodes that join the target later get the version (runs until aborted or rolled back)")
+	f.IntVar(&s.Retries, "retries", 0, "give a node that failed or timed out the version again up to this many times (0-10) before it counts as failed")
 	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")
 	f.BoolVar(&force, "force", false, "start even when the version is not published")
 	f.BoolVar(&noProgress, "no-progress", false, "no progress bars")
@@ -304,7 +306,7 @@ func newRolloutStatus(state *string) *cobra.Command {
 					return nil
 				}
 				tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tMODEL\tVERSION\tPHASE\tWAVE\tNODES\tACTIVE\tBAD\tREASON")
+				fmt.Fprintln(tw, "ID\tMODEL\tVERSION\tPHASE\tWAVE\tNODES\tACTIVE\tBAD\tJOINED\tOUTSIDE\tREASON")
 				for _, r := range rs {
 					var all rollout.Counts
 					for _, c := range r.Counts {
@@ -312,8 +314,8 @@ func newRolloutStatus(state *string) *cobra.Command {
 						all.Failed += c.Failed
 						all.RolledBack += c.RolledBack
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d\t%s\n", r.Spec.ID, r.Spec.Model, r.Spec.Version, r.Phase,
-						r.Wave+1, len(r.Members), r.Nodes(), all.Active, all.Bad(), r.Reason)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Spec.ID, r.Spec.Model, r.Spec.Version, r.Phase,
+						r.Wave+1, len(r.Members), r.Nodes(), all.Active, all.Bad(), r.Joined, r.Outside, r.Reason)
 				}
 				return tw.Flush()
 			}
@@ -388,6 +390,42 @@ func printRecord(r *rollout.Record) {
 	if len(r.BadNodes) > 0 {
 		fmt.Printf("  failed, rolled back or timed out: %s\n", badNodesText(r.BadNodes, 20))
 	}
+	if r.Phase == rollout.PhaseWatching {
+		fmt.Println("  watching: every wave finished; nodes that join the target get the version (end it with rollout abort or rollback)")
+	}
+	if r.Spec.Continuous || r.Joined > 0 {
+		fmt.Printf("  joined after start: %d nodes\n", r.Joined)
+	}
+	switch {
+	case r.Outside > 0 && r.Spec.Continuous:
+		fmt.Printf("  waiting to join: %d nodes match the target but another rollout of %s is under way on them\n", r.Outside, r.Spec.Model)
+	case r.Outside > 0:
+		fmt.Printf("  not in this rollout: %d nodes match the target but joined after start (rollout start --continuous takes them in)\n", r.Outside)
+	}
+	if t := retriedText(r, 20); t != "" {
+		fmt.Printf("  retried: %s\n", t)
+	}
+}
+
+// retriedText lists up to limit retried nodes as "node (attempt 2 of 3)",
+// sorted, and how many more there are.
+func retriedText(r *rollout.Record, limit int) string {
+	var ids []string
+	for n, run := range r.Runs {
+		if run.Retries > 0 {
+			ids = append(ids, n)
+		}
+	}
+	sort.Strings(ids)
+	var parts []string
+	for i, n := range ids {
+		if i == limit {
+			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-limit))
+			break
+		}
+		parts = append(parts, fmt.Sprintf("%s (attempt %d of %d)", n, r.Attempts(n), r.Spec.Retries+1))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // badNodesText lists up to limit nodes as "node (state)", sorted, and how
@@ -484,6 +522,9 @@ func (pb *progressBars) update(r *rollout.Record) {
 		if c.Total == 0 {
 			pb.bars[i].SetCurrent(1)
 			continue
+		}
+		if !pb.bars[i].Completed() {
+			pb.bars[i].SetTotal(int64(c.Total), false) // nodes join a continuous rollout's wave
 		}
 		pb.bars[i].SetCurrent(int64(c.Finished()))
 	}

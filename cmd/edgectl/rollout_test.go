@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,39 @@ func TestRolloutStartFailsWhenAborted(t *testing.T) {
 		"start", "--id", "r-bad", "--model", "det", "--version", "bad", "--target", "cams", "--no-progress", "--force")
 	if err == nil || !strings.Contains(err.Error(), "rolled_back") {
 		t.Fatalf("start of a failing version: err %v\n%s", err, out)
+	}
+}
+
+// TestRolloutStartContinuousAndRetries: --continuous and --retries reach
+// the record (-o json), status says the rollout takes in nodes that join,
+// and --retries is bounded.
+func TestRolloutStartContinuousAndRetries(t *testing.T) {
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 2,
+		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"}}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	state := filepath.Join(t.TempDir(), "r.db")
+	g := []string{"--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state}
+	if _, err := runErr(t, append(g, "start", "--id", "r-x", "--model", "det", "--version", "2", "--target", "cams",
+		"--retries", "11", "--detach", "--force")...); err == nil || !strings.Contains(err.Error(), "retries 11 out of range") {
+		t.Fatalf("--retries 11: %v", err)
+	}
+	run(t, append(g, "start", "--id", "r-c", "--model", "det", "--version", "2", "--target", "cams",
+		"--continuous", "--retries", "3", "--detach", "--force")...)
+	var r rollout.Record
+	if err := json.Unmarshal([]byte(run(t, append(g, "status", "r-c", "-o", "json")...)), &r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Spec.Continuous || r.Spec.Retries != 3 {
+		t.Fatalf("spec %+v, want continuous with 3 retries", r.Spec)
+	}
+	if out := run(t, append(g, "status", "r-c")...); !strings.Contains(out, "joined after start: 0 nodes") ||
+		!strings.Contains(out, "retried up to 3 times") || !strings.Contains(out, "continuous: nodes that join the target get it") {
+		t.Fatalf("status: %s", out)
 	}
 }

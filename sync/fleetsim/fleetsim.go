@@ -387,6 +387,7 @@ func (n *node) Apply(_ context.Context, s desired.Snapshot) error {
 	// Like the real node, report the generations accepted; list every
 	// configured group (generation 0 until its first desired state) so a
 	// rollout can target the group.
+	newer := s.Generations.Node > n.gens.Node
 	n.gens = s.Generations
 	for _, g := range n.f.cfg.Groups {
 		if _, ok := n.gens.Groups[g]; !ok {
@@ -399,7 +400,10 @@ func (n *node) Apply(_ context.Context, s desired.Snapshot) error {
 	var start []func()
 	for model, spec := range s.Models {
 		cur := n.models[model]
-		if cur != nil && cur.target.Version == spec.Version && sameRef(cur.target.Rollout, spec.Rollout) {
+		// A Failed version is tried again on a newer generation (the
+		// protocol's retry rule: a re-written node desired state).
+		if cur != nil && cur.target.Version == spec.Version && sameRef(cur.target.Rollout, spec.Rollout) &&
+			!(cur.state == "Failed" && newer) {
 			continue
 		}
 		if cur != nil && cur.running != nil {

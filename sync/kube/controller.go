@@ -247,7 +247,7 @@ func command(s v1alpha1.ModelVersionSpec, p rollout.Phase) string {
 	switch {
 	case s.Rollback && p != rollout.PhaseRollingBack && p != rollout.PhaseRolledBack:
 		return rollout.CmdRollback
-	case s.Paused && p == rollout.PhaseRunning:
+	case s.Paused && (p == rollout.PhaseRunning || p == rollout.PhaseWatching):
 		return rollout.CmdPause
 	case !s.Paused && p == rollout.PhasePaused:
 		return rollout.CmdResume

@@ -39,7 +39,7 @@ func rolloutSpec(mv *v1alpha1.ModelVersion, id string) (rollout.Spec, error) {
 	s := mv.Spec
 	out := rollout.Spec{ID: id, Model: s.Model, Version: s.Version, Waves: []int{100},
 		Abort: rollout.Abort{MaxFailedPercent: 10, MinFinished: 1}, SuccessPercent: float64(s.SuccessPercent), MaxPerMinute: int(s.MaxPerMinute),
-		OnAbort: rollout.OnAbortRollback}
+		OnAbort: rollout.OnAbortRollback, Continuous: s.Continuous, Retries: int(s.Retries)}
 	if sel := s.NodeSelector; sel != nil {
 		out.Selector = maps.Clone(sel.MatchLabels)
 		for _, e := range sel.MatchExpressions {
@@ -139,7 +139,7 @@ func strategy(weight int32, g *v1alpha1.Gates) (wire.Strategy, error) {
 // phases maps the engine's phases to the resource's.
 var phases = map[rollout.Phase]v1alpha1.Phase{
 	rollout.PhaseRunning: v1alpha1.PhaseProgressing, rollout.PhasePaused: v1alpha1.PhasePaused,
-	rollout.PhaseCompleted: v1alpha1.PhaseActive, rollout.PhaseRollingBack: v1alpha1.PhaseRollingBack,
+	rollout.PhaseCompleted: v1alpha1.PhaseActive, rollout.PhaseWatching: v1alpha1.PhaseActive, rollout.PhaseRollingBack: v1alpha1.PhaseRollingBack,
 	rollout.PhaseRolledBack: v1alpha1.PhaseRolledBack, rollout.PhaseHeld: v1alpha1.PhaseHeld,
 }
 
@@ -166,6 +166,12 @@ func summarize(mv *v1alpha1.ModelVersion, r *rollout.Record, now time.Time) {
 		st.Active += int32(c.Active)
 		bad += c.Bad()
 	}
+	st.Joined, st.Outside, st.Retried = int32(r.Joined), int32(r.Outside), 0
+	for _, run := range r.Runs {
+		if run.Retries > 0 {
+			st.Retried++
+		}
+	}
 	st.Progress = fmt.Sprintf("%d/%d", st.Active, st.Nodes)
 	st.Wave = fmt.Sprintf("%d/%d", min(r.Wave+1, len(r.Spec.Waves)), len(r.Spec.Waves))
 	st.NodeReasons = nil
@@ -185,6 +191,9 @@ func summarize(mv *v1alpha1.ModelVersion, r *rollout.Record, now time.Time) {
 	case v1alpha1.PhaseProgressing, v1alpha1.PhaseActive:
 		if bad > 0 {
 			st.Phase, st.Reason, st.Message = v1alpha1.PhaseDegraded, nodeReason, nodeText
+		} else if r.Phase == rollout.PhaseWatching {
+			// Every wave finished; nodes that join the selector get it.
+			st.Reason = "Watching"
 		}
 	case v1alpha1.PhaseRollingBack, v1alpha1.PhaseRolledBack, v1alpha1.PhaseHeld:
 		st.Reason = "Aborted"
@@ -206,14 +215,18 @@ func summarize(mv *v1alpha1.ModelVersion, r *rollout.Record, now time.Time) {
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg,
 			ObservedGeneration: gen, LastTransitionTime: metav1.NewTime(now)})
 	}
-	ready := r.Phase == rollout.PhaseCompleted && int(st.Active) == r.Nodes()
+	ready := (r.Phase == rollout.PhaseCompleted || r.Phase == rollout.PhaseWatching) && int(st.Active) == r.Nodes()
 	readyReason := "VersionActive"
 	if !ready {
 		readyReason = cmp.Or(st.Reason, string(st.Phase))
 	}
 	set(v1alpha1.ConditionReady, ready, readyReason, fmt.Sprintf("%d of %d nodes run %s %s", st.Active, st.Nodes, r.Spec.Model, r.Spec.Version))
 	moving := r.Phase == rollout.PhaseRunning || r.Phase == rollout.PhaseRollingBack
-	set(v1alpha1.ConditionProgressing, moving, string(st.Phase), st.Wave+" waves started")
+	if r.Phase == rollout.PhaseWatching {
+		set(v1alpha1.ConditionProgressing, true, "Watching", fmt.Sprintf("every wave finished; %d nodes joined since start", r.Joined))
+	} else {
+		set(v1alpha1.ConditionProgressing, moving, string(st.Phase), st.Wave+" waves started")
+	}
 	if bad > 0 {
 		set(v1alpha1.ConditionDegraded, true, nodeReason, nodeText)
 	} else {

@@ -30,7 +30,7 @@ func TestRolloutSpec(t *testing.T) {
 		Gates: &v1alpha1.Gates{MinRequests: 200, MaxErrorRate: "0.01", MaxP99Ratio: "1.5", MinDuration: &metav1.Duration{Duration: time.Minute}},
 		Abort: &v1alpha1.Abort{MaxFailedPercent: &ten, MinFinished: &two,
 			ByType: []v1alpha1.TypeCriterion{{Type: "TimedOut", MaxPercent: 20, MinFinished: 3}}},
-		NodeTimeout: &metav1.Duration{Duration: 15 * time.Minute}, OnAbort: "Hold"}
+		NodeTimeout: &metav1.Duration{Duration: 15 * time.Minute}, OnAbort: "Hold", Continuous: true, Retries: 3}
 	mv := mvWith(spec)
 	s, err := rolloutSpec(mv, rolloutID(mv))
 	if err != nil {
@@ -44,7 +44,7 @@ func TestRolloutSpec(t *testing.T) {
 	if s.Selector["edge-type"] != "camera" || len(s.Match) != 1 || s.Match[0].Operator != rollout.OpIn ||
 		s.Abort.MaxFailedPercent != 10 || s.Abort.MinFinished != 2 || len(s.Abort.ByType) != 1 ||
 		s.Abort.ByType[0].Type != rollout.FailTimedOut || s.OnAbort != rollout.OnAbortHold || s.NodeTimeout != 15*time.Minute ||
-		len(s.Waves) != 2 || s.Waves[0] != 10 {
+		len(s.Waves) != 2 || s.Waves[0] != 10 || !s.Continuous || s.Retries != 3 {
 		t.Errorf("spec %+v", s)
 	}
 	for weight, kind := range map[int32]models.StrategyKind{0: wire.StrategyShadow, 1: wire.StrategyCanary, 99: wire.StrategyCanary, 100: wire.StrategyImmediate} {
@@ -111,6 +111,7 @@ func FuzzRolloutSpec(f *testing.F) {
 	f.Add([]byte(`{"model":"m","version":"2","trafficWeight":20,"waves":[10,100],"gates":{"maxErrorRate":"0.01"}}`))
 	f.Add([]byte(`{"model":"m","version":"2","trafficWeight":0,"nodeSelector":{"matchExpressions":[{"key":"a","operator":"Exists"}]}}`))
 	f.Add([]byte(`{"model":"m","version":"2","abort":{"maxFailedPercent":5,"byType":[{"type":"Failed","maxPercent":1}]}}`))
+	f.Add([]byte(`{"model":"m","version":"2","continuous":true,"retries":11}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var spec v1alpha1.ModelVersionSpec
 		if json.Unmarshal(b, &spec) != nil {
@@ -177,6 +178,9 @@ func TestSummarize(t *testing.T) {
 			v1alpha1.PhaseDegraded, "RolledBack", false},
 		{rec(rollout.PhaseRolledBack, rollout.Counts{Total: 3, Failed: 1}, map[string]string{"a": "LoadError"}), v1alpha1.PhaseRolledBack, "Aborted", false},
 		{rec(rollout.PhasePaused, rollout.Counts{Total: 3, Pending: 3}, nil), v1alpha1.PhasePaused, "", false},
+		// A continuous rollout whose waves finished is Active and says it
+		// keeps watching.
+		{rec(rollout.PhaseWatching, rollout.Counts{Total: 3, Active: 3}, nil), v1alpha1.PhaseActive, "Watching", true},
 	} {
 		mv := mvWith(v1alpha1.ModelVersionSpec{})
 		summarize(mv, c.r, time.Now())
@@ -189,6 +193,46 @@ func TestSummarize(t *testing.T) {
 		if mv.Status.Phase != c.phase || mv.Status.Reason != c.reason || ready != c.ready {
 			t.Errorf("%s %+v: phase %s reason %q ready %v, want %s %q %v", c.r.Phase, c.r.Counts[0], mv.Status.Phase, mv.Status.Reason, ready,
 				c.phase, c.reason, c.ready)
+		}
+	}
+}
+
+// The status counts the nodes that joined, those outside the rollout and
+// the retried ones.
+func TestSummarizeJoinersAndRetries(t *testing.T) {
+	r := &rollout.Record{Spec: rollout.Spec{Model: "m", Version: "2", Waves: []int{100}, Continuous: true, Retries: 2},
+		Phase: rollout.PhaseWatching, Members: [][]string{{"a", "b", "c"}}, Counts: []rollout.Counts{{Total: 3, Active: 3}},
+		WaveStarted: []time.Time{time.Unix(1, 0)}, Joined: 2, Outside: 1,
+		Runs: map[string]rollout.NodeRun{"b": {Joined: time.Unix(2, 0)}, "c": {Joined: time.Unix(2, 0), Retries: 1}}}
+	mv := mvWith(v1alpha1.ModelVersionSpec{})
+	summarize(mv, r, time.Now())
+	if st := mv.Status; st.Joined != 2 || st.Outside != 1 || st.Retried != 1 {
+		t.Fatalf("joined %d, outside %d, retried %d; want 2, 1, 1", st.Joined, st.Outside, st.Retried)
+	}
+	for _, cond := range mv.Status.Conditions {
+		if cond.Type == v1alpha1.ConditionProgressing && (cond.Status != metav1.ConditionTrue || cond.Reason != "Watching") {
+			t.Errorf("watching: Progressing %s %s, want True Watching", cond.Status, cond.Reason)
+		}
+	}
+}
+
+// spec.paused and spec.rollback become engine commands, a watching
+// (continuous) rollout included.
+func TestCommandFromSpec(t *testing.T) {
+	for _, c := range []struct {
+		spec  v1alpha1.ModelVersionSpec
+		phase rollout.Phase
+		want  string
+	}{
+		{v1alpha1.ModelVersionSpec{Paused: true}, rollout.PhaseRunning, rollout.CmdPause},
+		{v1alpha1.ModelVersionSpec{Paused: true}, rollout.PhaseWatching, rollout.CmdPause},
+		{v1alpha1.ModelVersionSpec{Paused: true}, rollout.PhasePaused, ""},
+		{v1alpha1.ModelVersionSpec{}, rollout.PhasePaused, rollout.CmdResume},
+		{v1alpha1.ModelVersionSpec{Rollback: true}, rollout.PhaseWatching, rollout.CmdRollback},
+		{v1alpha1.ModelVersionSpec{Rollback: true}, rollout.PhaseRolledBack, ""},
+	} {
+		if got := command(c.spec, c.phase); got != c.want {
+			t.Errorf("paused %v rollback %v in %s: %q, want %q", c.spec.Paused, c.spec.Rollback, c.phase, got, c.want)
 		}
 	}
 }

@@ -524,7 +524,7 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		return nil, err
 	}
 	now := c.cfg.Now()
-	c.tally(r, now)
+	retry, outside := c.tally(r, now)
 	readCmd := r.Command
 	switch r.Command {
 	case CmdPause:
@@ -534,8 +534,18 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 		// The wave and node timeout clocks stopped while paused: every
 		// started wave's start moves on by the pause.
 		if !r.PausedAt.IsZero() {
+			d := now.Sub(r.PausedAt)
 			for w := 0; w <= r.Wave && w < len(r.WaveStarted); w++ {
-				r.WaveStarted[w] = r.WaveStarted[w].Add(now.Sub(r.PausedAt))
+				r.WaveStarted[w] = r.WaveStarted[w].Add(d)
+			}
+			for n, run := range r.Runs {
+				if !run.Joined.IsZero() {
+					run.Joined = run.Joined.Add(d)
+				}
+				if !run.RetriedAt.IsZero() {
+					run.RetriedAt = run.RetriedAt.Add(d)
+				}
+				r.Runs[n] = run
 			}
 		}
 		r.PausedAt = time.Time{}
@@ -558,7 +568,11 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 			r.note(now, PhaseHeld, "held: "+lost)
 		}
 	}
-	if r.Phase == PhaseRunning {
+	live := r.Phase == PhaseRunning || r.Phase == PhaseWatching
+	if live && r.Spec.Continuous && len(outside) > 0 {
+		c.addJoiners(r, now, outside)
+	}
+	if live {
 		switch {
 		case r.Wave < 0:
 			c.startWave(r, now, 0, "first wave")
@@ -570,7 +584,11 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 			case ActAdvance:
 				c.startWave(r, now, r.Wave+1, a.Reason)
 			case ActComplete:
-				r.note(now, PhaseCompleted, a.Reason)
+				if r.Spec.Continuous {
+					r.note(now, PhaseWatching, a.Reason+"; watching for nodes that join the target")
+				} else {
+					r.note(now, PhaseCompleted, a.Reason)
+				}
 			case ActAbort:
 				r.Reason = a.Reason
 				if r.Spec.OnAbort == OnAbortHold {
@@ -586,7 +604,8 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 	if err := c.save(ctx, r, readCmd); err != nil {
 		return r, err
 	}
-	if r.Phase == PhaseRunning && r.Wave >= 0 && r.WavesWritten <= r.Wave {
+	live = r.Phase == PhaseRunning || r.Phase == PhaseWatching
+	if live && r.Wave >= 0 && r.WavesWritten <= r.Wave {
 		var conflict *conflictError
 		switch err := c.writeWave(ctx, r); {
 		case errors.Is(err, errPaced):
@@ -598,6 +617,14 @@ func (c *Controller) step(ctx context.Context, id string) (*Record, error) {
 			return r, err
 		default:
 			r.WavesWritten = r.Wave + 1
+		}
+		if err := c.save(ctx, r, readCmd); err != nil {
+			return r, err
+		}
+	}
+	if live = r.Phase == PhaseRunning || r.Phase == PhaseWatching; live && len(retry) > 0 {
+		if err := c.writeRetries(ctx, r, retry); err != nil {
+			return r, err
 		}
 		if err := c.save(ctx, r, readCmd); err != nil {
 			return r, err
@@ -640,27 +667,36 @@ func (c *Controller) startWave(r *Record, now time.Time, w int, why string) {
 	c.log.Info().Str("rollout", r.Spec.ID).Int("wave", w+1).Int("nodes", len(r.Members[w])).Msg("wave started")
 }
 
-// tally recomputes r.Counts and r.BadNodes from the latest statuses; a
-// node of a started wave unfinished NodeTimeout after the wave started is
-// timed out. While paused the clock stands at PausedAt.
-func (c *Controller) tally(r *Record, now time.Time) {
+// tally recomputes r.Counts, r.BadNodes and r.Outside from the latest
+// statuses; a node of a started wave unfinished NodeTimeout after its
+// attempt started (the wave's start, its join or its latest retry) is
+// timed out. While paused the clock stands at PausedAt. It returns the
+// failed and timed-out nodes that have retries left (counted pending: the
+// caller retries them while the rollout runs), and the nodes that match
+// the target but are not members.
+func (c *Controller) tally(r *Record, now time.Time) (retry []retryNode, outside []string) {
 	if r.Phase == PhasePaused && !r.PausedAt.IsZero() {
 		now = r.PausedAt
 	}
+	live := r.Phase == PhaseRunning || r.Phase == PhaseWatching
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	counts := make([]Counts, len(r.Members))
 	bad := map[string]NodeState{}
 	reasons := map[string]string{}
+	member := map[string]bool{}
 	for w, m := range r.Members {
 		var p99s []float64
-		late := w <= r.Wave && w < len(r.WaveStarted) && r.Spec.NodeTimeout > 0 &&
-			now.Sub(r.WaveStarted[w]) > r.Spec.NodeTimeout
+		started := w <= r.Wave && w < len(r.WaveStarted)
 		for _, n := range m {
+			member[n] = true
 			st := StatePending
 			reason := ""
 			if w <= r.Wave {
-				if s := c.views[n]; s != nil {
+				run := r.Runs[n]
+				if s := c.views[n]; s != nil && s.Desired.Node >= run.RetryGeneration {
+					// (A report from before the node applied its latest
+					// retry is stale: pending.)
 					if ms, ok := s.Models[r.Spec.Model]; ok {
 						st = Classify(&ms, r.Spec.Version)
 						reason = ms.Reason
@@ -669,8 +705,13 @@ func (c *Controller) tally(r *Record, now time.Time) {
 						}
 					}
 				}
-				if late && (st == StatePending || st == StateDownloading || st == StateCanary) {
+				if started && r.Spec.NodeTimeout > 0 && now.Sub(run.since(r.WaveStarted[w])) > r.Spec.NodeTimeout &&
+					(st == StatePending || st == StateDownloading || st == StateCanary) {
 					st, reason = StateTimedOut, "NodeTimeout"
+				}
+				if live && (st == StateFailed || st == StateTimedOut) && run.Retries < r.Spec.Retries {
+					retry = append(retry, retryNode{n, w})
+					st, reason = StatePending, ""
 				}
 				if st == StateFailed || st == StateRolledBack || st == StateTimedOut {
 					bad[n] = st
@@ -684,7 +725,63 @@ func (c *Controller) tally(r *Record, now time.Time) {
 		}
 		counts[w].P99Ms = Percentile(p99s, 99)
 	}
-	r.Counts, r.BadNodes, r.BadReasons = counts, bad, reasons
+	for n, s := range c.views {
+		if !member[n] && r.Spec.Selects(s) {
+			outside = append(outside, n)
+		}
+	}
+	sort.Strings(outside)
+	r.Counts, r.BadNodes, r.BadReasons, r.Outside = counts, bad, reasons, len(outside)
+	return retry, outside
+}
+
+// retryNode is a node to retry, of wave (0-based) wave.
+type retryNode struct {
+	node string
+	wave int
+}
+
+// addJoiners adds the nodes of outside that no other rollout of the model
+// is under way on to the wave under way (the first, before it starts; the
+// last, watching), with their previous version, so that the wave's writes
+// reach them.
+func (c *Controller) addJoiners(r *Record, now time.Time, outside []string) {
+	w := max(r.Wave, 0)
+	var added []string
+	c.mu.Lock()
+	for _, n := range outside {
+		if c.busyLocked(r.Spec, []string{n}) != "" {
+			continue // joins once that rollout ended
+		}
+		prev := ""
+		if ms, ok := c.views[n].Models[r.Spec.Model]; ok && ms.State == "Active" {
+			prev = ms.Version
+		}
+		if r.Previous == nil {
+			r.Previous = map[string]string{}
+		}
+		if r.Runs == nil {
+			r.Runs = map[string]NodeRun{}
+		}
+		r.Previous[n] = prev
+		r.Runs[n] = NodeRun{Joined: now}
+		added = append(added, n)
+	}
+	c.mu.Unlock()
+	if len(added) == 0 {
+		return
+	}
+	r.Members[w] = append(r.Members[w], added...)
+	sort.Strings(r.Members[w])
+	r.Counts[w].Total += len(added)
+	r.Counts[w].Pending += len(added)
+	r.Joined += len(added)
+	r.Outside -= len(added)
+	if r.Wave >= 0 && r.WavesWritten > r.Wave {
+		r.WavesWritten = r.Wave // the wave's writes reach the joined nodes (paced)
+	}
+	r.note(now, r.Phase, fmt.Sprintf("%d nodes joined wave %d (e.g. %s)", len(added), w+1, added[0]))
+	c.log.Info().Str("rollout", r.Spec.ID).Int("wave", w+1).Int("nodes", len(added)).Msg("nodes joined")
 }
 
 // writeWave writes the desired state of every node of wave r.Wave that
@@ -707,14 +804,58 @@ func (c *Controller) writeWave(ctx context.Context, r *Record) error {
 	if credit >= 0 {
 		limit = int(credit)
 	}
-	written, left, err := c.writeNodes(ctx, r.Spec.Model, r.Members[r.Wave], limit, func(string) wire.ModelSpec { return spec })
+	written, left, err := c.writeNodes(ctx, r.Spec.Model, r.Members[r.Wave], limit, false, func(string) wire.ModelSpec { return spec })
 	if credit >= 0 {
-		r.WriteCredit, r.CreditAt = credit-float64(written), now
+		r.WriteCredit, r.CreditAt = credit-float64(len(written)), now
 	}
 	if err == nil && left > 0 {
 		err = errPaced
 	}
 	return err
+}
+
+// writeRetries writes the version again to nodes that failed or timed out
+// and have retries left, with a new generation (a node retries a Failed
+// version only on a newer one), within the pace; the rest wait for the
+// next ticks. Each retry written is counted in r.Runs.
+func (c *Controller) writeRetries(ctx context.Context, r *Record, nodes []retryNode) error {
+	if err := c.readDesired(ctx); err != nil {
+		return err
+	}
+	now := c.cfg.Now()
+	credit := r.credit(now)
+	limit := -1
+	if credit >= 0 {
+		limit = int(credit)
+	}
+	wave := map[string]int{}
+	var names []string
+	for _, n := range nodes {
+		wave[n.node] = n.wave
+		names = append(names, n.node)
+	}
+	written, _, err := c.writeNodes(ctx, r.Spec.Model, names, limit, true, func(n string) wire.ModelSpec {
+		return wire.ModelSpec{Version: r.Spec.Version, Strategy: r.Spec.Strategy, Rollout: &wire.RolloutRef{ID: r.Spec.ID, Wave: wave[n] + 1}}
+	})
+	if credit >= 0 {
+		r.WriteCredit, r.CreditAt = credit-float64(len(written)), now
+	}
+	if err != nil || len(written) == 0 {
+		return err
+	}
+	if r.Runs == nil {
+		r.Runs = map[string]NodeRun{}
+	}
+	for n, gen := range written {
+		run := r.Runs[n]
+		run.Retries++
+		run.RetryGeneration, run.RetriedAt = gen, now
+		r.Runs[n] = run
+	}
+	first := slices.Sorted(maps.Keys(written))[0]
+	r.note(now, r.Phase, fmt.Sprintf("%d failed or timed-out nodes retried (e.g. %s, attempt %d of %d)",
+		len(written), first, r.Runs[first].Retries+1, r.Spec.Retries+1))
+	return nil
 }
 
 // errPaced is a wave whose writes Spec.MaxPerMinute spreads over the next
@@ -732,7 +873,7 @@ func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
 		nodes = append(nodes, r.Members[w]...)
 	}
 	// Not paced: a rollback goes out at once.
-	_, _, err := c.writeNodes(ctx, r.Spec.Model, nodes, -1, func(n string) wire.ModelSpec {
+	_, _, err := c.writeNodes(ctx, r.Spec.Model, nodes, -1, false, func(n string) wire.ModelSpec {
 		if p := r.Previous[n]; p != "" {
 			return wire.ModelSpec{Version: p}
 		}
@@ -748,14 +889,16 @@ func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
 // write by another writer inside it is seen by onDesired as a clash, and
 // the rollout holds).
 // writeNodes writes at most limit (< 0: every) of nodes that do not carry
-// specFor's spec yet, and returns how many it wrote and how many are left.
-func (c *Controller) writeNodes(ctx context.Context, model string, nodes []string, limit int, specFor func(string) wire.ModelSpec) (written, left int, err error) {
+// specFor's spec yet (with force, those that do too: a retry), and returns
+// the nodes it wrote with their new generation, and how many are left.
+func (c *Controller) writeNodes(ctx context.Context, model string, nodes []string, limit int, force bool, specFor func(string) wire.ModelSpec) (written map[string]uint64, left int, err error) {
 	sort.Strings(nodes)
 	type msg struct {
 		topic string
 		b     []byte
 	}
 	var out []msg
+	written = map[string]uint64{}
 	c.mu.Lock()
 	for _, n := range nodes {
 		spec := specFor(n)
@@ -767,7 +910,7 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 				d.Models = map[string]wire.ModelSpec{}
 			}
 		}
-		if old, ok := d.Models[model]; ok && sameSpec(old, spec) {
+		if old, ok := d.Models[model]; ok && sameSpec(old, spec) && !force {
 			continue // already written (a restart part-way through a wave)
 		}
 		if limit >= 0 && len(out) >= limit {
@@ -782,9 +925,10 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		b, err := d.Encode()
 		if err != nil {
 			c.mu.Unlock()
-			return 0, 0, err
+			return nil, 0, err
 		}
 		out = append(out, msg{c.cfg.Topics.NodeDesired(n), b})
+		written[n] = d.Generation
 		c.desired[n], c.raw[n] = &d, b
 	}
 	c.mu.Unlock()
@@ -794,17 +938,17 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 		pending = append(pending, c.link.PublishAsync(m.topic, true, m.b))
 		for len(pending) > c.cfg.Pipeline {
 			if err := pending[0](ctx); err != nil {
-				return 0, 0, err
+				return nil, 0, err
 			}
 			pending = pending[1:]
 		}
 	}
 	for _, w := range pending {
 		if err := w(ctx); err != nil {
-			return 0, 0, err
+			return nil, 0, err
 		}
 	}
-	return len(out), left, nil
+	return written, left, nil
 }
 
 // conflictError is a wave refused because another rollout of the model is

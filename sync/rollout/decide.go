@@ -276,16 +276,19 @@ type Action struct {
 //   - success threshold (Spec.SuccessPercent): a wave that finished with
 //     fewer Active nodes than that share;
 //   - wave timeout: the current wave has unfinished nodes WaveTimeout after
-//     it started (with a NodeTimeout below it, tally has counted them timed
-//     out by then).
+//     it started, or after the latest join or retry of one of its nodes
+//     (with a NodeTimeout below it, tally has counted them timed out by
+//     then).
 //
 // Timed-out nodes count as finished and bad.
 //
 // Otherwise, when every node of the current wave finished, or, with a
 // success threshold, as soon as that share of it is Active, the next wave
-// starts (the rollout completes once every node of the last finished).
+// starts (the rollout completes once every node of the last finished). A
+// watching rollout (Spec.Continuous, every wave finished) is judged the
+// same way: its joined nodes can abort it.
 func Decide(r *Record, now time.Time) Action {
-	if r.Phase != PhaseRunning || r.Wave < 0 || r.Wave >= len(r.Members) {
+	if r.Phase != PhaseRunning && r.Phase != PhaseWatching || r.Wave < 0 || r.Wave >= len(r.Members) {
 		return Action{}
 	}
 	a := r.Spec.Abort
@@ -335,7 +338,7 @@ func Decide(r *Record, now time.Time) Action {
 		if last {
 			// A success threshold lets waves start before their
 			// stragglers finish: completed waits for those too.
-			if left := all.Total - all.Finished(); left > 0 {
+			if left := all.Total - all.Finished(); left > 0 || r.Phase == PhaseWatching {
 				return Action{}
 			}
 			return Action{ActComplete, fmt.Sprintf("wave %d finished", r.Wave+1)}
@@ -343,11 +346,26 @@ func Decide(r *Record, now time.Time) Action {
 		return Action{ActAdvance, fmt.Sprintf("wave %d finished: %d active, %d failed, %d rolled back, %d timed out",
 			r.Wave+1, cur.Active, cur.Failed, cur.RolledBack, cur.TimedOut)}
 	}
-	if t := time.Duration(r.Spec.WaveTimeout); t > 0 && r.Wave < len(r.WaveStarted) && now.Sub(r.WaveStarted[r.Wave]) > t {
+	if t := time.Duration(r.Spec.WaveTimeout); t > 0 && r.Wave < len(r.WaveStarted) && now.Sub(r.waveClock(r.Wave)) > t {
 		return Action{ActAbort, fmt.Sprintf("wave %d timed out after %s with %d of %d nodes unfinished",
 			r.Wave+1, t, cur.Total-cur.Finished(), cur.Total)}
 	}
 	return Action{}
+}
+
+// waveClock is when wave w's timeout clock started: the wave's start, or
+// the latest join or retry of one of its nodes.
+func (r *Record) waveClock(w int) time.Time {
+	t := r.WaveStarted[w]
+	if len(r.Runs) == 0 {
+		return t
+	}
+	for _, n := range r.Members[w] {
+		if run, ok := r.Runs[n]; ok {
+			t = run.since(t)
+		}
+	}
+	return t
 }
 
 // failureBreach reports whether the failure rate of c is over the bound,

@@ -203,6 +203,32 @@ func TestDecide(t *testing.T) {
 			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActNone, ""},
 		{"last wave done, an earlier wave's straggler not: wait", withSpec(rec(2, 3, done(10, 10, 0, 0), Counts{Total: 10, Active: 9, Downloading: 1}, done(10, 10, 0, 0)),
 			func(s *Spec) { s.SuccessPercent = 90 }), t0, ActNone, ""},
+		// A continuous rollout whose waves all finished keeps watching:
+		// the criteria still judge the nodes that joined.
+		{"watching: the criteria still judge joiners", func() *Record {
+			r := rec(2, 3, done(10, 10, 0, 0), done(10, 10, 0, 0), done(12, 9, 3, 0))
+			r.Phase, r.Spec.Continuous = PhaseWatching, true
+			return r
+		}(), t0, ActAbort, "wave 3: 3 of 12"},
+		{"watching, joiners finished: nothing more", func() *Record {
+			r := rec(2, 3, done(10, 10, 0, 0), done(10, 10, 0, 0), done(12, 12, 0, 0))
+			r.Phase, r.Spec.Continuous = PhaseWatching, true
+			return r
+		}(), t0, ActNone, ""},
+		// The wave timeout of a wave a node joined (or was retried in)
+		// runs from then: a late node does not time the wave out at once.
+		{"joined late: the wave timeout runs from the join", func() *Record {
+			r := rec(0, 1, Counts{Total: 10, Active: 9, Downloading: 1}, Counts{}, Counts{})
+			r.Members[0] = []string{"late"}
+			r.Runs = map[string]NodeRun{"late": {Joined: t0.Add(2 * time.Minute)}}
+			return r
+		}(), t0.Add(2*time.Minute + 30*time.Second), ActNone, ""},
+		{"retried: the wave timeout runs from the retry", func() *Record {
+			r := rec(0, 1, Counts{Total: 10, Active: 9, Downloading: 1}, Counts{}, Counts{})
+			r.Members[0] = []string{"again"}
+			r.Runs = map[string]NodeRun{"again": {Retries: 1, RetriedAt: t0.Add(2 * time.Minute)}}
+			return r
+		}(), t0.Add(3*time.Minute + time.Second), ActAbort, "timed out"},
 		{"paused: nothing", func() *Record {
 			r := rec(0, 1, done(10, 10, 0, 0), Counts{}, Counts{})
 			r.Phase = PhasePaused
@@ -305,8 +331,10 @@ func TestSpecValidate(t *testing.T) {
 		"type dup": func(s *Spec) {
 			s.Abort.ByType = []TypeCriterion{{Type: FailFailed, MaxPercent: 5}, {Type: FailFailed, MaxPercent: 6}}
 		},
-		"success": func(s *Spec) { s.SuccessPercent = 101 },
-		"pace":    func(s *Spec) { s.MaxPerMinute = -1 },
+		"success":          func(s *Spec) { s.SuccessPercent = 101 },
+		"pace":             func(s *Spec) { s.MaxPerMinute = -1 },
+		"retries":          func(s *Spec) { s.Retries = MaxRetries + 1 },
+		"retries negative": func(s *Spec) { s.Retries = -1 },
 	} {
 		s := good
 		mut(&s)

@@ -23,11 +23,15 @@ var (
 type Phase string
 
 // Phases: running → completed | (aborted →) rolled_back | held, and paused
-// from running (resume goes back to running).
+// from running (resume goes back to running). A continuous rollout goes
+// from running to watching instead of completed: every wave finished, and
+// it keeps adding the nodes that come to match its target (it ends only by
+// abort or rollback).
 const (
 	PhaseRunning     Phase = "running"
 	PhasePaused      Phase = "paused"
 	PhaseCompleted   Phase = "completed"
+	PhaseWatching    Phase = "watching"
 	PhaseRollingBack Phase = "rolling_back"
 	PhaseRolledBack  Phase = "rolled_back"
 	PhaseHeld        Phase = "held"
@@ -154,7 +158,22 @@ type Spec struct {
 	// plus one node); 0: a wave is written at once. A paced node's
 	// NodeTimeout still runs from its wave's start.
 	MaxPerMinute int `json:"max_per_minute,omitempty"`
+	// Continuous keeps the rollout open (AWS IoT Jobs' continuous jobs):
+	// nodes that come to match the target after start (new nodes, changed
+	// labels or groups) join the wave under way, or the last wave once
+	// every wave finished (phase watching), and get the version like any
+	// node: paced, timed out and judged by the criteria. Without it such
+	// nodes are left alone and counted in Record.Outside.
+	Continuous bool `json:"continuous,omitempty"`
+	// Retries is how many times a node that failed or timed out is given
+	// the version again (its desired state re-written with a new
+	// generation: docs/protocol.md, the retry rule) before it counts as
+	// failed for the criteria; 0-MaxRetries.
+	Retries int `json:"retries,omitempty"`
 }
+
+// MaxRetries bounds Spec.Retries.
+const MaxRetries = 10
 
 // Label requirement operators (Kubernetes' selector operators).
 const (
@@ -266,6 +285,9 @@ func (s Spec) Validate() error {
 	if s.MaxPerMinute < 0 {
 		return fmt.Errorf("rollout: max per minute %d is negative", s.MaxPerMinute)
 	}
+	if s.Retries < 0 || s.Retries > MaxRetries {
+		return fmt.Errorf("rollout: retries %d out of range (0-%d)", s.Retries, MaxRetries)
+	}
 	if s.WaveTimeout < 0 || s.NodeTimeout < 0 {
 		return fmt.Errorf("rollout: negative timeout")
 	}
@@ -304,6 +326,12 @@ func (s Spec) CriteriaText() string {
 	}
 	if s.MaxPerMinute > 0 {
 		parts = append(parts, fmt.Sprintf("at most %d nodes written a minute", s.MaxPerMinute))
+	}
+	if s.Retries > 0 {
+		parts = append(parts, fmt.Sprintf("a failed or timed-out node retried up to %d times", s.Retries))
+	}
+	if s.Continuous {
+		parts = append(parts, "continuous: nodes that join the target get it")
 	}
 	if s.SuccessPercent > 0 {
 		parts = append(parts, fmt.Sprintf("next wave at %g%% active", s.SuccessPercent))
@@ -352,11 +380,21 @@ type Record struct {
 	PausedAt time.Time `json:"paused_at,omitzero"`
 	// WriteCredit and CreditAt are the pacing bucket of Spec.MaxPerMinute:
 	// nodes that may be written now, as of CreditAt.
-	WriteCredit float64      `json:"write_credit,omitempty"`
-	CreditAt    time.Time    `json:"credit_at,omitzero"`
-	History     []Transition `json:"history"`
-	Created     time.Time    `json:"created"`
-	Updated     time.Time    `json:"updated"`
+	WriteCredit float64   `json:"write_credit,omitempty"`
+	CreditAt    time.Time `json:"credit_at,omitzero"`
+	// Runs are the nodes that joined after start (Spec.Continuous) or were
+	// retried (Spec.Retries), with when and how often.
+	Runs map[string]NodeRun `json:"runs,omitempty"`
+	// Joined counts the nodes Spec.Continuous added after start.
+	Joined int `json:"joined,omitempty"`
+	// Outside counts, as of the last tick, the nodes that match the target
+	// but are not in the rollout: they joined after start (without
+	// Spec.Continuous), or, continuous, wait for another rollout of the
+	// model on them to end.
+	Outside int          `json:"outside,omitempty"`
+	History []Transition `json:"history"`
+	Created time.Time    `json:"created"`
+	Updated time.Time    `json:"updated"`
 }
 
 func (r *Record) note(now time.Time, p Phase, note string) {
@@ -365,6 +403,44 @@ func (r *Record) note(now time.Time, p Phase, note string) {
 	if len(r.History) > 200 {
 		r.History = r.History[len(r.History)-200:]
 	}
+}
+
+// NodeRun is what a record keeps about a node beyond its wave.
+type NodeRun struct {
+	// Joined is when Spec.Continuous added the node (zero: selected at
+	// start).
+	Joined time.Time `json:"joined,omitzero"`
+	// Retries counts the retries written (the node's attempts less one).
+	Retries int `json:"retries,omitempty"`
+	// RetryGeneration is the node desired-state generation of the latest
+	// retry: a report from a node that has not applied it yet predates the
+	// retry.
+	RetryGeneration uint64    `json:"retry_generation,omitempty"`
+	RetriedAt       time.Time `json:"retried_at,omitzero"`
+}
+
+// since is when the node's current attempt started: its wave's start, its
+// join or its latest retry, whichever is last (its node timeout runs from
+// there).
+func (n NodeRun) since(waveStart time.Time) time.Time {
+	t := waveStart
+	for _, u := range []time.Time{n.Joined, n.RetriedAt} {
+		if u.After(t) {
+			t = u
+		}
+	}
+	return t
+}
+
+// Attempts is how many times node was given the version (1 + its retries;
+// 0 for a node whose wave has not started).
+func (r *Record) Attempts(node string) int {
+	for w, m := range r.Members {
+		if w <= r.Wave && slices.Contains(m, node) {
+			return 1 + r.Runs[node].Retries
+		}
+	}
+	return 0
 }
 
 // Nodes returns the number of selected nodes.

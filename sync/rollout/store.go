@@ -184,11 +184,11 @@ func setCommand(r *Record, cmd string) error {
 	ok := false
 	switch cmd {
 	case CmdPause:
-		ok = r.Phase == PhaseRunning
+		ok = r.Phase == PhaseRunning || r.Phase == PhaseWatching
 	case CmdResume:
 		ok = r.Phase == PhasePaused
 	case CmdAbort:
-		ok = r.Phase == PhaseRunning || r.Phase == PhasePaused
+		ok = r.Phase == PhaseRunning || r.Phase == PhasePaused || r.Phase == PhaseWatching
 	case CmdRollback:
 		ok = !r.Phase.Final() || r.Phase == PhaseHeld || r.Phase == PhaseCompleted
 	default:

@@ -38,6 +38,8 @@ type pageWave struct {
 type pageRollout struct {
 	R     *Record
 	Waves []pageWave
+	// Retried counts the nodes retried at least once.
+	Retried int
 }
 
 var page = template.Must(template.New("page").Funcs(template.FuncMap{"inc": func(i int) int { return i + 1 }}).Parse(`<!doctype html>
@@ -61,6 +63,9 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;text-align:
 <b>{{.R.Spec.ID}}</b> &nbsp; {{.R.Spec.Model}} → {{.R.Spec.Version}} &nbsp; <span class="phase {{.R.Phase}}">{{.R.Phase}}</span>
 &nbsp; wave {{.R.Wave | inc}} of {{len .R.Members}} &nbsp; {{.R.Nodes}} nodes{{if .R.Reason}} &nbsp; <i>{{.R.Reason}}</i>{{end}}
 <div class="criteria">criteria: {{.R.Spec.CriteriaText}}</div>
+{{if or .R.Spec.Continuous .R.Joined}}<div class="joined">joined after start: <b>{{.R.Joined}}</b> nodes{{if eq .R.Phase "watching"}} (every wave finished; watching for nodes that join){{end}}</div>{{end}}
+{{if .R.Outside}}<div class="outside">not in this rollout: <b>{{.R.Outside}}</b> nodes match the target but {{if .R.Spec.Continuous}}wait for another rollout of the model{{else}}joined after start{{end}}</div>{{end}}
+{{if .Retried}}<div class="retried">retried: <b>{{.Retried}}</b> nodes (up to {{.R.Spec.Retries}} retries each)</div>{{end}}
 <table><tr><th>wave</th><th>cum. %</th><th>progress</th><th>nodes</th><th>pending</th><th>downloading</th><th>canary</th><th>active</th><th>failed</th><th>rolled back</th><th>timed out</th><th>p99 ms</th></tr>
 {{range .Waves}}<tr class="wave"><td>{{.N}}</td><td>{{.Percent}}%</td>
 <td><div class="bar"><div class="a" style="width:{{.WActive}}%"></div><div class="c" style="width:{{.WCanary}}%"></div><div class="d" style="width:{{.WDown}}%"></div><div class="b" style="width:{{.WBad}}%"></div></div></td>
@@ -122,6 +127,11 @@ func RenderPage(w io.Writer, d PageData) error {
 	}
 	for _, r := range d.Rollouts {
 		pr := pageRollout{R: r}
+		for _, run := range r.Runs {
+			if run.Retries > 0 {
+				pr.Retried++
+			}
+		}
 		for w, c := range r.Counts {
 			pw := pageWave{N: w + 1, C: c}
 			if w < len(r.Spec.Waves) {

@@ -137,3 +137,27 @@ func TestPageInChromium(t *testing.T) {
 		_ = os.WriteFile(filepath.Join(d, "fleet-page.png"), b, 0o644)
 	}
 }
+
+// TestRenderPageJoinersAndRetries: the page says how many nodes joined a
+// continuous rollout, how many match the target outside a rollout, and
+// how many were retried.
+func TestRenderPageJoinersAndRetries(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	recs := []*Record{
+		{Spec: Spec{ID: "r-cont", Model: "det", Version: "7", Waves: []int{100}, Continuous: true, Retries: 2},
+			Phase: PhaseWatching, Members: [][]string{{"a", "b", "c"}}, Counts: []Counts{{Total: 3, Active: 3}},
+			Joined: 2, Runs: map[string]NodeRun{"b": {Joined: t0}, "c": {Joined: t0, Retries: 1}}, Created: t0, Updated: t0},
+		{Spec: Spec{ID: "r-once", Model: "seg", Version: "3", Waves: []int{100}},
+			Phase: PhaseCompleted, Members: [][]string{{"a"}}, Counts: []Counts{{Total: 1, Active: 1}}, Outside: 4, Created: t0, Updated: t0},
+	}
+	var b bytes.Buffer
+	if err := RenderPage(&b, PageData{Now: t0, Rollouts: recs}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"joined after start: <b>2</b> nodes (every wave finished; watching",
+		"retried: <b>1</b> nodes (up to 2 retries each)", "not in this rollout: <b>4</b> nodes match the target but joined after start"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}

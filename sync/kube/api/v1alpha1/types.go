@@ -120,6 +120,18 @@ type ModelVersionSpec struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MaxPerMinute int32 `json:"maxPerMinute,omitempty"`
+	// Continuous keeps the rollout open once every wave finished (phase
+	// Active, reason Watching): nodes that come to match nodeSelector
+	// later get the version too, paced and judged like the others.
+	// +optional
+	Continuous bool `json:"continuous,omitempty"`
+	// Retries is how many times a node that failed or timed out is given
+	// the version again (a new desired generation) before it counts as
+	// failed.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=10
+	Retries int32 `json:"retries,omitempty"`
 	// WaveTimeout aborts a wave not finished this long after it started.
 	// +optional
 	WaveTimeout *metav1.Duration `json:"waveTimeout,omitempty"`
@@ -267,6 +279,17 @@ type ModelVersionStatus struct {
 	Nodes int32 `json:"nodes,omitempty"`
 	// +optional
 	Active int32 `json:"active,omitempty"`
+	// Joined counts the nodes that joined after start (continuous).
+	// +optional
+	Joined int32 `json:"joined,omitempty"`
+	// Outside counts the nodes that match nodeSelector but are not in the
+	// rollout (they joined after start without continuous, or wait for
+	// another rollout of the model on them).
+	// +optional
+	Outside int32 `json:"outside,omitempty"`
+	// Retried counts the nodes given the version again at least once.
+	// +optional
+	Retried int32 `json:"retried,omitempty"`
 	// Progress is "active/nodes" for kubectl get.
 	// +optional
 	Progress string `json:"progress,omitempty"`

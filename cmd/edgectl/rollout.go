@@ -310,9 +310,7 @@ func newRolloutStatus(state *string) *cobra.Command {
 				for _, r := range rs {
 					var all rollout.Counts
 					for _, c := range r.Counts {
-						all.Active += c.Active
-						all.Failed += c.Failed
-						all.RolledBack += c.RolledBack
+						all.Plus(c)
 					}
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d/%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Spec.ID, r.Spec.Model, r.Spec.Version, r.Phase,
 						r.Wave+1, len(r.Members), r.Nodes(), all.Active, all.Bad(), r.Joined, r.Outside, r.Reason)

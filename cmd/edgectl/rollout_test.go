@@ -129,3 +129,26 @@ func TestRolloutStartContinuousAndRetries(t *testing.T) {
 		t.Fatalf("status: %s", out)
 	}
 }
+
+// TestRolloutListCountsTimedOut: the list's BAD column counts every bad
+// node, timed-out ones included (it summed failed and rolled back only).
+func TestRolloutListCountsTimedOut(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "r.db")
+	r := &rollout.Record{Spec: rollout.Spec{ID: "r-t", Model: "det", Version: "2"}, Phase: rollout.PhaseRolledBack,
+		Members: [][]string{{"a", "b"}, {"c", "d"}},
+		Counts:  []rollout.Counts{{Total: 2, Active: 1, TimedOut: 1}, {Total: 2, Failed: 1, TimedOut: 1}}}
+	if err := rollout.NewStore(state).Create(r); err != nil {
+		t.Fatal(err)
+	}
+	out := run(t, "rollout", "--state", state, "status")
+	var row []string
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "r-t" {
+			row = f
+		}
+	}
+	// ID MODEL VERSION PHASE WAVE NODES ACTIVE BAD ...
+	if len(row) < 8 || row[6] != "1" || row[7] != "3" {
+		t.Fatalf("list row %q, want ACTIVE 1 and BAD 3\n%s", row, out)
+	}
+}

@@ -61,6 +61,19 @@ type Counts struct {
 	P99Ms       float64 `json:"p99_ms,omitempty"`
 }
 
+// Plus adds o's node counts to c (P99Ms, a per-wave figure, is left as it
+// is): the one way waves are summed.
+func (c *Counts) Plus(o Counts) {
+	c.Total += o.Total
+	c.Pending += o.Pending
+	c.Downloading += o.Downloading
+	c.Canary += o.Canary
+	c.Active += o.Active
+	c.Failed += o.Failed
+	c.RolledBack += o.RolledBack
+	c.TimedOut += o.TimedOut
+}
+
 // Finished is the number of nodes that reached a final state (timed out
 // included).
 func (c Counts) Finished() int { return c.Active + c.Failed + c.RolledBack + c.TimedOut }
@@ -299,11 +312,7 @@ func Decide(r *Record, now time.Time) Action {
 		if why, bad := failureBreach(c, a); bad {
 			return Action{ActAbort, fmt.Sprintf("wave %d: %s", w+1, why)}
 		}
-		all.Total += c.Total
-		all.Active += c.Active
-		all.Failed += c.Failed
-		all.RolledBack += c.RolledBack
-		all.TimedOut += c.TimedOut
+		all.Plus(c)
 		if c.P99Ms > 0 {
 			p99s = append(p99s, c.P99Ms)
 		}

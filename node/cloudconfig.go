@@ -69,8 +69,9 @@ type CloudConfig struct {
 	Window int `yaml:"window"`
 	// StallTimeout: the chunk window is re-subscribed after half of it
 	// without a chunk, and a transfer attempt ends (transfer.ErrStalled)
-	// after all of it, counting only time connected; the reconciler's own
-	// watchdog stops an attempt with no progress for three times as long.
+	// after all of it, counting only time connected (and not time spent
+	// waiting for the download rate or the fetch window);
+	// transfer_attempts such attempts in a row fail the version.
 	StallTimeout time.Duration `yaml:"stall_timeout"`
 	// DownloadRate bounds the model bytes this node asks the broker for, in
 	// bytes per second, for metered links (0: unlimited). A chunk is

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/fleet"
+	"github.com/edgeai/edge-node/sync/mqttlink"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -46,16 +48,12 @@ Rotate: publish with the new key added, publish versions with it, then publish w
 			}
 			l := wire.KeyList{Protocol: wire.Protocol, Version: version,
 				Expires: time.Now().Add(expires).UTC().Format(time.RFC3339)}
+			pubs, err := readPublicKeys(keyFiles)
+			if err != nil {
+				return err
+			}
 			listed := map[string]bool{}
-			for _, f := range keyFiles {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return err
-				}
-				pub, err := models.ParsePublicKeyPEM(b)
-				if err != nil {
-					return fmt.Errorf("%s: %w", f, err)
-				}
+			for _, pub := range pubs {
 				if id := wire.KeyID(pub); !listed[id] {
 					listed[id] = true
 					l.Keys = append(l.Keys, wire.ListedKey{KeyID: id, PublicKey: pub})
@@ -63,17 +61,13 @@ Rotate: publish with the new key added, publish versions with it, then publish w
 			}
 			l.Revoked = append(l.Revoked, revoke...)
 			ctx := cmd.Context()
-			tp, link, closeLink, err := connect(ctx, g)
+			tp, link, b, closeLink, err := readRetainedKeyList(ctx, g)
 			if err != nil {
 				return err
 			}
 			defer closeLink()
-			got, err := fleet.ReadRetained(ctx, link, tp.Keys(), g.quiet)
-			if err != nil {
-				return err
-			}
 			var cur *wire.KeyList
-			if b, ok := got[tp.Keys()]; ok && len(b) > 0 {
+			if len(b) > 0 {
 				prev, _, err := wire.ReadKeyList(b)
 				if err != nil {
 					return fmt.Errorf("the retained key list on %s is invalid (%w); publish with --version above the nodes' (edgectl status shows it)", tp.Keys(), err)
@@ -101,11 +95,11 @@ Rotate: publish with the new key added, publish versions with it, then publish w
 			case cur != nil && l.Version <= cur.Version:
 				return fmt.Errorf("--version %d: the retained list is version %d and nodes take only a newer one", l.Version, cur.Version)
 			}
-			b, err := wire.SignKeyList(l, root)
+			signed, err := wire.SignKeyList(l, root)
 			if err != nil {
 				return err
 			}
-			if err := link.Publish(ctx, tp.Keys(), true, b); err != nil {
+			if err := link.Publish(ctx, tp.Keys(), true, signed); err != nil {
 				return err
 			}
 			fmt.Printf("key list version %d signed by root key %s: %d keys, %d revoked, expires %s\n",
@@ -142,29 +136,19 @@ func newKeysShow(g *globalFlags) *cobra.Command {
 		Use:   "show",
 		Short: "Show the retained key list (with --root-pub, check its signature as nodes do)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			pubs, err := readPublicKeys(rootFiles)
+			if err != nil {
+				return err
+			}
 			roots := models.KeySet{}
-			for _, f := range rootFiles {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return err
-				}
-				pub, err := models.ParsePublicKeyPEM(b)
-				if err != nil {
-					return fmt.Errorf("%s: %w", f, err)
-				}
+			for _, pub := range pubs {
 				roots.Add(pub)
 			}
-			ctx := cmd.Context()
-			tp, link, closeLink, err := connect(ctx, g)
+			tp, _, b, closeLink, err := readRetainedKeyList(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
 			defer closeLink()
-			got, err := fleet.ReadRetained(ctx, link, tp.Keys(), g.quiet)
-			if err != nil {
-				return err
-			}
-			b := got[tp.Keys()]
 			if len(b) == 0 {
 				return fmt.Errorf("no key list is retained on %s (edgectl keys publish)", tp.Keys())
 			}
@@ -203,6 +187,38 @@ func newKeysShow(g *globalFlags) *cobra.Command {
 	c.Flags().StringArrayVar(&rootFiles, "root-pub", nil, "root public key, PEM, to check the signature with (repeatable)")
 	addOutputFlag(c, &output)
 	return c
+}
+
+// readPublicKeys reads PEM public keys (what edgectl keygen writes).
+func readPublicKeys(files []string) ([]ed25519.PublicKey, error) {
+	var out []ed25519.PublicKey
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, err
+		}
+		pub, err := models.ParsePublicKeyPEM(b)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
+		}
+		out = append(out, pub)
+	}
+	return out, nil
+}
+
+// readRetainedKeyList connects and reads the retained key list (nil when
+// none); closeLink ends the session.
+func readRetainedKeyList(ctx context.Context, g *globalFlags) (tp wire.Topics, link *mqttlink.Link, b []byte, closeLink func(), err error) {
+	tp, link, closeLink, err = connect(ctx, g)
+	if err != nil {
+		return tp, nil, nil, nil, err
+	}
+	got, err := fleet.ReadRetained(ctx, link, tp.Keys(), g.quiet)
+	if err != nil {
+		closeLink()
+		return tp, nil, nil, nil, err
+	}
+	return tp, link, got[tp.Keys()], closeLink, nil
 }
 
 func listOrNone(s []string) string {

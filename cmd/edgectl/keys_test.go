@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -98,15 +97,11 @@ func TestDeployExpiresAndRenew(t *testing.T) {
 		t.Fatalf("deploy --renew: %q", out)
 	}
 	keys := models.KeySet{}
-	pub, err := os.ReadFile(key + ".pub")
+	pubs, err := readPublicKeys([]string{key + ".pub"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := models.ParsePublicKeyPEM(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys.Add(k)
+	keys.Add(pubs[0])
 	tp, l, closeFn, err := connect(context.Background(), &globalFlags{broker: m.URL(), root: wire.DefaultRoot, clientID: "reader"})
 	if err != nil {
 		t.Fatal(err)
@@ -128,13 +123,9 @@ func TestDeployExpiresAndRenew(t *testing.T) {
 
 func keyIDOf(t *testing.T, pubFile string) string {
 	t.Helper()
-	b, err := os.ReadFile(pubFile)
+	pubs, err := readPublicKeys([]string{pubFile})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := models.ParsePublicKeyPEM(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return wire.KeyID(pub)
+	return wire.KeyID(pubs[0])
 }

@@ -414,16 +414,9 @@ func retriedText(r *rollout.Record, limit int) string {
 			ids = append(ids, n)
 		}
 	}
-	sort.Strings(ids)
-	var parts []string
-	for i, n := range ids {
-		if i == limit {
-			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-limit))
-			break
-		}
-		parts = append(parts, fmt.Sprintf("%s (attempt %d of %d)", n, r.Attempts(n), r.Spec.Retries+1))
-	}
-	return strings.Join(parts, ", ")
+	return limitedList(ids, limit, func(n string) string {
+		return fmt.Sprintf("%s (attempt %d of %d)", n, r.Attempts(n), r.Spec.Retries+1)
+	})
 }
 
 // badNodesText lists up to limit nodes as "node (state)", sorted, and how
@@ -433,6 +426,12 @@ func badNodesText(bad map[string]rollout.NodeState, limit int) string {
 	for n := range bad {
 		ids = append(ids, n)
 	}
+	return limitedList(ids, limit, func(n string) string { return fmt.Sprintf("%s (%s)", n, bad[n]) })
+}
+
+// limitedList sorts ids and joins up to limit of them, each as label
+// writes it, with how many more there are.
+func limitedList(ids []string, limit int, label func(string) string) string {
 	sort.Strings(ids)
 	var parts []string
 	for i, n := range ids {
@@ -440,7 +439,7 @@ func badNodesText(bad map[string]rollout.NodeState, limit int) string {
 			parts = append(parts, fmt.Sprintf("and %d more", len(ids)-limit))
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s (%s)", n, bad[n]))
+		parts = append(parts, label(n))
 	}
 	return strings.Join(parts, ", ")
 }

@@ -3,7 +3,6 @@ package rollout
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -191,15 +190,7 @@ func TestRolloutRetryRevivesTimedOutNode(t *testing.T) {
 // bucket's burst, then one second's worth more per second.
 func TestRolloutJoinersArePaced(t *testing.T) {
 	e := newEnv(t, 2, quickProfile)
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	c, err := NewController(Config{Topics: e.tp, StatePath: e.state, Owner: "paced", Quiet: 300 * time.Millisecond, Now: clock},
-		testLink(t, e.broker.URL(), "ctl-paced"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, advance := frozenController(t, e)
 	spec := testSpec("r-cont-paced", "2")
 	spec.Waves, spec.MaxPerMinute, spec.Continuous = []int{100}, 60, true // 1 a second, a burst of 2
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

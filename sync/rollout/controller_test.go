@@ -440,12 +440,10 @@ func TestRolloutSmallFleetAllFailAborts(t *testing.T) {
 	}
 }
 
-// MaxPerMinute paces a wave's writes: on a frozen clock only the first
-// burst (one second's worth plus one node) is written however many ticks
-// run; each second of clock writes one second's worth more, until the
-// wave is written and the rollout decides again. A rollback is not paced.
-func TestRolloutPacedWrites(t *testing.T) {
-	e := newEnv(t, 30, quickProfile)
+// frozenController is a controller on e whose clock stands still until
+// advance moves it.
+func frozenController(t *testing.T, e *env) (*Controller, func(time.Duration)) {
+	t.Helper()
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -455,6 +453,16 @@ func TestRolloutPacedWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return c, advance
+}
+
+// MaxPerMinute paces a wave's writes: on a frozen clock only the first
+// burst (one second's worth plus one node) is written however many ticks
+// run; each second of clock writes one second's worth more, until the
+// wave is written and the rollout decides again. A rollback is not paced.
+func TestRolloutPacedWrites(t *testing.T) {
+	e := newEnv(t, 30, quickProfile)
+	c, advance := frozenController(t, e)
 	spec := testSpec("r-paced", "2")
 	spec.Waves, spec.MaxPerMinute = []int{100}, 600 // 10 a second, a burst of 11
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -105,7 +105,7 @@ func drive(ctx context.Context, c *rollout.Controller, id string, bars bool, wan
 
 func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	var s rollout.Spec
-	var waves, selector, strategy string
+	var waves, selector, strategy, ramp string
 	var abortOn []string
 	var canary, shadow float64
 	var detach, noProgress, force bool
@@ -121,6 +121,9 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 				return err
 			}
 			if s.Abort.ByType, err = rollout.ParseAbortOn(abortOn); err != nil {
+				return err
+			}
+			if s.Ramp, err = rollout.ParseRamp(ramp); err != nil {
 				return err
 			}
 			if strategy != "" {
@@ -186,6 +189,7 @@ func newRolloutStart(g *globalFlags, state *string) *cobra.Command {
 	f.DurationVar(&s.NodeTimeout, "node-timeout", 15*time.Minute, "count a node timed out (a failure for the criteria) when unfinished this long after its wave started (0: never)")
 	f.StringVar(&s.OnAbort, "on-abort", rollout.OnAbortRollback, "on abort: rollback or hold")
 	f.IntVar(&s.MaxPerMinute, "max-per-minute", 0, "write at most this many nodes' desired state a minute, spread over the ticks (0: a wave at once; rollbacks are never paced)")
+	f.StringVar(&ramp, "ramp", "", "an exponential pace BASE:FACTOR:EVERY, e.g. 10:2:50: 10 nodes a minute, times 2 for every 50 nodes Active (capped by --max-per-minute when set)")
 	f.BoolVar(&s.Continuous, "continuous", false, "keep watching once every wave finished: nodes that join the target later get the version (runs until aborted or rolled back)")
 	f.IntVar(&s.Retries, "retries", 0, "give a node that failed or timed out the version again up to this many times (0-10) before it counts as failed")
 	f.BoolVar(&detach, "detach", false, "only create the rollout (drive it with rollout run)")

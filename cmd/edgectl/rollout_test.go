@@ -115,17 +115,22 @@ func TestRolloutStartContinuousAndRetries(t *testing.T) {
 		"--retries", "11", "--detach", "--force")...); err == nil || !strings.Contains(err.Error(), "retries 11 out of range") {
 		t.Fatalf("--retries 11: %v", err)
 	}
+	if _, err := runErr(t, append(g, "start", "--id", "r-x", "--model", "det", "--version", "2", "--target", "cams",
+		"--ramp", "10:1:5", "--detach", "--force")...); err == nil || !strings.Contains(err.Error(), "ramp factor 1 out of range") {
+		t.Fatalf("--ramp 10:1:5: %v", err)
+	}
 	run(t, append(g, "start", "--id", "r-c", "--model", "det", "--version", "2", "--target", "cams",
-		"--continuous", "--retries", "3", "--detach", "--force")...)
+		"--continuous", "--retries", "3", "--ramp", "10:2:5", "--detach", "--force")...)
 	var r rollout.Record
 	if err := json.Unmarshal([]byte(run(t, append(g, "status", "r-c", "-o", "json")...)), &r); err != nil {
 		t.Fatal(err)
 	}
-	if !r.Spec.Continuous || r.Spec.Retries != 3 {
-		t.Fatalf("spec %+v, want continuous with 3 retries", r.Spec)
+	if !r.Spec.Continuous || r.Spec.Retries != 3 || r.Spec.Ramp == nil || *r.Spec.Ramp != (rollout.Ramp{BasePerMinute: 10, Factor: 2, EverySucceeded: 5}) {
+		t.Fatalf("spec %+v, want continuous with 3 retries and the ramp 10:2:5", r.Spec)
 	}
 	if out := run(t, append(g, "status", "r-c")...); !strings.Contains(out, "joined after start: 0 nodes") ||
-		!strings.Contains(out, "retried up to 3 times") || !strings.Contains(out, "continuous: nodes that join the target get it") {
+		!strings.Contains(out, "retried up to 3 times") || !strings.Contains(out, "continuous: nodes that join the target get it") ||
+		!strings.Contains(out, "10 nodes written a minute, ×2 for every 5 active") {
 		t.Fatalf("status: %s", out)
 	}
 }

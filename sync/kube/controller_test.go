@@ -399,6 +399,12 @@ func TestModelVersionValidation(t *testing.T) {
 			m.Spec.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}}
 		},
 		"success-range": func(m *v1alpha1.ModelVersion) { m.Spec.SuccessPercent = 101 },
+		"ramp-factor": func(m *v1alpha1.ModelVersion) {
+			m.Spec.Ramp = &v1alpha1.Ramp{BasePerMinute: 10, Factor: "9", EverySucceeded: 5}
+		},
+		"ramp-every": func(m *v1alpha1.ModelVersion) {
+			m.Spec.Ramp = &v1alpha1.Ramp{BasePerMinute: 10, Factor: "2", EverySucceeded: 0}
+		},
 	} {
 		mv := modelVersion(name, "2", 20)
 		mv.Namespace = e.ns

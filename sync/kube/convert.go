@@ -72,6 +72,13 @@ func rolloutSpec(mv *v1alpha1.ModelVersion, id string) (rollout.Spec, error) {
 			out.Abort.ByType = append(out.Abort.ByType, rollout.TypeCriterion{Type: t, MaxPercent: float64(c.MaxPercent), MinFinished: int(c.MinFinished)})
 		}
 	}
+	if r := s.Ramp; r != nil {
+		f, err := strconv.ParseFloat(r.Factor, 64)
+		if err != nil {
+			return out, fmt.Errorf("ramp.factor %q: not a decimal number", r.Factor)
+		}
+		out.Ramp = &rollout.Ramp{BasePerMinute: int(r.BasePerMinute), Factor: f, EverySucceeded: int(r.EverySucceeded)}
+	}
 	if s.WaveTimeout != nil {
 		out.WaveTimeout = s.WaveTimeout.Duration
 	}

@@ -30,7 +30,8 @@ func TestRolloutSpec(t *testing.T) {
 		Gates: &v1alpha1.Gates{MinRequests: 200, MaxErrorRate: "0.01", MaxP99Ratio: "1.5", MinDuration: &metav1.Duration{Duration: time.Minute}},
 		Abort: &v1alpha1.Abort{MaxFailedPercent: &ten, MinFinished: &two,
 			ByType: []v1alpha1.TypeCriterion{{Type: "TimedOut", MaxPercent: 20, MinFinished: 3}}},
-		NodeTimeout: &metav1.Duration{Duration: 15 * time.Minute}, OnAbort: "Hold", Continuous: true, Retries: 3}
+		NodeTimeout: &metav1.Duration{Duration: 15 * time.Minute}, OnAbort: "Hold", Continuous: true, Retries: 3,
+		Ramp: &v1alpha1.Ramp{BasePerMinute: 10, Factor: "1.5", EverySucceeded: 20}}
 	mv := mvWith(spec)
 	s, err := rolloutSpec(mv, rolloutID(mv))
 	if err != nil {
@@ -44,7 +45,8 @@ func TestRolloutSpec(t *testing.T) {
 	if s.Selector["edge-type"] != "camera" || len(s.Match) != 1 || s.Match[0].Operator != rollout.OpIn ||
 		s.Abort.MaxFailedPercent != 10 || s.Abort.MinFinished != 2 || len(s.Abort.ByType) != 1 ||
 		s.Abort.ByType[0].Type != rollout.FailTimedOut || s.OnAbort != rollout.OnAbortHold || s.NodeTimeout != 15*time.Minute ||
-		len(s.Waves) != 2 || s.Waves[0] != 10 || !s.Continuous || s.Retries != 3 {
+		len(s.Waves) != 2 || s.Waves[0] != 10 || !s.Continuous || s.Retries != 3 ||
+		s.Ramp == nil || *s.Ramp != (rollout.Ramp{BasePerMinute: 10, Factor: 1.5, EverySucceeded: 20}) {
 		t.Errorf("spec %+v", s)
 	}
 	for weight, kind := range map[int32]models.StrategyKind{0: wire.StrategyShadow, 1: wire.StrategyCanary, 99: wire.StrategyCanary, 100: wire.StrategyImmediate} {
@@ -89,6 +91,13 @@ func TestRolloutSpecBadInput(t *testing.T) {
 		"selector op":    func(s *v1alpha1.ModelVersionSpec) { s.NodeSelector = selectorOp("Gt", "1") },
 		"success":        func(s *v1alpha1.ModelVersionSpec) { s.SuccessPercent = 101 },
 		"negative timer": func(s *v1alpha1.ModelVersionSpec) { s.WaveTimeout = &metav1.Duration{Duration: -time.Second} },
+		"ramp factor 1": func(s *v1alpha1.ModelVersionSpec) {
+			s.Ramp = &v1alpha1.Ramp{BasePerMinute: 1, Factor: "1", EverySucceeded: 1}
+		},
+		"ramp factor text": func(s *v1alpha1.ModelVersionSpec) {
+			s.Ramp = &v1alpha1.Ramp{BasePerMinute: 1, Factor: "two", EverySucceeded: 1}
+		},
+		"ramp base 0": func(s *v1alpha1.ModelVersionSpec) { s.Ramp = &v1alpha1.Ramp{Factor: "2", EverySucceeded: 1} },
 	} {
 		s := good
 		mut(&s)

@@ -440,6 +440,20 @@ func TestRolloutSmallFleetAllFailAborts(t *testing.T) {
 	}
 }
 
+// writtenFor counts the nodes whose desired state, as c last read or wrote
+// it, carries rollout id for model det.
+func writtenFor(c *Controller, id string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, d := range c.desired {
+		if ms, ok := d.Models["det"]; ok && ms.Rollout != nil && ms.Rollout.ID == id {
+			n++
+		}
+	}
+	return n
+}
+
 // frozenController is a controller on e whose clock stands still until
 // advance moves it.
 func frozenController(t *testing.T, e *env) (*Controller, func(time.Duration)) {
@@ -470,17 +484,7 @@ func TestRolloutPacedWrites(t *testing.T) {
 	if _, err := c.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	written := func() int {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		n := 0
-		for _, d := range c.desired {
-			if ms, ok := d.Models["det"]; ok && ms.Rollout != nil && ms.Rollout.ID == spec.ID {
-				n++
-			}
-		}
-		return n
-	}
+	written := func() int { return writtenFor(c, spec.ID) }
 	step := func() *Record {
 		t.Helper()
 		r, err := c.Step(ctx, spec.ID)
@@ -512,5 +516,46 @@ func TestRolloutPacedWrites(t *testing.T) {
 	}
 	if got := written(); got != 0 {
 		t.Errorf("%d nodes still carry the rollout after the rollback", got)
+	}
+}
+
+// Spec.Ramp raises the pace as nodes succeed: on a frozen clock each
+// second writes Pace/60 more, and Pace doubles for every 2 nodes Active
+// (base 60 a minute: 2, then 4, 8, 20 written, where 60 a minute flat
+// would give 2, 3, 4, 5).
+func TestRolloutRampedWrites(t *testing.T) {
+	e := newEnv(t, 20, quickProfile)
+	c, advance := frozenController(t, e)
+	spec := testSpec("r-ramp", "2")
+	spec.Waves, spec.Ramp = []int{100}, &Ramp{BasePerMinute: 60, Factor: 2, EverySucceeded: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.Start(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	written := func() int { return writtenFor(c, spec.ID) }
+	// stepUntilActive ticks on the frozen clock (no credit comes) until
+	// every written node is Active.
+	stepUntilActive := func(want int) {
+		t.Helper()
+		testwait.For(t, fmt.Sprintf("%d nodes active", want), func() bool {
+			r, err := c.Step(ctx, spec.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r.Counts[0].Active == want
+		}, time.Minute)
+	}
+	for i, want := range []int{2, 4, 8, 20} {
+		if i > 0 {
+			advance(time.Second)
+		}
+		if _, err := c.Step(ctx, spec.ID); err != nil {
+			t.Fatal(err)
+		}
+		if got := written(); got != want {
+			t.Fatalf("step %d: %d nodes written, want %d", i, got, want)
+		}
+		stepUntilActive(want)
 	}
 }

@@ -306,6 +306,10 @@ func TestCriteriaText(t *testing.T) {
 	if got := s.CriteriaText(); got != want {
 		t.Errorf("CriteriaText = %q, want %q", got, want)
 	}
+	s.Ramp = &Ramp{BasePerMinute: 10, Factor: 2, EverySucceeded: 50}
+	if got := s.CriteriaText(); !strings.Contains(got, "10 nodes written a minute, ×2 for every 50 active, at most 100") {
+		t.Errorf("with a ramp: %q", got)
+	}
 	if got := (Spec{}).CriteriaText(); !strings.HasSuffix(got, "next wave when every node finished") {
 		t.Errorf("no success threshold: %q", got)
 	}
@@ -460,5 +464,88 @@ func TestSpecSelectsWithRequirements(t *testing.T) {
 	s.Group = ""
 	if got, want := targetText(s), "selector edge-type in (camera), !gpu"; got != want {
 		t.Errorf("targetText %q, want %q", got, want)
+	}
+}
+
+// TestParseRamp: --ramp BASE:FACTOR:EVERY, with a table of bad inputs.
+func TestParseRamp(t *testing.T) {
+	if r, err := ParseRamp(" 10 : 1.5 : 50 "); err != nil || *r != (Ramp{10, 1.5, 50}) {
+		t.Fatalf("ParseRamp = %+v, %v", r, err)
+	}
+	if r, err := ParseRamp(""); err != nil || r != nil {
+		t.Fatalf("empty ramp = %+v, %v; want none", r, err)
+	}
+	for _, c := range []struct{ in, err string }{
+		{"10", "BASE:FACTOR:EVERY"},
+		{"10:2", "BASE:FACTOR:EVERY"},
+		{"10:2:5:1", "BASE:FACTOR:EVERY"},
+		{"x:2:5", "base"},
+		{"0:2:5", "base 0"},
+		{"2000000:2:5", "out of range"},
+		{"10:y:5", "factor"},
+		{"10:1:5", "factor 1"},
+		{"10:6:5", "factor 6"},
+		{"10:NaN:5", "factor NaN"},
+		{"10:2:0", "at least 1"},
+		{"10:2:-3", "at least 1"},
+		{"10:2:z", "every"},
+	} {
+		if _, err := ParseRamp(c.in); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("ParseRamp(%q) error %v, want %q", c.in, err, c.err)
+		}
+	}
+}
+
+// FuzzParseRamp: whatever an operator types, ParseRamp refuses it or
+// returns a ramp Validate accepts, whose pace stays within MaxPace however
+// many nodes succeed.
+func FuzzParseRamp(f *testing.F) {
+	for _, s := range []string{"10:2:50", "1:5:1", "1000000:1.0001:1", "10:1e309:1", "::"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		rp, err := ParseRamp(in)
+		if err != nil || rp == nil {
+			return
+		}
+		s := Spec{ID: "r1", Model: "m", Version: "2", Waves: []int{100}, OnAbort: OnAbortRollback, Ramp: rp}
+		if err := s.Validate(); err != nil {
+			t.Fatalf("ParseRamp(%q) = %+v, which Validate refuses: %v", in, rp, err)
+		}
+		r := &Record{Spec: s, Counts: []Counts{{Total: 1 << 30, Active: 1 << 30}}}
+		if p := r.Pace(); !(p > 0 && p <= MaxPace) {
+			t.Fatalf("pace %g out of (0, %d]", p, MaxPace)
+		}
+	})
+}
+
+// TestPace: the ramp's pace for the nodes Active so far, capped by
+// MaxPerMinute; MaxPerMinute alone; none.
+func TestPace(t *testing.T) {
+	ramp := &Ramp{BasePerMinute: 10, Factor: 2, EverySucceeded: 5}
+	for _, c := range []struct {
+		name   string
+		max    int
+		ramp   *Ramp
+		active []int // per wave
+		want   float64
+	}{
+		{"no pace", 0, nil, []int{7}, 0},
+		{"flat", 100, nil, []int{7}, 100},
+		{"ramp, none active", 0, ramp, nil, 10},
+		{"ramp, 4 active", 0, ramp, []int{4}, 10},
+		{"ramp, 5 active", 0, ramp, []int{5}, 20},
+		{"ramp, 12 active over two waves", 0, ramp, []int{6, 6}, 40},
+		{"ramp capped", 30, ramp, []int{12}, 30},
+		{"ramp under the cap", 30, ramp, []int{5}, 20},
+		{"ramp bounded by MaxPace", 0, ramp, []int{1 << 20}, MaxPace},
+	} {
+		r := &Record{Spec: Spec{MaxPerMinute: c.max, Ramp: c.ramp}}
+		for _, a := range c.active {
+			r.Counts = append(r.Counts, Counts{Total: a, Active: a})
+		}
+		if got := r.Pace(); got != c.want {
+			t.Errorf("%s: pace %g, want %g", c.name, got, c.want)
+		}
 	}
 }

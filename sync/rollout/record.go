@@ -3,7 +3,9 @@ package rollout
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -158,6 +160,10 @@ type Spec struct {
 	// plus one node); 0: a wave is written at once. A paced node's
 	// NodeTimeout still runs from its wave's start.
 	MaxPerMinute int `json:"max_per_minute,omitempty"`
+	// Ramp raises the pace as nodes succeed (AWS IoT Jobs' exponentialRate):
+	// BasePerMinute at first, times Factor for every EverySucceeded nodes
+	// Active; MaxPerMinute, when set, caps it. nil: MaxPerMinute alone.
+	Ramp *Ramp `json:"ramp,omitempty"`
 	// Continuous keeps the rollout open (AWS IoT Jobs' continuous jobs):
 	// nodes that come to match the target after start (new nodes, changed
 	// labels or groups) join the wave under way, or the last wave once
@@ -282,8 +288,13 @@ func (s Spec) Validate() error {
 	if !(s.SuccessPercent >= 0 && s.SuccessPercent <= 100) {
 		return fmt.Errorf("rollout: success percent %g out of range (0-100)", s.SuccessPercent)
 	}
-	if s.MaxPerMinute < 0 {
-		return fmt.Errorf("rollout: max per minute %d is negative", s.MaxPerMinute)
+	if s.MaxPerMinute < 0 || s.MaxPerMinute > MaxPace {
+		return fmt.Errorf("rollout: max per minute %d out of range (0-%d)", s.MaxPerMinute, MaxPace)
+	}
+	if s.Ramp != nil {
+		if err := s.Ramp.Validate(); err != nil {
+			return err
+		}
 	}
 	if s.Retries < 0 || s.Retries > MaxRetries {
 		return fmt.Errorf("rollout: retries %d out of range (0-%d)", s.Retries, MaxRetries)
@@ -297,15 +308,87 @@ func (s Spec) Validate() error {
 	return nil
 }
 
-// credit is how many nodes r may write at now under Spec.MaxPerMinute
-// (-1: no limit): the bucket fills at MaxPerMinute/60 a second up to one
-// second's worth plus one node.
+// Ramp is an exponential pace: see Spec.Ramp.
+type Ramp struct {
+	BasePerMinute  int     `json:"base_per_minute"`
+	Factor         float64 `json:"factor"`
+	EverySucceeded int     `json:"every_succeeded"`
+}
+
+// Bounds of a Ramp.
+const (
+	MaxRampFactor = 5
+	// MaxPace bounds any pace, ramped or not, in nodes a minute.
+	MaxPace = 1_000_000
+)
+
+// Validate checks r's ranges.
+func (r Ramp) Validate() error {
+	if r.BasePerMinute < 1 || r.BasePerMinute > MaxPace {
+		return fmt.Errorf("rollout: ramp base %d nodes a minute out of range (1-%d)", r.BasePerMinute, MaxPace)
+	}
+	if !(r.Factor > 1 && r.Factor <= MaxRampFactor) {
+		return fmt.Errorf("rollout: ramp factor %g out of range (over 1, at most %d)", r.Factor, MaxRampFactor)
+	}
+	if r.EverySucceeded < 1 {
+		return fmt.Errorf("rollout: ramp every %d succeeded nodes: want at least 1", r.EverySucceeded)
+	}
+	return nil
+}
+
+// ParseRamp reads --ramp BASE:FACTOR:EVERY (e.g. 10:2:50: 10 nodes a
+// minute, doubled for every 50 nodes Active); "" is no ramp.
+func ParseRamp(v string) (*Ramp, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	parts := strings.Split(v, ":")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("--ramp %q: want BASE:FACTOR:EVERY, e.g. 10:2:50 (10 nodes a minute, doubled for every 50 succeeded)", v)
+	}
+	var r Ramp
+	var err error
+	if r.BasePerMinute, err = strconv.Atoi(strings.TrimSpace(parts[0])); err != nil {
+		return nil, fmt.Errorf("--ramp %q: base %q is not a whole number of nodes a minute", v, strings.TrimSpace(parts[0]))
+	}
+	if r.Factor, err = strconv.ParseFloat(strings.TrimSpace(parts[1]), 64); err != nil {
+		return nil, fmt.Errorf("--ramp %q: factor %q is not a number", v, strings.TrimSpace(parts[1]))
+	}
+	if r.EverySucceeded, err = strconv.Atoi(strings.TrimSpace(parts[2])); err != nil {
+		return nil, fmt.Errorf("--ramp %q: every %q is not a whole number of succeeded nodes", v, strings.TrimSpace(parts[2]))
+	}
+	if err := r.Validate(); err != nil {
+		return nil, fmt.Errorf("--ramp %q: %w", v, err)
+	}
+	return &r, nil
+}
+
+// Pace is the nodes a minute r may write now (0: no limit): MaxPerMinute,
+// or the ramp's rate for the nodes Active so far, capped by MaxPerMinute.
+func (r *Record) Pace() float64 {
+	n := float64(r.Spec.MaxPerMinute)
+	if rp := r.Spec.Ramp; rp != nil {
+		active := 0
+		for _, c := range r.Counts {
+			active += c.Active
+		}
+		v := float64(rp.BasePerMinute) * math.Pow(rp.Factor, float64(active/rp.EverySucceeded))
+		if n <= 0 || v < n {
+			n = v
+		}
+	}
+	return min(n, MaxPace)
+}
+
+// credit is how many nodes r may write at now under its Pace (-1: no
+// limit): the bucket fills at Pace/60 a second up to one second's worth
+// plus one node.
 func (r *Record) credit(now time.Time) float64 {
-	n := r.Spec.MaxPerMinute
+	n := r.Pace()
 	if n <= 0 {
 		return -1
 	}
-	rate, burst := float64(n)/60, float64(n)/60+1
+	rate, burst := n/60, n/60+1
 	c := burst // a rollout's first write
 	if !r.CreditAt.IsZero() {
 		c = min(burst, r.WriteCredit+rate*max(0, now.Sub(r.CreditAt).Seconds()))
@@ -324,7 +407,13 @@ func (s Spec) CriteriaText() string {
 	if s.Abort.MaxP99Ratio > 0 {
 		parts = append(parts, fmt.Sprintf("p99 over %g× baseline", s.Abort.MaxP99Ratio))
 	}
-	if s.MaxPerMinute > 0 {
+	if rp := s.Ramp; rp != nil {
+		ramp := fmt.Sprintf("%d nodes written a minute, ×%g for every %d active", rp.BasePerMinute, rp.Factor, rp.EverySucceeded)
+		if s.MaxPerMinute > 0 {
+			ramp += fmt.Sprintf(", at most %d", s.MaxPerMinute)
+		}
+		parts = append(parts, ramp)
+	} else if s.MaxPerMinute > 0 {
 		parts = append(parts, fmt.Sprintf("at most %d nodes written a minute", s.MaxPerMinute))
 	}
 	if s.Retries > 0 {

@@ -119,7 +119,12 @@ type ModelVersionSpec struct {
 	// a minute (0: a wave at once; a rollback is never paced).
 	// +optional
 	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000000
 	MaxPerMinute int32 `json:"maxPerMinute,omitempty"`
+	// Ramp raises the pace as nodes succeed (AWS IoT Jobs'
+	// exponentialRate), capped by maxPerMinute when that is set.
+	// +optional
+	Ramp *Ramp `json:"ramp,omitempty"`
 	// Continuous keeps the rollout open once every wave finished (phase
 	// Active, reason Watching): nodes that come to match nodeSelector
 	// later get the version too, paced and judged like the others.
@@ -255,6 +260,19 @@ const (
 	// ConditionDegraded: some nodes failed it; the reason is theirs.
 	ConditionDegraded = "Degraded"
 )
+
+// Ramp is an exponential pace: basePerMinute nodes a minute at first,
+// times factor for every everySucceeded nodes Active.
+type Ramp struct {
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000000
+	BasePerMinute int32 `json:"basePerMinute"`
+	// Factor, a decimal string over 1 and at most 5 (e.g. "2", "1.5").
+	// +kubebuilder:validation:Pattern=`^[1-5](\.[0-9]+)?$`
+	Factor string `json:"factor"`
+	// +kubebuilder:validation:Minimum=1
+	EverySucceeded int32 `json:"everySucceeded"`
+}
 
 // ModelVersionStatus is what the controller observed and decided.
 type ModelVersionStatus struct {

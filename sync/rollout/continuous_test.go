@@ -81,6 +81,15 @@ func TestRolloutContinuousAddsJoiners(t *testing.T) {
 	if r, err = c.Run(ctx, spec.ID, nil); err != nil || r.Phase != PhaseRolledBack {
 		t.Fatalf("rollback: %v, %+v", err, r)
 	}
+	// The phase says the rollback was written; the nodes apply it after.
+	testwait.For(t, "the joined nodes back on version 1", func() bool {
+		for _, v := range late.Active("det") {
+			if v != "1" {
+				return false
+			}
+		}
+		return true
+	}, time.Minute)
 	for n, ms := range late.NodeGenerations() {
 		if ms != 2 {
 			t.Fatalf("joined node %s at desired generation %d, want 2 (the rollout, the rollback)", n, ms)

@@ -113,4 +113,11 @@ func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
 	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "2" {
 		t.Fatalf("active %q, want 2: no refused state may change what runs", a)
 	}
+	exp, err := time.Parse(time.RFC3339, r.Expires)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := metricValue(t, rn.url, `edge_desired_expires_timestamp_seconds{source="node"}`); v != float64(exp.Unix()) {
+		t.Fatalf("edge_desired_expires_timestamp_seconds %v, want %d (the renewed state's expires)", v, exp.Unix())
+	}
 }

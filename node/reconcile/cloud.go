@@ -159,6 +159,11 @@ func (c *Cloud) Start(rec *Reconciler) error {
 		return err
 	}
 	c.watcher = w
+	if c.reg != nil {
+		if err := c.reg.Register(desiredExpiryCollector{w}); err != nil {
+			return err
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	if len(c.cfg.RootKeys) > 0 {
@@ -322,6 +327,24 @@ func (k keyListCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(keyListVersionDesc, prometheus.GaugeValue, float64(l.Version))
 	ch <- prometheus.MustNewConstMetric(keyListExpiresDesc, prometheus.GaugeValue, float64(l.Expires.Unix()))
+}
+
+// desiredExpiryCollector exports when each accepted desired state expires
+// (edgectl deploy --expires): alert before time() passes it, since the node
+// then refuses the state if it is delivered again, and a broker that
+// withholds renewals shows here first.
+type desiredExpiryCollector struct{ w *desired.Watcher }
+
+var desiredExpiresDesc = prometheus.NewDesc("edge_desired_expires_timestamp_seconds",
+	"When the accepted desired state of a source (node, group/{group}) expires; no series for one without an expiry.",
+	[]string{"source"}, nil)
+
+func (d desiredExpiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- desiredExpiresDesc }
+
+func (d desiredExpiryCollector) Collect(ch chan<- prometheus.Metric) {
+	for source, t := range d.w.Expiries() {
+		ch <- prometheus.MustNewConstMetric(desiredExpiresDesc, prometheus.GaugeValue, float64(t.Unix()), source)
+	}
 }
 
 // onConnect runs after every (re)connection: presence, then the workers

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -111,6 +112,27 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// Expiries returns when each accepted state that carries an expires stops
+// being accepted, by source: "node", "group/{group}".
+func (w *Watcher) Expiries() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]time.Time{}
+	add := func(source string, d *wire.DesiredState) {
+		if d == nil || d.Expires == "" {
+			return
+		}
+		if t, err := time.Parse(time.RFC3339Nano, d.Expires); err == nil {
+			out[source] = t
+		}
+	}
+	add("node", w.node)
+	for g, d := range w.groups {
+		add("group/"+g, d)
+	}
+	return out
 }
 
 // Snapshot returns the current merged state.

@@ -52,15 +52,9 @@ func TestSecondRolloutRefusedOtherController(t *testing.T) {
 	if _, err := c1.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	ctx1, stop := context.WithCancel(ctx)
-	if _, err := c1.Run(ctx1, spec.ID, func(r *Record) {
-		if r.WavesWritten >= 1 {
-			stop()
-		}
-	}); err != nil {
+	if _, err := runUntil(ctx, c1, spec.ID, func(r *Record) bool { return r.WavesWritten >= 1 }); err != nil {
 		t.Fatal(err)
 	}
-	stop()
 	e2 := *e
 	e2.state = filepath.Join(t.TempDir(), "other.db")
 	c2 := e2.controller(t, "b")

@@ -43,24 +43,14 @@ func TestRolloutContinuousAddsJoiners(t *testing.T) {
 	if _, err := c.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	ctx1, stop1 := context.WithCancel(ctx)
-	r, err := c.Run(ctx1, spec.ID, func(r *Record) {
-		if r.Phase != PhaseRunning {
-			stop1()
-		}
-	})
-	stop1()
+	r, err := runUntil(ctx, c, spec.ID, func(r *Record) bool { return r.Phase != PhaseRunning })
 	if err != nil || r.Phase != PhaseWatching {
 		t.Fatalf("after the last wave: %v, phase %s (%s), want watching", err, r.Phase, r.Reason)
 	}
 	late := joinFleet(t, e, 3, quickProfile)
-	ctx2, stop2 := context.WithCancel(ctx)
-	r, err = c.Run(ctx2, spec.ID, func(r *Record) {
-		if r.Joined == 3 && r.WavesWritten == len(r.Members) && r.Counts[len(r.Counts)-1].Active == len(r.Members[len(r.Members)-1]) {
-			stop2()
-		}
+	r, err = runUntil(ctx, c, spec.ID, func(r *Record) bool {
+		return r.Joined == 3 && r.WavesWritten == len(r.Members) && r.Counts[len(r.Counts)-1].Active == len(r.Members[len(r.Members)-1])
 	})
-	stop2()
 	if err != nil || r.Phase != PhaseWatching || r.Joined != 3 || r.Nodes() != 13 {
 		t.Fatalf("after 3 nodes joined: %v, phase %s (%s), joined %d, nodes %d", err, r.Phase, r.Reason, r.Joined, r.Nodes())
 	}
@@ -207,14 +197,7 @@ func TestRolloutJoinersArePaced(t *testing.T) {
 	if _, err := c.Start(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	step := func() *Record {
-		t.Helper()
-		r, err := c.Step(ctx, spec.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	step := func() *Record { t.Helper(); return mustStep(t, ctx, c, spec.ID) }
 	testwait.For(t, "the rollout watching", func() bool {
 		advance(time.Second)
 		return step().Phase == PhaseWatching

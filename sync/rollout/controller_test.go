@@ -202,13 +202,7 @@ func TestRolloutControllerRestartResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Stop the first controller as soon as wave 2 is written.
-	ctx1, stop1 := context.WithCancel(ctx)
-	r1, err := c1.Run(ctx1, spec.ID, func(r *Record) {
-		if r.WavesWritten >= 2 {
-			stop1()
-		}
-	})
-	stop1()
+	r1, err := runUntil(ctx, c1, spec.ID, func(r *Record) bool { return r.WavesWritten >= 2 })
 	if err != nil || r1.Phase != PhaseRunning || r1.WavesWritten != 2 {
 		t.Fatalf("first controller stopped with %v, phase %s, waves written %d", err, r1.Phase, r1.WavesWritten)
 	}
@@ -323,16 +317,12 @@ func TestRolloutPauseResumeAbort(t *testing.T) {
 		t.Fatal(err)
 	}
 	paused := 0
-	ctxRun, stop := context.WithCancel(ctx)
-	r, err := c.Run(ctxRun, spec.ID, func(r *Record) {
+	r, err := runUntil(ctx, c, spec.ID, func(r *Record) bool {
 		if r.Phase == PhasePaused {
 			paused++
-			if paused == 5 {
-				stop()
-			}
 		}
+		return paused == 5
 	})
-	stop()
 	if err != nil || r.Phase != PhasePaused {
 		t.Fatalf("after pause: %v, %v", err, r)
 	}
@@ -348,7 +338,7 @@ func TestRolloutPauseResumeAbort(t *testing.T) {
 	if _, err := st.Command(spec.ID, CmdResume); err != nil {
 		t.Fatal(err)
 	}
-	ctxRun, stop = context.WithCancel(ctx)
+	ctxRun, stop := context.WithCancel(ctx)
 	r, err = c.Run(ctxRun, spec.ID, func(r *Record) {
 		if r.Phase == PhaseRunning && r.WavesWritten == 1 && r.Command == "" {
 			if _, err := st.Command(spec.ID, CmdAbort); err != nil {
@@ -440,6 +430,28 @@ func TestRolloutSmallFleetAllFailAborts(t *testing.T) {
 	}
 }
 
+// mustStep runs one tick of rollout id and returns its record.
+func mustStep(t *testing.T, ctx context.Context, c *Controller, id string) *Record {
+	t.Helper()
+	r, err := c.Step(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// runUntil drives rollout id with c until done holds for a tick's record
+// (or the rollout ends), and returns the last record.
+func runUntil(ctx context.Context, c *Controller, id string, done func(*Record) bool) (*Record, error) {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	return c.Run(ctx, id, func(r *Record) {
+		if done(r) {
+			stop()
+		}
+	})
+}
+
 // writtenFor counts the nodes whose desired state, as c last read or wrote
 // it, carries rollout id for model det.
 func writtenFor(c *Controller, id string) int {
@@ -485,14 +497,7 @@ func TestRolloutPacedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	written := func() int { return writtenFor(c, spec.ID) }
-	step := func() *Record {
-		t.Helper()
-		r, err := c.Step(ctx, spec.ID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	step := func() *Record { t.Helper(); return mustStep(t, ctx, c, spec.ID) }
 	for range 3 {
 		step()
 	}
@@ -539,20 +544,14 @@ func TestRolloutRampedWrites(t *testing.T) {
 	stepUntilActive := func(want int) {
 		t.Helper()
 		testwait.For(t, fmt.Sprintf("%d nodes active", want), func() bool {
-			r, err := c.Step(ctx, spec.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return r.Counts[0].Active == want
+			return mustStep(t, ctx, c, spec.ID).Counts[0].Active == want
 		}, time.Minute)
 	}
 	for i, want := range []int{2, 4, 8, 20} {
 		if i > 0 {
 			advance(time.Second)
 		}
-		if _, err := c.Step(ctx, spec.ID); err != nil {
-			t.Fatal(err)
-		}
+		mustStep(t, ctx, c, spec.ID)
 		if got := written(); got != want {
 			t.Fatalf("step %d: %d nodes written, want %d", i, got, want)
 		}

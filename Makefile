@@ -77,10 +77,10 @@ lint: ## gofmt, go vet, and deadcode (no function only tests reach outside test 
 
 .PHONY: dist dist-test
 
-dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/ (cross gcc: gcc-aarch64-linux-gnu)
+dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/, linked against a glibc 2.31 sysroot (cross gcc: gcc-aarch64-linux-gnu)
 	@scripts/dist.sh
 
-dist-test: dist ## run the arm64 archive under qemu-user: --version and one silero_vad inference
+dist-test: dist ## check the glibc floor and run both archives on glibc 2.31 (arm64 under qemu-user): --version and one silero_vad inference
 	@scripts/dist-test.sh
 
 .PHONY: generate generate-docs generate-notices generate-crd

@@ -9,6 +9,11 @@
 # The cgo parts (cgo/pinned) are cross-compiled with Debian's
 # gcc-aarch64-linux-gnu; ONNX Runtime is loaded at run time (dlopen), so no
 # ONNX Runtime headers or libraries are needed at build time.
+# Both architectures link against a Debian 11 sysroot (glibc 2.31,
+# scripts/sysroot.sh) instead of the host's glibc, so the binaries run on
+# glibc >= 2.31 (Ubuntu 20.04, JetPack 5); every ELF file in an archive is
+# checked against that floor (scripts/glibc-floor.sh; GLIBC_MAX), and
+# dist-test runs the archives on the sysroot's own glibc.
 # Usage: scripts/dist.sh [arch...]   (default: amd64 arm64)
 set -euo pipefail
 
@@ -21,14 +26,15 @@ archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(amd64 arm64)
 out=$root/dist
 mkdir -p "$out"
+glibc_max=${GLIBC_MAX:-2.31}
 
 # e_machine of an ELF file (bytes 18-19, little-endian): 62 x86-64, 183 aarch64.
 elf_machine() { od -An -t u2 -j 18 -N 2 "$1" | tr -d ' '; }
 
 for arch in "${archs[@]}"; do
   case $arch in
-    amd64) lib=linux-x64; cc=${CC_AMD64:-gcc}; machine=62 ;;
-    arm64) lib=linux-arm64; cc=${CC_ARM64:-aarch64-linux-gnu-gcc}; machine=183 ;;
+    amd64) lib=linux-x64; cc=${CC_AMD64:-gcc}; machine=62; triplet=x86_64-linux-gnu ;;
+    arm64) lib=linux-arm64; cc=${CC_ARM64:-aarch64-linux-gnu-gcc}; machine=183; triplet=aarch64-linux-gnu ;;
     *) echo "dist: unsupported arch $arch" >&2; exit 1 ;;
   esac
   if [ "$arch" = amd64 ] && [ "$(uname -m)" = aarch64 ]; then cc=${CC_AMD64:-x86_64-linux-gnu-gcc}; fi
@@ -36,18 +42,25 @@ for arch in "${archs[@]}"; do
   so=$cache/lib/$lib/libonnxruntime.so.1
   [ -f "$so" ] || { echo "dist: $so missing: run make setup" >&2; exit 1; }
   [ "$(elf_machine "$so")" = $machine ] || { echo "dist: $so is not a $arch library" >&2; exit 1; }
+  sysroot=$("$root/scripts/sysroot.sh" "$arch")
+  # -B puts the sysroot's crt files and libraries before the compiler's
+  # built-in multiarch paths (which are the host's); -isystem does the same
+  # for headers (Debian's cross gcc searches /usr/<triplet>/include first).
+  sysflags="--sysroot=$sysroot -B$sysroot/usr/lib/$triplet/ -isystem $sysroot/usr/include/$triplet -isystem $sysroot/usr/include"
 
   name=edge-node-$version-linux-$arch
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage/$name/bin" "$stage/$name/lib" "$stage/$name/systemd"
-  echo "dist: building $name (CC=$cc)" >&2
-  CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC=$cc \
+  echo "dist: building $name (CC=$cc, glibc 2.31 sysroot)" >&2
+  CGO_ENABLED=1 GOOS=linux GOARCH=$arch CC="$cc $sysflags" \
     "$GO" build -trimpath -ldflags "-s -w -X github.com/edgeai/edge-node/internal/buildinfo.version=$version" -o "$stage/$name/bin/" ./cmd/edge-node ./cmd/edgectl
   for b in "$stage/$name"/bin/*; do
     [ "$(elf_machine "$b")" = $machine ] || { echo "dist: $b is not a $arch binary" >&2; exit 1; }
   done
   install -m 0644 "$so" "$stage/$name/lib/libonnxruntime.so.1"
+  "$root/scripts/glibc-floor.sh" "$glibc_max" "$stage/$name"/bin/* "$stage/$name/lib/libonnxruntime.so.1" ||
+    { echo "dist: $name needs a glibc newer than $glibc_max" >&2; exit 1; }
   install -m 0644 deploy/systemd/edge-node.service deploy/systemd/edge-node.sysusers "$stage/$name/systemd/"
   install -m 0644 deploy/config.example.yaml "$stage/$name/config.example.yaml"
   install -m 0644 LICENSE THIRD_PARTY_NOTICES "$stage/$name/"

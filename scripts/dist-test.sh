@@ -22,6 +22,8 @@ if [ ${#archives[@]} -eq 0 ]; then
     archives+=("$a")
   done
 fi
+# shellcheck source=smoke.sh
+. "$root/scripts/smoke.sh"
 model=$cache/models/silero_vad/1/model.onnx
 [ -f "$model" ] || { echo "dist-test: $model missing: run make setup" >&2; exit 1; }
 
@@ -63,9 +65,11 @@ test_archive() {
     run=("$sysroot/lib/$triplet/$loader" --library-path "$libpath")
     how="on the glibc 2.31 sysroot's loader"
     # Every library the binary needs resolves inside the sysroot.
-    if "${run[@]}" --list "$dir/bin/edge-node" | grep '=>' | grep -v "=> $sysroot/"; then
-      echo "dist-test: edge-node resolves libraries outside $sysroot" >&2; exit 1
-    fi
+    for f in "$dir/bin/edge-node" "$dir/lib/libonnxruntime.so.1"; do
+      if "${run[@]}" --list "$f" | grep '=>' | grep -v "=> $sysroot/"; then
+        echo "dist-test: $f resolves libraries outside $sysroot" >&2; exit 1
+      fi
+    done
   fi
   run() { "${run[@]}" "$@"; }
 
@@ -76,7 +80,7 @@ test_archive() {
 
   mkdir -p "$work/models/silero_vad/1"
   cp "$model" "$work/models/silero_vad/1/model.onnx"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  port=$(free_port)
   # The runner (qemu or ld.so) itself is the background process (not a shell
   # function's subshell), so that the cleanup's kill reaches the node; no cloud
   # link: a test must not take the embedded broker's port 1883 on the machine.
@@ -84,22 +88,8 @@ test_archive() {
     --ort-lib "$dir/lib/libonnxruntime.so.1" --data-dir "$work/data" --model-repository "$work/models" \
     --cloud-disabled --log-format json >"$work/node.log" 2>&1 &
   pid=$!
-  # ONNX Runtime under emulation starts slowly; wait for readiness (or exit).
-  for _ in $(seq 1 600); do
-    if ! kill -0 "$pid" 2>/dev/null; then echo "dist-test: edge-node exited:" >&2; cat "$work/node.log" >&2; exit 1; fi
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "127.0.0.1:$port/v2/health/ready")" = 200 ] && break
-    sleep 0.5
-  done
-  zeros() { printf 0; for ((i = 1; i < $1; i++)); do printf ,0; done; }
-  body='{"inputs":[{"name":"input","datatype":"FP32","shape":[1,512],"data":['"$(zeros 512)"']},
-   {"name":"sr","datatype":"INT64","shape":[],"data":[16000]},
-   {"name":"h","datatype":"FP32","shape":[2,1,64],"data":['"$(zeros 128)"']},
-   {"name":"c","datatype":"FP32","shape":[2,1,64],"data":['"$(zeros 128)"']}],"outputs":[{"name":"output"}]}'
-  resp=$(curl -s -w '\n%{http_code}' "127.0.0.1:$port/v2/models/silero_vad/infer" -d "$body")
-  code=${resp##*$'\n'}; resp=${resp%$'\n'*}
-  echo "dist-test: infer -> HTTP $code: $resp" >&2
-  [ "$code" = 200 ] && grep -q '"name":"output"' <<<"$resp" || { echo "dist-test: inference failed" >&2; cat "$work/node.log" >&2; exit 1; }
-  grep -o '"onnxruntime":"[^"]*"' "$work/node.log" | head -1 >&2 || true
+  wait_ready "$port" "$pid" "$work/node.log"
+  infer_silero "$port" "$work/node.log"
   echo "dist-test: $(basename "$archive"): ok on glibc 2.31" >&2
 }
 

@@ -96,7 +96,9 @@ installed() {
   want 700 root:root /etc/edge-node/credentials
   want 755 root:root /usr/bin/edge-node
   want 644 root:root /usr/lib/edge-node/libonnxruntime.so.1
-  [ -s "$r/usr/share/doc/edge-node/THIRD_PARTY_NOTICES" ] || fail "no THIRD_PARTY_NOTICES"
+  for f in LICENSE THIRD_PARTY_NOTICES sbom/edge-node.cdx.json sbom/edgectl.cdx.json; do
+    [ -s "$r/usr/share/doc/edge-node/$f" ] || fail "no /usr/share/doc/edge-node/$f"
+  done
   chroot "$r" /usr/bin/edge-node --version | grep -q '^edge-node ' || fail "edge-node --version"
 }
 

@@ -12,15 +12,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 GO=${GO:-go}
-cache=${EDGE_CACHE_DIR:-$root/.cache}
-nfpm_version=v2.48.0
-nfpm=$cache/tools/nfpm-$nfpm_version
-if [ ! -x "$nfpm" ]; then
-  echo "package: building nfpm $nfpm_version from the Go module proxy" >&2
-  GOBIN=$cache/tools/.bin-$nfpm_version "$GO" install github.com/goreleaser/nfpm/v2/cmd/nfpm@$nfpm_version
-  mv "$cache/tools/.bin-$nfpm_version/nfpm" "$nfpm"
-  rmdir "$cache/tools/.bin-$nfpm_version"
-fi
+nfpm=$("$root/scripts/tool.sh" nfpm github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0)
 archives=("$@")
 if [ ${#archives[@]} -eq 0 ]; then
   for arch in amd64 arm64; do

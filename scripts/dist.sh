@@ -6,8 +6,8 @@
 #     systemd/edge-node.service, systemd/edge-node.sysusers, config.example.yaml, README.txt,
 #     LICENSE, THIRD_PARTY_NOTICES,
 #     sbom/edge-node.cdx.json, sbom/edgectl.cdx.json (CycloneDX 1.6 SBOMs: the
-#       Go modules linked into each binary, read from its build info by
-#       cyclonedx-gomod; edge-node's also lists the ONNX Runtime library)
+#       Go modules linked into each binary, scripts/sbom.sh; edge-node's
+#       also lists the ONNX Runtime library)
 #   dist/SHA256SUMS
 # The cgo parts (cgo/pinned) are cross-compiled with Debian's
 # gcc-aarch64-linux-gnu; ONNX Runtime is loaded at run time (dlopen), so no
@@ -30,10 +30,6 @@ archs=("$@")
 out=$root/dist
 mkdir -p "$out"
 glibc_max=${GLIBC_MAX:-2.31}
-cyclonedx=$("$root/scripts/tool.sh" cyclonedx-gomod github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod@v1.10.0)
-# The ONNX Runtime release that setup.sh takes the library from.
-ort_npm=$(sed -n 's/^ORT_NPM=//p' "$root/scripts/setup.sh")
-[ -n "$ort_npm" ] || { echo "dist: no ORT_NPM in scripts/setup.sh" >&2; exit 1; }
 
 # e_machine of an ELF file (bytes 18-19, little-endian): 62 x86-64, 183 aarch64.
 elf_machine() { od -An -t u2 -j 18 -N 2 "$1" | tr -d ' '; }
@@ -68,34 +64,8 @@ for arch in "${archs[@]}"; do
   install -m 0644 "$so" "$stage/$name/lib/libonnxruntime.so.1"
   "$root/scripts/glibc-floor.sh" "$glibc_max" "$stage/$name"/bin/* "$stage/$name/lib/libonnxruntime.so.1" ||
     { echo "dist: $name needs a glibc newer than $glibc_max" >&2; exit 1; }
-  mkdir -p "$stage/$name/sbom"
-  for b in edge-node edgectl; do
-    # GOOS/GOARCH: cyclonedx-gomod labels the purls with the environment's, not the binary's.
-    GOOS=linux GOARCH=$arch "$cyclonedx" bin -json -version "$version" -output "$stage/$name/sbom/$b.cdx.json" "$stage/$name/bin/$b" 2>/dev/null
-  done
-  python3 - "$stage/$name/sbom/edge-node.cdx.json" "$so" "$ort_npm" <<'PY'
-import hashlib, json, sys
-path, lib, spec = sys.argv[1:]
-name, version = spec.rsplit("@", 1)
-bom = json.load(open(path))
-digest = hashlib.sha256(open(lib, "rb").read()).hexdigest()
-ref = f"pkg:npm/{name}@{version}#libonnxruntime.so.1"
-bom.setdefault("components", []).append({
-    "bom-ref": ref, "type": "library", "name": "onnxruntime", "version": version,
-    "description": "ONNX Runtime (CPU build), loaded at run time from lib/libonnxruntime.so.1",
-    "scope": "required", "hashes": [{"alg": "SHA-256", "content": digest}],
-    "licenses": [{"license": {"id": "MIT"}}], "purl": f"pkg:npm/{name}@{version}",
-    "properties": [{"name": "edge-node:file", "value": "lib/libonnxruntime.so.1"}],
-})
-main = bom["metadata"]["component"]["bom-ref"]
-for d in bom.setdefault("dependencies", []):
-    if d.get("ref") == main:
-        d.setdefault("dependsOn", []).append(ref)
-        break
-else:
-    bom["dependencies"].append({"ref": main, "dependsOn": [ref]})
-json.dump(bom, open(path, "w"), indent=2)
-PY
+  "$root/scripts/sbom.sh" "$stage/$name/bin/edge-node" "$arch" "$version" "$stage/$name/sbom/edge-node.cdx.json" "$so"
+  "$root/scripts/sbom.sh" "$stage/$name/bin/edgectl" "$arch" "$version" "$stage/$name/sbom/edgectl.cdx.json"
   install -m 0644 deploy/systemd/edge-node.service deploy/systemd/edge-node.sysusers "$stage/$name/systemd/"
   install -m 0644 deploy/config.example.yaml "$stage/$name/config.example.yaml"
   install -m 0644 LICENSE THIRD_PARTY_NOTICES "$stage/$name/"

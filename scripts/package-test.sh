@@ -22,12 +22,11 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${EDGE_CACHE_DIR:-$root/.cache}
 dist=${1:-$root/dist}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 # shellcheck source=smoke.sh
 . "$root/scripts/smoke.sh"
 [ "$(id -u)" = 0 ] || { echo "package-test: needs root (chroot into a Debian root)" >&2; exit 1; }
-for c in debootstrap rpm chroot; do
-  command -v $c >/dev/null || { echo "package-test: $c not found (apt-get install debootstrap rpm)" >&2; exit 1; }
+for c in rpm chroot; do
+  command -v $c >/dev/null || { echo "package-test: $c not found (apt-get install rpm)" >&2; exit 1; }
 done
 deb=$(ls -t "$dist"/edge-node_*_amd64.deb 2>/dev/null | head -1)
 rpm=$(ls -t "$dist"/edge-node-*.x86_64.rpm 2>/dev/null | head -1)
@@ -35,17 +34,7 @@ rpm=$(ls -t "$dist"/edge-node-*.x86_64.rpm 2>/dev/null | head -1)
 model=$cache/models/silero_vad/1/model.onnx
 [ -f "$model" ] || { echo "package-test: $model missing: run make setup" >&2; exit 1; }
 
-base=$cache/debootstrap/bookworm-minbase-amd64.tar
-if [ ! -f "$base" ]; then
-  echo "package-test: debootstrap --variant=minbase bookworm (once, about 90 s)" >&2
-  mkdir -p "$(dirname "$base")"
-  tmp=$(mktemp -d)
-  debootstrap --variant=minbase --arch=amd64 bookworm "$tmp/root" "$mirror" >"$tmp/log" 2>&1 ||
-    { tail -20 "$tmp/log" >&2; rm -rf "$tmp"; echo "package-test: debootstrap failed" >&2; exit 1; }
-  tar -C "$tmp/root" -cf "$base.tmp" .
-  rm -rf "$tmp"
-  mv "$base.tmp" "$base"
-fi
+base=$("$root/scripts/debian-root.sh")
 
 work=$(mktemp -d)
 pid=

@@ -261,8 +261,8 @@ func parseDockerfile(t *testing.T, path string) (ins []dockerInstruction, commen
 	return ins, comments
 }
 
-// TestDockerfile checks the image's recipe by reading it (no container
-// engine runs in the tests): bases named in full (podman and buildah refuse
+// TestDockerfile checks the image's recipe by reading it, so its rules hold
+// where buildah is absent (make image-test builds and runs the image): bases named in full (podman and buildah refuse
 // short names), a build context without .git, .cache, bin and dist, the
 // final stage not root and with a HEALTHCHECK on readiness, the version
 // stamped where the binaries read it, and CPU only said plainly.
@@ -313,6 +313,13 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !licences {
 		t.Errorf("the final stage does not copy LICENSE and THIRD_PARTY_NOTICES into the image")
+	}
+	sbom := false
+	for _, in := range last {
+		sbom = sbom || in.cmd == "COPY" && strings.Contains(in.args, ".cdx.json")
+	}
+	if !sbom {
+		t.Errorf("the final stage does not copy the SBOM (scripts/sbom.sh) into the image")
 	}
 	var build string
 	for _, in := range ins {

@@ -17,6 +17,7 @@ GO=${GO:-go}
 mod=$($GO list -m)
 
 HELPERS=(
+  internal/logtest
   internal/testwait
   inference/inferencetest
   models/testsuite

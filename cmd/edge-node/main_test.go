@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/edgeai/edge-node/inference/inferencetest"
+	"github.com/edgeai/edge-node/internal/logtest"
 )
 
 // These tests build the real binary and run it as a process: flags,
@@ -261,6 +262,11 @@ func startDaemonWith(t *testing.T, program string, env []string, args ...string)
 		pw.Close()
 		close(d.exited)
 	}()
+	// Every JSON log line names each key once (a decoder keeps the last of
+	// a duplicate); checked on every line of every daemon these tests run,
+	// once its stderr is read to the end.
+	var bad []string
+	scanned := make(chan struct{})
 	t.Cleanup(func() {
 		select {
 		case <-d.exited:
@@ -268,13 +274,23 @@ func startDaemonWith(t *testing.T, program string, env []string, args ...string)
 			d.cmd.Process.Kill()
 			<-d.exited
 		}
+		<-scanned
+		for _, b := range bad {
+			t.Errorf("edge-node log line with a key twice: %s", b)
+		}
 	})
 	addrc := make(chan string, 1)
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
 			d.stderr.Write(append(sc.Bytes(), '\n'))
+			if line := sc.Text(); strings.HasPrefix(line, "{") {
+				if k, err := logtest.RepeatedKey(line); k != "" || err != nil {
+					bad = append(bad, fmt.Sprintf("key %q twice (%v): %s", k, err, line))
+				}
+			}
 			var line struct{ Message, Addr string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Message == "node started" {
 				addrc <- line.Addr

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+
+	"github.com/edgeai/edge-node/internal/logtest"
 )
 
 // TestAccessLog: with access_every N, every Nth request gets one info line
@@ -44,7 +46,9 @@ func TestAccessLog(t *testing.T) {
 			if !strings.Contains(line, `"message":"request"`) {
 				continue
 			}
-			uniqueKeys(t, line)
+			if k, err := logtest.RepeatedKey(line); err != nil || k != "" {
+				t.Errorf("access line %s: key %q twice (%v)", line, k, err)
+			}
 			var e map[string]any
 			if err := json.Unmarshal([]byte(line), &e); err != nil {
 				t.Fatalf("access line %q: %v", line, err)
@@ -90,29 +94,4 @@ func accessOptions(every uint32) Options {
 	o.Registerer = prometheus.NewRegistry()
 	o.AccessLogEvery = every
 	return o
-}
-
-// uniqueKeys fails when a JSON object line repeats a top-level key.
-func uniqueKeys(t *testing.T, line string) {
-	t.Helper()
-	dec := json.NewDecoder(strings.NewReader(line))
-	if _, err := dec.Token(); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		k, err := dec.Token()
-		if err != nil {
-			t.Fatal(err)
-		}
-		key := k.(string)
-		if seen[key] {
-			t.Errorf("key %q twice in %s", key, line)
-		}
-		seen[key] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			t.Fatal(err)
-		}
-	}
 }

@@ -121,3 +121,44 @@ func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
 		t.Fatalf("edge_desired_expires_timestamp_seconds %v, want %d (the renewed state's expires)", v, exp.Unix())
 	}
 }
+
+// TestManifestTakenWhenKeyListBringsItsKey: a manifest signed by a key the
+// node does not trust yet fails (SignatureInvalid) under a desired state
+// signed by a trusted key; once a root-signed key list names the manifest's
+// key, the node takes the version without a new desired state (the fleet's
+// decision stands; only the trust it needed arrived late).
+func TestManifestTakenWhenKeyListBringsItsKey(t *testing.T) {
+	e := newCloudEnv(t)
+	root, rootPub := newKeyFile(t, e.src, "root")
+	rotated, _ := newKeyFile(t, e.src, "rotated")
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	cfg := e.nodeConfig(t.TempDir(), repo, e.m.URL())
+	cfg.Cloud.AllowUnsignedDesired = false
+	cfg.Cloud.RootKeyFiles = []string{rootPub}
+	rn := startNode(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
+	defer cancel()
+
+	e.publish(rotated, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
+	d := e.deploySigned(e.key, "ppocr_cls", "2", fleet.DeployOptions{})
+	waitFor(t, "status: v2 Failed(SignatureInvalid)", func() bool {
+		st, _ := e.status()
+		ms := st.Models["ppocr_cls"]
+		return ms.Version == "2" && ms.State == "Failed" && ms.Reason == "SignatureInvalid"
+	})
+	l := wire.KeyList{Protocol: wire.Protocol, Version: 1, Expires: time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}
+	pub := rotated.Public().(ed25519.PublicKey)
+	l.Keys = append(l.Keys, wire.ListedKey{KeyID: wire.KeyID(pub), PublicKey: pub})
+	b, err := wire.SignKeyList(l, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.link.Publish(ctx, cloudTopics.Keys(), true, b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "version 2 active once the list brings its manifest's key", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
+	if st, _ := e.status(); st.Desired.Node != d.Generation {
+		t.Errorf("desired generation %d, want %d: no new desired state was published", st.Desired.Node, d.Generation)
+	}
+}

@@ -256,7 +256,8 @@ func (c *Cloud) ReadManifest(ctx context.Context, model, version string) ([]byte
 // onKeyList puts a newer key list in force: verified by a root key, not
 // expired, above the version held; stored first, so that what the node
 // trusts after a restart is what it trusted before. The desired-state
-// watcher then looks again at states it refused for their key.
+// watcher then looks again at states it refused for their key, and the
+// reconciler at versions that failed for their manifest's signature.
 func (c *Cloud) onKeyList(topic string, payload []byte) {
 	if len(payload) == 0 {
 		return // a cleared retained list changes nothing: trust is never dropped by silence
@@ -293,6 +294,9 @@ func (c *Cloud) onKeyList(topic string, payload []byte) {
 		Int("revoked", len(l.Revoked)).Msg("key list in force")
 	if c.watcher != nil {
 		c.watcher.Recheck()
+	}
+	if c.rec != nil {
+		c.rec.TrustChanged()
 	}
 }
 

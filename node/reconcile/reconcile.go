@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,6 +113,8 @@ type Reconciler struct {
 
 	ctx context.Context // Run's; workers run under it
 	wg  sync.WaitGroup
+	// trust counts changes of the keys the node trusts (TrustChanged).
+	trust atomic.Uint64
 
 	mu      sync.Mutex             // guards the fields below
 	sources map[string]sourceState // source → its desired models
@@ -216,6 +219,15 @@ func (r *Reconciler) Kick() {
 		w.wake()
 	}
 	r.changes.Notify()
+}
+
+// TrustChanged tells the workers that the keys the node trusts changed (a
+// key list came into force): a version that failed for its manifest's
+// signature is tried once more under the same desired state, so a manifest
+// whose key arrived after it is taken without the fleet deciding again.
+func (r *Reconciler) TrustChanged() {
+	r.trust.Add(1)
+	r.Kick()
 }
 
 // Apply implements desired.Applier: the watcher's merged state, with the

@@ -23,12 +23,16 @@ type worker struct {
 	cancel context.CancelFunc
 	kick   chan struct{} // capacity 1: look again now
 
-	mu sync.Mutex // guards t and retried
+	mu sync.Mutex // guards t, retried and trusted
 	t  target
 	// retried is the seq of the desired state under which this worker made
 	// its one attempt at a Failed version (or failed it itself): a Failed
 	// version is tried again once per accepted desired state.
 	retried uint64
+	// trusted is the trust epoch (Reconciler.TrustChanged) of that attempt:
+	// a version Failed(SignatureInvalid) is also tried again once per
+	// change of the keys the node trusts.
+	trusted uint64
 }
 
 func (w *worker) target() target {
@@ -184,7 +188,7 @@ func (w *worker) step(ctx context.Context, stalls *transferBudget) result {
 				v, err = st.Version(ctx, w.model, ver)
 			}
 		case models.Failed:
-			if !w.takeRetry(t.seq) {
+			if !w.takeRetry(t.seq) && (v.Reason != models.ReasonSignatureInvalid || !w.takeTrustRetry()) {
 				return at(models.Failed, v.Reason, false)
 			}
 			// Once per accepted desired state, a failed version is tried
@@ -227,14 +231,31 @@ func (w *worker) takeRetry(seq uint64) bool {
 		return false
 	}
 	w.retried = seq
+	w.trusted = w.r.trust.Load()
+	return true
+}
+
+// takeTrustRetry reports whether a version Failed(SignatureInvalid) may be
+// tried again because the trusted keys changed since the last attempt
+// (once per change), and records that it was.
+func (w *worker) takeTrustRetry() bool {
+	epoch := w.r.trust.Load()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.trusted >= epoch {
+		return false
+	}
+	w.trusted = epoch
 	return true
 }
 
 // markTried records that the version failed under the desired state seq:
 // it is not tried again until a newer one.
 func (w *worker) markTried(seq uint64) {
+	epoch := w.r.trust.Load()
 	w.mu.Lock()
 	w.retried = seq
+	w.trusted = epoch
 	w.mu.Unlock()
 }
 

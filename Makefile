@@ -57,9 +57,10 @@ edgectl-cross: ## build edgectl with CGO_ENABLED=0 for linux, darwin and windows
 test-race: deps ## every test under the race detector only
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-test-fleet-scale: deps ## fleet rollouts with 1,000 and 5,000 simulated nodes on mosquitto (figures in the log)
+test-fleet-scale: deps ## fleet rollouts with 1,000 and 5,000 simulated nodes on mosquitto, then 1,000 and 3,000 that download a 0.6 MB version from the broker for real (figures in the log)
 	EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=1000 $(GO) test -count=1 -timeout 600s -run TestRollout -v ./sync/rollout
 	EDGE_FLEET_SCALE=1 EDGE_FLEET_NODES=5000 $(GO) test -count=1 -timeout 600s -run TestRollout -v ./sync/rollout
+	EDGE_FLEET_SCALE=1 EDGE_FLEET_DOWNLOAD=real EDGE_FLEET_NODES=1000,3000 $(GO) test -count=1 -timeout 900s -run TestRolloutScale -v ./sync/rollout
 
 test-kube-scale: deps ## a ModelVersion on EDGE_KUBE_SCALE (default 1000) simulated nodes: time to first publish and to Active, controller CPU and memory (figures in the log)
 	EDGE_KUBE_SCALE=$${EDGE_KUBE_SCALE:-1000} $(GO) test -count=1 -timeout 900s -run TestMeasureScale -v ./cmd/edge-controller

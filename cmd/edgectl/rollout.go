@@ -20,6 +20,7 @@ import (
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/rollout"
@@ -559,6 +560,7 @@ func (pb *progressBars) wait() {
 func newSimulate(g *globalFlags) *cobra.Command {
 	var cfg fleetsim.Config
 	var groups, initial, fail, factor string
+	var keyFiles []string
 	c := &cobra.Command{
 		Use:   "simulate",
 		Short: "Run N simulated nodes (real link and desired-state code, stand-in inference) against the broker",
@@ -580,6 +582,19 @@ func newSimulate(g *globalFlags) *cobra.Command {
 			if cfg.Profile.P99Factor, err = kvMap(factor, parseFloat); err != nil {
 				return err
 			}
+			if cfg.Profile.RealDownload {
+				if len(keyFiles) == 0 {
+					return fmt.Errorf("--real-download needs --key-file: the public keys that verify manifests (edgectl keygen writes them)")
+				}
+				pubs, err := readPublicKeys(keyFiles)
+				if err != nil {
+					return err
+				}
+				cfg.Keys = models.KeySet{}
+				for _, p := range pubs {
+					cfg.Keys.Add(p)
+				}
+			}
 			start := time.Now()
 			f, err := fleetsim.Start(cmd.Context(), cfg, logger(g))
 			if err != nil {
@@ -589,7 +604,8 @@ func newSimulate(g *globalFlags) *cobra.Command {
 			<-cmd.Context().Done()
 			st := f.Stats()
 			f.Close()
-			fmt.Printf("nodes published %d messages (%d bytes), received %d (%d bytes)\n", st.Published, st.PublishedBytes, st.Received, st.ReceivedBytes)
+			fmt.Printf("nodes published %d messages (%d bytes), received %d (%d bytes), downloaded %d chunk bytes\n",
+				st.Published, st.PublishedBytes, st.Received, st.ReceivedBytes, st.DownloadedBytes)
 			return nil
 		},
 	}
@@ -598,7 +614,10 @@ func newSimulate(g *globalFlags) *cobra.Command {
 	fl.StringVar(&cfg.Prefix, "prefix", "sim", "node id prefix")
 	fl.StringVar(&groups, "groups", "sim", "groups every node is configured into")
 	fl.StringVar(&initial, "initial", "", "model=version every node runs at start")
-	fl.DurationVar(&cfg.Profile.Download, "download", 500*time.Millisecond, "simulated download time")
+	fl.DurationVar(&cfg.Profile.Download, "download", 500*time.Millisecond, "simulated download time (without --real-download)")
+	fl.BoolVar(&cfg.Profile.RealDownload, "real-download", false, "fetch each version's manifest and chunks from the broker and verify them, as a node does")
+	fl.StringSliceVar(&keyFiles, "key-file", nil, "public key PEM files that verify manifests (with --real-download)")
+	fl.Int64Var(&cfg.DownloadRate, "download-rate", 0, "bytes per second each node downloads at most (with --real-download; 0: unlimited)")
 	fl.DurationVar(&cfg.Profile.Gate, "gate", time.Second, "simulated canary/shadow gate time")
 	fl.StringVar(&fail, "fail", "", "version=fraction of nodes whose gate fails (e.g. 3=0.3)")
 	fl.Float64Var(&cfg.Profile.BaseP99Ms, "p99-ms", 20, "reported p99 latency (ms)")

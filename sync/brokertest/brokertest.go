@@ -174,6 +174,15 @@ func (m *Mosquitto) signal(sig syscall.Signal) {
 // Running reports whether the process is up.
 func (m *Mosquitto) Running() bool { return m.cmd != nil }
 
+// PID is the running broker's process id (0 when stopped), for reading its
+// CPU time in scale runs.
+func (m *Mosquitto) PID() int {
+	if m.cmd == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
+}
+
 // Log returns mosquitto's log file.
 func (m *Mosquitto) Log() string {
 	b, err := os.ReadFile(filepath.Join(m.Dir, "mosquitto.log"))

@@ -5,8 +5,9 @@
 // sync/desired watcher — publishing retained status, presence and events in
 // exactly the wire.Status/ModelStatus/Event formats of docs/protocol.md. Only
 // the inference side is a stand-in: on a new desired version a node
-// "downloads" for Profile.Download (no chunks are fetched: the manifest and
-// chunk path is tested by sync/transfer), runs the on-device gate for
+// "downloads" for Profile.Download, or with Profile.RealDownload fetches the
+// manifest and every chunk from the broker with the node's transfer code and
+// verifies them (download.go), runs the on-device gate for
 // Profile.Gate when the strategy is canary or shadow, and fails it on a
 // configured fraction of nodes per version (chosen by a hash of node and
 // version, so the same nodes fail on every run). A failed gate is reported
@@ -26,8 +27,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/desired"
 	"github.com/edgeai/edge-node/sync/mqttlink"
+	"github.com/edgeai/edge-node/sync/transfer"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -41,6 +44,12 @@ type Profile struct {
 	// FailVerify is, per version, the fraction (0–1) of nodes whose download
 	// fails verification (Failed, ChecksumMismatch).
 	FailVerify map[string]float64
+	// RealDownload fetches each version for real instead of sleeping for
+	// Download: the retained manifest (verified with Config.Keys) and every
+	// chunk from the broker, with the node's own transfer code, each file
+	// hashed and checked (see download.go). A version whose manifest or
+	// chunks fail is reported Failed with the node's reason.
+	RealDownload bool
 	// P99Ms is the latency the nodes report for a version: BaseP99Ms ×
 	// P99Factor[version] (factor 1 when absent).
 	BaseP99Ms float64
@@ -64,6 +73,11 @@ type Config struct {
 	// ConnectParallel bounds concurrent connection attempts (default 64).
 	ConnectParallel int
 	KeepAlive       time.Duration
+	// Keys verify manifests with Profile.RealDownload.
+	Keys models.KeySet
+	// DownloadRate bounds each node's chunk download, bytes per second
+	// (transfer.Config.DownloadRate; 0: unlimited), with RealDownload.
+	DownloadRate int64
 }
 
 // DefaultLabels spreads nodes over two archs, two accelerators and four
@@ -75,10 +89,12 @@ func DefaultLabels(i int) map[string]string {
 }
 
 // Stats counts the messages and bytes the simulated nodes exchanged with
-// the broker.
+// the broker (chunks included with RealDownload), and the chunk bytes their
+// downloads placed.
 type Stats struct {
 	Published, PublishedBytes int64
 	Received, ReceivedBytes   int64
+	DownloadedBytes           int64
 }
 
 // Fleet is a running simulated fleet.
@@ -89,7 +105,7 @@ type Fleet struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	pub, pubBytes, recv, recvBytes atomic.Int64
+	pub, pubBytes, recv, recvBytes, downloadBytes atomic.Int64
 }
 
 // Start connects cfg.Nodes nodes and waits until every one is connected
@@ -97,6 +113,9 @@ type Fleet struct {
 func Start(ctx context.Context, cfg Config, log zerolog.Logger) (*Fleet, error) {
 	if cfg.Nodes <= 0 || cfg.BrokerURL == "" {
 		return nil, fmt.Errorf("fleetsim: Nodes and BrokerURL are required")
+	}
+	if cfg.Profile.RealDownload && len(cfg.Keys) == 0 {
+		return nil, fmt.Errorf("fleetsim: RealDownload needs Keys to verify manifests")
 	}
 	if cfg.Prefix == "" {
 		cfg.Prefix = "sim"
@@ -173,7 +192,7 @@ func (f *Fleet) Close() {
 // Stats returns the message counts so far.
 func (f *Fleet) Stats() Stats {
 	return Stats{Published: f.pub.Load(), PublishedBytes: f.pubBytes.Load(),
-		Received: f.recv.Load(), ReceivedBytes: f.recvBytes.Load()}
+		Received: f.recv.Load(), ReceivedBytes: f.recvBytes.Load(), DownloadedBytes: f.downloadBytes.Load()}
 }
 
 // IDs returns the node ids.
@@ -254,6 +273,7 @@ type node struct {
 	labels  map[string]string
 	link    *mqttlink.Link
 	watcher *desired.Watcher
+	fetcher *transfer.Fetcher // with Profile.RealDownload
 	ready   chan struct{}
 	once    sync.Once
 
@@ -305,6 +325,13 @@ func (f *Fleet) newNode(i int, rej *wire.Rejecter) (*node, error) {
 		return nil, err
 	}
 	n.watcher = w
+	if f.cfg.Profile.RealDownload {
+		n.fetcher, err = transfer.NewFetcher(transfer.Config{Topics: tp, DownloadRate: f.cfg.DownloadRate},
+			countingLink{link, f}, newHashSink(), rej, zerolog.Nop(), nil)
+		if err != nil {
+			return nil, err
+		}
+	}
 	link.OnConnect(func() {
 		p, _ := wire.Presence{Protocol: wire.Protocol, Node: id, Online: true, Time: now()}.Encode()
 		n.publish(tp.Presence(id), true, p)
@@ -482,10 +509,19 @@ func (n *node) roll(ctx context.Context, model string, ms *modelState) {
 		}
 	}
 	n.event(model, v, "Downloading", "", ref)
-	if !sleep(n.f.cfg.Profile.Download) {
+	p := n.f.cfg.Profile
+	if p.RealDownload {
+		reason, ok := n.download(ctx, model, v, set)
+		if !ok {
+			return
+		}
+		if reason != "" {
+			set("Failed", reason)
+			return
+		}
+	} else if !sleep(p.Download) {
 		return
 	}
-	p := n.f.cfg.Profile
 	if p.VerifyFails(n.id, v) {
 		set("Failed", "ChecksumMismatch")
 		return

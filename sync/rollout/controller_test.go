@@ -2,6 +2,8 @@ package rollout
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -16,7 +18,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/internal/testwait"
+	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/brokertest"
+	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/mqttlink"
 	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
@@ -43,17 +47,25 @@ type env struct {
 
 func newEnv(t testing.TB, nodes int, prof fleetsim.Profile) *env {
 	t.Helper()
+	return newEnvConfig(t, fleetsim.Config{Nodes: nodes, Profile: prof})
+}
+
+// newEnvConfig is newEnv with more of the simulated fleet's config; the
+// broker, topics, group (cams) and initial version (det 1) are the env's.
+func newEnvConfig(t testing.TB, cfg fleetsim.Config) *env {
+	t.Helper()
 	m := brokertest.StartMosquitto(t, brokertest.Options{GlobalConf: []string{"max_inflight_messages 0", "max_queued_messages 100000"}})
 	tp := wire.Topics{Root: wire.DefaultRoot}
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	start := time.Now()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: tp, Nodes: nodes, Groups: []string{"cams"},
-		Initial: map[string]string{"det": "1"}, Profile: prof}, zerolog.Nop())
+	cfg.BrokerURL, cfg.Topics, cfg.Groups, cfg.Initial = m.URL(), tp, []string{"cams"}, map[string]string{"det": "1"}
+	f, err := fleetsim.Start(ctx, cfg, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.Close)
+	nodes := cfg.Nodes
 	t.Logf("%d simulated nodes connected in %s", nodes, time.Since(start).Round(time.Millisecond))
 	return &env{broker: m, fleet: f, state: filepath.Join(t.TempDir(), "rollouts.db"), tp: tp}
 }
@@ -369,7 +381,8 @@ func TestRolloutPauseResumeAbort(t *testing.T) {
 
 // TestRolloutScale runs the scale figures of docs/performance.md; it needs
 // EDGE_FLEET_SCALE=1 (make test-fleet-scale). EDGE_FLEET_NODES picks the
-// sizes (default 1000).
+// sizes (default 1000); EDGE_FLEET_DOWNLOAD=real makes the nodes fetch a
+// published version from the broker for real (realDownloadEnv).
 func TestRolloutScale(t *testing.T) {
 	if os.Getenv("EDGE_FLEET_SCALE") == "" {
 		t.Skip("set EDGE_FLEET_SCALE=1 (make test-fleet-scale)")
@@ -378,20 +391,28 @@ func TestRolloutScale(t *testing.T) {
 	if sizes == "" {
 		sizes = "1000"
 	}
+	real := os.Getenv("EDGE_FLEET_DOWNLOAD") == "real"
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
-			e := newEnv(t, n, quickProfile)
+			var e *env
+			if real {
+				e = realDownloadEnv(t, n)
+			} else {
+				e = newEnv(t, n, quickProfile)
+			}
 			c := e.controller(t, "a")
 			before := e.fleet.Stats()
 			var ru0 syscallRusage
 			ru0.read()
+			broker0 := procCPU(t, e.broker.PID())
 			r, took := runRollout(t, e, c, testSpec("r-scale", "2"))
 			var ru1 syscallRusage
 			ru1.read()
+			brokerCPU := procCPU(t, e.broker.PID()) - broker0
 			if r.Phase != PhaseCompleted {
 				t.Fatalf("phase %s (%s)", r.Phase, r.Reason)
 			}
@@ -401,9 +422,9 @@ func TestRolloutScale(t *testing.T) {
 			runtime.ReadMemStats(&ms)
 			msgs := (after.Published - before.Published) + (after.Received - before.Received)
 			bytes := (after.PublishedBytes - before.PublishedBytes) + (after.ReceivedBytes - before.ReceivedBytes)
-			t.Logf("FIGURES nodes=%d time_to_100=%s node_msgs_per_node=%.1f node_bytes_per_node=%.0f process_cpu=%s heap_inuse_MiB=%.1f",
-				n, took.Round(time.Millisecond), float64(msgs)/float64(n), float64(bytes)/float64(n),
-				ru1.cpu-ru0.cpu, float64(ms.HeapInuse)/(1<<20))
+			t.Logf("FIGURES nodes=%d download=%s time_to_100=%s node_msgs_per_node=%.1f node_bytes_per_node=%.0f downloaded_bytes_per_node=%.0f process_cpu=%s broker_cpu=%s heap_inuse_MiB=%.1f",
+				n, map[bool]string{false: "sleep", true: "real"}[real], took.Round(time.Millisecond), float64(msgs)/float64(n), float64(bytes)/float64(n),
+				float64(after.DownloadedBytes-before.DownloadedBytes)/float64(n), ru1.cpu-ru0.cpu, brokerCPU, float64(ms.HeapInuse)/(1<<20))
 		})
 	}
 }
@@ -557,4 +578,52 @@ func TestRolloutRampedWrites(t *testing.T) {
 		}
 		stepUntilActive(want)
 	}
+}
+
+// realDownloadEnv is an env of n simulated nodes that download for real
+// (fleetsim Profile.RealDownload: manifest and chunks from the broker,
+// verified) a published det version 2 of EDGE_FLEET_MODEL_BYTES random
+// bytes (default 600,000: about ppocr_cls's 0.6 MB, which the fleet
+// figures of docs/performance.md stand for).
+func realDownloadEnv(t *testing.T, n int) *env {
+	size := 600_000
+	if s := os.Getenv("EDGE_FLEET_MODEL_BYTES"); s != "" {
+		var err error
+		if size, err = strconv.Atoi(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := models.KeySet{}
+	keys.Add(pub)
+	prof := quickProfile
+	prof.RealDownload = true
+	e := newEnvConfig(t, fleetsim.Config{Nodes: n, Profile: prof, Keys: keys})
+	file := filepath.Join(t.TempDir(), "model.onnx")
+	data := make([]byte, size)
+	rand.Read(data)
+	if err := os.WriteFile(file, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := fleet.PublishModel(ctx, testLink(t, e.broker.URL(), "publisher"), e.tp, "det", "2",
+		[]fleet.FileSpec{{Path: file, Name: "model.onnx", Role: wire.RoleModel}}, key, fleet.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// procCPU is the user+system CPU time of process pid so far (/proc; 0
+// where there is none).
+func procCPU(t *testing.T, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	// Fields after the command: state is [0], utime [11], stime [12], in clock ticks (100 Hz on Linux).
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }

@@ -197,7 +197,7 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !mv.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
+		return r.finalize(ctx, &mv)
 	}
 	id := rolloutID(&mv)
 	r.records.bind(id, req.NamespacedName)
@@ -207,6 +207,13 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	}
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	// Before the next write to a node (rollouts started by a controller
+	// without finalizers get it here too).
+	if !cur.Phase.Final() {
+		if err := r.setFinalizer(ctx, &mv, true); err != nil {
+			return ctrl.Result{}, err
+		}
 	}
 	if cmd := command(mv.Spec, cur.Phase); cmd != "" {
 		if _, err := rollout.Command(ctx, r.records, id, cmd); err != nil && !errors.Is(err, rollout.ErrBadState) {
@@ -220,19 +227,7 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, nil
 	}
-	seen := len(cur.History)
-	last := time.Time{}
-	if seen > 0 {
-		last = cur.History[seen-1].At
-	}
-	out, err := r.engine.Step(ctx, id)
-	if out != nil {
-		for _, t := range out.History {
-			if t.At.After(last) {
-				r.event(&mv, t)
-			}
-		}
-	}
+	out, err := r.step(ctx, &mv, cur)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -240,6 +235,24 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.opts.Tick}, nil
+}
+
+// step is one tick of the engine on mv's rollout (cur is its record before
+// the tick), with an Event per transition the tick made.
+func (r *reconciler) step(ctx context.Context, mv *v1alpha1.ModelVersion, cur *rollout.Record) (*rollout.Record, error) {
+	last := time.Time{}
+	if n := len(cur.History); n > 0 {
+		last = cur.History[n-1].At
+	}
+	out, err := r.engine.Step(ctx, cur.Spec.ID)
+	if out != nil {
+		for _, t := range out.History {
+			if t.At.After(last) {
+				r.event(mv, t)
+			}
+		}
+	}
+	return out, err
 }
 
 // command is the engine command spec asks for in phase p ("" none).
@@ -286,7 +299,9 @@ func (r *reconciler) start(ctx context.Context, mv *v1alpha1.ModelVersion, id st
 	for _, t := range rec.History {
 		r.event(mv, t)
 	}
-	return ctrl.Result{RequeueAfter: r.opts.Tick}, nil
+	// No node is written before the finalizer is on: the next tick (the
+	// first write) puts it on if this fails.
+	return ctrl.Result{RequeueAfter: r.opts.Tick}, r.setFinalizer(ctx, mv, true)
 }
 
 // pending writes phase Pending with reason and message (and an Event when

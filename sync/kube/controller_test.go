@@ -245,11 +245,22 @@ func (e *env) retained(topic string, v any) {
 // no longer has it (its finalizer removed).
 func (e *env) deleteAndWait(name string) {
 	e.t.Helper()
-	ctx := context.Background()
+	e.delete(name)
+	e.waitGone(name)
+}
+
+func (e *env) delete(name string) {
+	e.t.Helper()
 	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}}
-	if err := e.client.Delete(ctx, mv); err != nil {
+	if err := e.client.Delete(context.Background(), mv); err != nil {
 		e.t.Fatalf("delete ModelVersion %s: %v", name, err)
 	}
+}
+
+func (e *env) waitGone(name string) {
+	e.t.Helper()
+	ctx := context.Background()
+	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}}
 	testwait.For(e.t, fmt.Sprintf("ModelVersion %s gone", name), func() bool {
 		err := e.client.Get(ctx, client.ObjectKeyFromObject(mv), mv)
 		if err != nil && !apierrors.IsNotFound(err) {
@@ -515,6 +526,41 @@ func TestModelVersionDegradedWithinCriteria(t *testing.T) {
 	t.Logf("version %s; phases %v; %s: %s", version, seen, got.Status.Reason, got.Status.Message)
 }
 
+// A rollback on delete that cannot be written (the broker is down) holds
+// the deleted ModelVersion and says so, in a Warning Event and the Deleting
+// condition, whose message names the command that forces the deletion. Once
+// the broker is back the rollback is written and the object goes.
+func TestModelVersionDeleteRollbackStalls(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 10 * time.Minute})
+	e.publish("ppocr_cls", "2")
+	e.controller("a", false)
+	e.apply(modelVersion("cls-v2", "2", 20, 50, 100))
+	testwait.For(t, "the first wave on trial", func() bool {
+		st := e.get("cls-v2").Status
+		return len(st.Waves) == 2 && st.Waves[0].Canary == 1
+	}, time.Minute)
+	e.broker.Stop()
+	e.delete("cls-v2")
+	var c *metav1.Condition
+	testwait.For(t, "condition Deleting RollbackStalled", func() bool {
+		c = meta.FindStatusCondition(e.get("cls-v2").Status.Conditions, v1alpha1.ConditionDeleting)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "RollbackStalled"
+	}, 2*time.Minute)
+	if !strings.Contains(c.Message, `kubectl patch modelversion cls-v2 -n `+e.ns+` --type json -p '[{"op":"remove","path":"/metadata/finalizers"}]'`) {
+		t.Errorf("Deleting condition message %q does not say how to force", c.Message)
+	}
+	e.waitEvents("cls-v2", "RollbackStalled")
+	e.broker.Start()
+	e.waitGone("cls-v2")
+	for _, id := range []string{"n-00000", "n-00001"} {
+		if d := e.desired(id).Models["ppocr_cls"]; d.Version == "2" {
+			t.Errorf("node %s desired %+v after the rollback on delete", id, d)
+		}
+	}
+	e.waitEvents("cls-v2", "NodesRolledBack")
+	t.Logf("while the broker was down: %s", c.Message)
+}
+
 // Bad specs are refused by the API server's schema, and specs it cannot
 // judge are reported in the status, never left silently pending.
 func TestModelVersionValidation(t *testing.T) {
@@ -673,12 +719,15 @@ func TestDeployRBAC(t *testing.T) {
 	}
 	e.ctrlCfg = kubetest.User(t, "system:serviceaccount:edge-system:edge-controller", "system:serviceaccounts", "system:authenticated")
 	e.leaseNS, e.namespaces = "edge-system", nil
-	sa, err := client.New(e.ctrlCfg, client.Options{})
+	sa, err := client.New(e.ctrlCfg, client.Options{Scheme: e.client.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sa.List(ctx, &corev1.SecretList{}, client.InNamespace("edge-system")); !apierrors.IsForbidden(err) {
 		t.Errorf("the ServiceAccount lists Secrets: %v, want Forbidden", err)
+	}
+	if err := sa.Delete(ctx, &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "any"}}); !apierrors.IsForbidden(err) {
+		t.Errorf("the ServiceAccount deletes ModelVersions: %v, want Forbidden", err)
 	}
 	e.publish("ppocr_cls", "2")
 	e.controller("sa", true)

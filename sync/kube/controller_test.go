@@ -561,6 +561,34 @@ func TestModelVersionDeleteRollbackStalls(t *testing.T) {
 	t.Logf("while the broker was down: %s", c.Message)
 }
 
+// A ModelVersion deleted while no controller runs waits for one; if its
+// rollout record is gone meanwhile (status.rollout cleared), the
+// controller cannot roll the nodes back: it lets the object go at once
+// with a Warning Event saying so, rather than hold it for ever.
+func TestModelVersionDeletedWithoutRecord(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 10 * time.Minute})
+	e.publish("ppocr_cls", "2")
+	stop := e.controller("a", false)
+	e.apply(modelVersion("cls-v2", "2", 20, 50, 100))
+	testwait.For(t, "the first wave on trial", func() bool {
+		st := e.get("cls-v2").Status
+		return len(st.Waves) == 2 && st.Waves[0].Canary == 1
+	}, time.Minute)
+	stop()
+	e.delete("cls-v2")
+	mv := e.get("cls-v2")
+	if mv.DeletionTimestamp.IsZero() || !slices.Contains(mv.Finalizers, v1alpha1.Finalizer) {
+		t.Fatalf("deleted with no controller running: deletionTimestamp %v, finalizers %v", mv.DeletionTimestamp, mv.Finalizers)
+	}
+	mv.Status.Rollout = nil
+	if err := e.client.Status().Update(context.Background(), mv); err != nil {
+		t.Fatal(err)
+	}
+	e.controller("b", false)
+	e.waitGone("cls-v2")
+	e.waitEvents("cls-v2", "RolloutRecordMissing")
+}
+
 // Bad specs are refused by the API server's schema, and specs it cannot
 // judge are reported in the status, never left silently pending.
 func TestModelVersionValidation(t *testing.T) {

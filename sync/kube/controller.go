@@ -4,7 +4,9 @@
 // (sync/rollout) over MQTT, keeps the rollout's record in the resource's
 // status instead of a local file, elects a leader with a coordination.k8s.io
 // Lease, and records an Event per decision. The node inventory is the
-// nodes' retained status on the broker, as for edgectl rollout.
+// nodes' retained status on the broker, as for edgectl rollout. A
+// finalizer holds a deleted ModelVersion until its deletionPolicy is
+// carried out (finalize.go).
 package kube
 
 import (
@@ -190,7 +192,8 @@ type reconciler struct {
 
 // Reconcile starts mv's rollout once its manifest is published and a node
 // matches, then steps it every Tick until it ends. spec.paused and
-// spec.rollback become the engine's commands.
+// spec.rollback become the engine's commands. A deleted mv is finalize's
+// (spec.deletionPolicy).
 func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var mv v1alpha1.ModelVersion
 	if err := r.client.Get(ctx, req.NamespacedName, &mv); err != nil {
@@ -208,13 +211,6 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	// Before the next write to a node (rollouts started by a controller
-	// without finalizers get it here too).
-	if !cur.Phase.Final() {
-		if err := r.setFinalizer(ctx, &mv, true); err != nil {
-			return ctrl.Result{}, err
-		}
-	}
 	if cmd := command(mv.Spec, cur.Phase); cmd != "" {
 		if _, err := rollout.Command(ctx, r.records, id, cmd); err != nil && !errors.Is(err, rollout.ErrBadState) {
 			return ctrl.Result{}, err
@@ -226,6 +222,11 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 			return ctrl.Result{}, err
 		}
 		return ctrl.Result{}, nil
+	}
+	// The finalizer is on before any step writes to a node (rollouts
+	// started by a controller without finalizers get it here too).
+	if err := r.setFinalizer(ctx, &mv, true); err != nil {
+		return ctrl.Result{}, err
 	}
 	out, err := r.step(ctx, &mv, cur)
 	if err != nil {

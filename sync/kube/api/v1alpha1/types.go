@@ -162,12 +162,13 @@ type ModelVersionSpec struct {
 	Rollback bool `json:"rollback,omitempty"`
 	// DeletionPolicy is what deleting the ModelVersion does to a rollout
 	// that has not finished (phase Progressing or Paused, or Degraded
-	// before its last wave finished, or RollingBack): Rollback writes each
-	// started node's previous version back before the object goes; Keep
-	// lets it go at once and the nodes keep what they were sent. A rollout
-	// that finished (Active, Watching, Held, RolledBack, Degraded after its
-	// waves) moves no node on delete under either policy: status.onDelete
-	// says which applies now. It can be changed at any time.
+	// before its last wave finished): Rollback writes each started node's
+	// previous version back before the object goes; Keep lets it go at
+	// once and the nodes keep what they were sent. A rollback under way
+	// (RollingBack) is finished first under either policy; a rollout that
+	// finished (Active, Watching, Held, RolledBack, Degraded after its
+	// waves) moves no node on delete under either. status.onDelete says
+	// which applies now. It can be changed at any time.
 	// +optional
 	// +kubebuilder:default=Rollback
 	// +kubebuilder:validation:Enum=Rollback;Keep
@@ -344,8 +345,9 @@ type ModelVersionStatus struct {
 	// +optional
 	Wave string `json:"wave,omitempty"`
 	// OnDelete is what deleting the ModelVersion would do now: Rollback
-	// (the rollout has not finished and spec.deletionPolicy is Rollback)
-	// or Keep (the nodes keep what they were sent).
+	// (the rollout has not finished and spec.deletionPolicy is Rollback,
+	// or a rollback is under way) or Keep (the nodes keep what they were
+	// sent).
 	// +optional
 	OnDelete string `json:"onDelete,omitempty"`
 	// Waves are the per-wave node counts.

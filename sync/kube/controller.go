@@ -4,7 +4,9 @@
 // (sync/rollout) over MQTT, keeps the rollout's record in the resource's
 // status instead of a local file, elects a leader with a coordination.k8s.io
 // Lease, and records an Event per decision. The node inventory is the
-// nodes' retained status on the broker, as for edgectl rollout.
+// nodes' retained status on the broker, as for edgectl rollout. A
+// finalizer holds a deleted ModelVersion until its deletionPolicy is
+// carried out (finalize.go).
 package kube
 
 import (
@@ -190,14 +192,15 @@ type reconciler struct {
 
 // Reconcile starts mv's rollout once its manifest is published and a node
 // matches, then steps it every Tick until it ends. spec.paused and
-// spec.rollback become the engine's commands.
+// spec.rollback become the engine's commands. A deleted mv is finalize's
+// (spec.deletionPolicy).
 func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var mv v1alpha1.ModelVersion
 	if err := r.client.Get(ctx, req.NamespacedName, &mv); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !mv.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
+		return r.finalize(ctx, &mv)
 	}
 	id := rolloutID(&mv)
 	r.records.bind(id, req.NamespacedName)
@@ -220,19 +223,12 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, nil
 	}
-	seen := len(cur.History)
-	last := time.Time{}
-	if seen > 0 {
-		last = cur.History[seen-1].At
+	// The finalizer is on before any step writes to a node (rollouts
+	// started by a controller without finalizers get it here too).
+	if err := r.setFinalizer(ctx, &mv, true); err != nil {
+		return ctrl.Result{}, err
 	}
-	out, err := r.engine.Step(ctx, id)
-	if out != nil {
-		for _, t := range out.History {
-			if t.At.After(last) {
-				r.event(&mv, t)
-			}
-		}
-	}
+	out, err := r.step(ctx, &mv, cur)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -240,6 +236,24 @@ func (r *reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		return ctrl.Result{}, nil
 	}
 	return ctrl.Result{RequeueAfter: r.opts.Tick}, nil
+}
+
+// step is one tick of the engine on mv's rollout (cur is its record before
+// the tick), with an Event per transition the tick made.
+func (r *reconciler) step(ctx context.Context, mv *v1alpha1.ModelVersion, cur *rollout.Record) (*rollout.Record, error) {
+	last := time.Time{}
+	if n := len(cur.History); n > 0 {
+		last = cur.History[n-1].At
+	}
+	out, err := r.engine.Step(ctx, cur.Spec.ID)
+	if out != nil {
+		for _, t := range out.History {
+			if t.At.After(last) {
+				r.event(mv, t)
+			}
+		}
+	}
+	return out, err
 }
 
 // command is the engine command spec asks for in phase p ("" none).
@@ -286,7 +300,9 @@ func (r *reconciler) start(ctx context.Context, mv *v1alpha1.ModelVersion, id st
 	for _, t := range rec.History {
 		r.event(mv, t)
 	}
-	return ctrl.Result{RequeueAfter: r.opts.Tick}, nil
+	// No node is written before the finalizer is on: the next tick (the
+	// first write) puts it on if this fails.
+	return ctrl.Result{RequeueAfter: r.opts.Tick}, r.setFinalizer(ctx, mv, true)
 }
 
 // pending writes phase Pending with reason and message (and an Event when

@@ -30,6 +30,7 @@ import (
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/kube/api/v1alpha1"
 	"github.com/edgeai/edge-node/sync/kube/kubetest"
+	"github.com/edgeai/edge-node/sync/mqttlink"
 	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
@@ -67,9 +68,24 @@ func newEnv(t *testing.T, n int, labels func(i int) map[string]string, p fleetsi
 		tp: wire.Topics{Root: wire.DefaultRoot}, ctrlCfg: cfg, leaseNS: ns, namespaces: []string{ns}}
 	// The API server outlives the test: its ModelVersions go with it, so a
 	// later test's controller does not find them.
+	// The controllers have stopped by then (their cleanups run first), so
+	// the finalizers they put on are taken off here.
 	t.Cleanup(func() {
-		if err := c.DeleteAllOf(context.Background(), &v1alpha1.ModelVersion{}, client.InNamespace(ns)); err != nil {
+		ctx := context.Background()
+		if err := c.DeleteAllOf(ctx, &v1alpha1.ModelVersion{}, client.InNamespace(ns)); err != nil {
 			t.Errorf("delete the ModelVersions of %s: %v", ns, err)
+		}
+		var l v1alpha1.ModelVersionList
+		if err := c.List(ctx, &l, client.InNamespace(ns)); err != nil {
+			t.Errorf("list the ModelVersions of %s: %v", ns, err)
+		}
+		for i := range l.Items {
+			if mv := &l.Items[i]; len(mv.Finalizers) > 0 {
+				mv.Finalizers = nil
+				if err := c.Update(ctx, mv); err != nil && !apierrors.IsNotFound(err) {
+					t.Errorf("remove the finalizers of %s: %v", mv.Name, err)
+				}
+			}
 		}
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -189,20 +205,69 @@ func (e *env) table(name string) ([]string, []any) {
 
 func (e *env) desired(node string) wire.DesiredState {
 	e.t.Helper()
-	l := mqttlinktest.Connect(e.t, e.broker.URL(), "reader-"+node)
+	var d wire.DesiredState
+	e.retained(e.tp.NodeDesired(node), &d)
+	return d
+}
+
+// nodeStatus is the status node last reported (retained).
+func (e *env) nodeStatus(node string) wire.Status {
+	e.t.Helper()
+	var s wire.Status
+	e.retained(e.tp.Status(node), &s)
+	return s
+}
+
+// retained decodes the message retained on topic into v (left as it is
+// when there is none).
+func (e *env) retained(topic string, v any) {
+	e.t.Helper()
+	// A session of its own, ended before the next read (one client id).
+	cfg := mqttlink.DefaultConfig()
+	cfg.BrokerURL, cfg.ClientID = e.broker.URL(), "reader"
+	l, stop := mqttlinktest.Start(e.t, cfg, mqttlinktest.Options{})
+	defer stop()
+	mqttlinktest.WaitUp(e.t, l)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	got, err := fleet.ReadRetained(ctx, l, e.tp.NodeDesired(node), 300*time.Millisecond)
+	got, err := fleet.ReadRetained(ctx, l, topic, 300*time.Millisecond)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	var d wire.DesiredState
-	if b, ok := got[e.tp.NodeDesired(node)]; ok {
-		if err := json.Unmarshal(b, &d); err != nil {
-			e.t.Fatalf("desired state of %s: %v", node, err)
+	if b, ok := got[topic]; ok {
+		if err := json.Unmarshal(b, v); err != nil {
+			e.t.Fatalf("%s: %v", topic, err)
 		}
 	}
-	return d
+}
+
+// deleteAndWait deletes ModelVersion name and waits until the API server
+// no longer has it (its finalizer removed).
+func (e *env) deleteAndWait(name string) {
+	e.t.Helper()
+	e.delete(name)
+	e.waitGone(name)
+}
+
+func (e *env) delete(name string) {
+	e.t.Helper()
+	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}}
+	if err := e.client.Delete(context.Background(), mv); err != nil {
+		e.t.Fatalf("delete ModelVersion %s: %v", name, err)
+	}
+}
+
+func (e *env) waitGone(name string) {
+	e.t.Helper()
+	ctx := context.Background()
+	mv := &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: name}}
+	testwait.For(e.t, fmt.Sprintf("ModelVersion %s gone", name), func() bool {
+		err := e.client.Get(ctx, client.ObjectKeyFromObject(mv), mv)
+		if err != nil && !apierrors.IsNotFound(err) {
+			e.t.Fatal(err)
+		}
+		return apierrors.IsNotFound(err)
+	}, time.Minute)
 }
 
 // waitEvents waits until Events with each of reasons were recorded about
@@ -284,7 +349,8 @@ func TestModelVersionRollsOutToSelectedNodes(t *testing.T) {
 	e.waitEvents("cls-v2", "Running", "Completed")
 	// What kubectl get prints: the API server's Table for the resource.
 	cols, row := e.table("cls-v2")
-	want := map[string]any{"Model": "ppocr_cls", "Version": "2", "Weight": float64(20), "Phase": "Active", "Nodes": "2/2", "Wave": "2/2"}
+	want := map[string]any{"Model": "ppocr_cls", "Version": "2", "Weight": float64(20), "Phase": "Active", "Nodes": "2/2", "Wave": "2/2",
+		"OnDelete": "Keep"}
 	for i, c := range cols {
 		if w, ok := want[c]; ok && row[i] != w {
 			t.Errorf("kubectl get column %s = %v, want %v", c, row[i], w)
@@ -307,7 +373,88 @@ func TestModelVersionRollsOutToSelectedNodes(t *testing.T) {
 	if cur.Status.Phase != v1alpha1.PhaseActive {
 		t.Errorf("after pausing an ended rollout: %s", cur.Status.Phase)
 	}
+	// Deleting the Active ModelVersion (deletionPolicy Rollback, the
+	// default) moves no node: the rollout finished.
+	if cur.Spec.DeletionPolicy != v1alpha1.DeletionRollback || !slices.Contains(cur.Finalizers, v1alpha1.Finalizer) {
+		t.Errorf("deletionPolicy %q, finalizers %v", cur.Spec.DeletionPolicy, cur.Finalizers)
+	}
+	e.deleteAndWait("cls-v2")
+	e.waitEvents("cls-v2", "NodesKeepVersion")
+	for id, v := range e.fleet.Active("ppocr_cls") {
+		want, wantDesired := "2", "2"
+		if id == "n-00002" { // not selected
+			want, wantDesired = "1", ""
+		}
+		if d := e.desired(id).Models["ppocr_cls"]; v != want || d.Version != wantDesired {
+			t.Errorf("node %s runs %s (desired %+v) after the Active ModelVersion was deleted", id, v, d)
+		}
+	}
 	t.Logf("phases %v; status %s %s, waves %+v", seen, st.Progress, st.Message, st.Waves)
+}
+
+// Deleting a ModelVersion mid-rollout carries out its deletionPolicy. With
+// Rollback the controller writes the previous version back to the started
+// wave's node before the object goes (its retained desired state says
+// version 1 the moment the object is gone, and the node goes back to it);
+// with Keep the object goes at once and that node stays on trial of
+// version 2. The node of the wave not started is never sent version 2.
+func TestModelVersionDeletedMidRollout(t *testing.T) {
+	for _, tc := range []struct {
+		policy string
+		want   string // the started node's desired version afterwards
+		state  string // and the state it reports of it
+		events []string
+	}{
+		{v1alpha1.DeletionRollback, "1", "Active", []string{"RollbackOnDelete", "RolledBack", "NodesRolledBack"}},
+		{v1alpha1.DeletionKeep, "2", "Canary", []string{"NodesKeepVersion"}},
+	} {
+		t.Run(tc.policy, func(t *testing.T) {
+			// The canary's gate outlasts the test: the first wave's node
+			// stays on trial and the second wave never starts.
+			e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 10 * time.Minute})
+			e.publish("ppocr_cls", "2")
+			e.controller("a", false)
+			mv := modelVersion("cls-v2", "2", 20, 50, 100)
+			mv.Spec.DeletionPolicy = tc.policy
+			e.apply(mv)
+			var got *v1alpha1.ModelVersion
+			testwait.For(t, "the first wave on trial", func() bool {
+				got = e.get("cls-v2")
+				return len(got.Status.Waves) == 2 && got.Status.Waves[0].Canary == 1
+			}, time.Minute)
+			if !slices.Contains(got.Finalizers, v1alpha1.Finalizer) || got.Status.OnDelete != tc.policy ||
+				got.Status.Phase != v1alpha1.PhaseProgressing {
+				t.Errorf("before delete: finalizers %v, onDelete %q, phase %s", got.Finalizers, got.Status.OnDelete, got.Status.Phase)
+			}
+			var started, waiting string
+			for _, id := range []string{"n-00000", "n-00001"} {
+				if slices.Contains(e.fleet.Downloads("ppocr_cls")[id], "2") {
+					started = id
+				} else {
+					waiting = id
+				}
+			}
+			if started == "" || waiting == "" || e.desired(started).Models["ppocr_cls"].Version != "2" ||
+				e.nodeStatus(started).Models["ppocr_cls"].State != "Canary" {
+				t.Fatalf("started %q, waiting %q, downloads %v", started, waiting, e.fleet.Downloads("ppocr_cls"))
+			}
+			e.deleteAndWait("cls-v2")
+			if d := e.desired(started).Models["ppocr_cls"]; d.Version != tc.want {
+				t.Errorf("node %s desired %+v once the ModelVersion is gone, want version %s", started, d, tc.want)
+			}
+			testwait.For(t, fmt.Sprintf("node %s reports %s %s", started, tc.want, tc.state), func() bool {
+				ms := e.nodeStatus(started).Models["ppocr_cls"]
+				return ms.Version == tc.want && ms.State == tc.state
+			}, time.Minute)
+			if d := e.desired(waiting).Models["ppocr_cls"]; d.Version == "2" || len(e.fleet.Downloads("ppocr_cls")[waiting]) != 0 {
+				t.Errorf("node %s of the wave not started: desired %+v, downloads %v", waiting, d, e.fleet.Downloads("ppocr_cls")[waiting])
+			}
+			if v := e.fleet.Active("ppocr_cls")[started]; v != "1" {
+				t.Errorf("node %s runs %s", started, v)
+			}
+			e.waitEvents("cls-v2", tc.events...)
+		})
+	}
 }
 
 // A node reporting ChecksumMismatch turns the resource Degraded with that
@@ -379,6 +526,69 @@ func TestModelVersionDegradedWithinCriteria(t *testing.T) {
 	t.Logf("version %s; phases %v; %s: %s", version, seen, got.Status.Reason, got.Status.Message)
 }
 
+// A rollback on delete that cannot be written (the broker is down) holds
+// the deleted ModelVersion and says so, in a Warning Event and the Deleting
+// condition, whose message names the command that forces the deletion. Once
+// the broker is back the rollback is written and the object goes.
+func TestModelVersionDeleteRollbackStalls(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 10 * time.Minute})
+	e.publish("ppocr_cls", "2")
+	e.controller("a", false)
+	e.apply(modelVersion("cls-v2", "2", 20, 50, 100))
+	testwait.For(t, "the first wave on trial", func() bool {
+		st := e.get("cls-v2").Status
+		return len(st.Waves) == 2 && st.Waves[0].Canary == 1
+	}, time.Minute)
+	e.broker.Stop()
+	e.delete("cls-v2")
+	var c *metav1.Condition
+	testwait.For(t, "condition Deleting RollbackStalled", func() bool {
+		c = meta.FindStatusCondition(e.get("cls-v2").Status.Conditions, v1alpha1.ConditionDeleting)
+		return c != nil && c.Status == metav1.ConditionTrue && c.Reason == "RollbackStalled"
+	}, 2*time.Minute)
+	if !strings.Contains(c.Message, `kubectl patch modelversion cls-v2 -n `+e.ns+` --type json -p '[{"op":"remove","path":"/metadata/finalizers"}]'`) {
+		t.Errorf("Deleting condition message %q does not say how to force", c.Message)
+	}
+	e.waitEvents("cls-v2", "RollbackStalled")
+	e.broker.Start()
+	e.waitGone("cls-v2")
+	for _, id := range []string{"n-00000", "n-00001"} {
+		if d := e.desired(id).Models["ppocr_cls"]; d.Version == "2" {
+			t.Errorf("node %s desired %+v after the rollback on delete", id, d)
+		}
+	}
+	e.waitEvents("cls-v2", "NodesRolledBack")
+	t.Logf("while the broker was down: %s", c.Message)
+}
+
+// A ModelVersion deleted while no controller runs waits for one; if its
+// rollout record is gone meanwhile (status.rollout cleared), the
+// controller cannot roll the nodes back: it lets the object go at once
+// with a Warning Event saying so, rather than hold it for ever.
+func TestModelVersionDeletedWithoutRecord(t *testing.T) {
+	e := newEnv(t, 3, cameras, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 10 * time.Minute})
+	e.publish("ppocr_cls", "2")
+	stop := e.controller("a", false)
+	e.apply(modelVersion("cls-v2", "2", 20, 50, 100))
+	testwait.For(t, "the first wave on trial", func() bool {
+		st := e.get("cls-v2").Status
+		return len(st.Waves) == 2 && st.Waves[0].Canary == 1
+	}, time.Minute)
+	stop()
+	e.delete("cls-v2")
+	mv := e.get("cls-v2")
+	if mv.DeletionTimestamp.IsZero() || !slices.Contains(mv.Finalizers, v1alpha1.Finalizer) {
+		t.Fatalf("deleted with no controller running: deletionTimestamp %v, finalizers %v", mv.DeletionTimestamp, mv.Finalizers)
+	}
+	mv.Status.Rollout = nil
+	if err := e.client.Status().Update(context.Background(), mv); err != nil {
+		t.Fatal(err)
+	}
+	e.controller("b", false)
+	e.waitGone("cls-v2")
+	e.waitEvents("cls-v2", "RolloutRecordMissing")
+}
+
 // Bad specs are refused by the API server's schema, and specs it cannot
 // judge are reported in the status, never left silently pending.
 func TestModelVersionValidation(t *testing.T) {
@@ -394,6 +604,7 @@ func TestModelVersionValidation(t *testing.T) {
 		"waves-order":  func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 10, 100} },
 		"waves-repeat": func(m *v1alpha1.ModelVersion) { m.Spec.Waves = []int32{50, 50, 100} },
 		"on-abort":     func(m *v1alpha1.ModelVersion) { m.Spec.OnAbort = "Explode" },
+		"on-delete":    func(m *v1alpha1.ModelVersion) { m.Spec.DeletionPolicy = "Delete" },
 		"error-rate":   func(m *v1alpha1.ModelVersion) { m.Spec.Gates = &v1alpha1.Gates{MaxErrorRate: "2"} },
 		"abort-type": func(m *v1alpha1.ModelVersion) {
 			m.Spec.Abort = &v1alpha1.Abort{ByType: []v1alpha1.TypeCriterion{{Type: "Sad"}}}
@@ -536,12 +747,15 @@ func TestDeployRBAC(t *testing.T) {
 	}
 	e.ctrlCfg = kubetest.User(t, "system:serviceaccount:edge-system:edge-controller", "system:serviceaccounts", "system:authenticated")
 	e.leaseNS, e.namespaces = "edge-system", nil
-	sa, err := client.New(e.ctrlCfg, client.Options{})
+	sa, err := client.New(e.ctrlCfg, client.Options{Scheme: e.client.Scheme()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := sa.List(ctx, &corev1.SecretList{}, client.InNamespace("edge-system")); !apierrors.IsForbidden(err) {
 		t.Errorf("the ServiceAccount lists Secrets: %v, want Forbidden", err)
+	}
+	if err := sa.Delete(ctx, &v1alpha1.ModelVersion{ObjectMeta: metav1.ObjectMeta{Namespace: e.ns, Name: "any"}}); !apierrors.IsForbidden(err) {
+		t.Errorf("the ServiceAccount deletes ModelVersions: %v, want Forbidden", err)
 	}
 	e.publish("ppocr_cls", "2")
 	e.controller("sa", true)
@@ -559,6 +773,8 @@ func TestDeployRBAC(t *testing.T) {
 		t.Errorf("status %+v", mv.Status)
 	}
 	e.waitEvents(ex.GetName(), "Completed") // the ServiceAccount may record Events
+	// It may take its finalizer off: the deleted example goes.
+	e.deleteAndWait(ex.GetName())
 }
 
 // readYAML decodes the objects of a multi-document YAML file.

@@ -190,6 +190,7 @@ func summarize(mv *v1alpha1.ModelVersion, r *rollout.Record, now time.Time) {
 	}
 	nodeReason, nodeText := topReason(st.NodeReasons, bad, int(st.Nodes))
 	st.Phase = phases[r.Phase]
+	st.OnDelete = onDelete(mv.Spec.DeletionPolicy, r.Phase)
 	st.Reason, st.Message = "", ""
 	if len(r.History) > 0 {
 		st.Message = r.History[len(r.History)-1].Note

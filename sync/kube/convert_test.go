@@ -245,3 +245,28 @@ func TestCommandFromSpec(t *testing.T) {
 		}
 	}
 }
+
+// Deleting rolls back only a rollout that has not finished, and only under
+// deletionPolicy Rollback (the default: ""); a rollback under way is
+// finished under either policy.
+func TestOnDelete(t *testing.T) {
+	rb, keep := v1alpha1.DeletionRollback, v1alpha1.DeletionKeep
+	for _, tc := range []struct {
+		phase        rollout.Phase
+		rollback, kp string // under Rollback (and ""), under Keep
+	}{
+		{rollout.PhaseRunning, rb, keep},
+		{rollout.PhasePaused, rb, keep},
+		{rollout.PhaseRollingBack, rb, rb},
+		{rollout.PhaseCompleted, keep, keep},
+		{rollout.PhaseWatching, keep, keep},
+		{rollout.PhaseHeld, keep, keep},
+		{rollout.PhaseRolledBack, keep, keep},
+	} {
+		for policy, want := range map[string]string{rb: tc.rollback, "": tc.rollback, keep: tc.kp} {
+			if got := onDelete(policy, tc.phase); got != want {
+				t.Errorf("onDelete(%q, %s) = %s, want %s", policy, tc.phase, got, want)
+			}
+		}
+	}
+}

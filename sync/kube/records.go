@@ -43,6 +43,13 @@ func (s *statusRecords) bind(id string, key types.NamespacedName) {
 	s.keys[id] = key
 }
 
+// unbind forgets rollout id (its ModelVersion is gone).
+func (s *statusRecords) unbind(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.keys, id)
+}
+
 func (s *statusRecords) key(id string) (types.NamespacedName, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -894,8 +894,13 @@ func (c *Controller) writeRollback(ctx context.Context, r *Record) error {
 func (c *Controller) writeNodes(ctx context.Context, model string, nodes []string, limit int, force bool, specFor func(string) wire.ModelSpec) (written map[string]uint64, left int, err error) {
 	sort.Strings(nodes)
 	type msg struct {
-		topic string
-		b     []byte
+		node, topic string
+		b           []byte
+		// What c.desired held before (restored if the write is not
+		// acknowledged), and what this write put there.
+		prev    *wire.DesiredState
+		prevRaw []byte
+		set     *wire.DesiredState
 	}
 	var out []msg
 	written = map[string]uint64{}
@@ -927,26 +932,48 @@ func (c *Controller) writeNodes(ctx context.Context, model string, nodes []strin
 			c.mu.Unlock()
 			return nil, 0, err
 		}
-		out = append(out, msg{c.cfg.Topics.NodeDesired(n), b})
+		out = append(out, msg{node: n, topic: c.cfg.Topics.NodeDesired(n), b: b, prev: c.desired[n], prevRaw: c.raw[n], set: &d})
 		written[n] = d.Generation
 		c.desired[n], c.raw[n] = &d, b
 	}
 	c.mu.Unlock()
+	// A write not acknowledged may not be the broker's: c.desired goes
+	// back to what it held for it (unless a newer state arrived since), so
+	// the next tick writes it again instead of taking it for written.
+	acked := 0
+	fail := func(err error) (map[string]uint64, int, error) {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, m := range out[acked:] {
+			if c.desired[m.node] != m.set {
+				continue
+			}
+			if m.prev == nil {
+				delete(c.desired, m.node)
+				delete(c.raw, m.node)
+			} else {
+				c.desired[m.node], c.raw[m.node] = m.prev, m.prevRaw
+			}
+		}
+		return nil, 0, err
+	}
 	// Pipelined: at most Pipeline publishes await their PUBACK.
 	var pending []func(context.Context) error
 	for _, m := range out {
 		pending = append(pending, c.link.PublishAsync(m.topic, true, m.b))
 		for len(pending) > c.cfg.Pipeline {
 			if err := pending[0](ctx); err != nil {
-				return nil, 0, err
+				return fail(err)
 			}
 			pending = pending[1:]
+			acked++
 		}
 	}
 	for _, w := range pending {
 		if err := w(ctx); err != nil {
-			return nil, 0, err
+			return fail(err)
 		}
+		acked++
 	}
 	return written, left, nil
 }

@@ -314,6 +314,48 @@ func TestRolloutCrashMidWave(t *testing.T) {
 	}
 }
 
+// A rollback whose publishes fail is not taken as written: the
+// controller's view of the nodes' desired state goes back to what the
+// broker holds, so the next tick writes the previous version again and the
+// nodes get it (before, the next tick skipped every node as already
+// written and called the rollout rolled back).
+func TestRolloutRollbackRewrittenAfterFailedPublish(t *testing.T) {
+	e := newEnv(t, 10, quickProfile)
+	spec := testSpec("r-rb-fail", "2")
+	spec.Waves, spec.Strategy = []int{100}, nil
+	good := e.controller(t, "first")
+	fl := &failingLink{Link: good.link, n: 1 << 30}
+	c, err := NewController(good.cfg, fl, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if r, _ := runRollout(t, e, c, spec); r.Phase != PhaseCompleted {
+		t.Fatalf("rollout %s", r.Phase)
+	}
+	checkAllActive(t, e, "2")
+	if _, err := Command(ctx, c.store, spec.ID, CmdRollback); err != nil {
+		t.Fatal(err)
+	}
+	fl.n = 0
+	if r, err := c.Step(ctx, spec.ID); err == nil || r.Phase != PhaseRollingBack {
+		t.Fatalf("rollback with failing publishes: %v, phase %s", err, r.Phase)
+	}
+	fl.n = 1 << 30
+	if r := mustStep(t, ctx, c, spec.ID); r.Phase != PhaseRolledBack {
+		t.Fatalf("phase %s after the second rollback tick", r.Phase)
+	}
+	testwait.For(t, "every node back on version 1", func() bool {
+		for _, v := range e.fleet.Active("det") {
+			if v != "1" {
+				return false
+			}
+		}
+		return true
+	}, time.Minute)
+}
+
 func TestRolloutPauseResumeAbort(t *testing.T) {
 	e := newEnv(t, 20, quickProfile)
 	spec := testSpec("r-ops", "2")

@@ -40,6 +40,7 @@ func AddToScheme(s *runtime.Scheme) error {
 // +kubebuilder:printcolumn:name="Nodes",type=string,JSONPath=`.status.progress`
 // +kubebuilder:printcolumn:name="Wave",type=string,JSONPath=`.status.wave`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`
+// +kubebuilder:printcolumn:name="OnDelete",type=string,JSONPath=`.status.onDelete`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ModelVersion struct {
 	metav1.TypeMeta   `json:",inline"`
@@ -60,7 +61,8 @@ type ModelVersionList struct {
 
 // ModelVersionSpec is what the operator asks for. What the rollout is
 // (model, version, selector, traffic weight, waves) cannot change once
-// applied: apply a new ModelVersion instead. paused and rollback can.
+// applied: apply a new ModelVersion instead. paused, rollback and
+// deletionPolicy can.
 //
 // +kubebuilder:validation:XValidation:rule="has(self.nodeSelector) == has(oldSelf.nodeSelector) && has(self.waves) == has(oldSelf.waves)",message="nodeSelector and waves are immutable"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.rollback) || !oldSelf.rollback || (has(self.rollback) && self.rollback)",message="rollback cannot be undone; apply a new ModelVersion"
@@ -158,7 +160,31 @@ type ModelVersionSpec struct {
 	// version back. It cannot be undone; apply a new ModelVersion instead.
 	// +optional
 	Rollback bool `json:"rollback,omitempty"`
+	// DeletionPolicy is what deleting the ModelVersion does to a rollout
+	// that has not finished (phase Progressing or Paused, or Degraded
+	// before its last wave finished): Rollback writes each started node's
+	// previous version back before the object goes; Keep lets it go at
+	// once and the nodes keep what they were sent. A rollback under way
+	// (RollingBack) is finished first under either policy; a rollout that
+	// finished (Active, Watching, Held, RolledBack, Degraded after its
+	// waves) moves no node on delete under either. status.onDelete says
+	// which applies now. It can be changed at any time.
+	// +optional
+	// +kubebuilder:default=Rollback
+	// +kubebuilder:validation:Enum=Rollback;Keep
+	DeletionPolicy string `json:"deletionPolicy,omitempty"`
 }
+
+// Deletion policies (spec.deletionPolicy) and status.onDelete values.
+const (
+	DeletionRollback = "Rollback"
+	DeletionKeep     = "Keep"
+)
+
+// Finalizer is the finalizer the controller puts on a ModelVersion once its
+// rollout is created, so that deleting it carries out spec.deletionPolicy
+// first. Removing it by hand deletes the object at once and moves no node.
+const Finalizer = "edge.edgeai.dev/rollout"
 
 // Gates are the on-device gates of a canary (trafficWeight 1-99) or shadow
 // (0). Zero fields take the node's defaults.
@@ -259,6 +285,10 @@ const (
 	ConditionProgressing = "Progressing"
 	// ConditionDegraded: some nodes failed it; the reason is theirs.
 	ConditionDegraded = "Degraded"
+	// ConditionDeleting: the object is deleted and the controller cannot
+	// carry out spec.deletionPolicy yet (reason RollbackStalled; the
+	// message says why and how to force the deletion).
+	ConditionDeleting = "Deleting"
 )
 
 // Ramp is an exponential pace: basePerMinute nodes a minute at first,
@@ -314,6 +344,12 @@ type ModelVersionStatus struct {
 	// Wave is "started/waves" for kubectl get.
 	// +optional
 	Wave string `json:"wave,omitempty"`
+	// OnDelete is what deleting the ModelVersion would do now: Rollback
+	// (the rollout has not finished and spec.deletionPolicy is Rollback,
+	// or a rollback is under way) or Keep (the nodes keep what they were
+	// sent).
+	// +optional
+	OnDelete string `json:"onDelete,omitempty"`
 	// Waves are the per-wave node counts.
 	// +optional
 	Waves []WaveStatus `json:"waves,omitempty"`

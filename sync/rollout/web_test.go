@@ -1,7 +1,6 @@
 package rollout
 
 import (
-	"bytes"
 	"context"
 	"image/png"
 	"math"
@@ -40,27 +39,6 @@ func knownFleet(t *testing.T) (*Store, map[string]*fleet.NodeView) {
 	return st, nodes
 }
 
-func TestRenderPage(t *testing.T) {
-	st, nodes := knownFleet(t)
-	rs, err := st.List()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b bytes.Buffer
-	if err := RenderPage(&b, PageData{Now: time.Now(), Rollouts: rs, Nodes: nodes}); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{`id="rollout-r-demo-42"`, "wave 2 of 3", `<b id="nodes-total">3</b>`, `<b id="nodes-online">2</b>`, "criteria: abort over ",
-		"<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "det@7:Active", "<td>arch=arm64, site=north</td>"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("page lacks %q", want)
-		}
-	}
-	if strings.Contains(b.String(), "[arch") || strings.Contains(b.String(), "map[") {
-		t.Error("Go formatting on the page")
-	}
-}
-
 // TestPageInChromium loads the served page in headless Chromium (Debian's
 // chromium package), checks the DOM and that the screenshot is a
 // non-blank PNG of the requested size. Skipped when chromium is missing,
@@ -78,7 +56,7 @@ func TestPageInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: Handler(st, func() map[string]*fleet.NodeView { return nodes }, zerolog.Nop())}
+	srv := &http.Server{Handler: Handler(WebConfig{Store: st, Nodes: staticNodes(nodes)}, zerolog.Nop())}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	url := "http://" + ln.Addr().String() + "/"
@@ -89,7 +67,7 @@ func TestPageInChromium(t *testing.T) {
 		defer cancel()
 		base := []string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 			"--disable-background-networking", "--disable-component-update", "--disable-sync",
-			"--user-data-dir=" + t.TempDir(), "--window-size=1200,800", "--hide-scrollbars"}
+			"--user-data-dir=" + t.TempDir(), "--window-size=1200,800", "--hide-scrollbars", "--virtual-time-budget=5000"}
 		out, err := exec.CommandContext(ctx, chromium, append(base, args...)...).Output()
 		if err != nil {
 			t.Fatalf("chromium %v: %v", args, err)
@@ -97,7 +75,7 @@ func TestPageInChromium(t *testing.T) {
 		return out
 	}
 	dom := string(run("--dump-dom", url))
-	for _, want := range []string{"r-demo-42", "wave 2 of 3", "<td>12</td><td>1</td><td>3</td><td>2</td><td>5</td><td>1</td><td>0</td>", "cam-01"} {
+	for _, want := range []string{`id="rollout-r-demo-42"`, "wave 2 of 3", `<b id="nodes-total">3</b>`, `<b id="nodes-online">2</b>`, "criteria: abort over ", "det@7:Active", "arch=arm64, site=north"} {
 		if !strings.Contains(dom, want) {
 			t.Errorf("DOM lacks %q", want)
 		}
@@ -135,29 +113,5 @@ func TestPageInChromium(t *testing.T) {
 	if d := os.Getenv("EDGE_SCREENSHOT_DIR"); d != "" {
 		b, _ := os.ReadFile(shot)
 		_ = os.WriteFile(filepath.Join(d, "fleet-page.png"), b, 0o644)
-	}
-}
-
-// TestRenderPageJoinersAndRetries: the page says how many nodes joined a
-// continuous rollout, how many match the target outside a rollout, and
-// how many were retried.
-func TestRenderPageJoinersAndRetries(t *testing.T) {
-	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	recs := []*Record{
-		{Spec: Spec{ID: "r-cont", Model: "det", Version: "7", Waves: []int{100}, Continuous: true, Retries: 2},
-			Phase: PhaseWatching, Members: [][]string{{"a", "b", "c"}}, Counts: []Counts{{Total: 3, Active: 3}},
-			Joined: 2, Runs: map[string]NodeRun{"b": {Joined: t0}, "c": {Joined: t0, Retries: 1}}, Created: t0, Updated: t0},
-		{Spec: Spec{ID: "r-once", Model: "seg", Version: "3", Waves: []int{100}},
-			Phase: PhaseCompleted, Members: [][]string{{"a"}}, Counts: []Counts{{Total: 1, Active: 1}}, Outside: 4, Created: t0, Updated: t0},
-	}
-	var b bytes.Buffer
-	if err := RenderPage(&b, PageData{Now: t0, Rollouts: recs}); err != nil {
-		t.Fatal(err)
-	}
-	for _, want := range []string{"joined after start: <b>2</b> nodes (every wave finished; watching",
-		"retried: <b>1</b> nodes (up to 2 retries each)", "not in this rollout: <b>4</b> nodes match the target but joined after start"} {
-		if !strings.Contains(b.String(), want) {
-			t.Errorf("page lacks %q", want)
-		}
 	}
 }

@@ -44,13 +44,7 @@ func knownFleet(t *testing.T) (*Store, map[string]*fleet.NodeView) {
 // non-blank PNG of the requested size. Skipped when chromium is missing,
 // unless EDGE_REQUIRE_BROWSER=1.
 func TestPageInChromium(t *testing.T) {
-	const chromium = "/usr/bin/chromium"
-	if _, err := os.Stat(chromium); err != nil {
-		if os.Getenv("EDGE_REQUIRE_BROWSER") != "" {
-			t.Fatalf("chromium not installed (apt-get install chromium): %v", err)
-		}
-		t.Skipf("chromium not installed: %v", err)
-	}
+	chromium := requireChromium(t)
 	st, nodes := knownFleet(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

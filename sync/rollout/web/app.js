@@ -55,7 +55,12 @@ function bar(w, rolledBack) {
   const segs = [["a", c.active], ["c", c.canary], ["d", c.downloading], ["b", bad]];
   if (rolledBack) segs.push(["r", w.reverted]);
   return el("div", {class: "bar", title: `${c.active} active, ${c.canary} canary, ${c.downloading} downloading, ${bad} bad` + (rolledBack ? `, ${w.reverted} back on previous` : "")},
-    ...segs.map(([k, n]) => el("div", {class: k, style: "width:" + pct(n)})));
+    ...segs.map(([k, n]) => {
+      // Through the CSSOM: the page's CSP refuses style attributes.
+      const d = el("div", {class: k});
+      d.style.width = pct(n);
+      return d;
+    }));
 }
 
 function confirmLine(r) {
@@ -81,7 +86,7 @@ function rolloutCard(r, detail) {
   const rows = r.waves.map(w => el("tr", {class: "wave"},
     el("td", {text: w.n}), el("td", {text: w.percent + "%"}), el("td", {}, bar(w, back)),
     ...[w.live.total, w.live.pending, w.live.downloading, w.live.canary, w.live.active, w.live.failed, w.live.rolled_back,
-      w.recorded.timed_out || 0, back ? w.reverted : "", w.recorded.p99_ms ? w.recorded.p99_ms.toFixed(1) : ""].map(v => el("td", {text: v}))));
+      w.recorded.timed_out || 0, back && w.started ? w.reverted : "", w.recorded.p99_ms ? w.recorded.p99_ms.toFixed(1) : ""].map(v => el("td", {text: v}))));
   const table = el("table", {},
     el("tr", {}, ...["wave", "cum. %", "progress (node status now)", "nodes", "pending", "downloading", "canary", "active", "failed", "rolled back", "timed out", "back on previous", "p99 ms"].map(h => el("th", {text: h}))),
     ...rows);

@@ -187,7 +187,10 @@ func (b *browser) call(session, method string, params, result any) {
 func (b *browser) do(method string, params any) { b.t.Helper(); b.call(b.session, method, params, nil) }
 
 // navigate loads url in the page.
-func (b *browser) navigate(url string) { b.t.Helper(); b.do("Page.navigate", map[string]any{"url": url}) }
+func (b *browser) navigate(url string) {
+	b.t.Helper()
+	b.do("Page.navigate", map[string]any{"url": url})
+}
 
 // eval runs expr in the page (awaiting a promise) and returns its value
 // as JSON.
@@ -220,7 +223,9 @@ func (b *browser) evalString(expr string) string {
 // screenshot saves the whole page as a PNG at path.
 func (b *browser) screenshot(path string) {
 	b.t.Helper()
-	var lm struct{ CSSContentSize struct{ Width, Height float64 } }
+	var lm struct {
+		CSSContentSize struct{ Width, Height float64 }
+	}
 	b.call(b.session, "Page.getLayoutMetrics", nil, &lm)
 	var shot struct{ Data string }
 	b.call(b.session, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true,

@@ -157,7 +157,7 @@ func TestPageLiveRolloutAbortAndRollback(t *testing.T) {
 			t.Fatalf("the page says confirmed, but node %s runs det %s", n, v)
 		}
 	}
-	if w := barWidth(2, "r"); w < 290 {
+	if w := barWidth(2, "r"); w < 235 {
 		t.Errorf("wave 2's bar: back-on-previous segment %.0f px wide, want the whole bar", w)
 	}
 	shoot("3-rolled-back")

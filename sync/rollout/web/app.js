@@ -81,14 +81,21 @@ function confirmLine(r) {
   return null;
 }
 
+// tally says a wave's recorded counts: "1 pending, 3 downloading, 5 active".
+function tally(c) {
+  const parts = [["pending", c.pending], ["downloading", c.downloading], ["canary", c.canary], ["active", c.active],
+    ["failed", c.failed], ["rolled back", c.rolled_back], ["timed out", c.timed_out || 0]].filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`);
+  return parts.join(", ");
+}
+
 function rolloutCard(r, detail) {
   const back = !!r.rollback;
   const rows = r.waves.map(w => el("tr", {class: "wave"},
     el("td", {text: w.n}), el("td", {text: w.percent + "%"}), el("td", {}, bar(w, back)),
     ...[w.live.total, w.live.pending, w.live.downloading, w.live.canary, w.live.active, w.live.failed, w.live.rolled_back,
-      w.recorded.timed_out || 0, back && w.started ? w.reverted : "", w.recorded.p99_ms ? w.recorded.p99_ms.toFixed(1) : ""].map(v => el("td", {text: v}))));
+      w.recorded.timed_out || 0, back && w.started ? w.reverted : "", w.recorded.p99_ms ? w.recorded.p99_ms.toFixed(1) : "", tally(w.recorded)].map(v => el("td", {text: v}))));
   const table = el("table", {},
-    el("tr", {}, ...["wave", "cum. %", "progress (node status now)", "nodes", "pending", "downloading", "canary", "active", "failed", "rolled back", "timed out", "back on previous", "p99 ms"].map(h => el("th", {text: h}))),
+    el("tr", {}, ...["wave", "cum. %", "progress (node status now)", "nodes", "pending", "downloading", "canary", "active", "failed", "rolled back", "timed out", "back on previous", "p99 ms", "controller's tally (last tick)"].map(h => el("th", {text: h}))),
     ...rows);
   const buttons = el("div", {class: "buttons"},
     ...["pause", "resume", "abort", "rollback"].map(cmd => el("button", {type: "button", "data-cmd": cmd, id: `${cmd}-${r.id}`,

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/edgeai/edge-node/internal/testwait"
 )
 
 // browser is headless Chromium driven over the DevTools protocol on
@@ -82,10 +84,24 @@ func startBrowser(t *testing.T, width, height int) *browser {
 		defer close(done)
 		b.read(bufio.NewReader(fromR))
 	}()
-	t.Cleanup(func() {
-		toW.Close()
-		cancel()
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
 		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		// Browser.close lets Chromium stop its helper processes and finish
+		// writing its profile (a kill would leave them writing into the
+		// temporary directory as it is removed); kill only if it hangs.
+		b.send("", "Browser.close", nil)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			cancel()
+			<-exited
+		}
+		cancel()
+		toW.Close()
 		fromR.Close()
 		<-done
 	})
@@ -186,10 +202,15 @@ func (b *browser) call(session, method string, params, result any) {
 // do calls method on the page.
 func (b *browser) do(method string, params any) { b.t.Helper(); b.call(b.session, method, params, nil) }
 
-// navigate loads url in the page.
+// navigate loads url in the page and waits until it has loaded.
 func (b *browser) navigate(url string) {
 	b.t.Helper()
 	b.do("Page.navigate", map[string]any{"url": url})
+	testwait.For(b.t, "the page at "+url+" to load", func() bool {
+		var ok bool
+		_ = json.Unmarshal(b.eval(`document.readyState === "complete" && location.href === `+js(url)), &ok)
+		return ok
+	}, time.Minute)
 }
 
 // eval runs expr in the page (awaiting a promise) and returns its value

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/edgeai/edge-node/sync/fleet"
 	"github.com/edgeai/edge-node/sync/wire"
@@ -509,4 +510,25 @@ func FuzzCheckID(f *testing.F) {
 			t.Fatalf("%q accepted", id)
 		}
 	})
+}
+
+// TestAPIStateFileLocked: while another process holds the state file's
+// lock past the store's timeout, the API answers 503 saying so (ErrLocked).
+func TestAPIStateFileLocked(t *testing.T) {
+	st, nodes := rollbackFleet(t)
+	db, err := bolt.Open(st.path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	st.timeout = 50 * time.Millisecond
+	base := apiServer(t, WebConfig{Store: st, Nodes: staticNodes(nodes), Token: "tok"})
+	for _, c := range []struct{ method, path, auth string }{
+		{"GET", "/api/rollouts", ""}, {"GET", "/api/rollouts/r-back", ""}, {"GET", "/api/nodes/n1", ""}, {"POST", "/api/rollouts/r-back/pause", "Bearer tok"},
+	} {
+		code, b := call(t, c.method, base+c.path, c.auth, "")
+		if code != http.StatusServiceUnavailable || !strings.Contains(string(b), "no lock after") {
+			t.Errorf("%s %s with the file locked: %d %s", c.method, c.path, code, b)
+		}
+	}
 }

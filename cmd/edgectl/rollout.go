@@ -651,44 +651,48 @@ func kvMap[V any](s string, parse func(string) (V, error)) (map[string]V, error)
 }
 
 func newServe(g *globalFlags) *cobra.Command {
-	var addr, state string
+	var addr, state, tokenFile string
 	c := &cobra.Command{
 		Use:   "serve",
-		Short: "Serve a read-only web page of the fleet and the rollouts",
+		Short: "Serve the operator page of the fleet and the rollouts, and its JSON API (commands need a token)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			token, err := serveToken(tokenFile)
+			if err != nil {
+				return err
+			}
 			tp, link, closeLink, err := connect(ctx, g)
 			if err != nil {
 				return err
 			}
 			defer closeLink()
-			var mu sync.Mutex // guards views
-			views := map[string]*fleet.NodeView{}
-			h := func(topic string, b []byte) {
-				mu.Lock()
-				defer mu.Unlock()
-				fleet.ApplyNodeMessage(tp, views, topic, b)
-			}
-			if err := link.Subscribe(ctx, h, tp.AllStatus(), tp.AllPresence()); err != nil {
+			changes := rollout.NewChanges()
+			views := fleet.NewLiveViews(tp, func(string) { changes.Notify(rollout.ChangeNodes) })
+			if err := link.Subscribe(ctx, views.Handle, tp.AllStatus(), tp.AllPresence()); err != nil {
 				return err
 			}
-			nodes := func() map[string]*fleet.NodeView {
-				mu.Lock()
-				defer mu.Unlock()
-				out := make(map[string]*fleet.NodeView, len(views))
-				for k, v := range views {
-					cp := *v
-					out[k] = &cp
-				}
-				return out
+			st := rollout.NewStore(state)
+			log := logger(g)
+			// The state file is written by other processes: read it every
+			// half second for changes to push to the page.
+			go rollout.WatchStore(ctx, st, 500*time.Millisecond, changes, log)
+			cfg := rollout.WebConfig{Store: st, Nodes: views.Snapshot, Token: token, Changes: changes}
+			var carrying sync.WaitGroup
+			defer carrying.Wait()
+			if token != "" {
+				cfg.Carry = newCarrier(ctx, g, state, &carrying, log).carry
 			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return err
 			}
-			srv := &http.Server{Handler: rollout.Handler(rollout.NewStore(state), nodes, logger(g)), ReadHeaderTimeout: 5 * time.Second}
+			srv := &http.Server{Handler: rollout.Handler(cfg, log), ReadHeaderTimeout: 5 * time.Second}
 			go func() { <-ctx.Done(); _ = srv.Close() }()
-			fmt.Printf("serving http://%s/\n", ln.Addr())
+			mode := "read-only (no token)"
+			if token != "" {
+				mode = "commands with the token"
+			}
+			fmt.Printf("serving http://%s/ (%s)\n", ln.Addr(), mode)
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
@@ -697,5 +701,84 @@ func newServe(g *globalFlags) *cobra.Command {
 	}
 	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8090", "listen address")
 	c.Flags().StringVar(&state, "state", defaultState(), "controller state file (bbolt; default $EDGECTL_STATE)")
+	c.Flags().StringVar(&tokenFile, "token-file", "", "file holding the bearer token the page's commands need (default $EDGECTL_SERVE_TOKEN; neither: read-only)")
 	return c
+}
+
+// serveToken reads the page's command token from file, else
+// $EDGECTL_SERVE_TOKEN; "" (read-only) when neither is given.
+func serveToken(file string) (string, error) {
+	if file == "" {
+		return strings.TrimSpace(os.Getenv("EDGECTL_SERVE_TOKEN")), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" || len(tok) > 4096 || strings.ContainsAny(tok, "\r\n") {
+		return "", fmt.Errorf("--token-file %s: want one line of 1-4096 characters", file)
+	}
+	return tok, nil
+}
+
+// carrier carries out, for edgectl serve, a command given on the page for
+// a rollout no controller drives, as `edgectl rollout CMD` does: pause
+// takes one tick, the others drive the rollout until it ends (or serve
+// stops). One controller per rollout at a time, on its own MQTT session.
+type carrier struct {
+	ctx   context.Context
+	g     globalFlags
+	state string
+	wg    *sync.WaitGroup
+	log   zerolog.Logger
+
+	mu      sync.Mutex      // guards running
+	running map[string]bool // rollouts being driven
+}
+
+func newCarrier(ctx context.Context, g *globalFlags, state string, wg *sync.WaitGroup, log zerolog.Logger) *carrier {
+	return &carrier{ctx: ctx, g: *g, state: state, wg: wg, log: log, running: map[string]bool{}}
+}
+
+func (k *carrier) carry(id, cmd string) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.running[id] {
+		return
+	}
+	k.running[id] = true
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		defer func() {
+			k.mu.Lock()
+			delete(k.running, id)
+			k.mu.Unlock()
+		}()
+		g := k.g // its own MQTT client id: serve's session stays up
+		if g.clientID == "" {
+			host, _ := os.Hostname()
+			g.clientID = fmt.Sprintf("edgectl-%s-%d", host, os.Getpid())
+		}
+		g.clientID += "-carry-" + id
+		c, _, _, closeLink, err := newController(k.ctx, &g, k.state)
+		if err != nil {
+			k.log.Warn().Err(err).Str("rollout", id).Msg("carrying out a command")
+			return
+		}
+		defer closeLink()
+		ctx, stop := context.WithCancel(k.ctx)
+		defer stop()
+		r, err := c.Run(ctx, id, func(*rollout.Record) {
+			if cmd == rollout.CmdPause {
+				stop()
+			}
+		})
+		if err != nil {
+			k.log.Warn().Err(err).Str("rollout", id).Msg("carrying out a command")
+			return
+		}
+		k.log.Info().Str("rollout", id).Str("command", cmd).Str("phase", string(r.Phase)).Msg("command carried out")
+	}()
 }

@@ -1,7 +1,6 @@
 package rollout
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -9,16 +8,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/edgeai/edge-node/errdefs"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-// Errors callers tell apart with errors.Is.
+// Errors callers tell apart with errors.Is. Each is also its errdefs class,
+// so errdefs.HTTPStatus maps it (the operator page's API).
 var (
-	ErrNotFound  = errors.New("rollout: not found")
-	ErrExists    = errors.New("rollout: already exists")
-	ErrLeaseHeld = errors.New("rollout: lease held by another controller")
-	ErrBadState  = errors.New("rollout: not allowed in this phase")
-	ErrNoNodes   = errors.New("no node matches")
+	ErrNotFound  = errdefs.Sentinel(errdefs.ErrNotFound, "rollout: not found")
+	ErrExists    = errdefs.Sentinel(errdefs.ErrAlreadyExists, "rollout: already exists")
+	ErrLeaseHeld = errdefs.Sentinel(errdefs.ErrFailedPrecondition, "rollout: lease held by another controller")
+	ErrBadState  = errdefs.Sentinel(errdefs.ErrFailedPrecondition, "rollout: not allowed in this phase")
+	ErrNoNodes   = errdefs.Sentinel(errdefs.ErrFailedPrecondition, "no node matches")
 )
 
 // Phase is where a rollout is.

@@ -11,6 +11,9 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/edgeai/edge-node/errdefs"
 )
 
 // Bucket layout of the state file:
@@ -52,6 +55,9 @@ func (s *Store) do(write bool, fn func(tx *bolt.Tx) error) error {
 		}
 	}
 	db, err := bolt.Open(s.path, 0o600, &bolt.Options{Timeout: s.timeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return fmt.Errorf("rollout: open %s: no lock after %s (another edgectl holds it): %w", s.path, s.timeout, errdefs.ErrLocked)
+	}
 	if err != nil {
 		return fmt.Errorf("rollout: open %s: %w", s.path, err)
 	}
@@ -192,7 +198,7 @@ func setCommand(r *Record, cmd string) error {
 	case CmdRollback:
 		ok = !r.Phase.Final() || r.Phase == PhaseHeld || r.Phase == PhaseCompleted
 	default:
-		return fmt.Errorf("rollout: unknown command %q", cmd)
+		return fmt.Errorf("rollout: unknown command %q (want pause, resume, abort or rollback): %w", cmd, errdefs.ErrInvalidArgument)
 	}
 	if !ok {
 		return fmt.Errorf("rollout %s is %s: cannot %s: %w", r.Spec.ID, r.Phase, cmd, ErrBadState)
@@ -284,4 +290,27 @@ func (f fileRecords) AcquireLease(_ context.Context, id, owner string, ttl time.
 
 func (f fileRecords) ReleaseLease(_ context.Context, id, owner string) error {
 	return f.Store.ReleaseLease(id, owner)
+}
+
+// Leases returns every rollout's lease, by rollout id.
+func (s *Store) Leases() (map[string]Lease, error) {
+	out := map[string]Lease{}
+	err := s.do(false, func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketLeases)
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			var l Lease
+			if err := json.Unmarshal(v, &l); err != nil {
+				return err
+			}
+			out[string(k)] = l
+			return nil
+		})
+	})
+	if errors.Is(err, errNoFile) {
+		err = nil
+	}
+	return out, err
 }

@@ -41,12 +41,13 @@ func endServerSpan(span trace.Span, status int) {
 // inferSpans records an inference request's phases as children of the
 // server span, from the times the handler measured anyway (no clock read or
 // span on the hot path while the request runs): decode, queue, infer,
-// encode, one after the other from rt.At.
+// encode, one after the other from rt.At, each with the model and version.
 func (h *Handler) inferSpans(r *http.Request, model, version string, rt inference.RequestTimes) {
 	parent := trace.SpanFromContext(r.Context())
 	if !parent.IsRecording() {
 		return
 	}
+	mv := trace.WithAttributes(attribute.String("edge.model", model), attribute.String("edge.version", version))
 	parent.SetAttributes(attribute.String("edge.model", model), attribute.String("edge.version", version),
 		attribute.Int64("edge.inferences", int64(rt.Inferences)))
 	if rt.Failed {
@@ -58,7 +59,9 @@ func (h *Handler) inferSpans(r *http.Request, model, version string, rt inferenc
 		name string
 		d    time.Duration
 	}{{"decode", rt.Input}, {"queue", rt.Queue}, {"infer", rt.Infer}, {"encode", rt.Output}} {
-		_, s := h.tracer.Start(ctx, p.name, trace.WithTimestamp(at))
+		// The model and version on each phase too, so that a backend's
+		// search for "infer" spans of one model finds them.
+		_, s := h.tracer.Start(ctx, p.name, trace.WithTimestamp(at), mv)
 		at = at.Add(p.d)
 		s.End(trace.WithTimestamp(at))
 	}

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -71,6 +72,13 @@ func TestTraceContext(t *testing.T) {
 				}
 				if c.Parent().SpanID() != sc.SpanID() || c.SpanContext().TraceID() != sc.TraceID() {
 					t.Errorf("%s span is not a child of the server span", name)
+				}
+				attrs := map[attribute.Key]string{}
+				for _, kv := range c.Attributes() {
+					attrs[kv.Key] = kv.Value.Emit()
+				}
+				if attrs["edge.model"] != "silero_vad" || attrs["edge.version"] == "" {
+					t.Errorf("%s span attributes %v: want edge.model and edge.version", name, attrs)
 				}
 				if c.StartTime().Before(prev) || c.EndTime().Before(c.StartTime()) || c.EndTime().After(server.EndTime()) {
 					t.Errorf("%s span [%v, %v] out of order (previous ended %v, server ended %v)", name, c.StartTime(), c.EndTime(), prev, server.EndTime())

@@ -4,11 +4,15 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +73,22 @@ func newOTLPReceiver(t testing.TB) *otlpReceiver {
 	r.Server = httptest.NewServer(http.HandlerFunc(r.serve))
 	t.Cleanup(r.Close)
 	return r
+}
+
+// newOTLPReceiverTLS is newOTLPReceiver over https, with its CA
+// certificate (PEM) in the returned file.
+func newOTLPReceiverTLS(t testing.TB) (*otlpReceiver, string) {
+	r := &otlpReceiver{t: t}
+	r.Server = httptest.NewUnstartedServer(http.HandlerFunc(r.serve))
+	r.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake below is expected
+	r.StartTLS()
+	t.Cleanup(r.Close)
+	ca := filepath.Join(t.TempDir(), "otel-ca.pem")
+	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Certificate().Raw})
+	if err := os.WriteFile(ca, pemBytes, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return r, ca
 }
 
 func (r *otlpReceiver) serve(w http.ResponseWriter, req *http.Request) {
@@ -251,6 +271,40 @@ func TestTracingSampleRatio(t *testing.T) {
 	if got, all := len(rcv.trace(callerTrace)), rcv.count(); got != 5 || all != 5 {
 		t.Errorf("received %d spans, %d of the sampled caller's trace; want only its 5", all, got)
 	}
+}
+
+// TestTracingHTTPSCollector: an https endpoint is checked against
+// tracing.ca_file (the spans arrive), and against the system roots without
+// it (a test CA is not among them: the exports fail, and are counted).
+func TestTracingHTTPSCollector(t *testing.T) {
+	rcv, ca := newOTLPReceiverTLS(t)
+	repo := tracingRepo(t)
+	cfg := testConfig(t, t.TempDir(), repo)
+	cfg.Tracing.Endpoint, cfg.Tracing.CAFile = rcv.URL, ca
+	n := startNode(t, cfg)
+	inferTraced(t, n.url, "00-"+callerTrace+"-"+callerSpan+"-01")
+	n.stop(t)
+	if got := len(rcv.trace(callerTrace)); got != 5 {
+		t.Errorf("over https with ca_file: %d spans of the trace, want 5", got)
+	}
+
+	cfg = testConfig(t, t.TempDir(), repo)
+	cfg.Tracing.Endpoint = rcv.URL
+	before := rcv.count()
+	n, logs := startNodeCapturing(t, cfg)
+	inferTraced(t, n.url, "")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := n.tracing.tp.ForceFlush(ctx); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if got := metricValue(t, n.url, `edge_trace_spans_total{result="failed"}`); got < 5 || rcv.count() != before {
+		t.Errorf("system roots only: %v spans failed, %d received; want the export refused", got, rcv.count()-before)
+	}
+	if len(logs.lines("span export failed", "certificate")) != 1 {
+		t.Error("no log line naming the certificate problem")
+	}
+	n.stop(t)
 }
 
 // TestTracingUnreachableCollector: a collector that refuses connections, or

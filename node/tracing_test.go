@@ -22,9 +22,13 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/edgeai/edge-node/internal/buildinfo"
+	pb "github.com/edgeai/edge-node/node/kserve/tritongrpc/inferencepb"
 )
 
 // otlpReceiver is a loopback OTLP/HTTP trace receiver: it decodes each
@@ -243,12 +247,34 @@ func TestTracingExportsToOTLPCollector(t *testing.T) {
 		t.Errorf("edge_trace_spans_total{result=\"exported\"} %v, the receiver has %v", got, want)
 	}
 
-	// Queued, not flushed: the drain at stop sends it.
-	const second = "5bf92f3577b34da6a3ce929d0e0e4737"
+	// Queued, not flushed: the drain at stop sends them. One over REST,
+	// one over gRPC (the caller's traceparent in the metadata).
+	const second, overGRPC = "5bf92f3577b34da6a3ce929d0e0e4737", "7bf92f3577b34da6a3ce929d0e0e4739"
 	inferTraced(t, n.url, "00-"+second+"-"+callerSpan+"-01")
+	conn, err := grpc.NewClient(n.GRPCAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := &pb.ModelInferRequest{ModelName: "silero_vad"}
+	for _, in := range sileroInputs() {
+		req.Inputs = append(req.Inputs, &pb.ModelInferRequest_InferInputTensor{Name: in.Name, Datatype: in.DataType.String(), Shape: in.Shape})
+		req.RawInputContents = append(req.RawInputContents, in.Data)
+	}
+	gctx := metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+overGRPC+"-"+callerSpan+"-01")
+	if _, err := pb.NewGRPCInferenceServiceClient(conn).ModelInfer(gctx, req); err != nil {
+		t.Fatalf("gRPC infer: %v", err)
+	}
 	n.stop(t)
 	if got := len(rcv.trace(second)); got != 5 {
 		t.Errorf("after stop: %d spans of the second request's trace, want 5 (server, decode, queue, infer, encode)", got)
+	}
+	names := map[string]string{} // name -> parent span id
+	for _, s := range rcv.trace(overGRPC) {
+		names[s.Name] = s.parentID()
+	}
+	if names["inference.GRPCInferenceService/ModelInfer"] != callerSpan || len(names) != 5 || names["infer"] == "" {
+		t.Errorf("gRPC call's trace: spans (name: parent) %v; want the ModelInfer server span under the caller's, and its 4 phases", names)
 	}
 }
 

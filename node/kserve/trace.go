@@ -1,6 +1,7 @@
 package kserve
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -38,12 +39,21 @@ func endServerSpan(span trace.Span, status int) {
 	span.End()
 }
 
-// inferSpans records an inference request's phases as children of the
-// server span, from the times the handler measured anyway (no clock read or
-// span on the hot path while the request runs): decode, queue, infer,
-// encode, one after the other from rt.At, each with the model and version.
+// inferSpans records an inference request's phases under the request's
+// server span (see InferSpans).
 func (h *Handler) inferSpans(r *http.Request, model, version string, rt inference.RequestTimes) {
-	parent := trace.SpanFromContext(r.Context())
+	InferSpans(r.Context(), h.tracer, model, version, rt)
+}
+
+// InferSpans records an inference request's phases as children of the
+// span on ctx (the request's server span, REST or gRPC), from the times the
+// frontend measured anyway (no clock read or span on the hot path while the
+// request runs): decode, queue, infer, encode, one after the other from
+// rt.At, each with the model and version. The parent gets the model,
+// version and inference count. Nothing is done when the parent is not
+// recording (no provider, or not sampled).
+func InferSpans(ctx context.Context, tracer trace.Tracer, model, version string, rt inference.RequestTimes) {
+	parent := trace.SpanFromContext(ctx)
 	if !parent.IsRecording() {
 		return
 	}
@@ -53,7 +63,6 @@ func (h *Handler) inferSpans(r *http.Request, model, version string, rt inferenc
 	if rt.Failed {
 		return
 	}
-	ctx := r.Context()
 	at := rt.At
 	for _, p := range []struct {
 		name string
@@ -61,7 +70,7 @@ func (h *Handler) inferSpans(r *http.Request, model, version string, rt inferenc
 	}{{"decode", rt.Input}, {"queue", rt.Queue}, {"infer", rt.Infer}, {"encode", rt.Output}} {
 		// The model and version on each phase too, so that a backend's
 		// search for "infer" spans of one model finds them.
-		_, s := h.tracer.Start(ctx, p.name, trace.WithTimestamp(at), mv)
+		_, s := tracer.Start(ctx, p.name, trace.WithTimestamp(at), mv)
 		at = at.Add(p.d)
 		s.End(trace.WithTimestamp(at))
 	}

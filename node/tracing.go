@@ -25,10 +25,11 @@ import (
 	"github.com/edgeai/edge-node/internal/buildinfo"
 )
 
-// TracingConfig configures the export of the REST frontend's OpenTelemetry
-// spans (a server span per request, continuing the caller's W3C
-// traceparent, with decode, queue, infer and encode children) to an
-// OTLP/HTTP collector. Off by default: with no endpoint no span is made.
+// TracingConfig configures the export of the inference frontends'
+// OpenTelemetry spans (a server span per REST request or gRPC call,
+// continuing the caller's W3C traceparent, with decode, queue, infer and
+// encode children) to an OTLP/HTTP collector. Off by default: with no
+// endpoint no span is made.
 type TracingConfig struct {
 	// Endpoint is the collector's OTLP/HTTP URL, http:// or https://
 	// (e.g. http://127.0.0.1:4318, an OpenTelemetry Collector's or
@@ -137,14 +138,15 @@ func ParseTracingHeaders(s string) (map[string]string, error) {
 	return h, nil
 }
 
-// Span export runs beside serving, never in its way: the handler ends spans
+// Span export runs beside serving, never in its way: a frontend ends spans
 // into the batch span processor's queue (a full queue drops them), and a
 // background goroutine posts batches to the collector, each bounded by
 // tracing.timeout. Start-up does not contact the collector; shutdown
 // flushes what is queued within what is left of the drain timeout and then
 // cancels any export still in flight.
 
-// tracing is the node's span pipeline (nil when tracing.endpoint is "").
+// tracing is the node's span pipeline, shared by the REST and gRPC
+// frontends (nil when tracing.endpoint is "").
 type tracing struct {
 	tp  *sdktrace.TracerProvider
 	exp *observedExporter

@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -150,6 +151,7 @@ func ParseTracingHeaders(s string) (map[string]string, error) {
 type tracing struct {
 	tp  *sdktrace.TracerProvider
 	exp *observedExporter
+	tr  *http.Transport // the exporter's: its idle connections close at shutdown
 
 	once sync.Once
 }
@@ -200,9 +202,12 @@ func newTracing(cfg TracingConfig, log zerolog.Logger, reg prometheus.Registerer
 	if err != nil {
 		return nil, err
 	}
-	host, _ := os.Hostname()
+	attrs := []attribute.KeyValue{semconv.ServiceName("edge-node"), semconv.ServiceVersion(buildinfo.Version())}
+	if host, err := os.Hostname(); err == nil && host != "" {
+		attrs = append(attrs, semconv.HostName(host))
+	}
 	res, err := resource.New(context.Background(), resource.WithTelemetrySDK(), resource.WithSchemaURL(semconv.SchemaURL),
-		resource.WithAttributes(semconv.ServiceName("edge-node"), semconv.ServiceVersion(buildinfo.Version()), semconv.HostName(host)))
+		resource.WithAttributes(attrs...))
 	if err != nil {
 		return nil, fmt.Errorf("tracing: resource: %w", err)
 	}
@@ -216,7 +221,7 @@ func newTracing(cfg TracingConfig, log zerolog.Logger, reg prometheus.Registerer
 			sdktrace.WithExportTimeout(cfg.Timeout)),
 	)
 	log.Info().Str("component", "tracing").Str("endpoint", target).Float64("sample_ratio", cfg.SampleRatio).Msg("exporting spans over OTLP/HTTP")
-	return &tracing{tp: tp, exp: exp}, nil
+	return &tracing{tp: tp, exp: exp, tr: tr}, nil
 }
 
 // shutdown flushes the queued spans and stops the exporter, waiting no
@@ -227,6 +232,7 @@ func (t *tracing) shutdown(ctx context.Context) {
 	t.once.Do(func() {
 		err := t.tp.Shutdown(ctx)
 		t.exp.abort()
+		t.tr.CloseIdleConnections()
 		if err != nil {
 			t.exp.log.Warn().Err(err).Msg("span export: shutdown did not finish; the last spans may be lost")
 		}

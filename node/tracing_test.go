@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/edgeai/edge-node/inference/inferencetest"
 	"github.com/edgeai/edge-node/internal/buildinfo"
 	pb "github.com/edgeai/edge-node/node/kserve/tritongrpc/inferencepb"
 )
@@ -444,6 +445,28 @@ func TestTracingExportURL(t *testing.T) {
 		got, err := TracingConfig{Endpoint: in}.exportURL()
 		if err != nil || got != want {
 			t.Errorf("%s: %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// TestTracingBadCAFile: an unreadable or empty tracing.ca_file is a
+// start-up error naming the key (a configuration mistake, unlike an
+// unreachable collector).
+func TestTracingBadCAFile(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.pem")
+	if err := os.WriteFile(empty, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, ca := range []string{filepath.Join(t.TempDir(), "absent.pem"), empty} {
+		cfg := testConfig(t, t.TempDir(), "")
+		cfg.Tracing.Endpoint, cfg.Tracing.CAFile = "https://127.0.0.1:4318", ca
+		n, err := newNode(context.Background(), cfg, testLogger(t), inferencetest.Env(t))
+		if err == nil {
+			n.Close()
+			t.Fatalf("%s: the node started", ca)
+		}
+		if !strings.Contains(err.Error(), "tracing.ca_file") {
+			t.Errorf("%s: error %q does not name tracing.ca_file", ca, err)
 		}
 	}
 }

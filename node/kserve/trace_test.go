@@ -1,6 +1,7 @@
 package kserve
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"testing"
@@ -84,6 +85,45 @@ func TestTraceContext(t *testing.T) {
 					t.Errorf("%s span [%v, %v] out of order (previous ended %v, server ended %v)", name, c.StartTime(), c.EndTime(), prev, server.EndTime())
 				}
 				prev = c.EndTime()
+			}
+		})
+	}
+}
+
+// discardExporter takes batches and keeps nothing: the cost measured is
+// the spans', not an exporter's.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkTraceOverhead: one binary silero_vad inference through the
+// handler in process, with no TracerProvider (the daemon's default) and
+// with the SDK's provider, every request sampled, spans batched to an
+// exporter that discards them (what tracing.endpoint costs per request
+// before the network).
+func BenchmarkTraceOverhead(b *testing.B) {
+	backend := newTestBackend(b)
+	body, hl := kservetest.BinaryRequest(b, "", kservetest.SileroInputs(), true)
+	header := http.Header{headerContentLength: {strconv.Itoa(hl)}, "Content-Type": {"application/octet-stream"},
+		"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	for _, bc := range []struct {
+		name string
+		tp   *sdktrace.TracerProvider
+	}{{"off", nil}, {"on", tp}} {
+		h, _ := newTestHandler(b, backend, func(o *Options) {
+			if bc.tp != nil {
+				o.TracerProvider = bc.tp
+			}
+		})
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if w := do(h, "POST", "/v2/models/silero_vad/infer", header, body); w.Code != http.StatusOK {
+					b.Fatalf("infer: %d %s", w.Code, w.Body)
+				}
 			}
 		})
 	}

@@ -99,20 +99,22 @@ func (discardExporter) Shutdown(context.Context) error                          
 
 // BenchmarkTraceOverhead: one binary silero_vad inference through the
 // handler in process, with no TracerProvider (the daemon's default) and
-// with the SDK's provider, every request sampled, spans batched to an
-// exporter that discards them (what tracing.endpoint costs per request
-// before the network).
+// with the SDK's provider as the node builds it (parent-based sampler,
+// here with ratio 0: the caller's flag decides), sampled and not, spans
+// batched to an exporter that discards them (what tracing.endpoint costs
+// per request before the network).
 func BenchmarkTraceOverhead(b *testing.B) {
 	backend := newTestBackend(b)
 	body, hl := kservetest.BinaryRequest(b, "", kservetest.SileroInputs(), true)
-	header := http.Header{headerContentLength: {strconv.Itoa(hl)}, "Content-Type": {"application/octet-stream"},
-		"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0))))
 	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	for _, bc := range []struct {
-		name string
-		tp   *sdktrace.TracerProvider
-	}{{"off", nil}, {"on", tp}} {
+		name, flags string
+		tp          *sdktrace.TracerProvider
+	}{{"off", "01", nil}, {"on", "01", tp}, {"on-unsampled", "00", tp}} {
+		header := http.Header{headerContentLength: {strconv.Itoa(hl)}, "Content-Type": {"application/octet-stream"},
+			"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-" + bc.flags}}
 		h, _ := newTestHandler(b, backend, func(o *Options) {
 			if bc.tp != nil {
 				o.TracerProvider = bc.tp

@@ -66,8 +66,8 @@ type Node struct {
 	cloud *reconcile.Cloud
 	// kubeedge runs the KubeEdge bridges (nil when none is enabled).
 	kubeedge *kubeEdge
-	// tracing exports the REST frontend's spans (nil when
-	// tracing.endpoint is "": the handler then makes none).
+	// tracing exports the REST and gRPC frontends' spans (nil when
+	// tracing.endpoint is "": the frontends then make none).
 	tracing *tracing
 
 	// bg runs the reconciler (and the KubeEdge change watcher); bgCancel

@@ -68,6 +68,9 @@ type Config struct {
 	Cloud CloudConfig `yaml:"cloud"`
 	// KubeEdge configures the KubeEdge bridges (see kubeedgeconfig.go).
 	KubeEdge KubeEdgeConfig `yaml:"kubeedge"`
+	// Tracing configures the export of OpenTelemetry spans over OTLP/HTTP
+	// (see tracing.go).
+	Tracing TracingConfig `yaml:"tracing"`
 }
 
 // RolloutConfig configures on-device rollouts (canary, shadow, rollback).
@@ -151,6 +154,7 @@ func DefaultConfig() Config {
 		Rollout:         RolloutConfig{ShadowConcurrency: 1, EvalInterval: time.Second},
 		Cloud:           defaultCloudConfig(),
 		KubeEdge:        defaultKubeEdgeConfig(),
+		Tracing:         defaultTracingConfig(),
 	}
 }
 
@@ -277,6 +281,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("log.format %q: want json, console or auto", c.Log.Format)
 	}
 	if err := c.Cloud.validate(); err != nil {
+		return err
+	}
+	if err := c.Tracing.validate(); err != nil {
 		return err
 	}
 	return c.KubeEdge.validate()

@@ -100,6 +100,26 @@ func TestDecodeConfigRejectsBadInput(t *testing.T) {
 		{"cloud stall timeout", "cloud: {stall_timeout: 0s}\n", "cloud.stall_timeout"},
 		{"cloud max message bytes under a chunk", "cloud: {max_message_bytes: 1048576}\n", "cloud.max_message_bytes"},
 		{"cloud max message bytes over MQTT's", "cloud: {max_message_bytes: 268435456}\n", "cloud.max_message_bytes"},
+		{"tracing unknown field", "tracing: {endpiont: http://c:4318}\n", "field endpiont not found"},
+		{"tracing endpoint bad scheme", "tracing: {endpoint: \"grpc://c:4317\"}\n", "tracing.endpoint"},
+		{"tracing endpoint no scheme", "tracing: {endpoint: \"c:4318\"}\n", "tracing.endpoint"},
+		{"tracing endpoint no host", "tracing: {endpoint: \"http://\"}\n", "tracing.endpoint"},
+		{"tracing endpoint not a url", "tracing: {endpoint: \"http://c:4318\\x00\"}\n", "tracing.endpoint"},
+		{"tracing endpoint with credentials", "tracing: {endpoint: \"https://u:p@c:4318\"}\n", "tracing.headers"},
+		{"tracing endpoint with query", "tracing: {endpoint: \"http://c:4318/v1/traces?x=1\"}\n", "tracing.endpoint"},
+		{"tracing endpoint not a string", "tracing: {endpoint: [a]}\n", "tracing.endpoint"},
+		{"tracing sample ratio over 1", "tracing: {sample_ratio: 1.5}\n", "tracing.sample_ratio"},
+		{"tracing sample ratio negative", "tracing: {sample_ratio: -0.1}\n", "tracing.sample_ratio"},
+		{"tracing sample ratio NaN", "tracing: {sample_ratio: .nan}\n", "tracing.sample_ratio"},
+		{"tracing sample ratio not a number", "tracing: {sample_ratio: half}\n", "tracing.sample_ratio"},
+		{"tracing timeout zero", "tracing: {timeout: 0s}\n", "tracing.timeout"},
+		{"tracing timeout negative", "tracing: {timeout: -1s}\n", "tracing.timeout"},
+		{"tracing timeout as number", "tracing: {timeout: 10}\n", "tracing.timeout"},
+		{"tracing ca file with http", "tracing: {endpoint: \"http://c:4318\", ca_file: /etc/ca.pem}\n", "ca_file is for an https"},
+		{"tracing header name with space", "tracing: {headers: {\"x y\": v}}\n", "tracing.headers"},
+		{"tracing header set by the exporter", "tracing: {headers: {content-type: text/plain}}\n", "tracing.headers"},
+		{"tracing header value with newline", "tracing: {headers: {x-token: \"a\\nb\"}}\n", "tracing.headers.x-token"},
+		{"tracing headers not a map", "tracing: {headers: [a]}\n", "tracing.headers"},
 		{"empty data_dir", "data_dir: ''\n", "data_dir"},
 		{"zero max_request_bytes", "max_request_bytes: 0\n", "max_request_bytes"},
 		{"negative max_request_bytes", "max_request_bytes: -1\n", "max_request_bytes"},
@@ -161,6 +181,8 @@ func FuzzDecodeConfig(f *testing.F) {
 	f.Add([]byte("kubeedge: {dmi: {enabled: true, device_name: n1, device_namespace: edge, socket: /run/m.sock, edgecore_socket: /run/d.sock, report_interval: 1s}}\n"))
 	f.Add([]byte("kubeedge: {eventbus: {enabled: true, broker: tcp://127.0.0.1:1884, device_name: n1, client_id: c, username: u, password: p}}\n"))
 	f.Add([]byte("kubeedge: {dmi: {enabled: true}, eventbus: {enabled: true, device_name: \"+\"}}\n"))
+	f.Add([]byte("tracing: {endpoint: \"https://otel.example:4318/v1/traces\", sample_ratio: 0.25, headers: {authorization: Bearer x}, timeout: 5s, ca_file: /etc/ca.pem}\n"))
+	f.Add([]byte("tracing: {endpoint: \"http://[::1]:4318\", sample_ratio: 1e-9, headers: {\"\": \"\\u0000\"}}\n"))
 	f.Add([]byte("a: &a [*a]\n"))
 	f.Add([]byte(inferencetest.AliasBomb(f)))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -207,5 +229,32 @@ cloud:
 	}
 	if id, err := (CloudConfig{}).nodeID(); err != nil || id == "" {
 		t.Logf("host name as node id: %q, %v (host-dependent)", id, err)
+	}
+}
+
+func TestDecodeConfigTracingSection(t *testing.T) {
+	def := DefaultConfig().Tracing
+	if def.Endpoint != "" || def.SampleRatio != 1 || def.Timeout != 10*time.Second {
+		t.Errorf("defaults %+v: want no endpoint (off), sample_ratio 1, timeout 10s", def)
+	}
+	in := `
+tracing:
+  endpoint: https://otel.example:4318
+  sample_ratio: 0.25
+  headers: {authorization: Bearer abc}
+  timeout: 3s
+  ca_file: /etc/edge/otel-ca.pem
+`
+	cfg, err := DecodeConfig(strings.NewReader(in), DefaultConfig())
+	if err == nil {
+		err = cfg.Validate()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Tracing
+	if c.Endpoint != "https://otel.example:4318" || c.SampleRatio != 0.25 || c.Headers["authorization"] != "Bearer abc" ||
+		c.Timeout != 3*time.Second || c.CAFile != "/etc/edge/otel-ca.pem" {
+		t.Errorf("tracing = %+v", c)
 	}
 }

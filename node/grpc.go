@@ -19,11 +19,15 @@ func (n *Node) openGRPC() error {
 	if n.cfg.GRPCAddr == "" {
 		return nil
 	}
-	srv, err := tritongrpc.NewServer(n, n.baseLog, tritongrpc.Options{
+	opts := tritongrpc.Options{
 		ServerVersion: buildinfo.Version(), MaxMessageBytes: int(min(n.cfg.MaxRequestBytes, 1<<31-1)),
 		RepositoryControl: n.cfg.RepositoryControl, RepositoryToken: n.cfg.AdminToken, Registerer: n.reg,
 		SharedMemory: n.sharedMemory(), NewAllocator: n.newAllocator,
-	})
+	}
+	if n.tracing != nil {
+		opts.TracerProvider = n.tracing.tp // the REST frontend's provider: one exporter
+	}
+	srv, err := tritongrpc.NewServer(n, n.baseLog, opts)
 	if err != nil {
 		return err
 	}

@@ -66,6 +66,9 @@ type Node struct {
 	cloud *reconcile.Cloud
 	// kubeedge runs the KubeEdge bridges (nil when none is enabled).
 	kubeedge *kubeEdge
+	// tracing exports the REST and gRPC frontends' spans (nil when
+	// tracing.endpoint is "": the frontends then make none).
+	tracing *tracing
 
 	// bg runs the reconciler (and the KubeEdge change watcher); bgCancel
 	// stops them.
@@ -118,6 +121,10 @@ func newNode(ctx context.Context, cfg Config, logger zerolog.Logger, env *infere
 		}
 	}()
 	n.reg.MustRegister(buildinfo.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), n.router.Collector())
+	// The span exporter contacts nobody until the first batch is ready.
+	if n.tracing, err = newTracing(cfg.Tracing, logger, n.reg); err != nil {
+		return nil, err
+	}
 
 	popts := pinned.DefaultOptions()
 	if cfg.Pinned.BudgetBytes > 0 {
@@ -291,6 +298,11 @@ func (n *Node) Run(ctx context.Context) error {
 		n.srv.Close()
 	}
 	<-grpcDone
+	// Every request has ended its spans: flush them within what is left
+	// of the drain timeout.
+	if n.tracing != nil {
+		n.tracing.shutdown(dctx)
+	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
@@ -311,6 +323,13 @@ func (n *Node) Close() error {
 		}
 		n.closeGRPC()
 		n.closeSockets()
+		if n.tracing != nil {
+			// Already done by Run after a drain; otherwise (a failed
+			// start-up, Close without Run) bounded by the drain timeout.
+			tctx, cancel := context.WithTimeout(context.Background(), n.cfg.DrainTimeout)
+			n.tracing.shutdown(tctx)
+			cancel()
+		}
 		if n.shm != nil {
 			n.shm.Close() // after the servers: no request uses a region any more
 		}
@@ -367,6 +386,9 @@ func (n *Node) newHandler() (http.Handler, error) {
 	opts.RepositoryControl = n.cfg.RepositoryControl
 	opts.RepositoryToken = n.cfg.AdminToken
 	opts.AccessLogEvery = n.cfg.Log.AccessEvery
+	if n.tracing != nil {
+		opts.TracerProvider = n.tracing.tp
+	}
 	// baseLog, not n.log: the handler adds its own component=kserve.
 	api, err := kserve.NewHandler(n, n.baseLog, opts)
 	if err != nil {

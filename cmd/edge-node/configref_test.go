@@ -153,6 +153,8 @@ func configKeys(t *testing.T) []configKey {
 			out[i].env = envPrefix + "BROKER_PASSWORD"
 		case "kubeedge.eventbus.password":
 			out[i].env = envPrefix + "KUBEEDGE_EVENTBUS_PASSWORD"
+		case "tracing.headers":
+			out[i].env = envPrefix + "TRACING_HEADERS"
 		}
 	}
 	return out

@@ -95,6 +95,14 @@ func resolveConfig(flags *pflag.FlagSet, configPath string) (node.Config, error)
 	if v, ok := os.LookupEnv(envPrefix + "KUBEEDGE_EVENTBUS_PASSWORD"); ok {
 		cfg.KubeEdge.EventBus.Password = v
 	}
+	if v, ok := os.LookupEnv(envPrefix + "TRACING_HEADERS"); ok {
+		h, err := node.ParseTracingHeaders(v)
+		if err != nil {
+			// The value may hold a token: name the variable, not the value.
+			return cfg, fmt.Errorf("%sTRACING_HEADERS: %w", envPrefix, err)
+		}
+		cfg.Tracing.Headers = h
+	}
 	// Environment, then explicit flags, both applied through the flag set so
 	// that each value is parsed exactly as its flag would be.
 	var err error
@@ -172,6 +180,10 @@ func bindConfigFlags(f *pflag.FlagSet, cfg *node.Config) {
 	f.StringVar(&cfg.KubeEdge.EventBus.Broker, "kubeedge-eventbus-broker", cfg.KubeEdge.EventBus.Broker, "EdgeCore's EventBus broker URL (the password comes from the config file or EDGE_NODE_KUBEEDGE_EVENTBUS_PASSWORD)")
 	f.Var(bothStrings{&cfg.KubeEdge.DMI.DeviceName, &cfg.KubeEdge.EventBus.DeviceName}, "kubeedge-device-name", "name of the KubeEdge Device that is this node (DMI and EventBus)")
 	f.Var(bothStrings{&cfg.KubeEdge.DMI.DeviceNamespace, &cfg.KubeEdge.EventBus.DeviceNamespace}, "kubeedge-device-namespace", "namespace of that Device (DMI and EventBus)")
+	f.StringVar(&cfg.Tracing.Endpoint, "tracing-endpoint", cfg.Tracing.Endpoint, `OTLP/HTTP collector URL the spans are exported to, e.g. http://127.0.0.1:4318 ("": none; headers come from the config file or EDGE_NODE_TRACING_HEADERS)`)
+	f.Float64Var(&cfg.Tracing.SampleRatio, "tracing-sample-ratio", cfg.Tracing.SampleRatio, "share of traces started on this node that are exported, 0 to 1 (a caller's traceparent decides for its own)")
+	f.DurationVar(&cfg.Tracing.Timeout, "tracing-timeout", cfg.Tracing.Timeout, "bound on one span export, retries included")
+	f.StringVar(&cfg.Tracing.CAFile, "tracing-ca-file", cfg.Tracing.CAFile, "PEM CA bundle the https collector is checked against (default: the system roots)")
 }
 
 // bothStrings is a flag that sets two config strings to one value (the

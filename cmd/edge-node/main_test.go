@@ -588,6 +588,33 @@ func TestKubeEdgeFlagsAndEnvironment(t *testing.T) {
 	}
 }
 
+// TestTracingFlagsAndEnvironment: the tracing keys come from
+// EDGE_NODE_TRACING_* over the file, flags win over both, and the headers
+// (secrets: no flag) come from EDGE_NODE_TRACING_HEADERS over the file's.
+func TestTracingFlagsAndEnvironment(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "edge-node.yaml")
+	file := "tracing: {endpoint: \"http://file:4318\", headers: {authorization: from-file}, timeout: 2s}\n"
+	if err := os.WriteFile(p, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("EDGE_NODE_TRACING_ENDPOINT", "https://otel.example:4318")
+	t.Setenv("EDGE_NODE_TRACING_SAMPLE_RATIO", "0.5")
+	t.Setenv("EDGE_NODE_TRACING_HEADERS", "authorization=Bearer%20abc,x-tenant=edge")
+	cmd := newRootCommand()
+	if err := cmd.ParseFlags([]string{"--tracing-sample-ratio", "0.1", "--tracing-ca-file", "/etc/ca.pem"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := resolveConfig(cmd.Flags(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := cfg.Tracing
+	if tc.Endpoint != "https://otel.example:4318" || tc.SampleRatio != 0.1 || tc.CAFile != "/etc/ca.pem" || tc.Timeout != 2*time.Second ||
+		len(tc.Headers) != 2 || tc.Headers["authorization"] != "Bearer abc" || tc.Headers["x-tenant"] != "edge" {
+		t.Errorf("tracing config: %+v", tc)
+	}
+}
+
 // TestConfigValidatedAfterLayering: the config is validated once, after the
 // file, the environment and the flags are merged, so a file may rely on the
 // environment for part of a section (the DaemonSet enables DMI in its file
@@ -630,6 +657,12 @@ func TestConfigValidatedAfterLayering(t *testing.T) {
 		{"dmi enabled from the environment, no device name", "", []string{"EDGE_NODE_KUBEEDGE_DMI=true"}, nil, []string{"kubeedge.dmi", "device_name", "EDGE_NODE_KUBEEDGE_DMI"}},
 		{"dmi enabled in the file, device name missing everywhere", "kubeedge: {dmi: {enabled: true}}\n", nil, nil, []string{"kubeedge.dmi", "device_name", "edge-node.yaml"}},
 		{"groups from the environment", "", []string{"EDGE_NODE_GROUPS=a,#"}, nil, []string{"cloud.groups", "EDGE_NODE_GROUPS"}},
+		{"tracing endpoint from the environment", "", []string{"EDGE_NODE_TRACING_ENDPOINT=grpc://c:4317"}, nil, []string{"tracing.endpoint", "EDGE_NODE_TRACING_ENDPOINT"}},
+		{"tracing sample ratio flag", "", nil, []string{"--tracing-sample-ratio", "2"}, []string{"tracing.sample_ratio", "--tracing-sample-ratio"}},
+		{"tracing ca file for an http endpoint in the file", "tracing: {endpoint: \"http://c:4318\"}\n", nil, []string{"--tracing-ca-file", "/ca.pem"},
+			[]string{"ca_file", "tracing.ca_file from --tracing-ca-file", "tracing.endpoint from", "edge-node.yaml"}},
+		{"tracing headers from the environment not name=value", "", []string{"EDGE_NODE_TRACING_HEADERS=Bearer abc"}, nil, []string{"EDGE_NODE_TRACING_HEADERS", "name=value"}},
+		{"tracing header name from the environment", "", []string{"EDGE_NODE_TRACING_HEADERS=x y=1"}, nil, []string{"tracing.headers"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, kv := range tc.env {

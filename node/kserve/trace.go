@@ -1,6 +1,7 @@
 package kserve
 
 import (
+	"context"
 	"net/http"
 	"time"
 
@@ -38,27 +39,38 @@ func endServerSpan(span trace.Span, status int) {
 	span.End()
 }
 
-// inferSpans records an inference request's phases as children of the
-// server span, from the times the handler measured anyway (no clock read or
-// span on the hot path while the request runs): decode, queue, infer,
-// encode, one after the other from rt.At.
+// inferSpans records an inference request's phases under the request's
+// server span (see InferSpans).
 func (h *Handler) inferSpans(r *http.Request, model, version string, rt inference.RequestTimes) {
-	parent := trace.SpanFromContext(r.Context())
+	InferSpans(r.Context(), h.tracer, model, version, rt)
+}
+
+// InferSpans records an inference request's phases as children of the
+// span on ctx (the request's server span, REST or gRPC), from the times the
+// frontend measured anyway (no clock read or span on the hot path while the
+// request runs): decode, queue, infer, encode, one after the other from
+// rt.At, each with the model and version. The parent gets the model,
+// version and inference count. Nothing is done when the parent is not
+// recording (no provider, or not sampled).
+func InferSpans(ctx context.Context, tracer trace.Tracer, model, version string, rt inference.RequestTimes) {
+	parent := trace.SpanFromContext(ctx)
 	if !parent.IsRecording() {
 		return
 	}
+	mv := trace.WithAttributes(attribute.String("edge.model", model), attribute.String("edge.version", version))
 	parent.SetAttributes(attribute.String("edge.model", model), attribute.String("edge.version", version),
 		attribute.Int64("edge.inferences", int64(rt.Inferences)))
 	if rt.Failed {
 		return
 	}
-	ctx := r.Context()
 	at := rt.At
 	for _, p := range []struct {
 		name string
 		d    time.Duration
 	}{{"decode", rt.Input}, {"queue", rt.Queue}, {"infer", rt.Infer}, {"encode", rt.Output}} {
-		_, s := h.tracer.Start(ctx, p.name, trace.WithTimestamp(at))
+		// The model and version on each phase too, so that a backend's
+		// search for "infer" spans of one model finds them.
+		_, s := tracer.Start(ctx, p.name, trace.WithTimestamp(at), mv)
 		at = at.Add(p.d)
 		s.End(trace.WithTimestamp(at))
 	}

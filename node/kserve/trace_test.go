@@ -1,10 +1,12 @@
 package kserve
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"testing"
 
+	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -72,10 +74,58 @@ func TestTraceContext(t *testing.T) {
 				if c.Parent().SpanID() != sc.SpanID() || c.SpanContext().TraceID() != sc.TraceID() {
 					t.Errorf("%s span is not a child of the server span", name)
 				}
+				attrs := map[attribute.Key]string{}
+				for _, kv := range c.Attributes() {
+					attrs[kv.Key] = kv.Value.Emit()
+				}
+				if attrs["edge.model"] != "silero_vad" || attrs["edge.version"] == "" {
+					t.Errorf("%s span attributes %v: want edge.model and edge.version", name, attrs)
+				}
 				if c.StartTime().Before(prev) || c.EndTime().Before(c.StartTime()) || c.EndTime().After(server.EndTime()) {
 					t.Errorf("%s span [%v, %v] out of order (previous ended %v, server ended %v)", name, c.StartTime(), c.EndTime(), prev, server.EndTime())
 				}
 				prev = c.EndTime()
+			}
+		})
+	}
+}
+
+// discardExporter takes batches and keeps nothing: the cost measured is
+// the spans', not an exporter's.
+type discardExporter struct{}
+
+func (discardExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardExporter) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkTraceOverhead: one binary silero_vad inference through the
+// handler in process, with no TracerProvider (the daemon's default) and
+// with the SDK's provider as the node builds it (parent-based sampler,
+// here with ratio 0: the caller's flag decides), sampled and not, spans
+// batched to an exporter that discards them (what tracing.endpoint costs
+// per request before the network).
+func BenchmarkTraceOverhead(b *testing.B) {
+	backend := newTestBackend(b)
+	body, hl := kservetest.BinaryRequest(b, "", kservetest.SileroInputs(), true)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(discardExporter{}),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0))))
+	b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	for _, bc := range []struct {
+		name, flags string
+		tp          *sdktrace.TracerProvider
+	}{{"off", "01", nil}, {"on", "01", tp}, {"on-unsampled", "00", tp}} {
+		header := http.Header{headerContentLength: {strconv.Itoa(hl)}, "Content-Type": {"application/octet-stream"},
+			"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-" + bc.flags}}
+		h, _ := newTestHandler(b, backend, func(o *Options) {
+			if bc.tp != nil {
+				o.TracerProvider = bc.tp
+			}
+		})
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if w := do(h, "POST", "/v2/models/silero_vad/infer", header, body); w.Code != http.StatusOK {
+					b.Fatalf("infer: %d %s", w.Code, w.Body)
+				}
 			}
 		})
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	_ "google.golang.org/grpc/encoding/gzip" // registers the gzip compressor
@@ -48,6 +49,11 @@ type Options struct {
 	// the node passes its pinned pool's leases. Other requests' outputs are
 	// on the Go heap.
 	NewAllocator func() (alloc inference.Allocator, release func())
+	// TracerProvider makes a server span per call (continuing the
+	// caller's W3C traceparent from the metadata) and, for an inference,
+	// its decode, queue, infer and encode children, as on REST; a stream
+	// is one span, with each request's phases under it. nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // service implements pb.GRPCInferenceServiceServer over a kserve.Backend.
@@ -56,6 +62,8 @@ type service struct {
 	backend kserve.Backend
 	opts    Options
 	log     zerolog.Logger
+	// tracer makes the calls' spans (nil without Options.TracerProvider).
+	tracer trace.Tracer
 }
 
 // NewServer returns a gRPC server with the inference service registered,
@@ -82,20 +90,28 @@ func NewServer(b kserve.Backend, log zerolog.Logger, opts Options) (*grpc.Server
 	count := func(method string, err error) {
 		requests.WithLabelValues(method[strings.LastIndexByte(method, '/')+1:], status.Code(err).String()).Inc()
 	}
+	unary := []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		resp, err := h(ctx, req)
+		count(info.FullMethod, err)
+		return resp, err
+	}}
+	stream := []grpc.StreamServerInterceptor{func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		err := h(srv, ss)
+		count(info.FullMethod, err)
+		return err
+	}}
+	svc := &service{backend: b, opts: opts, log: log.With().Str("component", "grpc").Logger()}
+	if opts.TracerProvider != nil {
+		svc.tracer = opts.TracerProvider.Tracer(tracerName)
+		unary = append(unary, svc.traceUnary)
+		stream = append(stream, svc.traceStream)
+	}
 	srv := grpc.NewServer(
 		grpc.MaxRecvMsgSize(opts.MaxMessageBytes),
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			resp, err := h(ctx, req)
-			count(info.FullMethod, err)
-			return resp, err
-		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			err := h(srv, ss)
-			count(info.FullMethod, err)
-			return err
-		}),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 	)
-	pb.RegisterGRPCInferenceServiceServer(srv, &service{backend: b, opts: opts, log: log.With().Str("component", "grpc").Logger()})
+	pb.RegisterGRPCInferenceServiceServer(srv, svc)
 	return srv, nil
 }
 
@@ -315,6 +331,9 @@ func (s *service) ModelInfer(ctx context.Context, req *pb.ModelInferRequest) (*p
 	rt := inference.RequestTimes{At: start}
 	resp, err := s.infer(ctx, m, req, &rt)
 	rt.Total, rt.Failed = time.Since(start), err != nil
+	if s.tracer != nil {
+		kserve.InferSpans(ctx, s.tracer, m.Name(), m.Version(), rt)
+	}
 	if ob, ok := m.(kserve.RequestObserver); ok {
 		ob.ObserveRequest(rt)
 	}

@@ -19,14 +19,7 @@ import (
 // holds the revocation (its store); a signed state past its expiry is
 // refused.
 func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
-	e := newCloudEnv(t)
-	root, rootPub := newKeyFile(t, e.src, "root")
-	rotated, _ := newKeyFile(t, e.src, "rotated")
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	cfg := e.nodeConfig(t.TempDir(), repo, e.m.URL())
-	cfg.Cloud.AllowUnsignedDesired = false
-	cfg.Cloud.RootKeyFiles = []string{rootPub}
+	e, cfg, root, rotated := keyListEnv(t)
 	rn := startNode(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
@@ -128,14 +121,7 @@ func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
 // key, the node takes the version without a new desired state (the fleet's
 // decision stands; only the trust it needed arrived late).
 func TestManifestTakenWhenKeyListBringsItsKey(t *testing.T) {
-	e := newCloudEnv(t)
-	root, rootPub := newKeyFile(t, e.src, "root")
-	rotated, _ := newKeyFile(t, e.src, "rotated")
-	repo := t.TempDir()
-	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
-	cfg := e.nodeConfig(t.TempDir(), repo, e.m.URL())
-	cfg.Cloud.AllowUnsignedDesired = false
-	cfg.Cloud.RootKeyFiles = []string{rootPub}
+	e, cfg, root, rotated := keyListEnv(t)
 	rn := startNode(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
@@ -161,4 +147,20 @@ func TestManifestTakenWhenKeyListBringsItsKey(t *testing.T) {
 	if st, _ := e.status(); st.Desired.Node != d.Generation {
 		t.Errorf("desired generation %d, want %d: no new desired state was published", st.Desired.Node, d.Generation)
 	}
+}
+
+// keyListEnv is a cloud env and the config of a node serving ppocr_cls 1
+// that takes only signed desired state and trusts key lists signed by root;
+// rotated is a key it does not trust until a list names it.
+func keyListEnv(t *testing.T) (e *cloudEnv, cfg Config, root, rotated ed25519.PrivateKey) {
+	t.Helper()
+	e = newCloudEnv(t)
+	root, rootPub := newKeyFile(t, e.src, "root")
+	rotated, _ = newKeyFile(t, e.src, "rotated")
+	repo := t.TempDir()
+	addToRepo(t, repo, "ppocr_cls", "1", modelBytes(t, "ppocr_cls", ""))
+	cfg = e.nodeConfig(t.TempDir(), repo, e.m.URL())
+	cfg.Cloud.AllowUnsignedDesired = false
+	cfg.Cloud.RootKeyFiles = []string{rootPub}
+	return e, cfg, root, rotated
 }

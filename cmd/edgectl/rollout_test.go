@@ -18,16 +18,7 @@ import (
 )
 
 func TestRolloutCommands(t *testing.T) {
-	m := brokertest.StartMosquitto(t, brokertest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 12,
-		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"},
-		Profile: fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	m, f := startCams(t, 12, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond})
 	state := filepath.Join(t.TempDir(), "r.db")
 	g := []string{"--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state}
 	// --force: the versions are not published (the simulated nodes do not download).
@@ -55,9 +46,11 @@ func TestRolloutCommands(t *testing.T) {
 	if err := rollout.NewStore(state).AcquireLease("r2", "other-controller", time.Minute, time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	cmd := newRoot()
 	cmd.SetArgs(append(g, "run", "r2", "--no-progress"))
-	err = cmd.ExecuteContext(ctx)
+	err := cmd.ExecuteContext(ctx)
 	if !errors.Is(err, rollout.ErrLeaseHeld) || !strings.Contains(err.Error(), "other-controller") || !strings.Contains(err.Error(), "--take-over") {
 		t.Fatalf("run on a held rollout: %v", err)
 	}
@@ -78,16 +71,7 @@ func TestRolloutCommands(t *testing.T) {
 // TestRolloutStartFailsWhenAborted: a rollout whose every node fails ends
 // rolled back and `rollout start` exits with an error saying so.
 func TestRolloutStartFailsWhenAborted(t *testing.T) {
-	m := brokertest.StartMosquitto(t, brokertest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 4,
-		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"},
-		Profile: fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond, FailGate: map[string]float64{"bad": 1}}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	m, _ := startCams(t, 4, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond, FailGate: map[string]float64{"bad": 1}})
 	state := filepath.Join(t.TempDir(), "r.db")
 	out, err := runErr(t, "--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state,
 		"start", "--id", "r-bad", "--model", "det", "--version", "bad", "--target", "cams", "--no-progress", "--force")
@@ -100,15 +84,7 @@ func TestRolloutStartFailsWhenAborted(t *testing.T) {
 // the record (-o json), status says the rollout takes in nodes that join,
 // and --retries is bounded.
 func TestRolloutStartContinuousAndRetries(t *testing.T) {
-	m := brokertest.StartMosquitto(t, brokertest.Options{})
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 2,
-		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	m, _ := startCams(t, 2, fleetsim.Profile{})
 	state := filepath.Join(t.TempDir(), "r.db")
 	g := []string{"--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state}
 	if _, err := runErr(t, append(g, "start", "--id", "r-x", "--model", "det", "--version", "2", "--target", "cams",
@@ -156,4 +132,20 @@ func TestRolloutListCountsTimedOut(t *testing.T) {
 	if len(row) < 8 || row[6] != "1" || row[7] != "3" {
 		t.Fatalf("list row %q, want ACTIVE 1 and BAD 3\n%s", row, out)
 	}
+}
+
+// startCams starts mosquitto and n simulated nodes in group cams running
+// det 1 with prof, closed when the test ends.
+func startCams(t *testing.T, n int, prof fleetsim.Profile) (*brokertest.Mosquitto, *fleetsim.Fleet) {
+	t.Helper()
+	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: n,
+		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"}, Profile: prof}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Close)
+	return m, f
 }

@@ -11,7 +11,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleetsim"
 	"github.com/edgeai/edge-node/sync/rollout"
 	"github.com/edgeai/edge-node/sync/wire"
@@ -57,16 +56,9 @@ func TestServeToken(t *testing.T) {
 // controller drives is carried out by serve's carrier, as `edgectl
 // rollout CMD` would: abort holds it, rollback then rolls it back.
 func TestServeCarriesCommands(t *testing.T) {
-	m := brokertest.StartMosquitto(t, brokertest.Options{})
+	m, _ := startCams(t, 4, fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	f, err := fleetsim.Start(ctx, fleetsim.Config{BrokerURL: m.URL(), Topics: wire.Topics{Root: wire.DefaultRoot}, Nodes: 4,
-		Groups: []string{"cams"}, Initial: map[string]string{"det": "1"},
-		Profile: fleetsim.Profile{Download: 50 * time.Millisecond, Gate: 50 * time.Millisecond}}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	state := filepath.Join(t.TempDir(), "r.db")
 	run(t, "--broker", m.URL(), "--retained-wait", "300ms", "rollout", "--state", state,
 		"start", "--id", "r1", "--model", "det", "--version", "2", "--target", "cams", "--detach", "--force")

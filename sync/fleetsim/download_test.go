@@ -16,8 +16,6 @@ import (
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/sync/brokertest"
 	"github.com/edgeai/edge-node/sync/fleet"
-	"github.com/edgeai/edge-node/sync/mqttlink"
-	"github.com/edgeai/edge-node/sync/mqttlink/mqttlinktest"
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
@@ -43,10 +41,7 @@ func TestRealDownload(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cfg := mqttlink.DefaultConfig()
-	cfg.BrokerURL, cfg.ClientID, cfg.CleanSession = m.URL(), "cloud", true
-	l, _ := mqttlinktest.Start(t, cfg, mqttlinktest.Options{})
-	mqttlinktest.WaitUp(t, l)
+	l := cloudLink(t, m.URL())
 
 	file := filepath.Join(t.TempDir(), "model.onnx")
 	data := make([]byte, 3<<20)

@@ -51,10 +51,7 @@ func TestNodesReportInWireFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cfg := mqttlink.DefaultConfig()
-	cfg.BrokerURL, cfg.ClientID, cfg.CleanSession = m.URL(), "cloud", true
-	l, _ := mqttlinktest.Start(t, cfg, mqttlinktest.Options{})
-	mqttlinktest.WaitUp(t, l)
+	l := cloudLink(t, m.URL())
 	views, err := fleet.ReadNodes(ctx, l, tp, 300*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
@@ -112,4 +109,14 @@ func TestNodesReportInWireFormat(t *testing.T) {
 	if st := f.Stats(); st.Published == 0 || st.Received < 4 {
 		t.Fatalf("stats %+v", st)
 	}
+}
+
+// cloudLink is a connected clean-session link on url, as the cloud side.
+func cloudLink(t *testing.T, url string) *mqttlink.Link {
+	t.Helper()
+	cfg := mqttlink.DefaultConfig()
+	cfg.BrokerURL, cfg.ClientID, cfg.CleanSession = url, "cloud", true
+	l, _ := mqttlinktest.Start(t, cfg, mqttlinktest.Options{})
+	mqttlinktest.WaitUp(t, l)
+	return l
 }

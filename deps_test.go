@@ -114,8 +114,6 @@ func layerRule(dir, rel string) string {
 	case within(dir, "node/admin") && (within(rel, "node/reconcile") || within(rel, "node/kserve")),
 		within(dir, "node/reconcile") && (within(rel, "node/admin") || within(rel, "node/kserve")):
 		return "the owner's faces do not import each other"
-	case within(dir, "node/changes") && strings.HasPrefix(rel, "node"):
-		return "node/changes is a leaf"
 	}
 	return ""
 }

@@ -667,7 +667,7 @@ func newServe(g *globalFlags) *cobra.Command {
 			}
 			defer closeLink()
 			changes := rollout.NewChanges()
-			views := fleet.NewLiveViews(tp, func(string) { changes.Notify(rollout.ChangeNodes) })
+			views := fleet.NewLiveViews(tp, func(string) { changes.Nodes.Notify() })
 			if err := link.Subscribe(ctx, views.Handle, tp.AllStatus(), tp.AllPresence()); err != nil {
 				return err
 			}

@@ -16,8 +16,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/inference"
+	"github.com/edgeai/edge-node/internal/changes"
 	"github.com/edgeai/edge-node/models"
-	"github.com/edgeai/edge-node/node/changes"
 	"github.com/edgeai/edge-node/node/serving"
 	"github.com/edgeai/edge-node/sync/desired"
 	"github.com/edgeai/edge-node/sync/transfer"

@@ -11,9 +11,9 @@ import (
 
 	"github.com/edgeai/edge-node/inference"
 	"github.com/edgeai/edge-node/inference/pipeline"
+	"github.com/edgeai/edge-node/internal/changes"
 	"github.com/edgeai/edge-node/models"
 	"github.com/edgeai/edge-node/models/store"
-	"github.com/edgeai/edge-node/node/changes"
 )
 
 // ErrRolloutAborted is the cause recorded when a rollout is stopped by an

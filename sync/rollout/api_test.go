@@ -411,7 +411,7 @@ func TestAPIEvents(t *testing.T) {
 		}
 	}
 	next("{}") // hello
-	changes.Notify(ChangeNodes)
+	changes.Nodes.Notify()
 	next(`{"nodes":true,"rollouts":false}`)
 	// Another process writes the state file.
 	if _, err := NewStore(st.path).Update("r-back", func(r *Record) error {
@@ -426,19 +426,26 @@ func TestAPIEvents(t *testing.T) {
 
 func TestAPIEventsBounded(t *testing.T) {
 	changes := NewChanges()
-	var subs []*changeSub
-	for range maxEventClients {
-		s, err := changes.subscribe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		subs = append(subs, s)
-	}
+	changes.streams.Store(maxEventClients) // as many streams open as allowed
 	base := apiServer(t, WebConfig{Store: NewStore(filepath.Join(t.TempDir(), "none.db")), Changes: changes})
 	if code, b := call(t, "GET", base+"/api/events", "", ""); code != http.StatusServiceUnavailable {
 		t.Fatalf("stream over the bound: %d %s", code, b)
 	}
-	changes.unsubscribe(subs[0])
+	if n := changes.streams.Load(); n != maxEventClients {
+		t.Fatalf("a refused stream left the count at %d, want %d", n, maxEventClients)
+	}
+	changes.streams.Store(maxEventClients - 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/api/events", nil)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("the last stream within the bound: %d", res.StatusCode)
+	}
 	if code, b := call(t, "GET", apiServer(t, WebConfig{Store: NewStore("x")})+"/api/events", "", ""); code != http.StatusNotImplemented {
 		t.Fatalf("events unconfigured: %d %s", code, b)
 	}

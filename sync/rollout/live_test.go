@@ -63,7 +63,7 @@ func TestPageLiveRolloutAbortAndRollback(t *testing.T) {
 	// edgectl serve's wiring: live node views from the broker, the state
 	// file watched, the page's commands behind a token.
 	changes := NewChanges()
-	views := fleet.NewLiveViews(e.tp, func(string) { changes.Notify(ChangeNodes) })
+	views := fleet.NewLiveViews(e.tp, func(string) { changes.Nodes.Notify() })
 	if err := testLink(t, e.broker.URL(), "page").Subscribe(ctx, views.Handle, e.tp.AllStatus(), e.tp.AllPresence()); err != nil {
 		t.Fatal(err)
 	}

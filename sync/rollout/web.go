@@ -13,12 +13,13 @@ import (
 	"io/fs"
 	"net/http"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/edgeai/edge-node/errdefs"
+	"github.com/edgeai/edge-node/internal/changes"
 	"github.com/edgeai/edge-node/sync/fleet"
 )
 
@@ -322,76 +323,24 @@ func (h *web) command(w http.ResponseWriter, r *http.Request) {
 	}
 	h.log.Info().Str("rollout", id).Str("command", cmd).Str("carried_by", res.CarriedBy).Msg("command from the page")
 	if h.cfg.Changes != nil {
-		h.cfg.Changes.Notify(ChangeRollouts)
+		h.cfg.Changes.Rollouts.Notify()
 	}
 	res.Rollout = apiRollout(rec, h.cfg.Nodes(), lp, now)
 	writeJSON(w, http.StatusOK, res)
 }
 
-// A Change says what changed: node views, rollout records, or both.
-type Change uint8
-
-// What changed.
-const (
-	ChangeNodes Change = 1 << iota
-	ChangeRollouts
-)
-
-// Changes fans change notifications out to the /api/events streams. Safe
-// for concurrent use; Notify never blocks (a stream that has not sent the
-// last change yet gets the new one folded into it).
+// Changes feeds the /api/events streams: Nodes when node views change,
+// Rollouts when rollout records do (internal/changes feeds: Notify never
+// blocks, a slow stream gets one notice for many changes).
 type Changes struct {
-	mu   sync.Mutex // guards subs
-	subs map[*changeSub]struct{}
+	Nodes, Rollouts changes.Feed
+	streams         atomic.Int32 // open /api/events streams
 }
 
-type changeSub struct {
-	kick    chan struct{} // capacity 1
-	pending Change        // guarded by Changes.mu
-}
+// NewChanges returns feeds with no streams.
+func NewChanges() *Changes { return &Changes{} }
 
-// NewChanges returns a fan-out with no streams.
-func NewChanges() *Changes { return &Changes{subs: map[*changeSub]struct{}{}} }
-
-// Notify tells every stream that c changed.
-func (c *Changes) Notify(ch Change) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for s := range c.subs {
-		s.pending |= ch
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
-	}
-}
-
-func (c *Changes) subscribe() (*changeSub, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.subs) >= maxEventClients {
-		return nil, fmt.Errorf("%d event streams open already: %w", maxEventClients, errdefs.ErrUnavailable)
-	}
-	s := &changeSub{kick: make(chan struct{}, 1)}
-	c.subs[s] = struct{}{}
-	return s, nil
-}
-
-func (c *Changes) unsubscribe(s *changeSub) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	delete(c.subs, s)
-}
-
-func (c *Changes) take(s *changeSub) Change {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p := s.pending
-	s.pending = 0
-	return p
-}
-
-// WatchStore notifies ch of ChangeRollouts whenever st's records change,
+// WatchStore notifies ch.Rollouts whenever st's records change,
 // until ctx ends. The state file is written by other processes (edgectl
 // rollout run, edgectl rollout CMD) that cannot tell this one, so it reads
 // the records every interval and compares a digest of what the page shows.
@@ -414,7 +363,7 @@ func WatchStore(ctx context.Context, st *Store, every time.Duration, ch *Changes
 			}
 			if d := h.Sum64(); d != last {
 				last = d
-				ch.Notify(ChangeRollouts)
+				ch.Rollouts.Notify()
 			}
 		}
 		select {
@@ -439,12 +388,14 @@ func (h *web) events(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, fmt.Errorf("streaming: %w", errdefs.ErrUnsupported))
 		return
 	}
-	sub, err := h.cfg.Changes.subscribe()
-	if err != nil {
-		h.fail(w, err)
+	c := h.cfg.Changes
+	if c.streams.Add(1) > maxEventClients {
+		c.streams.Add(-1)
+		h.fail(w, fmt.Errorf("%d event streams open already: %w", maxEventClients, errdefs.ErrUnavailable))
 		return
 	}
-	defer h.cfg.Changes.unsubscribe(sub)
+	defer c.streams.Add(-1)
+	nodes, rollouts := c.Nodes.Subscribe(r.Context()), c.Rollouts.Subscribe(r.Context())
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
@@ -462,6 +413,7 @@ func (h *web) events(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(15 * time.Second)
 	defer ping.Stop()
 	for {
+		var nodesChanged, rolloutsChanged bool
 		select {
 		case <-r.Context().Done():
 			return
@@ -469,23 +421,34 @@ func (h *web) events(w http.ResponseWriter, r *http.Request) {
 			if !send(": ping\n\n") {
 				return
 			}
-		case <-sub.kick:
-			c := h.cfg.Changes.take(sub)
-			if c == 0 {
-				continue
-			}
-			sb.Reset()
-			fmt.Fprintf(&sb, "event: change\ndata: {\"nodes\":%t,\"rollouts\":%t}\n\n", c&ChangeNodes != 0, c&ChangeRollouts != 0)
-			if !send(sb.String()) {
-				return
-			}
-			gap := time.NewTimer(eventGap)
-			select {
-			case <-r.Context().Done():
-				gap.Stop()
-				return
-			case <-gap.C:
-			}
+			continue
+		case <-nodes:
+			nodesChanged = true
+		case <-rollouts:
+			rolloutsChanged = true
+		}
+		// What changed too by now goes in the same event.
+		select {
+		case <-nodes:
+			nodesChanged = true
+		default:
+		}
+		select {
+		case <-rollouts:
+			rolloutsChanged = true
+		default:
+		}
+		sb.Reset()
+		fmt.Fprintf(&sb, "event: change\ndata: {\"nodes\":%t,\"rollouts\":%t}\n\n", nodesChanged, rolloutsChanged)
+		if !send(sb.String()) {
+			return
+		}
+		gap := time.NewTimer(eventGap)
+		select {
+		case <-r.Context().Done():
+			gap.Stop()
+			return
+		case <-gap.C:
 		}
 	}
 }

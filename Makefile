@@ -39,14 +39,14 @@ build: ## build bin/edge-node, bin/edgectl and bin/edge-controller
 run: setup build ## serve the sample models on $(HTTP_ADDR) (embedded broker when none is configured; more flags in NODE_FLAGS)
 	bin/edge-node --http-addr $(HTTP_ADDR) --model-repository $(MODELS) --ort-lib $(ORT_LIB) --data-dir $(CACHE)/data $(NODE_FLAGS)
 
-test: deps ## lint (gofmt, vet, deadcode), every test, the race detector, cgocheck2, the no-cgo build, both archives on glibc 2.31, the .deb and .rpm installed, the container image built and run
+test: deps ## lint (gofmt, vet, deadcode), every test, the race detector, cgocheck2, the no-cgo build, both archives on glibc 2.31, the .deb and .rpm installed, signed checksums, the container image built and run
 	$(MAKE) --no-print-directory lint
 	$(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
 	GOEXPERIMENT=cgocheck2 $(GO) test -count=1 ./cgo/... ./node/...
 	CGO_ENABLED=0 $(GO) vet ./cgo/... && CGO_ENABLED=0 $(GO) test -count=1 ./cgo/...
 	$(MAKE) --no-print-directory edgectl-cross
-	$(MAKE) --no-print-directory dist-test package-test image-test
+	$(MAKE) --no-print-directory dist-test package-test sign-test image-test
 
 edgectl-cross: ## build edgectl with CGO_ENABLED=0 for linux, darwin and windows, amd64 and arm64 (run by make test)
 	@for os in linux darwin windows; do for arch in amd64 arm64; do \
@@ -76,7 +76,7 @@ lint: ## gofmt, go vet, and deadcode (no function only tests reach outside test 
 	$(GO) vet ./...
 	@GO=$(GO) scripts/deadcode.sh
 
-.PHONY: dist dist-test package package-test image-test
+.PHONY: dist dist-test package package-test sign sign-test image-test
 
 dist: setup ## release archives for linux/amd64 and linux/arm64 in dist/, linked against a glibc 2.31 sysroot (cross gcc: gcc-aarch64-linux-gnu)
 	@scripts/dist.sh
@@ -89,6 +89,13 @@ package: dist ## .deb and .rpm for amd64 and arm64 in dist/ with nfpm (deploy/pa
 
 package-test: package ## install the amd64 .deb (dpkg) and .rpm (rpm --root) into a debootstrap'd Debian root, serve one inference, remove
 	@$(if $(filter 0,$(shell id -u)),,sudo) EDGE_CACHE_DIR=$(CACHE) scripts/package-test.sh
+
+sign: package ## sign dist/SHA256SUMS with the OpenSSH ed25519 key RELEASE_KEY (dist/SHA256SUMS.sig; scripts/verify-release.sh checks it)
+	@test -n "$(RELEASE_KEY)" || { echo "make sign: set RELEASE_KEY to the release's OpenSSH private key" >&2; exit 1; }
+	@scripts/sign.sh "$(RELEASE_KEY)"
+
+sign-test: package ## sign dist/ with a throwaway key and check that verify-release.sh accepts it and refuses a changed file, a changed SHA256SUMS, another key and no signature
+	@scripts/sign-test.sh
 
 image-test: setup ## build deploy/kubeedge/Dockerfile (linux/amd64) with buildah against locally made bases, check its user, HEALTHCHECK, notices and SBOM, serve one inference from it
 	@$(if $(filter 0,$(shell id -u)),,sudo) EDGE_CACHE_DIR=$(CACHE) GO=$$(command -v $(GO)) scripts/image-test.sh

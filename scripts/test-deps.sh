@@ -8,6 +8,7 @@
 #                                 run under qemu-user by `make dist-test`
 #   debootstrap, rpm              `make package-test` installs the .deb and .rpm
 #                                 into a debootstrap'd Debian root
+#   openssh-client                `make sign-test` signs SHA256SUMS (ssh-keygen -Y)
 #   buildah, iproute2            `make image-test` builds the container image
 #                                 (--isolation chroot) and runs its edge-node in
 #                                 a network namespace of its own
@@ -17,7 +18,7 @@
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static debootstrap rpm buildah iproute2 chromium etcd-server; do
+for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static debootstrap rpm openssh-client buildah iproute2 chromium etcd-server; do
   have "$p" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

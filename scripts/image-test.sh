@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# image-test.sh builds deploy/kubeedge/Dockerfile for linux/amd64 with buildah
+# image-test.sh builds deploy/kubeedge/Dockerfile (edge-node) and
+# deploy/kubernetes/Dockerfile (edge-controller) for linux/amd64 with buildah
 # (--isolation chroot: no container runtime is needed) and checks what the
-# image gives an operator:
+# edge-node image gives an operator:
 #   - its configuration: a non-root user (10001), the HEALTHCHECK on
 #     /v2/health/ready, the entrypoint, ONNXRUNTIME_LIB, port 8080, the store
 #     volume;
@@ -13,7 +14,9 @@
 #     the image's root filesystem as its user with its environment, in a
 #     network namespace of its own (so the HEALTHCHECK's fixed port 8080 is
 #     free), fails the HEALTHCHECK before it is up, passes it once models
-#     are loaded, and answers one KServe v2 inference (silero_vad).
+#     are loaded, and answers one KServe v2 inference (silero_vad);
+# and the edge-controller image's user (65532, the Deployment's), notices and
+# SBOM, its --version, and a fast failure naming an unreachable broker.
 # No image registry is reachable here, so the two bases the Dockerfile names
 # are made locally under those names, in a private image store
 # (.cache/containers, vfs driver): debian:bookworm-slim from the cached
@@ -85,12 +88,16 @@ b bud --isolation chroot --pull=never --format docker --layers=false --platform 
 echo "image-test: built in $(( $(date +%s) - start )) s" >&2
 ctr=
 mnt=
+cctr=
+cimage=localhost/edge-controller:image-test
 cleanup() {
   local rc=$?
   set +e
   [ -n "$mnt" ] && mountpoint -q "$mnt/proc" && umount "$mnt/proc"
-  [ -n "$ctr" ] && [ -z "${IMAGE_TEST_KEEP:-}" ] && b rm "$ctr" >/dev/null 2>&1
-  [ -n "${IMAGE_TEST_KEEP:-}" ] || b rmi "$image" >/dev/null 2>&1
+  if [ -z "${IMAGE_TEST_KEEP:-}" ]; then
+    for c in $ctr $cctr; do b rm "$c" >/dev/null 2>&1; done
+    b rmi "$image" "$cimage" >/dev/null 2>&1
+  fi
   b rmi --prune >/dev/null 2>&1
   rm -rf "$work"
   exit "$rc"
@@ -158,3 +165,36 @@ unshare --net bash -c '
   infer_silero 8080 "$work/node.log"
 ' || fail "the image's edge-node did not serve (above)"
 echo "image-test: ok: $image ($version) serves as 10001 with its HEALTHCHECK, SBOM and notices" >&2
+
+# The edge-controller image (deploy/kubernetes/Dockerfile): pure Go, the
+# Deployment's user, its SBOM; its binary runs from the image's root and
+# fails fast, saying why, on an unreachable broker.
+start=$(date +%s)
+b bud --isolation chroot --pull=never --format docker --layers=false --platform linux/amd64 \
+  --build-arg VERSION="$version" -f "$root/deploy/kubernetes/Dockerfile" -t "$cimage" "$root" > "$work/cbuild.log" 2>&1 ||
+  { tail -40 "$work/cbuild.log" >&2; fail "buildah bud of deploy/kubernetes/Dockerfile failed (above)"; }
+echo "image-test: $cimage built in $(( $(date +%s) - start )) s" >&2
+b inspect --type image "$cimage" > "$work/cinspect.json"
+python3 - "$work/cinspect.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))["Docker"]["config"]
+want = {"User": "65532:65532", "Entrypoint": ["/usr/local/bin/edge-controller"]}
+for k, v in want.items():
+    if c.get(k) != v:
+        sys.exit(f"image-test: the edge-controller image's {k} is {c.get(k)!r}, want {v!r}")
+PY
+cctr=$(b from --pull=never "$cimage")
+cmnt=$(b mount "$cctr")
+for f in LICENSE THIRD_PARTY_NOTICES sbom/edge-controller.cdx.json; do
+  [ -s "$cmnt/usr/share/doc/edge-controller/$f" ] || fail "the edge-controller image lacks /usr/share/doc/edge-controller/$f"
+done
+"$root/scripts/sbom-check.sh" "$cmnt/usr/share/doc/edge-controller/sbom/edge-controller.cdx.json" "$cmnt/usr/local/bin/edge-controller"
+got=$(chroot --userspec=65532:65532 "$cmnt" /usr/local/bin/edge-controller --version)
+grep -qF "$version" <<<"$got" || fail "edge-controller --version in the image says \"$got\", want $version"
+echo "image-test: edge-controller --version: $got" >&2
+if out=$(chroot --userspec=65532:65532 "$cmnt" timeout 30 /usr/local/bin/edge-controller --broker tcp://127.0.0.1:1 --connect-timeout 2s 2>&1); then
+  fail "edge-controller with an unreachable broker exited 0: $out"
+fi
+grep -q "127.0.0.1:1" <<<"$out" || fail "edge-controller with an unreachable broker did not name it: $out"
+echo "image-test: edge-controller on an unreachable broker: $out" >&2
+echo "image-test: ok: $cimage ($version) runs as 65532 with its SBOM and notices" >&2

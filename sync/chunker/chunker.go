@@ -1,5 +1,7 @@
 // Package chunker cuts model files into content-defined chunks (FastCDC) named
-// by sha256, the unit of weight transfer in docs/protocol.md.
+// by sha256, the unit of weight transfer in docs/protocol.md. Split cuts any
+// stream; SplitModel (the publisher's and the node's import chunking) first
+// cuts an ONNX model at the edges of its tensors' data (model.go).
 //
 // The cut points come from github.com/PlakarKorp/go-cdc-chunkers (algorithm
 // "fastcdc-v1.0.0"), a maintained FastCDC implementation with normalized
@@ -74,17 +76,21 @@ func Split(r io.Reader, fn ChunkFunc) (sha string, size int64, chunks []models.C
 	return hex.EncodeToString(whole.Sum(nil)), size, chunks, nil
 }
 
-// File chunks the file at path and returns its FileRef, named name in the
-// manifest with the given role. fn may be nil.
+// File chunks the file at path with SplitModel and returns its FileRef,
+// named name in the manifest with the given role. fn may be nil.
 func File(path, name, role string, fn ChunkFunc) (models.FileRef, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return models.FileRef{}, err
 	}
 	defer f.Close()
-	sha, size, chunks, err := Split(f, fn)
+	fi, err := f.Stat()
+	if err != nil {
+		return models.FileRef{}, err
+	}
+	sha, chunks, err := SplitModel(f, fi.Size(), fn)
 	if err != nil {
 		return models.FileRef{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return models.FileRef{Path: name, Role: role, SHA256: sha, Size: size, Chunks: chunks}, nil
+	return models.FileRef{Path: name, Role: role, SHA256: sha, Size: fi.Size(), Chunks: chunks}, nil
 }

@@ -48,13 +48,17 @@ func tensorParams(size int64) (minSize, normal, maxSize int) {
 // chunk in file order (fn may be nil) and returns the sha256 of the whole
 // file and its chunk list. The result depends only on the bytes.
 func SplitModel(r io.ReaderAt, size int64, fn ChunkFunc) (sha string, chunks []models.ChunkRef, err error) {
+	return splitModel(r, size, fn, MaxTensorAlignedChunks)
+}
+
+func splitModel(r io.ReaderAt, size int64, fn ChunkFunc, maxChunks int) (sha string, chunks []models.ChunkRef, err error) {
 	spans, perr := tensorSpans(r, size, TensorMinBytes)
 	if perr == nil && len(spans) > 0 {
 		sha, chunks, err = splitAligned(r, size, spans)
 		if err != nil {
 			return "", nil, err
 		}
-		if len(chunks) <= MaxTensorAlignedChunks {
+		if len(chunks) <= maxChunks {
 			if fn != nil {
 				err = replay(r, chunks, fn)
 			}

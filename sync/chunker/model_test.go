@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/edgeai/edge-node/models"
+	"github.com/edgeai/edge-node/sync/wire"
 )
 
 // onnxBytes builds a small ONNX ModelProto: ir_version, opset, and a graph
@@ -247,6 +250,15 @@ func TestSplitModelIsolatesTensors(t *testing.T) {
 	if err != nil || !sameChunks(chunks, again) {
 		t.Fatalf("not deterministic: %v", err)
 	}
+	// Over the chunk budget, a model is cut by Split.
+	_, _, plainChunks, err := Split(bytes.NewReader(data), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, over, err := splitModel(bytes.NewReader(data), int64(len(data)), nil, len(chunks)-1)
+	if err != nil || !sameChunks(over, plainChunks) || sameChunks(over, chunks) {
+		t.Fatalf("over the chunk budget: %d chunks (%v), want Split's %d", len(over), err, len(plainChunks))
+	}
 	spans, err := tensorSpans(bytes.NewReader(data), int64(len(data)), TensorMinBytes)
 	if err != nil {
 		t.Fatal(err)
@@ -365,6 +377,16 @@ func TestTensorSpansRealModels(t *testing.T) {
 			}
 			t.Logf("%s: %d bytes, %d tensor data fields (%d of >= 64 KiB); SplitModel %d chunks, Split %d",
 				tc.name, len(data), len(all), len(big), len(chunks), len(plain))
+			// The manifest lists each chunk (64 hex digits and a size); the
+			// signed manifest carries it base64-encoded in one message.
+			list, err := json.Marshal(chunks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := len(list) * 4 / 3; n > wire.MaxMessageBytes/8 {
+				t.Errorf("the chunk list takes %d bytes of the signed manifest, want at most 1/8 of %d", n, wire.MaxMessageBytes)
+			}
+			t.Logf("%s: chunk list %d bytes of JSON (about %d base64 in the signed manifest, of %d)", tc.name, len(list), len(list)*4/3, wire.MaxMessageBytes)
 			if len(chunks) != tc.chunks || len(plain) != tc.splitCount || (tc.big == 0 && !sameChunks(chunks, plain)) {
 				t.Errorf("SplitModel %d chunks, Split %d; want %d, %d", len(chunks), len(plain), tc.chunks, tc.splitCount)
 			}
@@ -390,4 +412,29 @@ func TestTensorSpansMemory(t *testing.T) {
 			t.Errorf("%s: %d bytes allocated, want at most 128 KiB", name, alloc)
 		}
 	}
+}
+
+// TestMeasureSplitModel times Split and SplitModel on ppocr_det in 7
+// interleaved rounds (EDGEAI_MEASURE=1).
+func TestMeasureSplitModel(t *testing.T) {
+	if os.Getenv("EDGEAI_MEASURE") == "" {
+		t.Skip("set EDGEAI_MEASURE=1 to measure")
+	}
+	data := modelFile(t, "ppocr_det")
+	var plain, aligned []time.Duration
+	for i := 0; i < 7; i++ {
+		start := time.Now()
+		if _, _, _, err := Split(bytes.NewReader(data), nil); err != nil {
+			t.Fatal(err)
+		}
+		plain = append(plain, time.Since(start))
+		start = time.Now()
+		if _, _, err := SplitModel(bytes.NewReader(data), int64(len(data)), nil); err != nil {
+			t.Fatal(err)
+		}
+		aligned = append(aligned, time.Since(start))
+	}
+	slices.Sort(plain)
+	slices.Sort(aligned)
+	t.Logf("FIGURE ppocr_det (%d bytes), 7 interleaved rounds: Split median %v %v; SplitModel median %v %v", len(data), plain[3], plain, aligned[3], aligned)
 }

@@ -5,10 +5,11 @@
 //
 // The cut points come from github.com/PlakarKorp/go-cdc-chunkers (algorithm
 // "fastcdc-v1.0.0"), a maintained FastCDC implementation with normalized
-// chunking and reference tests. The parameters below are part of the protocol:
-// changing them, or a library change that moves cut points, does not break
-// correctness (manifests list their chunks) but defeats deduplication between
-// versions chunked before and after; TestGoldenCutPoints pins them.
+// chunking and reference tests. The publisher and the node's import index
+// must cut alike: changing the parameters below, or a library change that
+// moves cut points, does not break correctness (manifests list their chunks)
+// but defeats deduplication between versions chunked before and after;
+// TestGoldenCutPoints and the tests of SplitModel pin them.
 package chunker
 
 import (
@@ -26,7 +27,7 @@ import (
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-// Chunking parameters (protocol v1).
+// Chunking parameters of Split.
 const (
 	Algorithm  = "fastcdc-v1.0.0"
 	MinSize    = 64 << 10

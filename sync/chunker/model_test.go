@@ -363,6 +363,10 @@ func TestTensorSpansRealModels(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			info, err := ReadONNX(bytes.NewReader(data), int64(len(data)))
+			if err != nil || !info.HasIRVersion || info.GraphBytes == 0 || info.Opsets == 0 {
+				t.Errorf("ReadONNX: %+v, %v", info, err)
+			}
 			if len(all) != tc.withData || len(big) != tc.big {
 				t.Errorf("%d tensors with data, %d of >= 64 KiB; want %d, %d", len(all), len(big), tc.withData, tc.big)
 			}

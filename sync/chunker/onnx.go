@@ -72,21 +72,44 @@ const maxONNXDepth = 32
 // without reading them, so its memory is that buffer plus the result (at
 // most size/minBytes spans), whatever lengths the file claims.
 func tensorSpans(r io.ReaderAt, size, minBytes int64) ([]span, error) {
-	w := walker{c: cursor{r: r, size: size, buf: make([]byte, 0, min(size, 64<<10))}, min: max(minBytes, 1)}
-	if err := w.message(msgModel, size, 0); err != nil {
+	w, err := walkONNX(r, size, minBytes)
+	if err != nil {
 		return nil, err
 	}
-	if !w.ir || !w.graph {
+	if !w.ir || w.graph == 0 {
 		return nil, errors.New("onnx: no ir_version or no graph: not an ONNX model")
 	}
 	return w.spans, nil
 }
 
+// ONNXInfo is what ReadONNX found at the top level of a model file.
+type ONNXInfo struct {
+	HasIRVersion bool  // an ir_version is set
+	GraphBytes   int64 // the size of the graph field(s)
+	Opsets       int   // opset_import entries
+}
+
+// ReadONNX checks that the file r (size bytes) is well-formed ONNX
+// protobuf to its end, as tensorSpans walks it (the graph, its nodes and
+// tensors, subgraphs), and returns what its top level holds; the caller
+// decides what a model must have. Its memory is one 64 KiB buffer.
+func ReadONNX(r io.ReaderAt, size int64) (ONNXInfo, error) {
+	w, err := walkONNX(r, size, 1<<62)
+	return ONNXInfo{HasIRVersion: w.ir, GraphBytes: w.graph, Opsets: w.opsets}, err
+}
+
+func walkONNX(r io.ReaderAt, size, minBytes int64) (*walker, error) {
+	w := &walker{c: cursor{r: r, size: size, buf: make([]byte, 0, min(size, 64<<10))}, min: max(minBytes, 1)}
+	return w, w.message(msgModel, size, 0)
+}
+
 type walker struct {
-	c         cursor
-	min       int64
-	spans     []span
-	ir, graph bool
+	c      cursor
+	min    int64
+	spans  []span
+	ir     bool
+	graph  int64
+	opsets int
 }
 
 // message walks the fields of a message of kind k that ends at end.
@@ -105,6 +128,9 @@ func (w *walker) message(k onnxMessage, end int64, depth int) error {
 			return fmt.Errorf("onnx: invalid field number %d at byte %d", num, at)
 		}
 		child, follow := onnxChild(k, num)
+		if k == msgModel && (num == 1 && typ != protowire.VarintType || num == 8 && typ != protowire.BytesType) {
+			return fmt.Errorf("onnx: field %d at byte %d has wire type %d, not the ModelProto one", num, at, typ)
+		}
 		if follow && child == msgData && typ != protowire.BytesType {
 			follow = false // unpacked repeated numbers: read as they are
 		}
@@ -134,6 +160,8 @@ func (w *walker) message(k onnxMessage, end int64, depth int) error {
 			}
 			fieldEnd := start + int64(l)
 			switch {
+			case k == msgModel && num == 8: // ModelProto.opset_import
+				w.opsets++
 			case !follow:
 			case child == msgData:
 				if int64(l) >= w.min {
@@ -141,7 +169,7 @@ func (w *walker) message(k onnxMessage, end int64, depth int) error {
 				}
 			default:
 				if k == msgModel {
-					w.graph = true
+					w.graph += int64(l)
 				}
 				if err := w.message(child, fieldEnd, depth+1); err != nil {
 					return err

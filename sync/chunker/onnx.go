@@ -72,7 +72,7 @@ const maxONNXDepth = 32
 // without reading them, so its memory is that buffer plus the result (at
 // most size/minBytes spans), whatever lengths the file claims.
 func tensorSpans(r io.ReaderAt, size, minBytes int64) ([]span, error) {
-	w, err := walkONNX(r, size, minBytes)
+	w, err := walkONNX(r, size, minBytes, false)
 	if err != nil {
 		return nil, err
 	}
@@ -89,27 +89,29 @@ type ONNXInfo struct {
 	Opsets       int   // opset_import entries
 }
 
-// ReadONNX checks that the file r (size bytes) is well-formed ONNX
-// protobuf to its end, as tensorSpans walks it (the graph, its nodes and
-// tensors, subgraphs), and returns what its top level holds; the caller
-// decides what a model must have. Its memory is one 64 KiB buffer.
+// ReadONNX checks that the top level of the file r (size bytes) is
+// well-formed ONNX protobuf to its end, skipping the graph's contents (a
+// graph that is no GraphProto is ONNX Runtime's to refuse), and returns what
+// that level holds; the caller decides what a model must have. Its memory is
+// one 64 KiB buffer.
 func ReadONNX(r io.ReaderAt, size int64) (ONNXInfo, error) {
-	w, err := walkONNX(r, size, 1<<62)
+	w, err := walkONNX(r, size, 1<<62, true)
 	return ONNXInfo{HasIRVersion: w.ir, GraphBytes: w.graph, Opsets: w.opsets}, err
 }
 
-func walkONNX(r io.ReaderAt, size, minBytes int64) (*walker, error) {
-	w := &walker{c: cursor{r: r, size: size, buf: make([]byte, 0, min(size, 64<<10))}, min: max(minBytes, 1)}
+func walkONNX(r io.ReaderAt, size, minBytes int64, topOnly bool) (*walker, error) {
+	w := &walker{c: cursor{r: r, size: size, buf: make([]byte, 0, min(size, 64<<10))}, min: max(minBytes, 1), topOnly: topOnly}
 	return w, w.message(msgModel, size, 0)
 }
 
 type walker struct {
-	c      cursor
-	min    int64
-	spans  []span
-	ir     bool
-	graph  int64
-	opsets int
+	c       cursor
+	min     int64
+	topOnly bool // do not descend into the graph
+	spans   []span
+	ir      bool
+	graph   int64
+	opsets  int
 }
 
 // message walks the fields of a message of kind k that ends at end.
@@ -170,6 +172,9 @@ func (w *walker) message(k onnxMessage, end int64, depth int) error {
 			default:
 				if k == msgModel {
 					w.graph += int64(l)
+				}
+				if w.topOnly {
+					break
 				}
 				if err := w.message(child, fieldEnd, depth+1); err != nil {
 					return err

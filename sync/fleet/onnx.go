@@ -8,13 +8,12 @@ import (
 	"github.com/edgeai/edge-node/sync/chunker"
 )
 
-// CheckONNX reads the file at path as an ONNX ModelProto and fails, saying
-// why, unless it is one: well-formed protobuf up to the end of the file as
-// far as the publisher's chunker reads it (chunker.ReadONNX: the graph, its
-// nodes and tensors), an ir_version, a non-empty graph and an opset_import.
-// It skips field contents without reading them, so it is cheap on large
-// models; it does not check the graph's meaning (the node's load and
-// warm-up do).
+// CheckONNX reads the top level of the file at path as an ONNX ModelProto
+// (chunker.ReadONNX) and fails, saying why, unless it is one: every field
+// well formed up to the end of the file, an ir_version, a non-empty graph
+// and an opset_import. It skips field contents without reading them, so it
+// is cheap on large models; it does not check the graph itself (the node's
+// load and warm-up do).
 func CheckONNX(path string) error {
 	f, err := os.Open(path)
 	if err != nil {

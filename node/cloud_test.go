@@ -552,8 +552,9 @@ func TestCloudBrokerKilledMidTransferResumes(t *testing.T) {
 // TestCloudFineTuneMovesFewBytes: the node serves ppocr_det v1 imported
 // from its model repository (chunk-indexed at import); v2 differs from v1
 // in one weight tensor (sync/transfer/testdata/finetune.py, Debian's
-// python3 with onnx). Deploying v2 moves only the chunks around the change:
-// the rest is copied from v1's blob on the device.
+// python3 with onnx). Deploying v2 moves only the chunks of the changed
+// tensor (the publisher and the import cut at tensor edges: at most 1.10×
+// its bytes, issue 14); the rest is copied from v1's blob on the device.
 func TestCloudFineTuneMovesFewBytes(t *testing.T) {
 	const python = "/usr/bin/python3"
 	if _, err := os.Stat(python); err != nil {
@@ -584,6 +585,14 @@ func TestCloudFineTuneMovesFewBytes(t *testing.T) {
 		strings.TrimSpace(string(out)), res.BytesTotal, res.BytesNetwork, res.ChunksNetwork, 100*frac, res.BytesLocal, res.ChunksLocal, took)
 	if res.BytesNetwork+res.BytesLocal+res.BytesResumed != res.BytesTotal || res.ChunksLocal == 0 || frac > 0.5 {
 		t.Fatalf("fine-tune moved %.1f%% of the model: %+v", 100*frac, res)
+	}
+	// Issue 14: tensor-aligned chunks move little more than the tensor.
+	var changed int64
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "changed conv2d_421.w_0: %d bytes", &changed); err != nil || changed <= 0 {
+		t.Fatalf("finetune.py said %q: %v", out, err)
+	}
+	if ratio := float64(res.BytesNetwork) / float64(changed); ratio > 1.10 {
+		t.Fatalf("moved %d bytes for a %d-byte tensor (%.2f×), want at most 1.10×", res.BytesNetwork, changed, ratio)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -216,10 +217,19 @@ func storeOptions(cfg Config, keys models.Keys) store.Options {
 	sopts.Verify = map[string]store.VerifyPolicy{"size": store.VerifySize, "active": store.VerifyFullActive, "full": store.VerifyFull}[cfg.Store.BootVerify]
 	sopts.ValidateConfig = func(b []byte) error { _, err := serving.ParseModelConfig(b); return err }
 	sopts.Graphless = serving.Graphless
-	// Imported files are cut into the link's content-defined chunks, so a
-	// version from the cloud reuses every chunk it shares with them.
+	// Imported files are cut as the publisher cuts them (tensor-aligned
+	// for an ONNX model), so a version from the cloud reuses every chunk
+	// it shares with them. The store hands over the blob it opened.
 	sopts.Chunker = func(r io.Reader) ([]models.ChunkRef, error) {
-		_, _, cs, err := chunker.Split(r, nil)
+		f, ok := r.(*os.File)
+		if !ok {
+			return nil, fmt.Errorf("chunking an import: got a %T, not a file", r)
+		}
+		fi, err := f.Stat()
+		if err != nil {
+			return nil, err
+		}
+		_, cs, err := chunker.SplitModel(f, fi.Size(), nil)
 		return cs, err
 	}
 	sopts.TrustedKeys = keys

@@ -1,12 +1,15 @@
 // Package chunker cuts model files into content-defined chunks (FastCDC) named
-// by sha256, the unit of weight transfer in docs/protocol.md.
+// by sha256, the unit of weight transfer in docs/protocol.md. Split cuts any
+// stream; SplitModel (the publisher's and the node's import chunking) first
+// cuts an ONNX model at the edges of its tensors' data (model.go).
 //
 // The cut points come from github.com/PlakarKorp/go-cdc-chunkers (algorithm
 // "fastcdc-v1.0.0"), a maintained FastCDC implementation with normalized
-// chunking and reference tests. The parameters below are part of the protocol:
-// changing them, or a library change that moves cut points, does not break
-// correctness (manifests list their chunks) but defeats deduplication between
-// versions chunked before and after; TestGoldenCutPoints pins them.
+// chunking and reference tests. The publisher and the node's import index
+// must cut alike: changing the parameters below, or a library change that
+// moves cut points, does not break correctness (manifests list their chunks)
+// but defeats deduplication between versions chunked before and after;
+// TestGoldenCutPoints and the tests of SplitModel pin them.
 package chunker
 
 import (
@@ -24,7 +27,7 @@ import (
 	"github.com/edgeai/edge-node/sync/wire"
 )
 
-// Chunking parameters (protocol v1).
+// Chunking parameters of Split.
 const (
 	Algorithm  = "fastcdc-v1.0.0"
 	MinSize    = 64 << 10
@@ -74,17 +77,21 @@ func Split(r io.Reader, fn ChunkFunc) (sha string, size int64, chunks []models.C
 	return hex.EncodeToString(whole.Sum(nil)), size, chunks, nil
 }
 
-// File chunks the file at path and returns its FileRef, named name in the
-// manifest with the given role. fn may be nil.
+// File chunks the file at path with SplitModel and returns its FileRef,
+// named name in the manifest with the given role. fn may be nil.
 func File(path, name, role string, fn ChunkFunc) (models.FileRef, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return models.FileRef{}, err
 	}
 	defer f.Close()
-	sha, size, chunks, err := Split(f, fn)
+	fi, err := f.Stat()
+	if err != nil {
+		return models.FileRef{}, err
+	}
+	sha, chunks, err := SplitModel(f, fi.Size(), fn)
 	if err != nil {
 		return models.FileRef{}, fmt.Errorf("%s: %w", path, err)
 	}
-	return models.FileRef{Path: name, Role: role, SHA256: sha, Size: size, Chunks: chunks}, nil
+	return models.FileRef{Path: name, Role: role, SHA256: sha, Size: fi.Size(), Chunks: chunks}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/edgeai/edge-node/models"
@@ -54,7 +53,8 @@ type Publisher interface {
 	PublishAsync(topic string, retained bool, payload []byte) func(context.Context) error
 }
 
-// PublishModel chunks files, publishes every chunk (retained, QoS 1) on its
+// PublishModel chunks files (chunker.File: an ONNX model is cut at the
+// edges of its tensors), publishes every chunk (retained, QoS 1) on its
 // content-addressed topic, then the signed manifest (retained) — in that
 // order, so a node that sees the manifest finds every chunk. A chunk shared by
 // files or already in opts.Skip is sent once or not at all.
@@ -95,7 +95,7 @@ func PublishModel(ctx context.Context, pub Publisher, t wire.Topics, model, vers
 	var pending []func(context.Context) error
 	var done int64
 	for _, fs := range files {
-		_, _, _, err := splitFile(fs.Path, func(c models.ChunkRef, _ int64, data []byte) error {
+		_, err := chunker.File(fs.Path, fs.Name, fs.Role, func(c models.ChunkRef, _ int64, data []byte) error {
 			done += c.Size
 			if opts.Skip[c.SHA256] || sent[c.SHA256] {
 				if !sent[c.SHA256] {
@@ -136,15 +136,6 @@ func PublishModel(ctx context.Context, pub Publisher, t wire.Topics, model, vers
 	}
 	st.Elapsed = time.Since(start)
 	return m, st, nil
-}
-
-func splitFile(path string, fn chunker.ChunkFunc) (string, int64, []models.ChunkRef, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", 0, nil, err
-	}
-	defer f.Close()
-	return chunker.Split(f, fn)
 }
 
 // ChunkSet returns the set of chunk names in m (for PublishOptions.Skip).

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 )
@@ -86,8 +87,17 @@ func TestMeasureFineTune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	man1, res, pst2 := fineTune(t, newEnv(t), v1, v2)
+	e := newEnv(t)
+	man1, res, pst2 := fineTune(t, e, v1, v2)
 	t.Logf("v1 %d bytes in %d chunks; v2: node fetched %d chunks / %d bytes of %d (%.1f%%), %d bytes copied locally; publisher sent %d bytes",
 		len(v1), len(man1.Files[0].Chunks), res.ChunksNetwork, res.BytesNetwork, res.BytesTotal,
 		100*float64(res.BytesNetwork)/float64(res.BytesTotal), res.BytesLocal, pst2.BytesSent)
+	// Whole publishes of v2 (nothing skipped), each under a new version.
+	var took []time.Duration
+	for i := 0; i < 5; i++ {
+		_, st := e.publish(fmt.Sprintf("full%d", i), v2, nil)
+		took = append(took, st.Elapsed)
+	}
+	slices.Sort(took)
+	t.Logf("FIGURE full publish of v2 (%d chunks, %d bytes sent): median %v of %v", len(man1.Files[0].Chunks), len(v2), took[len(took)/2], took)
 }

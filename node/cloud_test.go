@@ -567,6 +567,9 @@ func TestCloudFineTuneMovesFewBytes(t *testing.T) {
 	v2Path := filepath.Join(t.TempDir(), "v2.onnx")
 	out, err := exec.Command(python, "../sync/transfer/testdata/finetune.py", filepath.Join(repo, "ppocr_det", "1", "model.onnx"), v2Path, "conv2d_421.w_0").CombinedOutput()
 	if err != nil {
+		if os.Getenv("EDGE_REQUIRE_PYONNX") != "" {
+			t.Fatalf("finetune.py (needs python3-onnx: apt-get install python3-onnx, or make deps): %v\n%s", err, out)
+		}
 		t.Skipf("finetune.py (needs python3-onnx): %v\n%s", err, out)
 	}
 	v2, err := os.ReadFile(v2Path)

@@ -12,13 +12,16 @@
 #   buildah, iproute2            `make image-test` builds the container image
 #                                 (--isolation chroot) and runs its edge-node in
 #                                 a network namespace of its own
+#   python3-onnx                  sync/transfer/testdata/finetune.py makes the
+#                                 one-tensor fine-tune of ppocr_det (node and
+#                                 transfer measurements)
 #   chromium                      headless, for the operator page's screenshot test
 #   etcd-server                   the ModelVersion controller's tests run a real
 #                                 etcd and kube-apiserver (scripts/kube-assets.sh)
 set -euo pipefail
 need=()
 have() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static debootstrap rpm openssh-client buildah iproute2 chromium etcd-server; do
+for p in mosquitto mosquitto-clients gcc-aarch64-linux-gnu libc6-dev-arm64-cross libstdc++6-arm64-cross qemu-user-static debootstrap rpm openssh-client buildah iproute2 python3-onnx chromium etcd-server; do
   have "$p" || need+=("$p")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -86,7 +87,7 @@ func TestSizeClasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []int{4 * kib, 8 * kib, 16 * kib, 32 * kib, 64 * kib}; !equalInts(pow2, want) {
+	if want := []int{4 * kib, 8 * kib, 16 * kib, 32 * kib, 64 * kib}; !slices.Equal(pow2, want) {
 		t.Errorf("powers of two: %v, want %v", pow2, want)
 	}
 	quarter, err := sizeClasses(4*kib, 64<<20, 4, page)
@@ -125,18 +126,6 @@ func classIndex(classes []int, n int) int {
 		}
 	}
 	return -1
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestNewPoolRejectsBadOptions(t *testing.T) {

@@ -133,7 +133,7 @@ func TestTensorSpansBadInput(t *testing.T) {
 		}
 		_, chunks, err := SplitModel(bytes.NewReader(tc.data), int64(len(tc.data)), nil)
 		_, _, plain, perr := Split(bytes.NewReader(tc.data), nil)
-		if err != nil || perr != nil || !sameChunks(chunks, plain) {
+		if err != nil || perr != nil || !slices.Equal(chunks, plain) {
 			t.Errorf("%s: SplitModel does not fall back to Split (%v, %v)", tc.name, err, perr)
 		}
 	}
@@ -155,18 +155,6 @@ func deepGraph(n int) []byte {
 	m := protowire.AppendVarint(protowire.AppendTag(nil, 1, protowire.VarintType), 8)
 	m = protowire.AppendTag(m, 7, protowire.BytesType)
 	return protowire.AppendBytes(m, g)
-}
-
-func sameChunks(a, b []models.ChunkRef) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func FuzzTensorSpans(f *testing.F) {
@@ -247,7 +235,7 @@ func TestSplitModelIsolatesTensors(t *testing.T) {
 		t.Errorf("sizes = %#v, want goldenModelSizes %v", sizes, goldenModelSizes)
 	}
 	_, again, err := SplitModel(bytes.NewReader(data), int64(len(data)), nil)
-	if err != nil || !sameChunks(chunks, again) {
+	if err != nil || !slices.Equal(chunks, again) {
 		t.Fatalf("not deterministic: %v", err)
 	}
 	// Over the chunk budget, a model is cut by Split.
@@ -256,7 +244,7 @@ func TestSplitModelIsolatesTensors(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, over, err := splitModel(bytes.NewReader(data), int64(len(data)), nil, len(chunks)-1)
-	if err != nil || !sameChunks(over, plainChunks) || sameChunks(over, chunks) {
+	if err != nil || !slices.Equal(over, plainChunks) || slices.Equal(over, chunks) {
 		t.Fatalf("over the chunk budget: %d chunks (%v), want Split's %d", len(over), err, len(plainChunks))
 	}
 	spans, err := tensorSpans(bytes.NewReader(data), int64(len(data)), TensorMinBytes)
@@ -391,7 +379,7 @@ func TestTensorSpansRealModels(t *testing.T) {
 				t.Errorf("the chunk list takes %d bytes of the signed manifest, want at most 1/8 of %d", n, wire.MaxMessageBytes)
 			}
 			t.Logf("%s: chunk list %d bytes of JSON (about %d base64 in the signed manifest, of %d)", tc.name, len(list), len(list)*4/3, wire.MaxMessageBytes)
-			if len(chunks) != tc.chunks || len(plain) != tc.splitCount || (tc.big == 0 && !sameChunks(chunks, plain)) {
+			if len(chunks) != tc.chunks || len(plain) != tc.splitCount || (tc.big == 0 && !slices.Equal(chunks, plain)) {
 				t.Errorf("SplitModel %d chunks, Split %d; want %d, %d", len(chunks), len(plain), tc.chunks, tc.splitCount)
 			}
 		})

@@ -204,6 +204,21 @@ func (f *Fleet) IDs() []string {
 	return out
 }
 
+// FirstDownloads returns, per node that started one, when its first
+// download of model started (a rollout's achieved pace, nodes started per
+// minute, is read from these).
+func (f *Fleet) FirstDownloads(model string) map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, n := range f.nodes {
+		n.mu.Lock()
+		if t, ok := n.started[model]; ok {
+			out[n.id] = t
+		}
+		n.mu.Unlock()
+	}
+	return out
+}
+
 // Downloads returns, per node, the versions of model it started to
 // download, in order.
 func (f *Fleet) Downloads(model string) map[string][]string {
@@ -282,6 +297,7 @@ type node struct {
 	active    map[string]string // model → active version
 	models    map[string]*modelState
 	downloads map[string][]string
+	started   map[string]time.Time // model → when its first download started
 	seq       uint64
 }
 
@@ -312,7 +328,8 @@ func (f *Fleet) newNode(i int, rej *wire.Rejecter) (*node, error) {
 		return nil, err
 	}
 	n := &node{f: f, i: i, id: id, labels: f.cfg.Labels(i), link: link, ready: make(chan struct{}),
-		active: maps.Clone(f.cfg.Initial), models: map[string]*modelState{}, downloads: map[string][]string{}}
+		active: maps.Clone(f.cfg.Initial), models: map[string]*modelState{}, downloads: map[string][]string{},
+		started: map[string]time.Time{}}
 	if n.active == nil {
 		n.active = map[string]string{}
 	}
@@ -445,6 +462,9 @@ func (n *node) Apply(_ context.Context, s desired.Snapshot) error {
 		ctx, cancel := context.WithCancel(context.Background())
 		ms.running, ms.state = cancel, "Downloading"
 		n.downloads[model] = append(n.downloads[model], spec.Version)
+		if _, ok := n.started[model]; !ok {
+			n.started[model] = time.Now()
+		}
 		start = append(start, func() { go n.roll(ctx, model, ms) })
 	}
 	for model, ms := range n.models {

@@ -424,7 +424,8 @@ func TestRolloutPauseResumeAbort(t *testing.T) {
 // TestRolloutScale runs the scale figures of docs/performance.md; it needs
 // EDGE_FLEET_SCALE=1 (make test-fleet-scale). EDGE_FLEET_NODES picks the
 // sizes (default 1000); EDGE_FLEET_DOWNLOAD=real makes the nodes fetch a
-// published version from the broker for real (realDownloadEnv).
+// published version from the broker for real (realDownloadEnv); EDGE_FLEET_RATE
+// sets the rollout's max_per_minute and the figures give the pace achieved.
 func TestRolloutScale(t *testing.T) {
 	if os.Getenv("EDGE_FLEET_SCALE") == "" {
 		t.Skip("set EDGE_FLEET_SCALE=1 (make test-fleet-scale)")
@@ -434,6 +435,13 @@ func TestRolloutScale(t *testing.T) {
 		sizes = "1000"
 	}
 	real := os.Getenv("EDGE_FLEET_DOWNLOAD") == "real"
+	rate := 0 // EDGE_FLEET_RATE: the rollout's max_per_minute
+	if v := os.Getenv("EDGE_FLEET_RATE"); v != "" {
+		var err error
+		if rate, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(s)
 		if err != nil {
@@ -451,7 +459,9 @@ func TestRolloutScale(t *testing.T) {
 			var ru0 syscallRusage
 			ru0.read()
 			broker0 := procCPU(t, e.broker.PID())
-			r, took := runRollout(t, e, c, testSpec("r-scale", "2"))
+			spec := testSpec("r-scale", "2")
+			spec.MaxPerMinute = rate
+			r, took := runRollout(t, e, c, spec)
 			var ru1 syscallRusage
 			ru1.read()
 			brokerCPU := procCPU(t, e.broker.PID()) - broker0
@@ -464,8 +474,8 @@ func TestRolloutScale(t *testing.T) {
 			runtime.ReadMemStats(&ms)
 			msgs := (after.Published - before.Published) + (after.Received - before.Received)
 			bytes := (after.PublishedBytes - before.PublishedBytes) + (after.ReceivedBytes - before.ReceivedBytes)
-			t.Logf("FIGURES nodes=%d download=%s time_to_100=%s node_msgs_per_node=%.1f node_bytes_per_node=%.0f downloaded_bytes_per_node=%.0f process_cpu=%s broker_cpu=%s heap_inuse_MiB=%.1f",
-				n, map[bool]string{false: "sleep", true: "real"}[real], took.Round(time.Millisecond), float64(msgs)/float64(n), float64(bytes)/float64(n),
+			t.Logf("FIGURES nodes=%d max_per_minute=%d started_per_minute=%.0f download=%s time_to_100=%s node_msgs_per_node=%.1f node_bytes_per_node=%.0f downloaded_bytes_per_node=%.0f process_cpu=%s broker_cpu=%s heap_inuse_MiB=%.1f",
+				n, rate, startedPerMinute(e.fleet.FirstDownloads("det")), map[bool]string{false: "sleep", true: "real"}[real], took.Round(time.Millisecond), float64(msgs)/float64(n), float64(bytes)/float64(n),
 				float64(after.DownloadedBytes-before.DownloadedBytes)/float64(n), ru1.cpu-ru0.cpu, brokerCPU, float64(ms.HeapInuse)/(1<<20))
 		})
 	}
@@ -668,4 +678,22 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// startedPerMinute is the pace at which nodes started downloading: the
+// nodes after the first over the time from the first start to the last.
+func startedPerMinute(starts map[string]time.Time) float64 {
+	var first, last time.Time
+	for _, t := range starts {
+		if first.IsZero() || t.Before(first) {
+			first = t
+		}
+		if t.After(last) {
+			last = t
+		}
+	}
+	if len(starts) < 2 || !last.After(first) {
+		return 0
+	}
+	return float64(len(starts)-1) / last.Sub(first).Minutes()
 }

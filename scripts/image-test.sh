@@ -93,6 +93,9 @@ cimage=localhost/edge-controller:image-test
 cleanup() {
   local rc=$?
   set +e
+  if [ -n "$mnt" ]; then
+    for p in $(in_root 2>/dev/null); do kill -9 "$p"; done
+  fi
   [ -n "$mnt" ] && mountpoint -q "$mnt/proc" && umount "$mnt/proc"
   if [ -z "${IMAGE_TEST_KEEP:-}" ]; then
     for c in $ctr $cctr; do b rm "$c" >/dev/null 2>&1; done
@@ -133,11 +136,22 @@ done
 "$root/scripts/sbom-check.sh" "$mnt/usr/share/doc/edge-node/sbom/edge-node.cdx.json" "$mnt/usr/local/bin/edge-node" "$mnt/usr/lib/edge-node/libonnxruntime.so.1"
 [ "$(stat -c '%u:%g %a' "$mnt/var/lib/edge-node")" = "10001:10001 750" ] ||
   fail "/var/lib/edge-node is $(stat -c '%u:%g %a' "$mnt/var/lib/edge-node"), want 10001:10001 750"
-# in_image CMD...: CMD inside the image's root, as its user, with its environment.
-in_image() {
+# image_exec CMD...: become CMD inside the image's root, as its user, with its
+# environment (chroot and env exec in turn, so started in the background its
+# pid is CMD's own); in_image runs it in a subshell.
+image_exec() {
   local env
   mapfile -t env < "$work/env"
-  chroot --userspec=10001:10001 "$mnt" env -i "${env[@]}" HOME=/var/lib/edge-node "$@"
+  exec chroot --userspec=10001:10001 "$mnt" env -i "${env[@]}" HOME=/var/lib/edge-node "$@"
+}
+in_image() { (image_exec "$@"); }
+# in_root: the processes running inside the image's root (none may be left).
+in_root() {
+  local p
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/root" 2>/dev/null)" = "$mnt" ] && echo "${p#/proc/}"
+  done
+  return 0
 }
 got=$(in_image /usr/local/bin/edge-node --version)
 grep -qF "$version" <<<"$got" || fail "edge-node --version in the image says \"$got\", want $version"
@@ -146,7 +160,7 @@ echo "image-test: edge-node --version: $got" >&2
 mkdir -p "$mnt/opt/models/silero_vad/1"
 cp "$model" "$mnt/opt/models/silero_vad/1/model.onnx"
 mount -t proc proc "$mnt/proc"
-export -f in_image wait_ready infer_silero fail
+export -f image_exec in_image wait_ready infer_silero fail
 export mnt work
 # In a network namespace of its own: the HEALTHCHECK names port 8080.
 unshare --net bash -c '
@@ -155,7 +169,7 @@ unshare --net bash -c '
   mapfile -d "" health < "$work/health.cmd"
   healthy() { in_image "${health[@]}" >/dev/null 2>&1; }
   ! healthy || fail "the HEALTHCHECK passes before edge-node runs"
-  in_image /usr/local/bin/edge-node --http-addr 127.0.0.1:8080 --grpc-addr "" --model-repository /opt/models \
+  image_exec /usr/local/bin/edge-node --http-addr 127.0.0.1:8080 --grpc-addr "" --model-repository /opt/models \
     --data-dir /var/lib/edge-node --log-format json > "$work/node.log" 2>&1 &
   pid=$!
   trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null || true" EXIT
@@ -164,6 +178,8 @@ unshare --net bash -c '
   echo "image-test: the HEALTHCHECK fails before start and passes when ready" >&2
   infer_silero 8080 "$work/node.log"
 ' || fail "the image's edge-node did not serve (above)"
+left=$(in_root)
+[ -z "$left" ] || fail "processes left running in the image's root after the test: $left ($(ps -o cmd= -p "${left%%$'\n'*}"))"
 echo "image-test: ok: $image ($version) serves as 10001 with its HEALTHCHECK, SBOM and notices" >&2
 
 # The edge-controller image (deploy/kubernetes/Dockerfile): pure Go, the

@@ -24,22 +24,6 @@ func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), cloudDeadline)
 	defer cancel()
 
-	publishList := func(signer ed25519.PrivateKey, version uint64, keys []ed25519.PrivateKey, revoked ...string) []byte {
-		t.Helper()
-		l := wire.KeyList{Protocol: wire.Protocol, Version: version, Expires: time.Now().Add(time.Hour).UTC().Format(time.RFC3339), Revoked: revoked}
-		for _, k := range keys {
-			pub := k.Public().(ed25519.PublicKey)
-			l.Keys = append(l.Keys, wire.ListedKey{KeyID: wire.KeyID(pub), PublicKey: pub})
-		}
-		b, err := wire.SignKeyList(l, signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := e.link.Publish(ctx, cloudTopics.Keys(), true, b); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	rejected := func(kind, reason string) float64 {
 		return metricValue(t, rn.url, `edge_link_rejected_total{kind="`+kind+`",reason="`+reason+`"}`)
 	}
@@ -49,12 +33,12 @@ func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
 	e.publish(rotated, "ppocr_cls", "2", modelBytes(t, "ppocr_cls", "v2"), nil)
 	e.deploySigned(rotated, "ppocr_cls", "2", fleet.DeployOptions{})
 	waitFor(t, "the state signed by the new key refused before a list names it", func() bool { return rejected("desired", "unknown_key") >= 1 })
-	publishList(rotated, 9, []ed25519.PrivateKey{rotated})
+	publishKeyList(t, ctx, e, rotated, 9, []ed25519.PrivateKey{rotated})
 	waitFor(t, "a list not signed by a root key refused", func() bool { return rejected("keys", "unknown_key") >= 1 })
 	if a := activeVersion(t, rn.url, "ppocr_cls"); a != "1" {
 		t.Fatalf("active %q after a forged key list", a)
 	}
-	list1 := publishList(root, 1, []ed25519.PrivateKey{rotated})
+	list1 := publishKeyList(t, ctx, e, root, 1, []ed25519.PrivateKey{rotated})
 	waitFor(t, "version 2 active once the root-signed list brings its key", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
 	if v := metricValue(t, rn.url, "edge_key_list_version"); v != 1 {
 		t.Fatalf("edge_key_list_version %v, want 1", v)
@@ -62,7 +46,7 @@ func TestCloudKeyListRotatesAndRevokes(t *testing.T) {
 
 	// Revocation of the configured key, which the node still trusts today.
 	configured := wire.KeyID(e.key.Public().(ed25519.PublicKey))
-	publishList(root, 2, []ed25519.PrivateKey{rotated}, configured)
+	publishKeyList(t, ctx, e, root, 2, []ed25519.PrivateKey{rotated}, configured)
 	waitFor(t, "key list 2 in force", func() bool { return metricValue(t, rn.url, "edge_key_list_version") == 2 })
 	e.deploySigned(e.key, "ppocr_cls", "1", fleet.DeployOptions{ReplaceInvalid: true})
 	waitFor(t, "the state signed by the revoked key refused", func() bool { return rejected("desired", "revoked_key") >= 1 })
@@ -133,16 +117,7 @@ func TestManifestTakenWhenKeyListBringsItsKey(t *testing.T) {
 		ms := st.Models["ppocr_cls"]
 		return ms.Version == "2" && ms.State == "Failed" && ms.Reason == "SignatureInvalid"
 	})
-	l := wire.KeyList{Protocol: wire.Protocol, Version: 1, Expires: time.Now().Add(time.Hour).UTC().Format(time.RFC3339)}
-	pub := rotated.Public().(ed25519.PublicKey)
-	l.Keys = append(l.Keys, wire.ListedKey{KeyID: wire.KeyID(pub), PublicKey: pub})
-	b, err := wire.SignKeyList(l, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.link.Publish(ctx, cloudTopics.Keys(), true, b); err != nil {
-		t.Fatal(err)
-	}
+	publishKeyList(t, ctx, e, root, 1, []ed25519.PrivateKey{rotated})
 	waitFor(t, "version 2 active once the list brings its manifest's key", func() bool { return activeVersion(t, rn.url, "ppocr_cls") == "2" })
 	if st, _ := e.status(); st.Desired.Node != d.Generation {
 		t.Errorf("desired generation %d, want %d: no new desired state was published", st.Desired.Node, d.Generation)
@@ -163,4 +138,24 @@ func keyListEnv(t *testing.T) (e *cloudEnv, cfg Config, root, rotated ed25519.Pr
 	cfg.Cloud.AllowUnsignedDesired = false
 	cfg.Cloud.RootKeyFiles = []string{rootPub}
 	return e, cfg, root, rotated
+}
+
+// publishKeyList publishes (retained) a key list of version listing keys and
+// revoking revoked, expiring in an hour, signed by signer, and returns its
+// bytes.
+func publishKeyList(t *testing.T, ctx context.Context, e *cloudEnv, signer ed25519.PrivateKey, version uint64, keys []ed25519.PrivateKey, revoked ...string) []byte {
+	t.Helper()
+	l := wire.KeyList{Protocol: wire.Protocol, Version: version, Expires: time.Now().Add(time.Hour).UTC().Format(time.RFC3339), Revoked: revoked}
+	for _, k := range keys {
+		pub := k.Public().(ed25519.PublicKey)
+		l.Keys = append(l.Keys, wire.ListedKey{KeyID: wire.KeyID(pub), PublicKey: pub})
+	}
+	b, err := wire.SignKeyList(l, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.link.Publish(ctx, cloudTopics.Keys(), true, b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

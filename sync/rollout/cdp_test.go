@@ -2,9 +2,12 @@ package rollout
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"image"
+	"image/png"
 	"io"
 	"os"
 	"os/exec"
@@ -241,8 +244,8 @@ func (b *browser) evalString(expr string) string {
 	return s
 }
 
-// screenshot saves the whole page as a PNG at path.
-func (b *browser) screenshot(path string) {
+// screenshot saves the whole page as a PNG at path and returns it decoded.
+func (b *browser) screenshot(path string) image.Image {
 	b.t.Helper()
 	var lm struct {
 		CSSContentSize struct{ Width, Height float64 }
@@ -251,13 +254,18 @@ func (b *browser) screenshot(path string) {
 	var shot struct{ Data string }
 	b.call(b.session, "Page.captureScreenshot", map[string]any{"format": "png", "captureBeyondViewport": true,
 		"clip": map[string]any{"x": 0, "y": 0, "width": lm.CSSContentSize.Width, "height": lm.CSSContentSize.Height, "scale": 1}}, &shot)
-	png, err := base64.StdEncoding.DecodeString(shot.Data)
+	data, err := base64.StdEncoding.DecodeString(shot.Data)
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	if err := os.WriteFile(path, png, 0o644); err != nil {
+	if err := os.WriteFile(path, data, 0o644); err != nil {
 		b.t.Fatal(err)
 	}
+	img, err := png.Decode(bytes.NewReader(data))
+	if err != nil {
+		b.t.Fatalf("screenshot %s: %v", path, err)
+	}
+	return img
 }
 
 // setPrompt sets the text prompts are answered with.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"image/png"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -93,16 +92,7 @@ func TestPageLiveRolloutAbortAndRollback(t *testing.T) {
 	b := startBrowser(t, 1300, 900)
 	shoot := func(name string) {
 		p := filepath.Join(dir, "live-"+name+".png")
-		b.screenshot(p)
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		img, err := png.Decode(f)
-		if err != nil {
-			t.Fatalf("screenshot %s: %v", name, err)
-		}
+		img := b.screenshot(p)
 		if img.Bounds().Dx() != 1300 || img.Bounds().Dy() < 900 {
 			t.Fatalf("screenshot %s is %v", name, img.Bounds())
 		}

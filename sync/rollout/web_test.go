@@ -1,7 +1,6 @@
 package rollout
 
 import (
-	"image/png"
 	"math"
 	"net/http/httptest"
 	"os"
@@ -62,16 +61,7 @@ func TestPageInChromium(t *testing.T) {
 		}
 	}
 	shot := filepath.Join(t.TempDir(), "page.png")
-	b.screenshot(shot)
-	f, err := os.Open(shot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := b.screenshot(shot)
 	if b := img.Bounds(); b.Dx() != 1200 || b.Dy() != 800 {
 		t.Fatalf("screenshot %v, want 1200x800", b)
 	}
